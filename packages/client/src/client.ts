@@ -1,0 +1,324 @@
+import { connect, type Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { formatHostPort, type Logger } from '@mnedc/common';
+import {
+  encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, frameName, HANDSHAKE_TIMEOUT_MS, HEADER_BYTES,
+  MIN_IPV4_PACKET, parseGoodbye, parsePeerUpdate, parseReject, parseWelcome, PING_BYTES, PROTOCOL_VERSION,
+  ProtocolError, type Hello, type Welcome,
+} from '@mnedc/protocol';
+import { Backoff } from './backoff';
+import type { ClientConfig } from './config';
+import { PeerTable, type PeerChanges } from './peer-table';
+
+/** What the client needs of its TUN device (the @mnedc/tun Tun satisfies it). */
+export interface TunnelDevice {
+  readonly name: string;
+  configure(cfg: { mtu?: number; address?: string; prefix?: number; up?: boolean }): void;
+  start(onBatch: (batch: Buffer, count: number) => void): void;
+  pause(): void;
+  resume(): void;
+  writeBatch(packets: readonly Buffer[], count?: number): number;
+  close(): void;
+}
+
+export type ClientState = 'connecting' | 'connected' | 'waiting' | 'stopped';
+
+export interface ClientDeps {
+  config: ClientConfig;
+  log: Logger;
+  deviceId: string;
+  hostname: string;
+  /** Underlay addresses to report, read at each connect (they change with DHCP). */
+  underlay: () => string[];
+  device: TunnelDevice;
+  /** The virtual IP from the last session, to ask for again. */
+  previousIp?: string;
+  /** Called when the lease changes, to persist it. */
+  onLease?: (welcome: Welcome) => void;
+  onPeers?: (changes: PeerChanges) => void;
+  backoff?: Backoff;
+}
+
+export interface ClientCounters {
+  txPackets: number;
+  txBytes: number;
+  rxPackets: number;
+  rxBytes: number;
+  /** TUN packets dropped because there was no connection to send them on. */
+  dropsOffline: number;
+  reconnects: number;
+}
+
+/**
+ * One device's link to the relay: connect, handshake, shuttle TUN ⇄ socket, reconnect forever.
+ *
+ * The TUN stays up with its address while the connection is down, so the kernel keeps applications' TCP
+ * connections alive and they resume once the client is back with the same IP.
+ */
+export class RelayClient {
+  state: ClientState = 'connecting';
+  lease: Welcome | null = null;
+  lastError = '';
+  rttMs = -1;
+  readonly counters: ClientCounters = { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, dropsOffline: 0, reconnects: 0 };
+  readonly peers: PeerTable;
+  private socket: Socket | null = null;
+  private decoder = new FrameDecoder();
+  private readonly backoff: Backoff;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private keepaliveTimer: NodeJS.Timeout | null = null;
+  private handshakeTimer: NodeJS.Timeout | null = null;
+  private heard = false;
+  private silentRounds = 0;
+  private retryHintMs: number | null = null;
+  private paused = false;
+  private configuredAddress = '';
+  private readonly toDevice: Buffer[] = [];
+  private readonly queueLimit: number;
+
+  constructor(private readonly deps: ClientDeps) {
+    this.peers = new PeerTable(deps.deviceId);
+    this.backoff = deps.backoff ?? new Backoff();
+    this.queueLimit = deps.config.client.send_queue_kib * 1024;
+  }
+
+  get server(): string {
+    return formatHostPort(this.deps.config.client.server);
+  }
+
+  start(): void {
+    this.deps.device.start((batch, count) => this.onDeviceBatch(batch, count));
+    this.connect();
+  }
+
+  stop(): void {
+    this.state = 'stopped';
+    this.clearTimers();
+    if (this.socket && !this.socket.destroyed) {
+      this.socket.end(encodeJsonFrame(FrameType.Goodbye, { code: 'shutdown', reason: 'client shutting down' }));
+      setTimeout(() => this.socket?.destroy(), 500).unref();
+    }
+    this.deps.device.close();
+  }
+
+  private connect(): void {
+    if (this.state === 'stopped') return;
+    this.state = 'connecting';
+    const { host, port } = this.deps.config.client.server;
+    const socket = connect({ host, port });
+    this.socket = socket;
+    this.decoder = new FrameDecoder();
+    socket.setNoDelay(true);
+    this.handshakeTimer = setTimeout(() => {
+      this.fail(socket, `no answer from ${this.server} within ${HANDSHAKE_TIMEOUT_MS} ms`);
+    }, HANDSHAKE_TIMEOUT_MS);
+    socket.on('connect', () => {
+      const hello: Hello = {
+        version: PROTOCOL_VERSION,
+        deviceId: this.deps.deviceId,
+        hostname: this.deps.hostname,
+        underlay: this.deps.underlay(),
+        capabilities: [],
+        software: 'mnedcd-client',
+      };
+      const previousIp = this.lease?.ip ?? this.deps.previousIp;
+      if (previousIp) hello.previousIp = previousIp;
+      socket.write(encodeJsonFrame(FrameType.Hello, hello));
+    });
+    socket.on('data', (chunk: Buffer) => this.onChunk(socket, chunk));
+    socket.on('drain', () => {
+      if (this.paused && socket === this.socket) {
+        this.paused = false;
+        this.deps.device.resume();
+      }
+    });
+    socket.on('error', (err) => {
+      this.lastError = err.message;
+    });
+    socket.on('close', () => this.onClose(socket));
+  }
+
+  private onChunk(socket: Socket, chunk: Buffer): void {
+    if (socket !== this.socket) return;
+    this.heard = true;
+    try {
+      this.decoder.push(chunk, (frame) => this.onFrame(socket, frame));
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) throw err;
+      this.fail(socket, `protocol error from ${this.server}: ${err.message}`);
+    } finally {
+      if (this.toDevice.length > 0) {
+        this.deps.device.writeBatch(this.toDevice);
+        this.toDevice.length = 0;
+      }
+    }
+  }
+
+  private onFrame(socket: Socket, frame: Buffer): void {
+    const type = frame[0]!;
+    const payload = frame.subarray(HEADER_BYTES);
+    if (this.state === 'connected') {
+      switch (type) {
+        case FrameType.Data:
+          this.counters.rxPackets++;
+          this.counters.rxBytes += payload.length;
+          this.toDevice.push(payload);
+          return;
+        case FrameType.Ping:
+          socket.write(encodeFrame(FrameType.Pong, payload));
+          return;
+        case FrameType.Pong:
+          this.rttMs = performance.now() - payload.readDoubleBE(0);
+          return;
+        case FrameType.Peers:
+          this.onPeerChanges(this.peers.apply(parsePeerUpdate(payload)));
+          return;
+        case FrameType.Goodbye: {
+          const goodbye = parseGoodbye(payload);
+          this.retryHintMs = goodbye.reconnectMs ?? null;
+          this.deps.log.warn({ code: goodbye.code, reason: goodbye.reason }, `Server closed the session: ${goodbye.reason}`);
+          this.lastError = `server: ${goodbye.reason}`;
+          socket.end();
+          return;
+        }
+        default:
+          throw new ProtocolError('unexpected', `${frameName(type)} from the server`);
+      }
+    }
+    if (type === FrameType.Welcome) this.onWelcome(socket, parseWelcome(payload));
+    else if (type === FrameType.Reject) {
+      const reject = parseReject(payload);
+      this.retryHintMs = reject.retryAfterMs ?? null;
+      this.lastError = `rejected (${reject.code}): ${reject.reason}`;
+      this.deps.log.error({ code: reject.code, reason: reject.reason }, `Server ${this.server} rejected this device: ${reject.reason}`);
+      socket.end();
+    } else throw new ProtocolError('unexpected', `${frameName(type)} before WELCOME`);
+  }
+
+  private onWelcome(socket: Socket, welcome: Welcome): void {
+    if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = null;
+    const address = `${welcome.ip}/${welcome.prefix}@${welcome.mtu}`;
+    if (address !== this.configuredAddress) {
+      // Reconfigure only on change: re-adding the same address would flush the kernel's routes and
+      // sockets bound to it, which is exactly what surviving a reconnect must avoid.
+      this.deps.device.configure({ address: welcome.ip, prefix: welcome.prefix, mtu: welcome.mtu, up: true });
+      if (this.configuredAddress) {
+        this.deps.log.warn({ ip: welcome.ip }, `The server gave a new address ${welcome.ip} (was ${this.lease?.ip}); connections on the old one are lost`);
+      }
+      this.configuredAddress = address;
+    }
+    const changed = this.lease?.ip !== welcome.ip;
+    this.lease = welcome;
+    this.state = 'connected';
+    this.lastError = '';
+    this.backoff.reset();
+    this.retryHintMs = null;
+    if (changed) this.deps.onLease?.(welcome);
+    this.startKeepalive(socket, welcome);
+    this.deps.log.info({ server: this.server, ip: welcome.ip, prefix: welcome.prefix, interface: this.deps.device.name },
+      `Connected to ${this.server} as ${welcome.ip}/${welcome.prefix} on ${this.deps.device.name}`);
+  }
+
+  private onPeerChanges(changes: PeerChanges): void {
+    for (const peer of changes.up) {
+      this.deps.log.info({ peer: peer.deviceId, ip: peer.ip, hostname: peer.hostname }, `Peer ${peer.deviceId} (${peer.hostname || 'no hostname'}) is up at ${peer.ip}`);
+    }
+    for (const peer of changes.down) {
+      this.deps.log.info({ peer: peer.deviceId, ip: peer.ip }, `Peer ${peer.deviceId} (${peer.ip}) is down`);
+    }
+    if (changes.up.length + changes.down.length > 0) this.deps.onPeers?.(changes);
+  }
+
+  private startKeepalive(socket: Socket, welcome: Welcome): void {
+    this.heard = true;
+    this.silentRounds = 0;
+    this.keepaliveTimer = setInterval(() => {
+      if (this.heard) {
+        this.heard = false;
+        this.silentRounds = 0;
+      } else if (++this.silentRounds * welcome.keepaliveMs >= welcome.deadAfterMs) {
+        this.fail(socket, `no word from ${this.server} for ${welcome.deadAfterMs} ms`);
+        return;
+      }
+      const ping = Buffer.allocUnsafe(PING_BYTES);
+      ping.writeDoubleBE(performance.now());
+      socket.write(encodeFrame(FrameType.Ping, ping));
+    }, welcome.keepaliveMs);
+  }
+
+  private fail(socket: Socket, why: string): void {
+    if (socket !== this.socket) return;
+    this.lastError = why;
+    this.deps.log.warn({ server: this.server }, `Dropping the connection: ${why}`);
+    socket.destroy();
+  }
+
+  private onClose(socket: Socket): void {
+    if (socket !== this.socket) return;
+    this.socket = null;
+    this.clearTimers();
+    if (this.paused) {
+      this.paused = false;
+      this.deps.device.resume();
+    }
+    if (this.state === 'stopped') return;
+    const wasConnected = this.state === 'connected';
+    const delay = this.retryHintMs ?? this.backoff.next();
+    this.retryHintMs = null;
+    this.state = 'waiting';
+    this.counters.reconnects++;
+    const why = this.lastError || 'connection closed';
+    if (wasConnected) {
+      this.deps.log.warn({ server: this.server, delayMs: delay }, `Lost ${this.server} (${why}); reconnecting in ${delay} ms, keeping ${this.lease?.ip} on ${this.deps.device.name}`);
+    } else {
+      this.deps.log.warn({ server: this.server, delayMs: delay }, `Cannot join ${this.server}: ${why}; retrying in ${delay} ms`);
+    }
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  private clearTimers(): void {
+    for (const timer of [this.retryTimer, this.keepaliveTimer, this.handshakeTimer]) if (timer) clearTimeout(timer);
+    this.retryTimer = this.keepaliveTimer = this.handshakeTimer = null;
+  }
+
+  /**
+   * TUN → server. The batch's [u32 length][packet] records become DATA frames by setting their type
+   * byte, so the whole batch goes out in one write without copying.
+   */
+  private onDeviceBatch(batch: Buffer, count: number): void {
+    const socket = this.socket;
+    if (this.state !== 'connected' || !socket) {
+      this.counters.dropsOffline += count;
+      return;
+    }
+    let offset = 0;
+    let valid = true;
+    for (let i = 0; i < count; i++) {
+      const length = batch.readUInt32BE(offset);
+      if (length < MIN_IPV4_PACKET || length > 0xffff) valid = false;
+      batch[offset] = FrameType.Data;
+      this.counters.txBytes += length;
+      offset += HEADER_BYTES + length;
+    }
+    this.counters.txPackets += count;
+    socket.write(valid ? batch.subarray(0, offset) : withoutRunts(batch, count));
+    if (socket.writableLength > this.queueLimit && !this.paused) {
+      // Let the kernel's TUN queue absorb and drop, as a congested link would, rather than buffering here.
+      this.paused = true;
+      this.deps.device.pause();
+    }
+  }
+}
+
+/** A packet shorter than an IPv4 header cannot be relayed and would be a protocol error on the wire. */
+function withoutRunts(batch: Buffer, count: number): Buffer {
+  const kept: Buffer[] = [];
+  let offset = 0;
+  for (let i = 0; i < count; i++) {
+    const length = batch.readUInt32BE(offset) & 0xffffff;
+    if (length >= MIN_IPV4_PACKET) kept.push(batch.subarray(offset, offset + HEADER_BYTES + length));
+    offset += HEADER_BYTES + length;
+  }
+  return Buffer.concat(kept);
+}

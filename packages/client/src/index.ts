@@ -1,0 +1,5 @@
+export * from './backoff';
+export * from './client';
+export * from './config';
+export * from './peer-table';
+export * from './state';

@@ -1,0 +1,54 @@
+import type { PeerInfo, PeerUpdate } from '@mnedc/protocol';
+
+export interface PeerChanges {
+  up: PeerInfo[];
+  down: PeerInfo[];
+}
+
+/**
+ * The client's view of the overlay, from a snapshot plus deltas. `apply` reports what changed, so a
+ * snapshot after a reconnect produces events only for peers that really came or went meanwhile.
+ */
+export class PeerTable {
+  private peers = new Map<string, PeerInfo>();
+  /** Peers seen before a reset, kept until the snapshot is complete to diff against. */
+  private previous: Map<string, PeerInfo> | null = null;
+
+  constructor(private readonly selfId: string) {}
+
+  get size(): number {
+    return this.peers.size;
+  }
+
+  list(): PeerInfo[] {
+    return [...this.peers.values()];
+  }
+
+  get(deviceId: string): PeerInfo | undefined {
+    return this.peers.get(deviceId);
+  }
+
+  apply(update: PeerUpdate): PeerChanges {
+    const changes: PeerChanges = { up: [], down: [] };
+    if (update.reset) {
+      this.previous = this.previous ?? this.peers;
+      this.peers = new Map();
+    }
+    for (const info of update.up) {
+      if (info.deviceId === this.selfId) continue;
+      const before = this.peers.get(info.deviceId) ?? this.previous?.get(info.deviceId);
+      this.peers.set(info.deviceId, info);
+      this.previous?.delete(info.deviceId);
+      if (!before || before.ip !== info.ip || before.since !== info.since) changes.up.push(info);
+    }
+    for (const deviceId of update.down) {
+      const before = this.peers.get(deviceId);
+      if (before && this.peers.delete(deviceId)) changes.down.push(before);
+    }
+    if (this.previous && !update.more) {
+      for (const gone of this.previous.values()) changes.down.push(gone);
+      this.previous = null;
+    }
+    return changes;
+  }
+}

@@ -1,0 +1,5 @@
+export * from './config';
+export * from './atomic-file';
+export * from './log';
+export * from './cli';
+export * from './identity';

@@ -1,0 +1,237 @@
+import { isIpv4 } from './ipv4';
+import { ProtocolError } from './wire';
+
+/** Limits on what a peer may claim about itself; they bound memory per session and per peer entry. */
+export const LIMITS = {
+  deviceIdLength: 128,
+  hostnameLength: 253,
+  underlayAddresses: 16,
+  addressLength: 45,
+  reasonLength: 512,
+  capabilities: 32,
+  capabilityLength: 64,
+} as const;
+
+const DEVICE_ID = /^[A-Za-z0-9][A-Za-z0-9._:@-]*$/;
+
+export interface Hello {
+  version: number;
+  deviceId: string;
+  hostname: string;
+  /** The device's own (private, possibly duplicated across NATs) underlay addresses, for discovery. */
+  underlay: string[];
+  /** The virtual IP the device had before, which the server gives back when it is free. */
+  previousIp?: string;
+  /** Reserved for the authentication layer; opaque here. */
+  auth?: Record<string, unknown>;
+  software?: string;
+  capabilities: string[];
+}
+
+export interface Welcome {
+  ip: string;
+  prefix: number;
+  mtu: number;
+  serverIp: string;
+  keepaliveMs: number;
+  deadAfterMs: number;
+}
+
+export type RejectCode = 'version' | 'bad-hello' | 'pool-full' | 'auth' | 'busy' | 'forbidden';
+
+export interface Reject {
+  code: RejectCode;
+  reason: string;
+  /** A hint for the client's next attempt; absent means its normal backoff. */
+  retryAfterMs?: number;
+}
+
+export interface PeerInfo {
+  deviceId: string;
+  ip: string;
+  hostname: string;
+  underlay: string[];
+  /** Epoch milliseconds since which the peer is connected. */
+  since: number;
+}
+
+export interface PeerUpdate {
+  /** True on the first frame of a snapshot: forget every peer known so far, then apply. */
+  reset: boolean;
+  /** True while further frames of the same snapshot follow. */
+  more: boolean;
+  up: PeerInfo[];
+  /** Device IDs that left. */
+  down: string[];
+}
+
+export type GoodbyeCode = 'shutdown' | 'replaced' | 'kicked' | 'dead' | 'protocol';
+
+export interface Goodbye {
+  code: GoodbyeCode;
+  reason: string;
+  /** When the sender expects to be back (server restart), so clients reconnect promptly. */
+  reconnectMs?: number;
+}
+
+export function decodeJson(payload: Buffer, what: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(payload.toString('utf8'));
+  } catch (err) {
+    throw new ProtocolError('bad-json', `${what}: payload is not JSON (${(err as Error).message})`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new ProtocolError('bad-json', `${what}: payload is not a JSON object`);
+  }
+  return value as Record<string, unknown>;
+}
+
+/** Field readers that throw a ProtocolError naming the message and the field. */
+class Fields {
+  constructor(private readonly what: string, private readonly obj: Record<string, unknown>) {}
+
+  fail(field: string, problem: string): never {
+    throw new ProtocolError('bad-message', `${this.what}.${field}: ${problem}`);
+  }
+
+  has(field: string): boolean {
+    return this.obj[field] !== undefined && this.obj[field] !== null;
+  }
+
+  string(field: string, max: number, pattern?: RegExp): string {
+    const v = this.obj[field];
+    if (typeof v !== 'string') this.fail(field, 'must be a string');
+    if (v.length > max) this.fail(field, `longer than ${max} characters`);
+    if (pattern && !pattern.test(v)) this.fail(field, `invalid value ${JSON.stringify(v.slice(0, 40))}`);
+    return v;
+  }
+
+  int(field: string, min: number, max: number): number {
+    const v = this.obj[field];
+    if (typeof v !== 'number' || !Number.isInteger(v)) this.fail(field, 'must be an integer');
+    if (v < min || v > max) this.fail(field, `${v} is outside ${min}..${max}`);
+    return v;
+  }
+
+  bool(field: string): boolean {
+    const v = this.obj[field];
+    if (typeof v !== 'boolean') this.fail(field, 'must be true or false');
+    return v;
+  }
+
+  ipv4(field: string): string {
+    const v = this.string(field, 15);
+    if (!isIpv4(v)) this.fail(field, `${JSON.stringify(v)} is not an IPv4 address`);
+    return v;
+  }
+
+  stringList(field: string, maxItems: number, maxLength: number, pattern?: RegExp): string[] {
+    const v = this.has(field) ? this.obj[field] : [];
+    if (!Array.isArray(v)) this.fail(field, 'must be a list');
+    if (v.length > maxItems) this.fail(field, `more than ${maxItems} entries`);
+    return v.map((item, i) => {
+      if (typeof item !== 'string' || item.length > maxLength || (pattern && !pattern.test(item))) {
+        this.fail(`${field}[${i}]`, 'invalid entry');
+      }
+      return item;
+    });
+  }
+
+  list(field: string): unknown[] {
+    const v = this.has(field) ? this.obj[field] : [];
+    if (!Array.isArray(v)) this.fail(field, 'must be a list');
+    return v;
+  }
+
+  object(field: string): Record<string, unknown> {
+    const v = this.obj[field];
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) this.fail(field, 'must be an object');
+    return v as Record<string, unknown>;
+  }
+}
+
+const ADDRESS = /^[0-9A-Fa-f.:]+$/;
+const CAPABILITY = /^[a-z0-9-]+$/;
+
+export function parseHello(payload: Buffer): Hello {
+  const f = new Fields('HELLO', decodeJson(payload, 'HELLO'));
+  const hello: Hello = {
+    version: f.int('version', 0, 0xffff),
+    deviceId: f.string('deviceId', LIMITS.deviceIdLength, DEVICE_ID),
+    hostname: f.has('hostname') ? f.string('hostname', LIMITS.hostnameLength) : '',
+    underlay: f.stringList('underlay', LIMITS.underlayAddresses, LIMITS.addressLength, ADDRESS),
+    capabilities: f.stringList('capabilities', LIMITS.capabilities, LIMITS.capabilityLength, CAPABILITY),
+  };
+  if (f.has('previousIp')) hello.previousIp = f.ipv4('previousIp');
+  if (f.has('auth')) hello.auth = f.object('auth');
+  if (f.has('software')) hello.software = f.string('software', 128);
+  return hello;
+}
+
+export function parseWelcome(payload: Buffer): Welcome {
+  const f = new Fields('WELCOME', decodeJson(payload, 'WELCOME'));
+  return {
+    ip: f.ipv4('ip'),
+    prefix: f.int('prefix', 1, 32),
+    mtu: f.int('mtu', 576, 65535),
+    serverIp: f.ipv4('serverIp'),
+    keepaliveMs: f.int('keepaliveMs', 100, 600_000),
+    deadAfterMs: f.int('deadAfterMs', 200, 3_600_000),
+  };
+}
+
+const REJECT_CODES: readonly RejectCode[] = ['version', 'bad-hello', 'pool-full', 'auth', 'busy', 'forbidden'];
+
+export function parseReject(payload: Buffer): Reject {
+  const f = new Fields('REJECT', decodeJson(payload, 'REJECT'));
+  const code = f.string('code', 32);
+  const reject: Reject = {
+    // A code this version does not know still carries a reason worth showing.
+    code: (REJECT_CODES as readonly string[]).includes(code) ? (code as RejectCode) : 'forbidden',
+    reason: f.string('reason', LIMITS.reasonLength),
+  };
+  if (f.has('retryAfterMs')) reject.retryAfterMs = f.int('retryAfterMs', 0, 3_600_000);
+  return reject;
+}
+
+function parsePeer(value: unknown, index: number): PeerInfo {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new ProtocolError('bad-message', `PEERS.up[${index}]: must be an object`);
+  }
+  const f = new Fields(`PEERS.up[${index}]`, value as Record<string, unknown>);
+  return {
+    deviceId: f.string('deviceId', LIMITS.deviceIdLength, DEVICE_ID),
+    ip: f.ipv4('ip'),
+    hostname: f.has('hostname') ? f.string('hostname', LIMITS.hostnameLength) : '',
+    underlay: f.stringList('underlay', LIMITS.underlayAddresses, LIMITS.addressLength, ADDRESS),
+    since: f.int('since', 0, Number.MAX_SAFE_INTEGER),
+  };
+}
+
+export function parsePeerUpdate(payload: Buffer): PeerUpdate {
+  const f = new Fields('PEERS', decodeJson(payload, 'PEERS'));
+  return {
+    reset: f.has('reset') ? f.bool('reset') : false,
+    more: f.has('more') ? f.bool('more') : false,
+    up: f.list('up').map(parsePeer),
+    down: f.stringList('down', Number.MAX_SAFE_INTEGER, LIMITS.deviceIdLength, DEVICE_ID),
+  };
+}
+
+const GOODBYE_CODES: readonly GoodbyeCode[] = ['shutdown', 'replaced', 'kicked', 'dead', 'protocol'];
+
+export function parseGoodbye(payload: Buffer): Goodbye {
+  const f = new Fields('GOODBYE', decodeJson(payload, 'GOODBYE'));
+  const code = f.string('code', 32);
+  const goodbye: Goodbye = {
+    code: (GOODBYE_CODES as readonly string[]).includes(code) ? (code as GoodbyeCode) : 'shutdown',
+    reason: f.string('reason', LIMITS.reasonLength),
+  };
+  if (f.has('reconnectMs')) goodbye.reconnectMs = f.int('reconnectMs', 0, 3_600_000);
+  return goodbye;
+}
+
+export function isValidDeviceId(id: string): boolean {
+  return id.length > 0 && id.length <= LIMITS.deviceIdLength && DEVICE_ID.test(id);
+}

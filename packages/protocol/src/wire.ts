@@ -1,0 +1,156 @@
+/**
+ * The mnedc wire protocol, version 1. Everything a client and a server say to each other is here.
+ *
+ * TRANSPORT
+ *   One persistent byte stream per device (TCP now; the security issue wraps it in TLS without changing
+ *   anything below). The stream is a sequence of frames; there is no other framing or padding.
+ *
+ * FRAME
+ *    0        1        2        3
+ *   +--------+--------+--------+--------+------------ - - -
+ *   |  type  |   payload length (u24 BE) | payload
+ *   +--------+--------+--------+--------+------------ - - -
+ *   The header is one big-endian u32: (type << 24) | length. A length above MAX_PAYLOAD, an unknown type
+ *   or a payload of the wrong size for its type is a protocol error: the receiver closes the stream.
+ *
+ * FRAME TYPES                    direction  payload
+ *   0x01 HELLO                   c → s      JSON Hello       — must be the client's first frame
+ *   0x02 WELCOME                 s → c      JSON Welcome     — the lease; the session is established
+ *   0x03 REJECT                  s → c      JSON Reject      — then the server closes the stream
+ *   0x04 PEERS                   s → c      JSON PeerUpdate  — discovery: snapshot chunks and deltas
+ *   0x05 GOODBYE                 both       JSON Goodbye     — the sender is closing on purpose
+ *   0x10 DATA                    both       one raw IPv4 packet (20 .. MAX_PACKET bytes), never re-encoded
+ *   0x20 PING                    both       8 opaque bytes
+ *   0x21 PONG                    both       the 8 bytes of the PING it answers
+ *   JSON payloads are UTF-8 objects; unknown fields are ignored, so fields can be added without a new
+ *   version. The exact fields and their limits are the validators in messages.ts.
+ *
+ * HANDSHAKE
+ *   client                                   server
+ *     HELLO {version, deviceId, hostname,  →
+ *            underlay[], previousIp?, auth?}
+ *                                          ←  WELCOME {ip, prefix, mtu, serverIp, keepaliveMs, ...}
+ *                                          ←  PEERS {reset: true, more: true, up: [...]}  (snapshot, in
+ *                                          ←  PEERS {reset: false, more: false, up: [...]}  chunks)
+ *     DATA / PING / PONG                   ↔  DATA / PING / PONG / PEERS deltas / GOODBYE
+ *   or                                     ←  REJECT {code, reason}  and close
+ *   The snapshot may come up to a coalescing window (~100 ms) after WELCOME; DATA may flow before it.
+ *   Deltas are PEERS {reset: false, more: false, up: [...], down: [deviceId...]}.
+ *   The server allows HANDSHAKE_TIMEOUT_MS for the HELLO. Any frame other than HELLO before WELCOME, or a
+ *   second HELLO, is a protocol error. `auth` is reserved for the credentials of the authentication layer:
+ *   a server that requires them rejects with code "auth".
+ *
+ * LIVENESS
+ *   Each side sends PING every keepaliveMs (announced in WELCOME) and answers PING with PONG. Any frame
+ *   received proves the peer alive; a side that hears nothing for deadAfterMs closes the stream.
+ *
+ * LEASES AND TAKEOVER
+ *   The lease is keyed by deviceId. A HELLO for a deviceId whose previous session is still open replaces
+ *   that session (it receives GOODBYE "replaced" and is closed): the newest connection is the device.
+ */
+
+export const PROTOCOL_VERSION = 1;
+
+export const HEADER_BYTES = 4;
+/** Largest IPv4 packet a DATA frame carries: the IPv4 total-length field's maximum. */
+export const MAX_PACKET = 65535;
+/** Room beyond MAX_PACKET kept for per-packet offload metadata a later version may carry. */
+export const MAX_PAYLOAD = MAX_PACKET + 256;
+/** Control (JSON) frames are kept well below MAX_PAYLOAD; senders split larger content (peer snapshots). */
+export const MAX_CONTROL_PAYLOAD = 60 * 1024;
+export const MIN_IPV4_PACKET = 20;
+export const PING_BYTES = 8;
+export const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+export enum FrameType {
+  Hello = 0x01,
+  Welcome = 0x02,
+  Reject = 0x03,
+  Peers = 0x04,
+  Goodbye = 0x05,
+  Data = 0x10,
+  Ping = 0x20,
+  Pong = 0x21,
+}
+
+const FRAME_NAMES: Readonly<Record<number, string>> = {
+  [FrameType.Hello]: 'HELLO',
+  [FrameType.Welcome]: 'WELCOME',
+  [FrameType.Reject]: 'REJECT',
+  [FrameType.Peers]: 'PEERS',
+  [FrameType.Goodbye]: 'GOODBYE',
+  [FrameType.Data]: 'DATA',
+  [FrameType.Ping]: 'PING',
+  [FrameType.Pong]: 'PONG',
+};
+
+export function frameName(type: number): string {
+  return FRAME_NAMES[type] ?? `0x${type.toString(16).padStart(2, '0')}`;
+}
+
+export type ProtocolErrorCode = 'unknown-type' | 'oversize' | 'bad-length' | 'bad-json' | 'bad-message' | 'unexpected';
+
+/** Everything a peer can get wrong on the wire; the receiver closes that one stream and carries on. */
+export class ProtocolError extends Error {
+  constructor(readonly code: ProtocolErrorCode, message: string) {
+    super(message);
+    this.name = 'ProtocolError';
+  }
+}
+
+/** Checks a header before its payload is buffered, so an absurd length costs nothing. */
+export function checkHeader(type: number, length: number, maxPayload: number): void {
+  switch (type) {
+    case FrameType.Data:
+      if (length < MIN_IPV4_PACKET || length > Math.min(maxPayload, MAX_PAYLOAD)) {
+        throw new ProtocolError(length > maxPayload ? 'oversize' : 'bad-length',
+          `DATA frame of ${length} bytes (allowed ${MIN_IPV4_PACKET}..${Math.min(maxPayload, MAX_PAYLOAD)})`);
+      }
+      return;
+    case FrameType.Ping:
+    case FrameType.Pong:
+      if (length !== PING_BYTES) {
+        throw new ProtocolError('bad-length', `${frameName(type)} frame of ${length} bytes (must be ${PING_BYTES})`);
+      }
+      return;
+    case FrameType.Hello:
+    case FrameType.Welcome:
+    case FrameType.Reject:
+    case FrameType.Peers:
+    case FrameType.Goodbye:
+      if (length > MAX_CONTROL_PAYLOAD) {
+        throw new ProtocolError('oversize', `${frameName(type)} frame of ${length} bytes (max ${MAX_CONTROL_PAYLOAD})`);
+      }
+      return;
+    default:
+      throw new ProtocolError('unknown-type', `unknown frame type ${frameName(type)}`);
+  }
+}
+
+export function writeHeader(target: Buffer, offset: number, type: FrameType, length: number): void {
+  target.writeUInt32BE(((type << 24) | length) >>> 0, offset);
+}
+
+export function frameType(frame: Buffer): number {
+  return frame[0]!;
+}
+
+export function framePayload(frame: Buffer): Buffer {
+  return frame.subarray(HEADER_BYTES);
+}
+
+export function encodeFrame(type: FrameType, payload: Uint8Array): Buffer {
+  checkHeader(type, payload.length, MAX_PAYLOAD);
+  const frame = Buffer.allocUnsafe(HEADER_BYTES + payload.length);
+  writeHeader(frame, 0, type, payload.length);
+  frame.set(payload, HEADER_BYTES);
+  return frame;
+}
+
+export function encodeJsonFrame(type: FrameType, message: object): Buffer {
+  return encodeFrame(type, Buffer.from(JSON.stringify(message), 'utf8'));
+}
+
+export function encodePing(type: FrameType.Ping | FrameType.Pong, token: Uint8Array): Buffer {
+  return encodeFrame(type, token);
+}

@@ -1,0 +1,226 @@
+import { intToIpv4, ipv4ToInt, isValidDeviceId, type Subnet } from '@mnedc/protocol';
+
+/**
+ * Virtual IP leases keyed by device ID. Pure: no clock, no files; the server persists `toJSON()`.
+ *
+ * Address plan: the network and broadcast addresses are never leased, the first host address is the
+ * server's, everything else is the pool. Allocation is O(1) amortised even at a /16: a bitmap of used
+ * addresses and a cursor that moves forward, so a fresh device never scans the whole pool.
+ *
+ * A device keeps its address while the server knows it, connected or not. Only when the pool has no free
+ * address does a new device take the address of the device that has been offline longest.
+ */
+export interface Lease {
+  deviceId: string;
+  ip: number;
+  hostname: string;
+  underlay: string[];
+  /** Epoch ms. */
+  createdAt: number;
+  /** Epoch ms when the device was last connected (updated on connect and disconnect). */
+  lastSeen: number;
+}
+
+export type AcquireResult =
+  | { ok: true; lease: Lease; reclaimedFrom?: Lease; isNew: boolean }
+  | { ok: false; reason: string };
+
+export interface AcquireRequest {
+  deviceId: string;
+  hostname: string;
+  underlay: string[];
+  requestedIp?: number;
+  now: number;
+  /** Whether a device currently has a session; its lease can never be reclaimed. */
+  isConnected: (deviceId: string) => boolean;
+}
+
+export const LEASE_FILE_VERSION = 1;
+
+export class CorruptLeaseFile extends Error {}
+
+export class LeasePool {
+  readonly serverIp: number;
+  readonly firstHost: number;
+  readonly capacity: number;
+  private readonly used: Uint8Array;
+  private cursor = 0;
+  private readonly byDeviceId = new Map<string, Lease>();
+  private readonly byAddress = new Map<number, Lease>();
+
+  constructor(readonly subnet: Subnet) {
+    const hosts = subnet.broadcast - subnet.network - 1;
+    if (hosts < 2) throw new Error(`subnet /${subnet.prefix} has no room for a server and a client`);
+    this.serverIp = subnet.network + 1;
+    this.firstHost = subnet.network + 2;
+    this.capacity = hosts - 1;
+    this.used = new Uint8Array(this.capacity);
+  }
+
+  get size(): number {
+    return this.byDeviceId.size;
+  }
+
+  get(deviceId: string): Lease | undefined {
+    return this.byDeviceId.get(deviceId);
+  }
+
+  byIp(ip: number): Lease | undefined {
+    return this.byAddress.get(ip);
+  }
+
+  leases(): IterableIterator<Lease> {
+    return this.byDeviceId.values();
+  }
+
+  isLeasable(ip: number): boolean {
+    return ip >= this.firstHost && ip < this.firstHost + this.capacity;
+  }
+
+  acquire(request: AcquireRequest): AcquireResult {
+    const existing = this.byDeviceId.get(request.deviceId);
+    if (existing) {
+      existing.hostname = request.hostname;
+      existing.underlay = request.underlay;
+      return { ok: true, lease: existing, isNew: false };
+    }
+    const wanted = request.requestedIp;
+    let ip: number | undefined;
+    if (wanted !== undefined && this.isLeasable(wanted) && !this.used[wanted - this.firstHost]) ip = wanted;
+    ip ??= this.nextFree();
+    let reclaimedFrom: Lease | undefined;
+    if (ip === undefined) {
+      reclaimedFrom = this.longestOffline(request.isConnected);
+      if (!reclaimedFrom) {
+        return {
+          ok: false,
+          reason: `address pool full: all ${this.capacity} addresses of ${intToIpv4(this.subnet.network)}/${this.subnet.prefix} ` +
+            'are leased to connected devices; use a larger subnet',
+        };
+      }
+      this.release(reclaimedFrom.deviceId);
+      ip = reclaimedFrom.ip;
+    }
+    const lease: Lease = {
+      deviceId: request.deviceId,
+      ip,
+      hostname: request.hostname,
+      underlay: request.underlay,
+      createdAt: request.now,
+      lastSeen: request.now,
+    };
+    this.insert(lease);
+    return reclaimedFrom ? { ok: true, lease, reclaimedFrom, isNew: true } : { ok: true, lease, isNew: true };
+  }
+
+  release(deviceId: string): Lease | undefined {
+    const lease = this.byDeviceId.get(deviceId);
+    if (!lease) return undefined;
+    this.byDeviceId.delete(deviceId);
+    this.byAddress.delete(lease.ip);
+    this.used[lease.ip - this.firstHost] = 0;
+    return lease;
+  }
+
+  touch(deviceId: string, now: number): void {
+    const lease = this.byDeviceId.get(deviceId);
+    if (lease) lease.lastSeen = now;
+  }
+
+  private insert(lease: Lease): void {
+    this.byDeviceId.set(lease.deviceId, lease);
+    this.byAddress.set(lease.ip, lease);
+    this.used[lease.ip - this.firstHost] = 1;
+  }
+
+  private nextFree(): number | undefined {
+    if (this.byAddress.size >= this.capacity) return undefined;
+    for (let scanned = 0; scanned < this.capacity; scanned++) {
+      const index = this.cursor;
+      this.cursor = index + 1 === this.capacity ? 0 : index + 1;
+      if (!this.used[index]) return this.firstHost + index;
+    }
+    return undefined;
+  }
+
+  /** Linear, but only runs when the pool is exhausted, which is rare and already a slow path. */
+  private longestOffline(isConnected: (deviceId: string) => boolean): Lease | undefined {
+    let oldest: Lease | undefined;
+    for (const lease of this.byDeviceId.values()) {
+      if (isConnected(lease.deviceId)) continue;
+      if (!oldest || lease.lastSeen < oldest.lastSeen) oldest = lease;
+    }
+    return oldest;
+  }
+
+  toJSON(): LeaseFile {
+    return {
+      version: LEASE_FILE_VERSION,
+      subnet: `${intToIpv4(this.subnet.network)}/${this.subnet.prefix}`,
+      leases: [...this.byDeviceId.values()].map((l) => ({ ...l, ip: intToIpv4(l.ip) })),
+    };
+  }
+
+  /**
+   * Restores leases saved by toJSON. A file that cannot be trusted is an error, never a silent reset,
+   * because handing out addresses from an empty table would give two devices the same IP.
+   * Leases outside the (possibly changed) subnet are returned as dropped so the caller can log them.
+   */
+  static restore(subnet: Subnet, text: string): { pool: LeasePool; dropped: StoredLease[] } {
+    let data: unknown;
+    try {
+      data = JSON.parse(text);
+    } catch (err) {
+      throw new CorruptLeaseFile(`not valid JSON (${(err as Error).message})`);
+    }
+    const file = data as Partial<LeaseFile> | null;
+    if (typeof file !== 'object' || file === null || file.version !== LEASE_FILE_VERSION || !Array.isArray(file.leases)) {
+      throw new CorruptLeaseFile(`not a version ${LEASE_FILE_VERSION} lease file`);
+    }
+    const pool = new LeasePool(subnet);
+    const dropped: StoredLease[] = [];
+    file.leases.forEach((stored, index) => {
+      const lease = checkStoredLease(stored, index);
+      if (!pool.isLeasable(lease.ip)) {
+        dropped.push(stored);
+        return;
+      }
+      if (pool.byDeviceId.has(lease.deviceId)) throw new CorruptLeaseFile(`lease ${index}: device ${lease.deviceId} appears twice`);
+      if (pool.byAddress.has(lease.ip)) throw new CorruptLeaseFile(`lease ${index}: ${intToIpv4(lease.ip)} is leased twice`);
+      pool.insert(lease);
+    });
+    return { pool, dropped };
+  }
+}
+
+export interface StoredLease extends Omit<Lease, 'ip'> {
+  ip: string;
+}
+
+export interface LeaseFile {
+  version: number;
+  subnet: string;
+  leases: StoredLease[];
+}
+
+function checkStoredLease(value: unknown, index: number): Lease {
+  const s = value as Partial<StoredLease> | null;
+  const problem = (what: string) => new CorruptLeaseFile(`lease ${index}: ${what}`);
+  if (typeof s !== 'object' || s === null) throw problem('not an object');
+  if (typeof s.deviceId !== 'string' || !isValidDeviceId(s.deviceId)) throw problem('bad deviceId');
+  let ip: number;
+  try {
+    ip = ipv4ToInt(String(s.ip));
+  } catch {
+    throw problem(`bad ip ${JSON.stringify(s.ip)}`);
+  }
+  if (!Number.isFinite(s.createdAt) || !Number.isFinite(s.lastSeen)) throw problem('bad timestamps');
+  return {
+    deviceId: s.deviceId,
+    ip,
+    hostname: typeof s.hostname === 'string' ? s.hostname : '',
+    underlay: Array.isArray(s.underlay) ? s.underlay.filter((a): a is string => typeof a === 'string') : [],
+    createdAt: s.createdAt!,
+    lastSeen: s.lastSeen!,
+  };
+}

@@ -1,0 +1,54 @@
+import { HEADER_BYTES } from '@mnedc/protocol';
+
+/**
+ * The forwarding decision, kept apart from sockets so it can be tested as a table of cases. It reads
+ * the packet inside a DATA frame in place: the frame is forwarded as it came, so nothing is sliced.
+ * Only IPv4 is relayed: the overlay leases IPv4 addresses and nothing else.
+ */
+export enum Verdict {
+  Deliver,
+  /** The source is not the sender's leased address: forged, or leaked from another interface. */
+  Spoofed,
+  /** Not an IPv4 packet, or a header whose lengths do not fit the frame. */
+  Malformed,
+}
+
+export type DropReason = 'noRoute' | 'spoofed' | 'malformed' | 'queueFull';
+
+/** Checks what a sender may not lie about; the destination is looked up by the caller. */
+export function checkFrame(frame: Buffer, senderIp: number): Verdict {
+  const first = frame[HEADER_BYTES]!;
+  const headerLength = (first & 0x0f) * 4;
+  if (first >> 4 !== 4 || headerLength < 20) return Verdict.Malformed;
+  const totalLength = frame.readUInt16BE(HEADER_BYTES + 2);
+  if (totalLength > frame.length - HEADER_BYTES || totalLength < headerLength) return Verdict.Malformed;
+  if (frame.readUInt32BE(HEADER_BYTES + 12) !== senderIp) return Verdict.Spoofed;
+  return Verdict.Deliver;
+}
+
+export function frameDestination(frame: Buffer): number {
+  return frame.readUInt32BE(HEADER_BYTES + 16);
+}
+
+/** Virtual IP → whatever delivers to it (a session, or the server's own TUN). */
+export class RoutingTable<Target> {
+  private readonly routes = new Map<number, Target>();
+
+  get size(): number {
+    return this.routes.size;
+  }
+
+  set(ip: number, target: Target): void {
+    this.routes.set(ip, target);
+  }
+
+  /** Removes the route only while it still points at `target`, so a replaced session cannot unroute its successor. */
+  delete(ip: number, target: Target): boolean {
+    if (this.routes.get(ip) !== target) return false;
+    return this.routes.delete(ip);
+  }
+
+  get(ip: number): Target | undefined {
+    return this.routes.get(ip);
+  }
+}

@@ -1,0 +1,381 @@
+import { createServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
+import { hostname } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { RateLimitedWarning, type Logger } from '@mnedc/common';
+import {
+  buildIcmpUnreachable, encodeFrame, encodeJsonFrame, FrameType, frameName, HANDSHAKE_TIMEOUT_MS, HEADER_BYTES,
+  ICMP_HOST_UNREACHABLE, intToIpv4, ipv4ToInt, parseHello, PING_BYTES, PROTOCOL_VERSION, ProtocolError,
+  type Hello, type PeerInfo, type Welcome,
+} from '@mnedc/protocol';
+import type { ServerConfig } from './config';
+import { LeasePool, type Lease } from './lease-pool';
+import { LeaseStore } from './lease-store';
+import { PeerDirectory } from './peer-directory';
+import { checkFrame, frameDestination, RoutingTable, Verdict, type DropReason } from './router';
+import { newCounters, Session } from './session';
+
+/** What the server needs of its own TUN device (the @mnedc/tun Tun satisfies it). */
+export interface PacketDevice {
+  readonly name: string;
+  start(onBatch: (batch: Buffer, count: number) => void): void;
+  writeBatch(packets: readonly Buffer[], count?: number): number;
+  close(): void;
+}
+
+export interface ServerDeps {
+  config: ServerConfig;
+  log: Logger;
+  /** Opens and configures the server's TUN; absent when [server] interface is empty. */
+  openDevice?: (name: string, address: string, prefix: number, mtu: number) => PacketDevice;
+  serverDeviceId: string;
+}
+
+/** The server's own TUN as a route target. */
+interface LocalTarget {
+  readonly local: true;
+}
+
+type Target = Session | LocalTarget;
+
+const LOCAL: LocalTarget = { local: true };
+/** Unreachables are a courtesy: a source spraying unknown addresses gets at most this many per second. */
+const ICMP_PER_SECOND = 200;
+
+export class RelayServer {
+  readonly pool: LeasePool;
+  readonly serverIp: number;
+  readonly directory: PeerDirectory;
+  /** Everything relayed, including by sessions that have since closed. */
+  readonly totals = newCounters();
+  /** Traffic of the server's own TUN, which is a sender like any session. */
+  readonly local = newCounters();
+  private readonly store: LeaseStore;
+  private readonly routes = new RoutingTable<Target>();
+  private readonly sessions = new Set<Session>();
+  private readonly byDevice = new Map<string, Session>();
+  private readonly corked: Session[] = [];
+  private readonly toDevice: Buffer[] = [];
+  private device: PacketDevice | null = null;
+  private listener: NetServer | null = null;
+  private keepaliveTimer: NodeJS.Timeout | null = null;
+  private icmpTokens = ICMP_PER_SECOND;
+  private icmpRefill = Date.now();
+  private readonly dropWarning: RateLimitedWarning;
+  private readonly protocolWarning: RateLimitedWarning;
+  readonly startedAt = Date.now();
+
+  constructor(private readonly deps: ServerDeps) {
+    const { config, log } = deps;
+    this.store = new LeaseStore(config.server.state_dir, log);
+    this.pool = this.store.load(config.server.subnet);
+    this.serverIp = this.pool.serverIp;
+    this.directory = new PeerDirectory({
+      schedule: (callback, delayMs) => {
+        const timer = setTimeout(callback, delayMs);
+        return { cancel: () => clearTimeout(timer) };
+      },
+    });
+    this.dropWarning = new RateLimitedWarning(log);
+    this.protocolWarning = new RateLimitedWarning(log);
+  }
+
+  async start(): Promise<AddressInfo> {
+    const { server } = this.deps.config;
+    if (server.interface && this.deps.openDevice) {
+      const device = this.deps.openDevice(server.interface, intToIpv4(this.serverIp), server.subnet.prefix, server.mtu);
+      this.device = device;
+      device.start((batch, count) => this.onDeviceBatch(batch, count));
+      this.routes.set(this.serverIp, LOCAL);
+      this.directory.join({
+        deviceId: this.deps.serverDeviceId,
+        ip: intToIpv4(this.serverIp),
+        hostname: hostname(),
+        underlay: [],
+        since: this.startedAt,
+      });
+    }
+    const listener = createServer((socket) => this.accept(socket));
+    this.listener = listener;
+    await new Promise<void>((resolve, reject) => {
+      listener.once('error', reject);
+      listener.listen(server.listen.port, server.listen.host, () => {
+        listener.off('error', reject);
+        resolve();
+      });
+    });
+    listener.on('error', (err) => this.deps.log.error({ err }, `Listener error: ${err.message}`));
+    this.keepaliveTimer = setInterval(() => this.sweep(), server.keepalive_ms);
+    const address = listener.address() as AddressInfo;
+    this.deps.log.info({ listen: `${address.address}:${address.port}`, serverIp: intToIpv4(this.serverIp), leases: this.pool.size },
+      `Relay listening on ${address.address}:${address.port}, overlay ${intToIpv4(server.subnet.network)}/${server.subnet.prefix}` +
+      (this.device ? ` on ${this.device.name} as ${intToIpv4(this.serverIp)}` : ' (no local interface)'));
+    return address;
+  }
+
+  /** Tells every device the server is going away so it reconnects promptly, then saves leases. */
+  async stop(): Promise<void> {
+    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
+    const closed = new Promise<void>((resolve) => (this.listener ? this.listener.close(() => resolve()) : resolve()));
+    for (const session of [...this.sessions]) {
+      session.goodbye({ code: 'shutdown', reason: 'server shutting down', reconnectMs: 1000 });
+      this.detach(session, 'server shutting down');
+    }
+    this.store.flush(this.pool);
+    this.device?.close();
+    this.device = null;
+    for (const session of this.sessions) session.socket.destroy();
+    await closed;
+  }
+
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  sessionList(): Session[] {
+    return [...this.sessions];
+  }
+
+  // ---- connection life ----
+
+  private accept(socket: Socket): void {
+    socket.setNoDelay(true);
+    const session = new Session(socket, this.deps.config.server.send_queue_kib * 1024);
+    this.sessions.add(session);
+    session.handshakeTimer = setTimeout(() => {
+      this.protocolWarning.warn({ remote: session.remote }, `Closed ${session.remote}: no HELLO within ${HANDSHAKE_TIMEOUT_MS} ms`);
+      socket.destroy();
+    }, HANDSHAKE_TIMEOUT_MS);
+    socket.on('data', (chunk: Buffer) => this.onChunk(session, chunk));
+    socket.on('error', (err) => this.deps.log.debug({ err, remote: session.remote }, 'socket error'));
+    socket.on('close', () => {
+      this.sessions.delete(session);
+      if (session.handshakeTimer) clearTimeout(session.handshakeTimer);
+      this.detach(session, 'connection closed');
+    });
+  }
+
+  private onChunk(session: Session, chunk: Buffer): void {
+    if (session.state === 'closed') return;
+    session.heard = true;
+    try {
+      session.decoder.push(chunk, (frame) => this.onFrame(session, frame));
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) throw err;
+      this.countDrop(session, 'malformed');
+      this.protocolWarning.warn({ remote: session.remote, deviceId: session.deviceId || undefined, code: err.code },
+        `Closed ${session.deviceId || session.remote}: protocol error: ${err.message}`);
+      session.goodbye({ code: 'protocol', reason: err.message });
+      this.detach(session, `protocol error: ${err.message}`);
+    } finally {
+      this.flushBatch();
+    }
+  }
+
+  private onFrame(session: Session, frame: Buffer): void {
+    const type = frame[0]!;
+    if (session.state === 'established') {
+      if (type === FrameType.Data) this.forward(session, frame, session.ip);
+      else if (type === FrameType.Ping) session.sendControl(encodeFrame(FrameType.Pong, frame.subarray(HEADER_BYTES)));
+      else if (type === FrameType.Pong) session.rttMs = performance.now() - frame.readDoubleBE(HEADER_BYTES);
+      else if (type === FrameType.Goodbye) session.socket.end();
+      else throw new ProtocolError('unexpected', `${frameName(type)} from a client`);
+      return;
+    }
+    if (session.state === 'closed') return;
+    if (type !== FrameType.Hello) throw new ProtocolError('unexpected', `${frameName(type)} before HELLO`);
+    this.onHello(session, parseHello(frame.subarray(HEADER_BYTES)));
+  }
+
+  private onHello(session: Session, hello: Hello): void {
+    if (session.handshakeTimer) clearTimeout(session.handshakeTimer);
+    session.handshakeTimer = null;
+    if (hello.version !== PROTOCOL_VERSION) {
+      this.deps.log.warn({ remote: session.remote, deviceId: hello.deviceId, version: hello.version },
+        `Rejected ${hello.deviceId}: protocol version ${hello.version}, this server speaks ${PROTOCOL_VERSION}`);
+      session.reject({ code: 'version', reason: `protocol version ${hello.version} is not supported; this server speaks version ${PROTOCOL_VERSION}` });
+      return;
+    }
+    if (hello.deviceId === this.deps.serverDeviceId) {
+      session.reject({ code: 'forbidden', reason: `device ID ${hello.deviceId} is the server's own` });
+      return;
+    }
+    const previous = this.byDevice.get(hello.deviceId);
+    if (previous) {
+      // The newest connection is the device: the old one is usually a dead TCP session not yet timed out.
+      this.deps.log.info({ deviceId: hello.deviceId, old: previous.remote, new: session.remote },
+        `Device ${hello.deviceId} reconnected from ${session.remote}; closing its previous session from ${previous.remote}`);
+      previous.goodbye({ code: 'replaced', reason: `replaced by a new connection from ${session.remote}` });
+      this.detach(previous, 'replaced');
+    }
+    const now = Date.now();
+    const result = this.pool.acquire({
+      deviceId: hello.deviceId,
+      hostname: hello.hostname,
+      underlay: hello.underlay,
+      requestedIp: hello.previousIp !== undefined ? ipv4ToInt(hello.previousIp) : undefined,
+      now,
+      isConnected: (deviceId) => this.byDevice.has(deviceId),
+    });
+    if (!result.ok) {
+      this.deps.log.warn({ deviceId: hello.deviceId, remote: session.remote }, `Rejected ${hello.deviceId}: ${result.reason}`);
+      session.reject({ code: 'pool-full', reason: result.reason, retryAfterMs: 30_000 });
+      return;
+    }
+    const { lease } = result;
+    if (result.reclaimedFrom) {
+      this.deps.log.warn({ deviceId: hello.deviceId, ip: intToIpv4(lease.ip), from: result.reclaimedFrom.deviceId },
+        `Pool exhausted: gave ${intToIpv4(lease.ip)} of ${result.reclaimedFrom.deviceId} (offline the longest) to ${hello.deviceId}`);
+    }
+    this.pool.touch(hello.deviceId, now);
+    this.store.changed(this.pool, result.isNew);
+    session.state = 'established';
+    session.establishedAt = now;
+    session.deviceId = hello.deviceId;
+    session.ip = lease.ip;
+    session.hello = hello;
+    this.byDevice.set(hello.deviceId, session);
+    this.routes.set(lease.ip, session);
+    const welcome: Welcome = {
+      ip: intToIpv4(lease.ip),
+      prefix: this.deps.config.server.subnet.prefix,
+      mtu: this.deps.config.server.mtu,
+      serverIp: intToIpv4(this.serverIp),
+      keepaliveMs: this.deps.config.server.keepalive_ms,
+      deadAfterMs: this.deps.config.server.dead_after_ms,
+    };
+    session.sendControl(encodeJsonFrame(FrameType.Welcome, welcome));
+    this.directory.join(peerInfo(lease, now), session);
+    this.deps.log.info({ deviceId: hello.deviceId, ip: welcome.ip, hostname: hello.hostname, remote: session.remote, isNew: result.isNew },
+      `Device ${hello.deviceId} (${hello.hostname || 'no hostname'}) joined from ${session.remote} as ${welcome.ip}`);
+  }
+
+  /** Takes a session off the routing table and the directory; safe to call more than once. */
+  private detach(session: Session, why: string): void {
+    if (session.state !== 'established') {
+      session.state = 'closed';
+      return;
+    }
+    session.state = 'closed';
+    this.routes.delete(session.ip, session);
+    if (this.byDevice.get(session.deviceId) === session) {
+      this.byDevice.delete(session.deviceId);
+      this.directory.leave(session.deviceId, session);
+      this.pool.touch(session.deviceId, Date.now());
+      this.store.changed(this.pool, false);
+    }
+    this.deps.log.info({ deviceId: session.deviceId, ip: intToIpv4(session.ip), why, rxPackets: session.counters.rxPackets, txPackets: session.counters.txPackets },
+      `Device ${session.deviceId} (${intToIpv4(session.ip)}) left: ${why}`);
+  }
+
+  /** Pings every established session; a session silent for deadAfterMs is closed. */
+  private sweep(): void {
+    const { keepalive_ms: keepalive, dead_after_ms: deadAfter } = this.deps.config.server;
+    const ping = Buffer.alloc(HEADER_BYTES + PING_BYTES);
+    ping.writeUInt32BE(((FrameType.Ping << 24) | PING_BYTES) >>> 0);
+    ping.writeDoubleBE(performance.now(), HEADER_BYTES);
+    for (const session of this.sessions) {
+      if (session.state !== 'established') continue;
+      if (session.heard) {
+        session.heard = false;
+        session.silentRounds = 0;
+      } else if (++session.silentRounds * keepalive >= deadAfter) {
+        this.deps.log.warn({ deviceId: session.deviceId, remote: session.remote },
+          `Device ${session.deviceId} silent for ${deadAfter} ms: closing its session`);
+        this.detach(session, `silent for ${deadAfter} ms`);
+        session.socket.destroy();
+        continue;
+      }
+      session.sendControl(ping);
+    }
+  }
+
+  // ---- packet path ----
+
+  /** A DATA frame from a session (senderIp = its lease) or the local TUN (senderIp = server IP). */
+  private forward(from: Session | null, frame: Buffer, senderIp: number): void {
+    const counters = from ? from.counters : this.local;
+    const bytes = frame.length - HEADER_BYTES;
+    counters.rxPackets++;
+    counters.rxBytes += bytes;
+    this.totals.rxPackets++;
+    this.totals.rxBytes += bytes;
+    const verdict = checkFrame(frame, senderIp);
+    if (verdict !== Verdict.Deliver) {
+      this.drop(from, verdict === Verdict.Spoofed ? 'spoofed' : 'malformed', frame);
+      return;
+    }
+    const target = this.routes.get(frameDestination(frame));
+    if (target === undefined) {
+      this.drop(from, 'noRoute', frame);
+      this.unreachable(from, frame);
+    } else if (target instanceof Session) {
+      if (!target.sendData(frame, this.corked)) {
+        this.countDrop(from, 'queueFull');
+        return;
+      }
+      this.totals.txPackets++;
+      this.totals.txBytes += bytes;
+    } else {
+      this.toDevice.push(frame.subarray(HEADER_BYTES));
+      this.local.txPackets++;
+      this.local.txBytes += bytes;
+      this.totals.txPackets++;
+      this.totals.txBytes += bytes;
+    }
+  }
+
+  private drop(from: Session | null, reason: DropReason, frame: Buffer): void {
+    this.countDrop(from, reason);
+    this.dropWarning.warn({ deviceId: from?.deviceId ?? 'server', reason, destination: intToIpv4(frameDestination(frame)) },
+      `Dropped packets (${reason}), e.g. from ${from?.deviceId ?? 'the server'} to ${intToIpv4(frameDestination(frame))}`);
+  }
+
+  private countDrop(from: Session | null, reason: DropReason): void {
+    this.totals.drops[reason]++;
+    (from ? from.counters : this.local).drops[reason]++;
+  }
+
+  private unreachable(from: Session | null, frame: Buffer): void {
+    const now = Date.now();
+    if (now - this.icmpRefill >= 1000) {
+      this.icmpTokens = ICMP_PER_SECOND;
+      this.icmpRefill = now;
+    }
+    if (this.icmpTokens <= 0) return;
+    const icmp = buildIcmpUnreachable(frame.subarray(HEADER_BYTES), this.serverIp, ICMP_HOST_UNREACHABLE);
+    if (!icmp) return;
+    this.icmpTokens--;
+    if (from) from.sendData(encodeFrame(FrameType.Data, icmp), this.corked);
+    else this.toDevice.push(icmp);
+  }
+
+  private onDeviceBatch(batch: Buffer, count: number): void {
+    // The TUN batch is [u32 length][packet] records; with the type byte set each is a DATA frame as is.
+    let offset = 0;
+    for (let i = 0; i < count; i++) {
+      const length = batch.readUInt32BE(offset);
+      const end = offset + HEADER_BYTES + length;
+      if (length >= 20 && length <= 0xffff) {
+        batch[offset] = FrameType.Data;
+        this.forward(null, batch.subarray(offset, end), this.serverIp);
+      }
+      offset = end;
+    }
+    this.flushBatch();
+  }
+
+  /** Ends a batch: one writev per touched session, one native call for the local TUN. */
+  private flushBatch(): void {
+    const corked = this.corked;
+    for (let i = 0; i < corked.length; i++) corked[i]!.uncork();
+    corked.length = 0;
+    if (this.toDevice.length > 0 && this.device) {
+      this.device.writeBatch(this.toDevice);
+      this.toDevice.length = 0;
+    }
+  }
+}
+
+function peerInfo(lease: Lease, since: number): PeerInfo {
+  return { deviceId: lease.deviceId, ip: intToIpv4(lease.ip), hostname: lease.hostname, underlay: lease.underlay, since };
+}

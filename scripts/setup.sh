@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Everything a fresh clone needs before `npm test`, `npm run demo` or `npm run bench`: Debian packages for
+# the lab (as root), node modules from the lock file, the native TUN addon and the TypeScript build.
+# Idempotent and quiet when there is nothing to do.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+for pair in ip:iproute2 nft:nftables iperf3:iperf3 ping:iputils-ping tcpdump:tcpdump pkill:procps g++:g++ make:make python3:python3; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
+done
+if ((${#need_apt[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: missing ${need_apt[*]}; run as root (sudo) to install them" >&2
+  else
+    echo "setup: installing ${need_apt[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  fi
+fi
+
+# npm ci only when the lock file is newer than the installed tree, so repeated runs are fast.
+if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+npm run --silent build
