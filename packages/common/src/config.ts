@@ -130,15 +130,24 @@ export const parsers = {
   },
 
   hostPort(text: string): HostPort {
+    return hostPort(text, 1);
+  },
+
+  /** Like hostPort, but port 0 (the kernel picks one) is allowed, which tests and ephemeral relays use. */
+  listenAddress(text: string): HostPort {
+    return hostPort(text, 0);
+  },
+};
+
+function hostPort(text: string, minPort: number): HostPort {
     const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\s[\]]+)):(\d{1,5})$/.exec(text);
     if (!match) throw new Error(`${JSON.stringify(text)} is not host:port (IPv6 as [addr]:port)`);
     const port = Number(match[3]);
-    if (port < 1 || port > 65535) throw new Error(`port ${port} is outside 1..65535`);
+    if (port < minPort || port > 65535) throw new Error(`port ${port} is outside ${minPort}..65535`);
     const host = match[1] ?? match[2]!;
     if (match[2] !== undefined && !/^[A-Za-z0-9.-]+$/.test(host)) throw new Error(`${JSON.stringify(host)} is not a host name or address`);
     return { host, port };
-  },
-};
+}
 
 export interface HostPort {
   host: string;

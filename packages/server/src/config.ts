@@ -13,7 +13,7 @@ function overlaySubnet(text: string): Subnet {
 
 export const serverSchema = {
   server: {
-    listen: key(parsers.hostPort, '0.0.0.0:3334'),
+    listen: key(parsers.listenAddress, '0.0.0.0:3334'),
     subnet: key(overlaySubnet, '10.0.0.0/24'),
     interface: key(parsers.interfaceName, 'mnedc0'),
     mtu: key(parsers.integer(576, 65535), '1400'),

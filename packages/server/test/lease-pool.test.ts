@@ -1,0 +1,105 @@
+import { strict as assert } from 'node:assert';
+import { describe, it } from 'node:test';
+import { intToIpv4, ipv4ToInt, parseSubnet } from '@mnedc/protocol';
+import { CorruptLeaseFile, LeasePool, type AcquireRequest } from '../src';
+
+const nobodyConnected = () => false;
+const req = (deviceId: string, extra: Partial<AcquireRequest> = {}): AcquireRequest =>
+  ({ deviceId, hostname: `${deviceId}.lan`, underlay: [], now: 1000, isConnected: nobodyConnected, ...extra });
+
+function acquireIp(pool: LeasePool, r: AcquireRequest): string {
+  const result = pool.acquire(r);
+  assert.ok(result.ok, result.ok ? '' : result.reason);
+  return intToIpv4(result.lease.ip);
+}
+
+describe('LeasePool', () => {
+  it('never leases the network, broadcast or server address', () => {
+    const pool = new LeasePool(parseSubnet('10.0.0.0/29'));
+    assert.equal(intToIpv4(pool.serverIp), '10.0.0.1');
+    assert.equal(pool.capacity, 5);
+    const ips = ['a', 'b', 'c', 'd', 'e'].map((id) => acquireIp(pool, req(id)));
+    assert.deepEqual(ips, ['10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5', '10.0.0.6']);
+  });
+
+  it('gives a device the same address again, and a requested address when free', () => {
+    const pool = new LeasePool(parseSubnet('10.0.0.0/24'));
+    const first = acquireIp(pool, req('dev'));
+    assert.equal(acquireIp(pool, req('dev', { requestedIp: ipv4ToInt('10.0.0.99') })), first, 'existing lease wins');
+    assert.equal(acquireIp(pool, req('other', { requestedIp: ipv4ToInt('10.0.0.99') })), '10.0.0.99');
+    assert.notEqual(acquireIp(pool, req('third', { requestedIp: ipv4ToInt('10.0.0.99') })), '10.0.0.99', 'taken address not given twice');
+    for (const outside of ['10.0.0.0', '10.0.0.1', '10.0.0.255', '10.0.1.5']) {
+      assert.notEqual(acquireIp(pool, req(`x${outside}`, { requestedIp: ipv4ToInt(outside) })), outside);
+    }
+  });
+
+  it('rejects with a clear reason when every address belongs to a connected device', () => {
+    const pool = new LeasePool(parseSubnet('10.0.0.0/30'));
+    acquireIp(pool, req('only'));
+    const result = pool.acquire(req('late', { isConnected: () => true }));
+    assert.equal(result.ok, false);
+    assert.match(!result.ok ? result.reason : '', /pool full: all 1 addresses of 10\.0\.0\.0\/30 are leased to connected devices/);
+  });
+
+  it('when full, takes the address of the device offline the longest', () => {
+    const pool = new LeasePool(parseSubnet('10.0.0.0/29'));
+    ['a', 'b', 'c', 'd', 'e'].forEach((id, i) => acquireIp(pool, req(id, { now: 100 + i })));
+    pool.touch('a', 500);
+    const result = pool.acquire(req('new', { now: 600, isConnected: (id) => id === 'c' }));
+    assert.ok(result.ok);
+    assert.equal(result.reclaimedFrom?.deviceId, 'b');
+    assert.equal(intToIpv4(result.lease.ip), '10.0.0.3');
+    assert.equal(pool.get('b'), undefined);
+  });
+
+  it('stays fast at a /16: 65533 devices lease, release and re-lease', () => {
+    const pool = new LeasePool(parseSubnet('10.1.0.0/16'));
+    assert.equal(pool.capacity, 65533);
+    const started = process.hrtime.bigint();
+    for (let i = 0; i < pool.capacity; i++) assert.ok(pool.acquire(req(`d${i}`)).ok);
+    for (let i = 0; i < 1000; i++) pool.release(`d${i * 60}`);
+    for (let i = 0; i < 1000; i++) assert.ok(pool.acquire(req(`n${i}`)).ok);
+    const ms = Number(process.hrtime.bigint() - started) / 1e6;
+    assert.equal(pool.size, 65533);
+    assert.equal(new Set([...pool.leases()].map((l) => l.ip)).size, 65533, 'all addresses distinct');
+    // A quadratic pool takes minutes here; the bound is loose so a busy CI machine still passes.
+    assert.ok(ms < 3000, `took ${ms.toFixed(0)} ms`);
+  });
+
+  it('round-trips through its file format', () => {
+    const subnet = parseSubnet('10.0.0.0/24');
+    const pool = new LeasePool(subnet);
+    acquireIp(pool, req('a', { underlay: ['192.168.1.10'] }));
+    acquireIp(pool, req('b', { requestedIp: ipv4ToInt('10.0.0.200') }));
+    const { pool: restored, dropped } = LeasePool.restore(subnet, JSON.stringify(pool.toJSON()));
+    assert.deepEqual(dropped, []);
+    assert.deepEqual([...restored.leases()], [...pool.leases()]);
+    // A restored pool must not hand out an address it restored.
+    assert.notEqual(acquireIp(restored, req('c', { requestedIp: ipv4ToInt('10.0.0.200') })), '10.0.0.200');
+  });
+
+  it('refuses a corrupt file with a message saying what is wrong', () => {
+    const subnet = parseSubnet('10.0.0.0/24');
+    const good = new LeasePool(subnet);
+    acquireIp(good, req('a'));
+    const file = good.toJSON();
+    const cases: Array<[string, RegExp]> = [
+      ['{"version":1,"leases":[', /not valid JSON/],
+      ['[]', /not a version 1 lease file/],
+      [JSON.stringify({ ...file, leases: [file.leases[0], file.leases[0]] }), /appears twice/],
+      [JSON.stringify({ ...file, leases: [file.leases[0], { ...file.leases[0], deviceId: 'z' }] }), /10\.0\.0\.2 is leased twice/],
+      [JSON.stringify({ ...file, leases: [{ ...file.leases[0], ip: 'x' }] }), /lease 0: bad ip/],
+    ];
+    for (const [text, message] of cases) {
+      assert.throws(() => LeasePool.restore(subnet, text), (e: unknown) => e instanceof CorruptLeaseFile && message.test(e.message), text);
+    }
+  });
+
+  it('drops, and reports, leases outside a changed subnet', () => {
+    const old = new LeasePool(parseSubnet('10.0.0.0/24'));
+    acquireIp(old, req('a'));
+    const { pool, dropped } = LeasePool.restore(parseSubnet('10.9.0.0/24'), JSON.stringify(old.toJSON()));
+    assert.equal(pool.size, 0);
+    assert.equal(dropped[0]?.deviceId, 'a');
+  });
+});

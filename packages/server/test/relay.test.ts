@@ -1,0 +1,190 @@
+import { strict as assert } from 'node:assert';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { once } from 'node:events';
+import { after, afterEach, describe, it } from 'node:test';
+import pino from 'pino';
+import { encodeFrame, FrameType, intToIpv4, ipv4ToInt } from '@mnedc/protocol';
+import { parseServerConfig, RelayServer } from '../src';
+import { ipPacket, WireClient } from './wire-client';
+
+const stateDirs: string[] = [];
+const servers: RelayServer[] = [];
+const clients: WireClient[] = [];
+
+async function startServer(extra = '', stateDir?: string): Promise<{ server: RelayServer; port: number; stateDir: string }> {
+  const dir = stateDir ?? mkdtempSync(join(tmpdir(), 'mnedc-relay-'));
+  if (!stateDir) stateDirs.push(dir);
+  const config = parseServerConfig(`[server]\nlisten = 127.0.0.1:0\ninterface =\nstate_dir = ${dir}\n${extra}`, 'test.ini');
+  const server = new RelayServer({ config, log: pino({ level: 'silent' }), serverDeviceId: 'server-test' });
+  servers.push(server);
+  const address = await server.start();
+  return { server, port: address.port, stateDir: dir };
+}
+
+async function joinAs(port: number, deviceId: string, extra: Record<string, unknown> = {}): Promise<WireClient> {
+  const client = await WireClient.join(port, deviceId, extra);
+  clients.push(client);
+  return client;
+}
+
+afterEach(async () => {
+  clients.splice(0).forEach((c) => c.close());
+  await Promise.all(servers.splice(0).map((s) => s.stop()));
+});
+after(() => stateDirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+describe('relay server over loopback', () => {
+  it('leases distinct addresses, announces peers and relays packets byte for byte', async () => {
+    const { port } = await startServer();
+    const a = await joinAs(port, 'dev-a');
+    const b = await joinAs(port, 'dev-b');
+    assert.deepEqual([a.welcome!.ip, b.welcome!.ip, a.welcome!.serverIp, a.welcome!.prefix], ['10.0.0.2', '10.0.0.3', '10.0.0.1', 24]);
+    await a.until(() => a.peers.has('dev-b'), 'a to learn about b');
+    await b.until(() => b.peers.has('dev-a'), 'b to get the snapshot');
+    assert.deepEqual(b.peers.get('dev-a')!.underlay, ['192.168.1.10']);
+    const packet = ipPacket(a.ip, b.ip, 'hello over the relay');
+    a.send(packet);
+    await b.until(() => b.data.length === 1, 'the packet at b');
+    assert.ok(b.data[0]!.equals(packet));
+    b.close();
+    await a.until(() => !a.peers.has('dev-b'), 'a to learn b left');
+  });
+
+  it('drops forged sources and unroutable destinations, answering the latter with ICMP', async () => {
+    const { server, port } = await startServer();
+    const a = await joinAs(port, 'dev-a');
+    const b = await joinAs(port, 'dev-b');
+    a.send(ipPacket(ipv4ToInt('10.0.0.77'), b.ip, 'forged'));
+    a.send(ipPacket(a.ip, ipv4ToInt('10.0.0.200'), 'nobody home'));
+    a.send(ipPacket(a.ip, b.ip, 'genuine'));
+    await b.until(() => b.data.length === 1, 'the genuine packet');
+    await a.until(() => a.data.length === 1, 'the ICMP unreachable');
+    assert.equal(b.data[0]!.subarray(20).toString(), 'genuine');
+    const icmp = a.data[0]!;
+    assert.equal(intToIpv4(icmp.readUInt32BE(12)), '10.0.0.1');
+    assert.deepEqual([icmp[9], icmp[20], icmp[21]], [1, 3, 1]);
+    assert.equal(server.totals.drops.spoofed, 1);
+    assert.equal(server.totals.drops.noRoute, 1);
+    const session = server.sessionList().find((s) => s.deviceId === 'dev-a')!;
+    assert.equal(session.counters.drops.spoofed, 1);
+  });
+
+  it('closes only the connection that sends junk', { timeout: 8000 }, async () => {
+    const { server, port } = await startServer();
+    const a = await joinAs(port, 'dev-a');
+    const b = await joinAs(port, 'dev-b');
+    const junk = connect({ port, host: '127.0.0.1' });
+    junk.on('error', () => {});
+    junk.resume();
+    await once(junk, 'connect');
+    junk.write(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+    await once(junk, 'close');
+    const bad = await joinAs(port, 'dev-bad');
+    bad.socket.write(Buffer.from([0x7e, 0, 0, 2, 1, 2]));
+    await bad.until(() => bad.closed, 'the malformed client to be closed');
+    assert.equal(bad.goodbye?.code, 'protocol');
+    assert.match(bad.goodbye!.reason, /unknown frame type 0x7e/);
+    a.send(ipPacket(a.ip, b.ip, 'still fine'));
+    await b.until(() => b.data.length === 1, 'traffic between the others');
+    assert.equal(server.sessionCount, 2);
+    assert.ok(!a.closed && !b.closed);
+  });
+
+  it('lets a reconnecting device take over its lingering session, keeping its address', async () => {
+    const { port } = await startServer();
+    const old = await joinAs(port, 'dev-a');
+    const observer = await joinAs(port, 'dev-o');
+    await observer.until(() => observer.peers.has('dev-a'), 'the snapshot');
+    const peersFrames = () => observer.frames.filter((f) => f[0] === FrameType.Peers).length;
+    const before = peersFrames();
+    const fresh = await joinAs(port, 'dev-a');
+    await old.until(() => old.closed, 'the old session to close');
+    assert.equal(old.goodbye?.code, 'replaced');
+    assert.equal(fresh.welcome!.ip, old.welcome!.ip);
+    fresh.send(ipPacket(fresh.ip, observer.ip, 'from the new session'));
+    await observer.until(() => observer.data.length === 1, 'traffic from the new session');
+    observer.send(ipPacket(observer.ip, fresh.ip, 'to the new session'));
+    await fresh.until(() => fresh.data.length === 1, 'traffic to the new session');
+    await observer.until(() => peersFrames() > before, 'the takeover delta');
+    assert.ok(observer.peers.has('dev-a'));
+    assert.deepEqual(observer.downs, [], 'takeover must not announce the device as gone');
+  });
+
+  it('keeps leases across a restart and honours a previous address on an empty server', async () => {
+    const first = await startServer();
+    const a = await joinAs(first.port, 'dev-a');
+    const b = await joinAs(first.port, 'dev-b');
+    const ips = [a.welcome!.ip, b.welcome!.ip];
+    a.close(); b.close();
+    await first.server.stop();
+    const saved = JSON.parse(readFileSync(join(first.stateDir, 'leases.json'), 'utf8')) as { leases: Array<{ deviceId: string; ip: string }> };
+    assert.deepEqual(saved.leases.map((l) => [l.deviceId, l.ip]), [['dev-a', ips[0]], ['dev-b', ips[1]]]);
+    const second = await startServer('', first.stateDir);
+    const b2 = await joinAs(second.port, 'dev-b');
+    assert.equal(b2.welcome!.ip, ips[1], 'b gets its old address although it joined first');
+    const empty = await startServer();
+    const c = await joinAs(empty.port, 'dev-c', { previousIp: '10.0.0.42' });
+    assert.equal(c.welcome!.ip, '10.0.0.42');
+  });
+
+  it('refuses a corrupt lease file instead of starting empty', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mnedc-relay-'));
+    stateDirs.push(dir);
+    writeFileSync(join(dir, 'leases.json'), '{"version":1,"leases":[{"deviceId":"x"');
+    await assert.rejects(startServer('', dir), /lease file .*leases\.json is corrupt: not valid JSON.*move it away/);
+  });
+
+  it('rejects an unknown protocol version and a full pool with reasons', async () => {
+    const { port } = await startServer('subnet = 10.0.0.0/30\n');
+    const v9 = await joinAs(port, 'dev-9', { version: 9 });
+    assert.equal(v9.reject?.code, 'version');
+    assert.match(v9.reject!.reason, /version 9 is not supported/);
+    await joinAs(port, 'dev-a');
+    const late = await joinAs(port, 'dev-b');
+    assert.equal(late.reject?.code, 'pool-full');
+    assert.match(late.reject!.reason, /address pool full/);
+  });
+
+  it('cuts a silent device after dead_after_ms', async () => {
+    const { server, port } = await startServer('keepalive_ms = 100\ndead_after_ms = 300\n');
+    const mute = new WireClient(port, false);
+    clients.push(mute);
+    await once(mute.socket, 'connect');
+    mute.hello('dev-mute');
+    await mute.until(() => mute.welcome !== null, 'welcome');
+    const started = Date.now();
+    await mute.until(() => mute.closed, 'the silent device to be cut', 3000);
+    assert.ok(Date.now() - started < 1500, `took ${Date.now() - started} ms`);
+    assert.equal(server.sessionList().filter((s) => s.state === 'established').length, 0);
+  });
+
+  it('drops packets for a device that stops reading without slowing the others', async () => {
+    const { server, port } = await startServer('send_queue_kib = 64\n');
+    const sender = await joinAs(port, 'dev-s');
+    const stalled = await joinAs(port, 'dev-stalled');
+    const healthy = await joinAs(port, 'dev-h');
+    stalled.socket.pause();
+    const body = Buffer.alloc(1372, 7);
+    // Enough to overflow the stalled device's kernel buffers and its 64 KiB queue many times over.
+    for (let i = 0; i < 8000; i++) sender.send(ipPacket(sender.ip, stalled.ip, body));
+    for (let i = 0; i < 200; i++) sender.send(ipPacket(sender.ip, healthy.ip, `n${i}`));
+    await healthy.until(() => healthy.data.length === 200, 'all packets for the healthy device', 10_000);
+    const session = server.sessionList().find((s) => s.deviceId === 'dev-stalled')!;
+    assert.ok(session.missed > 0, 'the stalled device missed packets');
+    assert.ok(server.totals.drops.queueFull > 0);
+    assert.ok(session.socket.writableLength <= 64 * 1024 + 1400, `queue ${session.socket.writableLength}`);
+  });
+
+  it('rejects frames other than HELLO before the handshake', async () => {
+    const { port } = await startServer();
+    const early = new WireClient(port);
+    clients.push(early);
+    await once(early.socket, 'connect');
+    early.socket.write(encodeFrame(FrameType.Ping, Buffer.alloc(8)));
+    await early.until(() => early.closed, 'close');
+    assert.match(early.goodbye?.reason ?? '', /PING before HELLO/);
+  });
+});

@@ -1,0 +1,622 @@
+/*
+ * mnedc_tun: a minimal Linux TUN addon (plain Node-API, version 8).
+ *
+ * Why native at all: per-packet fs reads would cost one threadpool round trip
+ * and one JS crossing per packet. Instead the fd is watched with uv_poll on the
+ * main loop; each wake-up drains up to RX_BATCH_MAX packets with read() and
+ * hands them to JS as ONE Buffer of [u32be length][packet] records through ONE
+ * napi_make_callback. Writes are batched the same way (one crossing per batch).
+ *
+ * Lifetime: the JS object owns a tun_t via napi_wrap. The uv_poll_t lives
+ * inside tun_t, so tun_t may only be freed once libuv is done with the handle
+ * (after the uv_close callback) AND the JS object is gone (finalizer ran).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <node_api.h>
+#include <uv.h>
+
+#define RX_BATCH_MAX 256
+#define RX_HDR 4
+#define RX_PKT_MAX 65536
+/* 1 MiB: 256 MTU-1500 packets always fit, so the count limit is what normally ends a drain. */
+#define RX_SCRATCH (1u << 20)
+
+typedef struct {
+  napi_env env;
+  int fd;
+  char name[IFNAMSIZ];
+  uv_poll_t poll;
+  bool poll_inited;  /* uv_poll_init done: handle must be uv_close'd before freeing */
+  bool poll_closing; /* uv_close issued */
+  bool polling;      /* uv_poll_start active */
+  bool started, paused, closed, finalized, in_callback;
+  /* Registered for as long as the poll handle exists; see on_poll_closed. */
+  napi_async_cleanup_hook_handle teardown_hook;
+  napi_ref self_ref; /* strong while started: an active reader must not be GC'd */
+  napi_ref cb_ref;
+  napi_async_context actx;
+  uint8_t *scratch;
+  uint64_t rx_packets, rx_bytes, tx_packets, tx_bytes, tx_drops, rx_errors, rx_batches;
+} tun_t;
+
+/* Distinguishes our wrapped objects from other addons' (napi_unwrap alone would accept them). */
+static const napi_type_tag TUN_TAG = {0x6d6e65646374756eULL, 0x9e3779b97f4a7c15ULL};
+
+/* ---------- errors ---------- */
+
+/* Message "<what> <name>: <strerror>", e.g. "TUNSETIFF mnedc0: Operation not permitted". */
+static void throw_sys(napi_env env, const char *syscall, const char *what, const char *name, int err) {
+  char msg[256], code[64];
+  napi_value vmsg, vcode = NULL, verr, vnum, vsys;
+  snprintf(msg, sizeof msg, "%s %s: %s", what, name, strerror(err));
+  uv_err_name_r(uv_translate_sys_error(err), code, sizeof code);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &vmsg);
+  if (strncmp(code, "Unknown", 7) != 0) napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &vcode);
+  napi_create_error(env, vcode, vmsg, &verr);
+  /* Same shape as Node's own system errors (negative errno, syscall). */
+  napi_create_int32(env, -err, &vnum);
+  napi_set_named_property(env, verr, "errno", vnum);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &vsys);
+  napi_set_named_property(env, verr, "syscall", vsys);
+  napi_throw(env, verr);
+}
+
+static void throw_errno(napi_env env, const char *op, const char *name, int err) {
+  throw_sys(env, op, op, name, err);
+}
+
+static void throw_closed(napi_env env, const char *op, const tun_t *t) {
+  char msg[128];
+  snprintf(msg, sizeof msg, "%s %s: tun device is closed", op, t->name);
+  napi_throw_error(env, "ERR_TUN_CLOSED", msg);
+}
+
+/* ---------- teardown ---------- */
+
+static void tun_free(tun_t *t) {
+  free(t->scratch);
+  free(t);
+}
+
+static void on_poll_closed(uv_handle_t *h) {
+  tun_t *t = h->data;
+  /* Only now is the fd out of libuv's hands; closing earlier could let a
+   * recycled fd number be polled by this handle. */
+  if (t->fd >= 0) close(t->fd);
+  t->fd = -1;
+  t->poll_inited = false;
+  /* A Worker's teardown waits for this before dlclose()ing the addon. Without
+   * it, libuv would run this very callback after the code was unmapped. */
+  if (t->teardown_hook) {
+    napi_remove_async_cleanup_hook(t->teardown_hook);
+    t->teardown_hook = NULL;
+  }
+  if (t->finalized) tun_free(t);
+}
+
+/* Stops polling and releases the fd. Touches no JS, so it is safe from a
+ * finalizer or a cleanup hook. */
+static void release_os(tun_t *t) {
+  if (t->poll_inited) {
+    if (!t->poll_closing) {
+      t->poll_closing = true;
+      uv_poll_stop(&t->poll);
+      t->polling = false;
+      uv_close((uv_handle_t *)&t->poll, on_poll_closed);
+    }
+  } else if (t->fd >= 0) {
+    close(t->fd);
+    t->fd = -1;
+  }
+}
+
+/* Env teardown (a Worker exiting, or the main loop running dry) with the poll
+ * handle still alive. Asynchronous because completion is the uv_close callback. */
+static void teardown_hook(napi_async_cleanup_hook_handle handle, void *arg) {
+  tun_t *t = arg;
+  t->closed = true;
+  release_os(t); /* no-op if close() already issued uv_close */
+}
+
+/* Drops JS-side resources; must not run while napi_make_callback is using actx. */
+static void release_js(tun_t *t) {
+  napi_env env = t->env;
+  if (t->cb_ref) { napi_delete_reference(env, t->cb_ref); t->cb_ref = NULL; }
+  if (t->actx) { napi_async_destroy(env, t->actx); t->actx = NULL; }
+  if (t->self_ref) { napi_delete_reference(env, t->self_ref); t->self_ref = NULL; }
+}
+
+static void tun_finalize(napi_env env, void *data, void *hint) {
+  tun_t *t = data;
+  t->finalized = true;
+  t->closed = true;
+  /* While started, self_ref is strong, so reaching here with JS state left
+   * means env teardown: drop references but leak actx (async hooks may already be gone). */
+  if (t->cb_ref) { napi_delete_reference(env, t->cb_ref); t->cb_ref = NULL; }
+  if (t->self_ref) { napi_delete_reference(env, t->self_ref); t->self_ref = NULL; }
+  release_os(t);
+  if (!t->poll_inited) tun_free(t); /* else on_poll_closed frees it */
+}
+
+/* ---------- read path ---------- */
+
+static void deliver(tun_t *t, size_t len, uint32_t count) {
+  napi_env env = t->env;
+  napi_handle_scope scope;
+  napi_value argv[2], cb, recv;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  /* A copy, not an external buffer: JS may keep the batch while the scratch is reused. */
+  if (napi_create_buffer_copy(env, len, t->scratch, NULL, &argv[0]) == napi_ok &&
+      napi_create_uint32(env, count, &argv[1]) == napi_ok &&
+      napi_get_reference_value(env, t->cb_ref, &cb) == napi_ok &&
+      napi_get_reference_value(env, t->self_ref, &recv) == napi_ok) {
+    t->in_callback = true;
+    /* make_callback (not call_function) so nextTicks/microtasks run afterwards
+     * and async_hooks see a proper async boundary. */
+    napi_status s = napi_make_callback(env, t->actx, recv, cb, 2, argv, NULL);
+    t->in_callback = false;
+    if (s != napi_ok) {
+      bool pending = false;
+      napi_is_exception_pending(env, &pending);
+      if (pending) {
+        /* N-API swallows the throw into last_exception; re-raise it as Node
+         * would for any I/O callback, and clear it or every later call fails. */
+        napi_value exc;
+        napi_get_and_clear_last_exception(env, &exc);
+        napi_fatal_exception(env, exc);
+      }
+    }
+  }
+  napi_close_handle_scope(env, scope);
+  if (t->closed) release_js(t); /* close() was called from inside the callback */
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  tun_t *t = h->data;
+  if (t->closed) return;
+  if (status < 0) {
+    /* libuv already stopped the watcher (POLLERR, e.g. device gone). */
+    t->rx_errors++;
+    t->polling = false;
+    return;
+  }
+  if (!(events & UV_READABLE)) return;
+
+  size_t off = 0;
+  uint32_t count = 0;
+  /* Each read() gets room for a maximum-size packet: a shorter buffer would truncate it. */
+  while (count < RX_BATCH_MAX && RX_SCRATCH - off >= RX_PKT_MAX + RX_HDR) {
+    ssize_t n = read(t->fd, t->scratch + off + RX_HDR, RX_SCRATCH - off - RX_HDR);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) t->rx_errors++;
+      break;
+    }
+    if (n == 0) break;
+    uint8_t *hdr = t->scratch + off;
+    hdr[0] = (uint8_t)(n >> 24); hdr[1] = (uint8_t)(n >> 16);
+    hdr[2] = (uint8_t)(n >> 8);  hdr[3] = (uint8_t)n;
+    off += RX_HDR + (size_t)n;
+    t->rx_bytes += (uint64_t)n;
+    count++;
+  }
+  if (count == 0) return;
+  t->rx_packets += count;
+  t->rx_batches++;
+  /* If the count limit ended the drain, level-triggered epoll wakes us again next turn. */
+  deliver(t, off, count);
+}
+
+/* Reconciles uv_poll with started/paused/closed. */
+static int update_poll(tun_t *t) {
+  bool want = t->started && !t->paused && !t->closed;
+  if (want == t->polling) return 0;
+  int r = want ? uv_poll_start(&t->poll, UV_READABLE, on_poll) : uv_poll_stop(&t->poll);
+  if (r == 0) t->polling = want;
+  return r;
+}
+
+/* ---------- method plumbing ---------- */
+
+/* Fetches this + args; on failure an exception is pending and NULL is returned. */
+static tun_t *unwrap(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv,
+                     const char *op, bool allow_closed) {
+  napi_value self;
+  void *data = NULL;
+  bool ok = false;
+  if (napi_get_cb_info(env, info, argc, argv, &self, NULL) != napi_ok) return NULL;
+  if (napi_check_object_type_tag(env, self, &TUN_TAG, &ok) != napi_ok || !ok ||
+      napi_unwrap(env, self, &data) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_THIS", "Illegal invocation: not a TunHandle");
+    return NULL;
+  }
+  tun_t *t = data;
+  if (t->closed && !allow_closed) { throw_closed(env, op, t); return NULL; }
+  return t;
+}
+
+static napi_value undef(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+/* new TunHandle(name): '' lets the kernel pick; '%d' patterns are expanded by the kernel. */
+static napi_value m_new(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], self;
+  char name[IFNAMSIZ + 1] = "";
+  size_t len = 0;
+  napi_get_cb_info(env, info, &argc, argv, &self, NULL);
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], NULL, 0, &len) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "TunHandle: name must be a string");
+    return NULL;
+  }
+  if (len >= IFNAMSIZ) {
+    throw_errno(env, "TUNSETIFF", "(name longer than 15 bytes)", EINVAL);
+    return NULL;
+  }
+  napi_get_value_string_utf8(env, argv[0], name, sizeof name, &len);
+  const char *shown = len ? name : "(kernel-chosen)";
+
+  /* O_CLOEXEC at open(): no window where a concurrent fork inherits it. */
+  int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) { throw_sys(env, "open", "open /dev/net/tun for", shown, errno); return NULL; }
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+  memcpy(ifr.ifr_name, name, len);
+  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    int e = errno;
+    close(fd);
+    throw_errno(env, "TUNSETIFF", shown, e);
+    return NULL;
+  }
+
+  tun_t *t = calloc(1, sizeof *t);
+  if (!t) { close(fd); napi_throw_error(env, "ENOMEM", "TunHandle: out of memory"); return NULL; }
+  t->env = env;
+  t->fd = fd;
+  memcpy(t->name, ifr.ifr_name, IFNAMSIZ - 1);
+  if (napi_wrap(env, self, t, tun_finalize, NULL, NULL) != napi_ok) {
+    close(fd);
+    free(t);
+    return NULL;
+  }
+  napi_type_tag_object(env, self, &TUN_TAG);
+  return self;
+}
+
+static napi_value m_name(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  tun_t *t = unwrap(env, info, &argc, NULL, "name", true);
+  if (!t) return NULL;
+  napi_value v;
+  napi_create_string_utf8(env, t->name, NAPI_AUTO_LENGTH, &v);
+  return v;
+}
+
+/* ---------- configuration (ioctls on a throwaway AF_INET socket) ---------- */
+
+static bool ifioctl(napi_env env, tun_t *t, unsigned long req, const char *op, struct ifreq *ifr) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) { throw_sys(env, "socket", "socket(AF_INET) for", t->name, errno); return false; }
+  memcpy(ifr->ifr_name, t->name, IFNAMSIZ);
+  int r = ioctl(s, req, ifr), e = errno;
+  close(s);
+  if (r < 0) { throw_errno(env, op, t->name, e); return false; }
+  return true;
+}
+
+static void set_sin(struct sockaddr *sa, uint32_t be_addr) {
+  struct sockaddr_in sin;
+  memset(&sin, 0, sizeof sin);
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = be_addr;
+  memcpy(sa, &sin, sizeof sin);
+}
+
+static napi_value m_set_mtu(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  tun_t *t = unwrap(env, info, &argc, argv, "SIOCSIFMTU", false);
+  if (!t) return NULL;
+  int32_t mtu;
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &mtu) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "setMtu: mtu must be a number");
+    return NULL;
+  }
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  ifr.ifr_mtu = mtu;
+  ifioctl(env, t, SIOCSIFMTU, "SIOCSIFMTU", &ifr);
+  return undef(env);
+}
+
+/* setAddress(addr, prefix). SIOCSIFADDR replaces the primary address (and
+ * resets a classful mask), so the netmask must be set after it. */
+static napi_value m_set_address(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  tun_t *t = unwrap(env, info, &argc, argv, "SIOCSIFADDR", false);
+  if (!t) return NULL;
+  char addr[64];
+  size_t len;
+  uint32_t prefix;
+  struct in_addr ia;
+  if (argc < 2 || napi_get_value_string_utf8(env, argv[0], addr, sizeof addr, &len) != napi_ok ||
+      napi_get_value_uint32(env, argv[1], &prefix) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "setAddress: expected (address: string, prefix: number)");
+    return NULL;
+  }
+  if (inet_pton(AF_INET, addr, &ia) != 1 || prefix > 32) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "setAddress %s: invalid IPv4 address/prefix \"%s/%u\"", t->name, addr, prefix);
+    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", msg);
+    return NULL;
+  }
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  set_sin(&ifr.ifr_addr, ia.s_addr);
+  if (!ifioctl(env, t, SIOCSIFADDR, "SIOCSIFADDR", &ifr)) return NULL;
+  memset(&ifr, 0, sizeof ifr);
+  set_sin(&ifr.ifr_netmask, htonl(prefix == 0 ? 0 : 0xffffffffu << (32 - prefix)));
+  ifioctl(env, t, SIOCSIFNETMASK, "SIOCSIFNETMASK", &ifr);
+  return undef(env);
+}
+
+static napi_value m_set_up(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  tun_t *t = unwrap(env, info, &argc, argv, "SIOCSIFFLAGS", false);
+  if (!t) return NULL;
+  bool up = true;
+  if (argc >= 1) napi_get_value_bool(env, argv[0], &up);
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  if (!ifioctl(env, t, SIOCGIFFLAGS, "SIOCGIFFLAGS", &ifr)) return NULL;
+  if (up) ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+  else ifr.ifr_flags &= ~IFF_UP;
+  ifioctl(env, t, SIOCSIFFLAGS, "SIOCSIFFLAGS", &ifr);
+  return undef(env);
+}
+
+/* ---------- polling control ---------- */
+
+static napi_value m_start(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], self, name;
+  tun_t *t = unwrap(env, info, &argc, argv, "start", false);
+  if (!t) return NULL;
+  napi_valuetype vt = napi_undefined;
+  if (argc >= 1) napi_typeof(env, argv[0], &vt);
+  if (vt != napi_function) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "start: onBatch must be a function");
+    return NULL;
+  }
+  if (t->started) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "start %s: already started (call close() and reopen to change the handler)", t->name);
+    napi_throw_error(env, "ERR_TUN_STARTED", msg);
+    return NULL;
+  }
+  napi_get_cb_info(env, info, NULL, NULL, &self, NULL);
+  if (!t->scratch && !(t->scratch = malloc(RX_SCRATCH))) {
+    napi_throw_error(env, "ENOMEM", "start: out of memory");
+    return NULL;
+  }
+  if (!t->poll_inited) {
+    uv_loop_t *loop;
+    if (napi_get_uv_event_loop(env, &loop) != napi_ok ||
+        napi_add_async_cleanup_hook(env, teardown_hook, t, &t->teardown_hook) != napi_ok)
+      return NULL;
+    int r = uv_poll_init(loop, &t->poll, t->fd);
+    if (r < 0) {
+      napi_remove_async_cleanup_hook(t->teardown_hook);
+      t->teardown_hook = NULL;
+      throw_errno(env, "uv_poll_init", t->name, -r);
+      return NULL;
+    }
+    t->poll.data = t;
+    t->poll_inited = true;
+  }
+  napi_create_string_utf8(env, "mnedc:TunRead", NAPI_AUTO_LENGTH, &name);
+  if (napi_async_init(env, self, name, &t->actx) != napi_ok ||
+      napi_create_reference(env, argv[0], 1, &t->cb_ref) != napi_ok ||
+      napi_create_reference(env, self, 1, &t->self_ref) != napi_ok) {
+    release_js(t);
+    return NULL;
+  }
+  t->started = true;
+  int r = update_poll(t);
+  if (r < 0) { throw_errno(env, "uv_poll_start", t->name, -r); return NULL; }
+  return undef(env);
+}
+
+static napi_value set_paused(napi_env env, napi_callback_info info, bool paused, const char *op) {
+  size_t argc = 0;
+  tun_t *t = unwrap(env, info, &argc, NULL, op, false);
+  if (!t) return NULL;
+  t->paused = paused; /* also honoured by a later start() */
+  if (t->started) {
+    int r = update_poll(t);
+    if (r < 0) { throw_errno(env, op, t->name, -r); return NULL; }
+  }
+  return undef(env);
+}
+static napi_value m_pause(napi_env env, napi_callback_info info) { return set_paused(env, info, true, "pause"); }
+static napi_value m_resume(napi_env env, napi_callback_info info) { return set_paused(env, info, false, "resume"); }
+
+/* ---------- write path ---------- */
+
+/* Node 18's napi_get_buffer_info CHECK-aborts on a non-buffer instead of
+ * returning napi_invalid_arg, so always ask napi_is_buffer first. */
+static bool buffer_data(napi_env env, napi_value v, void **p, size_t *n) {
+  bool is_buf = false;
+  return napi_is_buffer(env, v, &is_buf) == napi_ok && is_buf &&
+         napi_get_buffer_info(env, v, p, n) == napi_ok;
+}
+
+/* Returns 1 written, 0 dropped, -1 fd unusable (errno set). Drops are normal for IP. */
+static int write_one(tun_t *t, const void *p, size_t n) {
+  for (;;) {
+    ssize_t w = write(t->fd, p, n);
+    if (w >= 0) {
+      t->tx_packets++;
+      t->tx_bytes += (uint64_t)w;
+      return 1;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EBADF || errno == EBADFD) return -1;
+    t->tx_drops++; /* EAGAIN, ENOBUFS, EIO (device down), EINVAL (malformed) ... */
+    return 0;
+  }
+}
+
+typedef struct { const void *p; size_t n; } pkt_t;
+
+static napi_value m_write_batch(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], ret;
+  tun_t *t = unwrap(env, info, &argc, argv, "writeBatch", false);
+  if (!t) return NULL;
+  bool is_arr = false;
+  uint32_t len = 0, count;
+  if (argc >= 1) napi_is_array(env, argv[0], &is_arr);
+  if (!is_arr) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "writeBatch: packets must be an array of Buffers");
+    return NULL;
+  }
+  napi_get_array_length(env, argv[0], &len);
+  count = len;
+  napi_valuetype vt = napi_undefined;
+  if (argc >= 2) napi_typeof(env, argv[1], &vt);
+  if (vt != napi_undefined && napi_get_value_uint32(env, argv[1], &count) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "writeBatch: count must be a number");
+    return NULL;
+  }
+  if (count > len) count = len;
+
+  /* Validate everything before writing anything, so a bad element never leaves
+   * a half-written batch. Buffer memory stays put: the array keeps it alive. */
+  pkt_t stack_pkts[64];
+  pkt_t *pkts = count <= 64 ? stack_pkts : malloc(sizeof(pkt_t) * count);
+  if (!pkts) { napi_throw_error(env, "ENOMEM", "writeBatch: out of memory"); return NULL; }
+  napi_value el = NULL;
+  for (uint32_t i = 0; i < count; i++) {
+    void *p;
+    size_t n;
+    if (napi_get_element(env, argv[0], i, &el) != napi_ok || !buffer_data(env, el, &p, &n)) {
+      char msg[96];
+      snprintf(msg, sizeof msg, "writeBatch: packets[%u] is not a Buffer", i);
+      if (pkts != stack_pkts) free(pkts);
+      napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+      return NULL;
+    }
+    pkts[i].p = p;
+    pkts[i].n = n;
+  }
+  uint32_t written = 0;
+  int bad = 0;
+  for (uint32_t i = 0; i < count; i++) {
+    int r = write_one(t, pkts[i].p, pkts[i].n);
+    if (r < 0) { bad = errno; break; }
+    written += (uint32_t)r;
+  }
+  if (pkts != stack_pkts) free(pkts);
+  if (bad) { throw_errno(env, "write", t->name, bad); return NULL; }
+  napi_create_uint32(env, written, &ret);
+  return ret;
+}
+
+static napi_value m_write_packet(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], ret;
+  tun_t *t = unwrap(env, info, &argc, argv, "writePacket", false);
+  if (!t) return NULL;
+  void *p;
+  size_t n;
+  if (argc < 1 || !buffer_data(env, argv[0], &p, &n)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "writePacket: packet must be a Buffer");
+    return NULL;
+  }
+  int r = write_one(t, p, n);
+  if (r < 0) { throw_errno(env, "write", t->name, errno); return NULL; }
+  napi_get_boolean(env, r == 1, &ret);
+  return ret;
+}
+
+/* ---------- stats / close ---------- */
+
+static void put(napi_env env, napi_value obj, const char *k, uint64_t v) {
+  napi_value n;
+  napi_create_double(env, (double)v, &n);
+  napi_set_named_property(env, obj, k, n);
+}
+
+/* Allowed after close so a shutting-down daemon can log final counters. */
+static napi_value m_stats(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  tun_t *t = unwrap(env, info, &argc, NULL, "stats", true);
+  if (!t) return NULL;
+  napi_value o;
+  napi_create_object(env, &o);
+  put(env, o, "rxPackets", t->rx_packets);
+  put(env, o, "rxBytes", t->rx_bytes);
+  put(env, o, "txPackets", t->tx_packets);
+  put(env, o, "txBytes", t->tx_bytes);
+  put(env, o, "txDrops", t->tx_drops);
+  put(env, o, "rxErrors", t->rx_errors);
+  put(env, o, "rxBatches", t->rx_batches);
+  return o;
+}
+
+static napi_value m_close(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  tun_t *t = unwrap(env, info, &argc, NULL, "close", true);
+  if (!t) return NULL;
+  if (!t->closed) {
+    t->closed = true;
+    release_os(t);
+    if (!t->in_callback) release_js(t); /* else deliver() does it once make_callback returns */
+  }
+  return undef(env);
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    {"getName", NULL, m_name, NULL, NULL, NULL, napi_default, NULL},
+    {"setMtu", NULL, m_set_mtu, NULL, NULL, NULL, napi_default, NULL},
+    {"setAddress", NULL, m_set_address, NULL, NULL, NULL, napi_default, NULL},
+    {"setUp", NULL, m_set_up, NULL, NULL, NULL, napi_default, NULL},
+    {"start", NULL, m_start, NULL, NULL, NULL, napi_default, NULL},
+    {"pause", NULL, m_pause, NULL, NULL, NULL, napi_default, NULL},
+    {"resume", NULL, m_resume, NULL, NULL, NULL, napi_default, NULL},
+    {"writeBatch", NULL, m_write_batch, NULL, NULL, NULL, napi_default, NULL},
+    {"writePacket", NULL, m_write_packet, NULL, NULL, NULL, napi_default, NULL},
+    {"stats", NULL, m_stats, NULL, NULL, NULL, napi_default, NULL},
+    {"close", NULL, m_close, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_value cls;
+  if (napi_define_class(env, "TunHandle", NAPI_AUTO_LENGTH, m_new, NULL,
+                        sizeof props / sizeof props[0], props, &cls) != napi_ok ||
+      napi_set_named_property(env, exports, "TunHandle", cls) != napi_ok)
+    return NULL;
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
