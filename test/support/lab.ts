@@ -245,10 +245,10 @@ export class Lab {
 
   /**
    * Start a long-running process in the node's namespace. stdout+stderr are
-   * appended to logFile if given, else discarded. The process is tracked and
+   * piped to the caller with `pipe`, else appended to logFile if given, else discarded. The process is tracked and
    * SIGKILLed (with its process group) on destroy().
    */
-  spawn(node: LabNodeName, argv: string[], opts: { env?: NodeJS.ProcessEnv; logFile?: string } = {}): ChildProcess {
+  spawn(node: LabNodeName, argv: string[], opts: { env?: NodeJS.ProcessEnv; logFile?: string; pipe?: boolean } = {}): ChildProcess {
     if (argv.length === 0) throw new Error('lab.spawn: empty argv');
     this.assertAlive();
     let fd: number | undefined;
@@ -259,7 +259,7 @@ export class Lab {
     try {
       const child = cpSpawn('ip', ['netns', 'exec', this.ns(node), ...argv], {
         env: opts.env ?? process.env,
-        stdio: ['ignore', fd ?? 'ignore', fd ?? 'ignore'],
+        stdio: opts.pipe ? ['ignore', 'pipe', 'pipe'] : ['ignore', fd ?? 'ignore', fd ?? 'ignore'],
         detached: true,
       });
       this.children.add(child);

@@ -1,0 +1,91 @@
+/**
+ * The relay under failure: a server killed and restarted mid-transfer, and a device frozen while the
+ * others keep talking.
+ */
+import { strict as assert } from 'node:assert';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Lab, REPO_ROOT } from './support/lab';
+import { Daemon, DEVICES, Overlay, pings, type Device } from './support/overlay';
+
+const TRANSFER = path.join(REPO_ROOT, 'test/dist/support/transfer.js');
+const skip = process.getuid?.() !== 0 ? 'needs root for network namespaces' : false;
+
+/** iperf3 from one lab device to another; returns bits per second received. */
+async function iperf(lab: Lab, from: Device, to: Device, toIp: string, seconds: number, port: number): Promise<number> {
+  const server = new Daemon(`iperf3 -s on ${to}`, lab.spawn(to, ['iperf3', '-s', '-1', '-p', String(port)], { pipe: true }));
+  await server.waitForRaw(/Server listening on/);
+  const result = await lab.exec(from, ['iperf3', '-c', toIp, '-p', String(port), '-t', String(seconds), '-J', '--connect-timeout', '3000'], { timeoutMs: (seconds + 20) * 1000 });
+  await server.waitExit(5_000).catch(() => server.signal('SIGKILL'));
+  assert.equal(result.code, 0, result.stdout.slice(-500) + result.stderr);
+  const report = JSON.parse(result.stdout) as { end: { sum_received: { bits_per_second: number } } };
+  return report.end.sum_received.bits_per_second;
+}
+
+describe('relay resilience', { skip, timeout: 240_000 }, () => {
+  let lab: Lab;
+  let overlay: Overlay;
+  let ips: Record<Device | 'srv', string>;
+
+  before(async () => {
+    lab = await Lab.create();
+    overlay = await Overlay.start(lab);
+    ips = await overlay.overlayIps();
+  });
+
+  after(async () => {
+    await lab?.destroy();
+    overlay?.dispose();
+  });
+
+  it('survives kill -9 of the server during a TCP transfer: same addresses, transfer completes intact', async () => {
+    const receiver = new Daemon('receiver', lab.spawn('d', [process.execPath, TRANSFER, 'receive', '5002'], { pipe: true }));
+    await receiver.waitFor(/^listening$/);
+    // 24 MB paced at 4 MB/s: long enough that the server dies in the middle.
+    const sending = lab.exec('c', [process.execPath, TRANSFER, 'send', ips.d, '5002', String(24 << 20), String(4 << 20)], { timeoutMs: 120_000 });
+    await receiver.waitFor(/^progress$/);
+    const marks = new Map(DEVICES.map((d) => [d, overlay.client(d).lines.length]));
+    overlay.server.signal('SIGKILL');
+    await overlay.server.waitExit();
+    for (const d of DEVICES) await overlay.client(d).waitFor(/^Lost /, { from: marks.get(d)! });
+    const progressAtKill = receiver.lines.filter((l) => l.msg === 'progress').length;
+    await overlay.startServer();
+    for (const d of DEVICES) {
+      const back = await overlay.client(d).waitFor(/^Connected to /, { from: marks.get(d)!, timeoutMs: 20_000 });
+      assert.equal(back.ip, ips[d], `${d} came back with its old address`);
+    }
+    const sent = await sending;
+    assert.equal(sent.code, 0, sent.stdout + sent.stderr);
+    const result = await receiver.waitFor(/^received$/, { timeoutMs: 60_000 });
+    const sender = JSON.parse(sent.stdout.trim().split('\n').pop()!) as { bytes: number; sha256: string };
+    assert.equal(result.bytes, 24 << 20);
+    assert.equal(result.sha256, sender.sha256);
+    assert.ok(progressAtKill < 24, 'the kill happened mid-transfer');
+    assert.deepEqual(await overlay.overlayIps(), ips);
+  });
+
+  it('keeps full rate between the others while one device is frozen, and the frozen one recovers', async (t) => {
+    const baseline = await iperf(lab, 'c', 'd', ips.d, 3, 5201);
+    const frozen = overlay.client('b');
+    const mark = frozen.lines.length;
+    const serverMark = overlay.server.lines.length;
+    frozen.signal('SIGSTOP');
+    try {
+      // Traffic towards the frozen device fills its queues while c→d is measured.
+      const flood = lab.exec('a', ['ping', '-q', '-i', '0.002', '-s', '1200', '-w', '4', ips.b], { timeoutMs: 10_000 });
+      const during = await iperf(lab, 'c', 'd', ips.d, 3, 5202);
+      await flood;
+      t.diagnostic(`c→d ${(baseline / 1e6).toFixed(0)} Mbit/s before, ${(during / 1e6).toFixed(0)} Mbit/s with b frozen`);
+      assert.ok(during >= baseline * 0.5,
+        `c→d fell from ${(baseline / 1e6).toFixed(0)} to ${(during / 1e6).toFixed(0)} Mbit/s while b was frozen`);
+      // The server gives up on the silent device within dead_after_ms (6 s by default).
+      await overlay.server.waitFor(/^Device device-b silent for/, { from: serverMark, timeoutMs: 15_000 });
+    } finally {
+      frozen.signal('SIGCONT');
+    }
+    const back = await frozen.waitFor(/^Connected to /, { from: mark, timeoutMs: 20_000 });
+    assert.equal(back.ip, ips.b);
+    assert.ok(await pings(lab, 'a', ips.b), 'a reaches b again');
+    assert.ok(await pings(lab, 'b', ips.c), 'b reaches c again');
+  });
+});
