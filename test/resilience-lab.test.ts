@@ -13,7 +13,7 @@ const skip = process.getuid?.() !== 0 ? 'needs root for network namespaces' : fa
 
 /** iperf3 from one lab device to another; returns bits per second received. */
 async function iperf(lab: Lab, from: Device, to: Device, toIp: string, seconds: number, port: number): Promise<number> {
-  const server = new Daemon(`iperf3 -s on ${to}`, lab.spawn(to, ['iperf3', '-s', '-1', '-p', String(port)], { pipe: true }));
+  const server = new Daemon(`iperf3 -s on ${to}`, lab.spawn(to, ['iperf3', '-s', '-1', '--forceflush', '-p', String(port)], { pipe: true }));
   await server.waitForRaw(/Server listening on/);
   const result = await lab.exec(from, ['iperf3', '-c', toIp, '-p', String(port), '-t', String(seconds), '-J', '--connect-timeout', '3000'], { timeoutMs: (seconds + 20) * 1000 });
   await server.waitExit(5_000).catch(() => server.signal('SIGKILL'));

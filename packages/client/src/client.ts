@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { formatHostPort, type Logger } from '@mnedc/common';
@@ -35,7 +36,6 @@ export interface ClientDeps {
   previousIp?: string;
   /** Called when the lease changes, to persist it. */
   onLease?: (welcome: Welcome) => void;
-  onPeers?: (changes: PeerChanges) => void;
   backoff?: Backoff;
 }
 
@@ -54,9 +54,11 @@ export interface ClientCounters {
  *
  * The TUN stays up with its address while the connection is down, so the kernel keeps applications' TCP
  * connections alive and they resume once the client is back with the same IP.
+ *
+ * Events: 'state' (ClientState) on every transition; 'peers' (PeerChanges) when peers come or go.
  */
-export class RelayClient {
-  state: ClientState = 'connecting';
+export class RelayClient extends EventEmitter {
+  private current: ClientState = 'connecting';
   lease: Welcome | null = null;
   lastError = '';
   rttMs = -1;
@@ -77,9 +79,21 @@ export class RelayClient {
   private readonly queueLimit: number;
 
   constructor(private readonly deps: ClientDeps) {
+    super();
     this.peers = new PeerTable(deps.deviceId);
     this.backoff = deps.backoff ?? new Backoff();
     this.queueLimit = deps.config.client.send_queue_kib * 1024;
+  }
+
+  get state(): ClientState {
+    return this.current;
+  }
+
+  /** Every transition is announced as a 'state' event (status reporting and tests wait on it). */
+  private set state(next: ClientState) {
+    if (next === this.current) return;
+    this.current = next;
+    this.emit('state', next);
   }
 
   get server(): string {
@@ -227,7 +241,9 @@ export class RelayClient {
     for (const peer of changes.down) {
       this.deps.log.info({ peer: peer.deviceId, ip: peer.ip }, `Peer ${peer.deviceId} (${peer.ip}) is down`);
     }
-    if (changes.up.length + changes.down.length > 0) this.deps.onPeers?.(changes);
+    if (changes.up.length + changes.down.length > 0) {
+      this.emit('peers', changes);
+    }
   }
 
   private startKeepalive(socket: Socket, welcome: Welcome): void {

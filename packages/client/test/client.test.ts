@@ -1,0 +1,142 @@
+import { strict as assert } from 'node:assert';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { once } from 'node:events';
+import { after, afterEach, describe, it } from 'node:test';
+import pino from 'pino';
+import { ipv4ToInt } from '@mnedc/protocol';
+import { parseServerConfig, RelayServer } from '@mnedc/server';
+import { Backoff, parseClientConfig, RelayClient, type TunnelDevice } from '../src';
+
+/** A TUN stand-in: records configuration and written packets, and injects packets as if read. */
+class FakeDevice implements TunnelDevice {
+  readonly name = 'fake0';
+  configured: Array<{ address?: string; prefix?: number; mtu?: number }> = [];
+  written: Buffer[] = [];
+  closed = false;
+  private onBatch: ((batch: Buffer, count: number) => void) | null = null;
+  private waiters: Array<() => void> = [];
+  configure(cfg: { address?: string; prefix?: number; mtu?: number }): void { this.configured.push(cfg); this.wake(); }
+  start(onBatch: (batch: Buffer, count: number) => void): void { this.onBatch = onBatch; }
+  pause(): void {}
+  resume(): void {}
+  writeBatch(packets: readonly Buffer[]): number { packets.forEach((p) => this.written.push(Buffer.from(p))); this.wake(); return packets.length; }
+  close(): void { this.closed = true; }
+  /** Delivers packets the way the addon does: one buffer of [u32 length][packet] records. */
+  inject(packets: Buffer[]): void {
+    const batch = Buffer.concat(packets.flatMap((p) => { const h = Buffer.alloc(4); h.writeUInt32BE(p.length); return [h, p]; }));
+    this.onBatch!(batch, packets.length);
+  }
+  wake(): void { const w = this.waiters; this.waiters = []; w.forEach((f) => f()); }
+  async until(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!condition()) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out waiting for ${what}`);
+      await new Promise<void>((resolve) => { const t = setTimeout(resolve, left); this.waiters.push(() => { clearTimeout(t); resolve(); }); });
+    }
+  }
+}
+
+/** Resolves when the client reaches `state` (now or by a later 'state' event). */
+function reach(c: RelayClient, state: string, timeoutMs = 10_000): Promise<void> {
+  if (c.state === state) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { c.off('state', listener); reject(new Error(`client never reached ${state} (is ${c.state})`)); }, timeoutMs);
+    const listener = (s: string) => { if (s === state) { clearTimeout(timer); c.off('state', listener); resolve(); } };
+    c.on('state', listener);
+  });
+}
+
+function udp(src: string, dst: string, text: string): Buffer {
+  const packet = Buffer.alloc(20 + text.length);
+  packet[0] = 0x45; packet.writeUInt16BE(packet.length, 2); packet[8] = 64; packet[9] = 17;
+  packet.writeUInt32BE(ipv4ToInt(src), 12); packet.writeUInt32BE(ipv4ToInt(dst), 16);
+  packet.write(text, 20);
+  return packet;
+}
+
+const dirs: string[] = [];
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => { for (const c of cleanups.splice(0).reverse()) await c(); });
+after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+async function relay(stateDir?: string, port = 0): Promise<{ server: RelayServer; port: number; dir: string }> {
+  const dir = stateDir ?? mkdtempSync(join(tmpdir(), 'mnedc-client-'));
+  dirs.push(dir);
+  const config = parseServerConfig(`[server]\nlisten = 127.0.0.1:${port}\ninterface =\nstate_dir = ${dir}\nkeepalive_ms = 200\ndead_after_ms = 1000\n`, 's.ini');
+  const server = new RelayServer({ config, log: pino({ level: 'silent' }), serverDeviceId: 'server' });
+  const address = await server.start();
+  let stopped = false;
+  cleanups.push(async () => { if (!stopped) await server.stop(); });
+  const stop = server.stop.bind(server);
+  server.stop = async () => { stopped = true; await stop(); };
+  return { server, port: address.port, dir };
+}
+
+function client(port: number, deviceId: string, device: FakeDevice): RelayClient {
+  const config = parseClientConfig(`[client]\nserver = 127.0.0.1:${port}\ndevice_id = ${deviceId}\n`, 'c.ini');
+  const c = new RelayClient({ config, log: pino({ level: 'silent' }), deviceId, hostname: deviceId, underlay: () => ['192.168.9.9'], device, backoff: new Backoff(50, 400) });
+  c.start();
+  cleanups.push(() => c.stop());
+  return c;
+}
+
+describe('RelayClient against a relay on loopback', () => {
+  it('configures the device from WELCOME and shuttles packets both ways', async () => {
+    const { port } = await relay();
+    const devA = new FakeDevice();
+    const devB = new FakeDevice();
+    const a = client(port, 'dev-a', devA);
+    const b = client(port, 'dev-b', devB);
+    await reach(a, 'connected');
+    await reach(b, 'connected');
+    assert.deepEqual(devA.configured, [{ address: '10.0.0.2', prefix: 24, mtu: 1400, up: true }]);
+    if (!a.peers.get('dev-b')) await once(a, 'peers');
+    assert.ok(a.peers.get('dev-b'));
+    devA.inject([udp('10.0.0.2', '10.0.0.3', 'one'), udp('10.0.0.2', '10.0.0.3', 'two')]);
+    await devB.until(() => devB.written.length === 2, 'both packets at b');
+    assert.deepEqual(devB.written.map((p) => p.subarray(20).toString()), ['one', 'two']);
+    assert.equal(a.counters.txPackets, 2);
+    assert.equal(b.counters.rxPackets, 2);
+  });
+
+  it('keeps its address across a relay restart without reconfiguring the device', async () => {
+    const first = await relay();
+    const dev = new FakeDevice();
+    const c = client(first.port, 'dev-a', dev);
+    await reach(c, 'connected');
+    const ip = c.lease!.ip;
+    await first.server.stop();
+    await reach(c, 'waiting');
+    dev.inject([udp(ip, '10.0.0.9', 'while offline')]);
+    assert.equal(c.counters.dropsOffline, 1);
+    // A new relay with the same state on the same port, as after a restart.
+    await relay(first.dir, first.port);
+    await reach(c, 'connected');
+    assert.equal(c.lease!.ip, ip);
+    assert.equal(dev.configured.length, 1, 'same address: the device is left alone');
+    assert.ok(c.counters.reconnects >= 1);
+  });
+
+  it('asks for its previous address on a relay that has forgotten it', async () => {
+    const { port } = await relay();
+    const dev = new FakeDevice();
+    const config = parseClientConfig(`[client]\nserver = 127.0.0.1:${port}\ndevice_id = dev-p\n`, 'c.ini');
+    const c = new RelayClient({ config, log: pino({ level: 'silent' }), deviceId: 'dev-p', hostname: 'p', underlay: () => [], device: dev, previousIp: '10.0.0.77' });
+    c.start();
+    cleanups.push(() => c.stop());
+    await reach(c, 'connected');
+    assert.equal(c.lease!.ip, '10.0.0.77');
+  });
+
+  it('reports a rejection as its last error and keeps trying', async () => {
+    const { port } = await relay();
+    const dev = new FakeDevice();
+    const c = client(port, 'server', dev); // the relay's own device ID is refused
+    await reach(c, 'waiting');
+    assert.match(c.lastError, /rejected \(forbidden\): device ID server is the server's own/);
+    assert.notEqual(c.state, 'connected');
+  });
+});
