@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { REPO_ROOT } from './support/lab';
+import { REPO_ROOT } from '@mnedc/lab';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'mnedc-cli-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

@@ -5,7 +5,7 @@
 import { after, before, describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { Lab, UNDERLAY } from './support/lab';
+import { Lab, UNDERLAY } from '@mnedc/lab';
 
 function skipReason(): string | false {
   if (process.platform !== 'linux') return 'network lab needs Linux';

@@ -5,11 +5,10 @@
 import { strict as assert } from 'node:assert';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Lab, REPO_ROOT, UNDERLAY } from './support/lab';
-import { Daemon, DEVICES, Overlay, pings, SERVER_PORT, type Device } from './support/overlay';
+import { Daemon, DEVICES, Lab, Overlay, pings, REPO_ROOT, SERVER_PORT, UNDERLAY, type Device } from '@mnedc/lab';
 
-const TRANSFER = path.join(REPO_ROOT, 'test/dist/support/transfer.js');
-const JUNK = path.join(REPO_ROOT, 'test/dist/support/junk.js');
+const TRANSFER = path.join(REPO_ROOT, 'packages/lab/dist/src/transfer.js');
+const JUNK = path.join(REPO_ROOT, 'packages/lab/dist/src/junk.js');
 const skip = process.getuid?.() !== 0 ? 'needs root for network namespaces' : false;
 
 describe('relay across nested NATs', { skip, timeout: 180_000 }, () => {

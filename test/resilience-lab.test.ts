@@ -5,22 +5,10 @@
 import { strict as assert } from 'node:assert';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Lab, REPO_ROOT } from './support/lab';
-import { Daemon, DEVICES, Overlay, pings, type Device } from './support/overlay';
+import { Daemon, DEVICES, iperf, Lab, Overlay, pings, REPO_ROOT, type Device } from '@mnedc/lab';
 
-const TRANSFER = path.join(REPO_ROOT, 'test/dist/support/transfer.js');
+const TRANSFER = path.join(REPO_ROOT, 'packages/lab/dist/src/transfer.js');
 const skip = process.getuid?.() !== 0 ? 'needs root for network namespaces' : false;
-
-/** iperf3 from one lab device to another; returns bits per second received. */
-async function iperf(lab: Lab, from: Device, to: Device, toIp: string, seconds: number, port: number): Promise<number> {
-  const server = new Daemon(`iperf3 -s on ${to}`, lab.spawn(to, ['iperf3', '-s', '-1', '--forceflush', '-p', String(port)], { pipe: true }));
-  await server.waitForRaw(/Server listening on/);
-  const result = await lab.exec(from, ['iperf3', '-c', toIp, '-p', String(port), '-t', String(seconds), '-J', '--connect-timeout', '3000'], { timeoutMs: (seconds + 20) * 1000 });
-  await server.waitExit(5_000).catch(() => server.signal('SIGKILL'));
-  assert.equal(result.code, 0, result.stdout.slice(-500) + result.stderr);
-  const report = JSON.parse(result.stdout) as { end: { sum_received: { bits_per_second: number } } };
-  return report.end.sum_received.bits_per_second;
-}
 
 describe('relay resilience', { skip, timeout: 240_000 }, () => {
   let lab: Lab;
@@ -65,7 +53,7 @@ describe('relay resilience', { skip, timeout: 240_000 }, () => {
   });
 
   it('keeps full rate between the others while one device is frozen, and the frozen one recovers', async (t) => {
-    const baseline = await iperf(lab, 'c', 'd', ips.d, 3, 5201);
+    const baseline = (await iperf(lab, 'c', 'd', ips.d, { seconds: 3, port: 5201 })).bitsPerSecond;
     const frozen = overlay.client('b');
     const mark = frozen.lines.length;
     const serverMark = overlay.server.lines.length;
@@ -73,7 +61,7 @@ describe('relay resilience', { skip, timeout: 240_000 }, () => {
     try {
       // Traffic towards the frozen device fills its queues while c→d is measured.
       const flood = lab.exec('a', ['ping', '-q', '-i', '0.002', '-s', '1200', '-w', '4', ips.b], { timeoutMs: 10_000 });
-      const during = await iperf(lab, 'c', 'd', ips.d, 3, 5202);
+      const during = (await iperf(lab, 'c', 'd', ips.d, { seconds: 3, port: 5202 })).bitsPerSecond;
       await flood;
       t.diagnostic(`c→d ${(baseline / 1e6).toFixed(0)} Mbit/s before, ${(during / 1e6).toFixed(0)} Mbit/s with b frozen`);
       assert.ok(during >= baseline * 0.5,

@@ -1,0 +1,3 @@
+export * from './lab';
+export * from './overlay';
+export * from './measure';
