@@ -3,44 +3,29 @@
  * others keep talking.
  */
 import { strict as assert } from 'node:assert';
-import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { Daemon, DEVICES, iperf, Lab, Overlay, pings, REPO_ROOT, type Device } from '@mnedc/lab';
+import { describe, it } from 'node:test';
+import { Daemon, DEVICES, iperf, pings } from '@mnedc/lab';
+import { skipUnlessRoot, TRANSFER, withOverlayLab } from './lab-suite';
 
-const TRANSFER = path.join(REPO_ROOT, 'packages/lab/dist/src/transfer.js');
-const skip = process.getuid?.() !== 0 ? 'needs root for network namespaces' : false;
 
-describe('relay resilience', { skip, timeout: 240_000 }, () => {
-  let lab: Lab;
-  let overlay: Overlay;
-  let ips: Record<Device | 'srv', string>;
-
-  before(async () => {
-    lab = await Lab.create();
-    overlay = await Overlay.start(lab);
-    ips = await overlay.overlayIps();
-  });
-
-  after(async () => {
-    await lab?.destroy();
-    overlay?.dispose();
-  });
+describe('relay resilience', { skip: skipUnlessRoot, timeout: 240_000 }, () => {
+  const ctx = withOverlayLab();
 
   it('survives kill -9 of the server during a TCP transfer: same addresses, transfer completes intact', async () => {
-    const receiver = new Daemon('receiver', lab.spawn('d', [process.execPath, TRANSFER, 'receive', '5002'], { pipe: true }));
+    const receiver = new Daemon('receiver', ctx.lab.spawn('d', [process.execPath, TRANSFER, 'receive', '5002'], { pipe: true }));
     await receiver.waitFor(/^listening$/);
     // 24 MB paced at 4 MB/s: long enough that the server dies in the middle.
-    const sending = lab.exec('c', [process.execPath, TRANSFER, 'send', ips.d, '5002', String(24 << 20), String(4 << 20)], { timeoutMs: 120_000 });
+    const sending = ctx.lab.exec('c', [process.execPath, TRANSFER, 'send', ctx.ips.d, '5002', String(24 << 20), String(4 << 20)], { timeoutMs: 120_000 });
     await receiver.waitFor(/^progress$/);
-    const marks = new Map(DEVICES.map((d) => [d, overlay.client(d).lines.length]));
-    overlay.server.signal('SIGKILL');
-    await overlay.server.waitExit();
-    for (const d of DEVICES) await overlay.client(d).waitFor(/^Lost /, { from: marks.get(d)! });
+    const marks = new Map(DEVICES.map((d) => [d, ctx.overlay.client(d).lines.length]));
+    ctx.overlay.server.signal('SIGKILL');
+    await ctx.overlay.server.waitExit();
+    for (const d of DEVICES) await ctx.overlay.client(d).waitFor(/^Lost /, { from: marks.get(d)! });
     const progressAtKill = receiver.lines.filter((l) => l.msg === 'progress').length;
-    await overlay.startServer();
+    await ctx.overlay.startServer();
     for (const d of DEVICES) {
-      const back = await overlay.client(d).waitFor(/^Connected to /, { from: marks.get(d)!, timeoutMs: 20_000 });
-      assert.equal(back.ip, ips[d], `${d} came back with its old address`);
+      const back = await ctx.overlay.client(d).waitFor(/^Connected to /, { from: marks.get(d)!, timeoutMs: 20_000 });
+      assert.equal(back.ip, ctx.ips[d], `${d} came back with its old address`);
     }
     const sent = await sending;
     assert.equal(sent.code, 0, sent.stdout + sent.stderr);
@@ -49,31 +34,31 @@ describe('relay resilience', { skip, timeout: 240_000 }, () => {
     assert.equal(result.bytes, 24 << 20);
     assert.equal(result.sha256, sender.sha256);
     assert.ok(progressAtKill < 24, 'the kill happened mid-transfer');
-    assert.deepEqual(await overlay.overlayIps(), ips);
+    assert.deepEqual(await ctx.overlay.overlayIps(), ctx.ips);
   });
 
   it('keeps full rate between the others while one device is frozen, and the frozen one recovers', async (t) => {
-    const baseline = (await iperf(lab, 'c', 'd', ips.d, { seconds: 3, port: 5201 })).bitsPerSecond;
-    const frozen = overlay.client('b');
+    const baseline = (await iperf(ctx.lab, 'c', 'd', ctx.ips.d, { seconds: 3, port: 5201 })).bitsPerSecond;
+    const frozen = ctx.overlay.client('b');
     const mark = frozen.lines.length;
-    const serverMark = overlay.server.lines.length;
+    const serverMark = ctx.overlay.server.lines.length;
     frozen.signal('SIGSTOP');
     try {
       // Traffic towards the frozen device fills its queues while c→d is measured.
-      const flood = lab.exec('a', ['ping', '-q', '-i', '0.002', '-s', '1200', '-w', '4', ips.b], { timeoutMs: 10_000 });
-      const during = (await iperf(lab, 'c', 'd', ips.d, { seconds: 3, port: 5202 })).bitsPerSecond;
+      const flood = ctx.lab.exec('a', ['ping', '-q', '-i', '0.002', '-s', '1200', '-w', '4', ctx.ips.b], { timeoutMs: 10_000 });
+      const during = (await iperf(ctx.lab, 'c', 'd', ctx.ips.d, { seconds: 3, port: 5202 })).bitsPerSecond;
       await flood;
       t.diagnostic(`c→d ${(baseline / 1e6).toFixed(0)} Mbit/s before, ${(during / 1e6).toFixed(0)} Mbit/s with b frozen`);
       assert.ok(during >= baseline * 0.5,
         `c→d fell from ${(baseline / 1e6).toFixed(0)} to ${(during / 1e6).toFixed(0)} Mbit/s while b was frozen`);
       // The server gives up on the silent device within dead_after_ms (6 s by default).
-      await overlay.server.waitFor(/^Device device-b silent for/, { from: serverMark, timeoutMs: 15_000 });
+      await ctx.overlay.server.waitFor(/^Device device-b silent for/, { from: serverMark, timeoutMs: 15_000 });
     } finally {
       frozen.signal('SIGCONT');
     }
     const back = await frozen.waitFor(/^Connected to /, { from: mark, timeoutMs: 20_000 });
-    assert.equal(back.ip, ips.b);
-    assert.ok(await pings(lab, 'a', ips.b), 'a reaches b again');
-    assert.ok(await pings(lab, 'b', ips.c), 'b reaches c again');
+    assert.equal(back.ip, ctx.ips.b);
+    assert.ok(await pings(ctx.lab, 'a', ctx.ips.b), 'a reaches b again');
+    assert.ok(await pings(ctx.lab, 'b', ctx.ips.c), 'b reaches c again');
   });
 });

@@ -105,14 +105,21 @@ export class RelayClient extends EventEmitter {
     this.connect();
   }
 
-  stop(): void {
+  /** Says GOODBYE so the server frees the session at once; resolves when the socket is closed (≤ 500 ms). */
+  stop(): Promise<void> {
     this.state = 'stopped';
     this.clearTimers();
-    if (this.socket && !this.socket.destroyed) {
-      this.socket.end(encodeJsonFrame(FrameType.Goodbye, { code: 'shutdown', reason: 'client shutting down' }));
-      setTimeout(() => this.socket?.destroy(), 500).unref();
-    }
     this.deps.device.close();
+    const socket = this.socket;
+    if (!socket || socket.destroyed) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => socket.destroy(), 500);
+      socket.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      socket.end(encodeJsonFrame(FrameType.Goodbye, { code: 'shutdown', reason: 'client shutting down' }));
+    });
   }
 
   private connect(): void {

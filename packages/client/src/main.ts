@@ -69,8 +69,7 @@ function main(): void {
   client.start();
   const stop = (signal: string) => {
     log.info({ signal }, `Received ${signal}: leaving the overlay`);
-    client.stop();
-    setImmediate(() => process.exit(0));
+    void client.stop().then(() => process.exit(0));
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));

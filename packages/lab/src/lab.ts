@@ -336,3 +336,9 @@ function waitExit(child: ChildProcess, timeoutMs: number): Promise<void> {
     child.once('error', done);
   });
 }
+
+/** Namespaces whose names start with `prefix`: empty after a lab is destroyed. */
+export async function namespacesWithPrefix(prefix: string): Promise<string[]> {
+  const result = await run('ip', ['netns', 'list'], { timeoutMs: 10_000 });
+  return result.stdout.split('\n').map((line) => line.split(' ')[0]!).filter((name) => name.startsWith(prefix));
+}

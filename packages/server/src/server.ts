@@ -160,7 +160,14 @@ export class RelayServer {
     try {
       session.decoder.push(chunk, (frame) => this.onFrame(session, frame));
     } catch (err) {
-      if (!(err instanceof ProtocolError)) throw err;
+      if (!(err instanceof ProtocolError)) {
+        // A bug handling one device's input must cost that device its session, not everyone the relay.
+        this.deps.log.error({ err, deviceId: session.deviceId || undefined, remote: session.remote },
+          `Internal error handling ${session.deviceId || session.remote}; closing its session: ${(err as Error).message}`);
+        this.detach(session, 'internal error');
+        session.socket.destroy();
+        return;
+      }
       this.countDrop(session, 'malformed');
       this.protocolWarning.warn({ remote: session.remote, deviceId: session.deviceId || undefined, code: err.code },
         `Closed ${session.deviceId || session.remote}: protocol error: ${err.message}`);

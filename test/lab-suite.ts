@@ -1,0 +1,34 @@
+/** Shared set-up of the lab test files: one lab with a running overlay per describe block. */
+import { strict as assert } from 'node:assert';
+import path from 'node:path';
+import { after, before } from 'node:test';
+import { Lab, namespacesWithPrefix, Overlay, REPO_ROOT, type Device } from '@mnedc/lab';
+
+export const TRANSFER = path.join(REPO_ROOT, 'packages/lab/dist/src/transfer.js');
+export const JUNK = path.join(REPO_ROOT, 'packages/lab/dist/src/junk.js');
+export const skipUnlessRoot = process.getuid?.() !== 0 ? 'needs root for network namespaces' : false;
+
+export interface LabContext {
+  lab: Lab;
+  overlay: Overlay;
+  ips: Record<Device | 'srv', string>;
+}
+
+/**
+ * Registers before/after hooks in the current describe block and returns the context they fill. The lab
+ * is torn down also when tests fail, and the after hook checks that nothing was left behind.
+ */
+export function withOverlayLab(): LabContext {
+  const context = {} as LabContext;
+  before(async () => {
+    context.lab = await Lab.create();
+    context.overlay = await Overlay.start(context.lab);
+    context.ips = await context.overlay.overlayIps();
+  });
+  after(async () => {
+    await context.lab?.destroy();
+    context.overlay?.dispose();
+    if (context.lab) assert.deepEqual(await namespacesWithPrefix(context.lab.prefix), [], 'the lab left namespaces behind');
+  });
+  return context;
+}
