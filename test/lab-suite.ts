@@ -4,6 +4,8 @@ import path from 'node:path';
 import { after, before } from 'node:test';
 import { Lab, namespacesWithPrefix, Overlay, REPO_ROOT, type Device } from '@mnedc/lab';
 
+type OverlayOptions = Parameters<typeof Overlay.start>[1];
+
 export const TRANSFER = path.join(REPO_ROOT, 'packages/lab/dist/src/transfer.js');
 export const JUNK = path.join(REPO_ROOT, 'packages/lab/dist/src/junk.js');
 export const skipUnlessRoot = process.getuid?.() !== 0 ? 'needs root for network namespaces' : false;
@@ -18,11 +20,11 @@ export interface LabContext {
  * Registers before/after hooks in the current describe block and returns the context they fill. The lab
  * is torn down also when tests fail, and the after hook checks that nothing was left behind.
  */
-export function withOverlayLab(): LabContext {
+export function withOverlayLab(options?: OverlayOptions): LabContext {
   const context = {} as LabContext;
   before(async () => {
     context.lab = await Lab.create();
-    context.overlay = await Overlay.start(context.lab);
+    context.overlay = await Overlay.start(context.lab, options);
     context.ips = await context.overlay.overlayIps();
   });
   after(async () => {

@@ -20,6 +20,7 @@ export interface TunnelDevice {
   resume(): void;
   writeBatch(packets: readonly Buffer[], count?: number): number;
   close(): void;
+  stats?(): object;
 }
 
 export type ClientState = 'connecting' | 'connected' | 'waiting' | 'stopped';
@@ -59,6 +60,10 @@ export interface ClientCounters {
  */
 export class RelayClient extends EventEmitter {
   private current: ClientState = 'connecting';
+  /** Epoch ms of the last state change. */
+  stateSince = Date.now();
+  /** While waiting: the delay before the next attempt. */
+  retryInMs = 0;
   lease: Welcome | null = null;
   lastError = '';
   rttMs = -1;
@@ -76,7 +81,7 @@ export class RelayClient extends EventEmitter {
   private paused = false;
   private configuredAddress = '';
   private readonly toDevice: Buffer[] = [];
-  private readonly queueLimit: number;
+  private queueLimit: number;
 
   constructor(private readonly deps: ClientDeps) {
     super();
@@ -93,7 +98,27 @@ export class RelayClient extends EventEmitter {
   private set state(next: ClientState) {
     if (next === this.current) return;
     this.current = next;
+    this.stateSince = Date.now();
     this.emit('state', next);
+  }
+
+  /** SIGHUP may change how much unsent data pauses the TUN. */
+  setQueueLimit(kib: number): void {
+    this.queueLimit = kib * 1024;
+  }
+
+  deviceStats(): object {
+    return this.deps.device.stats?.() ?? {};
+  }
+
+  /** One line for systemd's STATUS and logs. */
+  get statusLine(): string {
+    switch (this.state) {
+      case 'connected': return `connected to ${this.server} as ${this.lease?.ip}`;
+      case 'waiting': return `reconnecting in ${Math.max(1, Math.round(this.retryInMs / 1000))} s: ${this.lastError || 'connection closed'}`;
+      case 'connecting': return `connecting to ${this.server}`;
+      default: return 'stopped';
+    }
   }
 
   get server(): string {
@@ -289,8 +314,9 @@ export class RelayClient extends EventEmitter {
     const wasConnected = this.state === 'connected';
     const delay = this.retryHintMs ?? this.backoff.next();
     this.retryHintMs = null;
-    this.state = 'waiting';
+    this.retryInMs = delay;
     this.counters.reconnects++;
+    this.state = 'waiting';
     const why = this.lastError || 'connection closed';
     if (wasConnected) {
       this.deps.log.warn({ server: this.server, delayMs: delay }, `Lost ${this.server} (${why}); reconnecting in ${delay} ms, keeping ${this.lease?.ip} on ${this.deps.device.name}`);

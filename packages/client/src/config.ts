@@ -19,10 +19,27 @@ export const clientSchema = {
     state_dir: key(parsers.absolutePath, '/var/lib/mnedc'),
     send_queue_kib: key(parsers.integer(16, 65_536), '1024'),
   },
+  control: {
+    /** JSON-RPC for mnedcctl; empty disables it. */
+    socket: key(parsers.optionalPath, '/run/mnedc/client.sock'),
+  },
+  discovery: {
+    /** Executables run on every peer up/down event (run-parts style); empty disables hooks. */
+    hook_dir: key(parsers.optionalPath, '/etc/mnedc/peer.d'),
+    hook_timeout_ms: key(parsers.integer(100, 3_600_000), '10000'),
+    /** The current peer list as JSON, rewritten atomically on every change; empty disables it. */
+    peers_file: key(parsers.optionalPath, '/run/mnedc/peers.json'),
+    /** hosts(5) lines for the peers, for a resolver to include; empty disables it. */
+    hosts_file: key(parsers.optionalPath, '/run/mnedc/hosts'),
+  },
   log: {
     level: key(parsers.oneOf(...LOG_LEVELS), 'info'),
   },
 };
+
+/** Keys a SIGHUP applies to the running client; a change to any other key needs a restart. */
+export const CLIENT_LIVE_KEYS = ['[log] level', '[client] send_queue_kib', '[discovery] hook_dir', '[discovery] hook_timeout_ms',
+  '[discovery] peers_file', '[discovery] hosts_file'];
 
 export type ClientConfig = ConfigOf<typeof clientSchema>;
 

@@ -1,8 +1,14 @@
 import { hostname, networkInterfaces } from 'node:os';
-import { createLogger, EXIT_CONFIG, loadConfigOrExit, machineDeviceId, parseDaemonArgs } from '@mnedc/common';
+import {
+  ControlServer, createLogger, EXIT_CONFIG, loadConfigOrExit, machineDeviceId, parseDaemonArgs, reloadConfig,
+  SystemdNotifier,
+} from '@mnedc/common';
 import { Tun } from '@mnedc/tun';
 import { RelayClient } from './client';
-import { DEFAULT_CONFIG_PATH, parseClientConfig } from './config';
+import { CLIENT_LIVE_KEYS, DEFAULT_CONFIG_PATH, parseClientConfig, type ClientConfig } from './config';
+import { clientMethods } from './control-api';
+import { DiscoveryHandoff, type DiscoveryConfig } from './discovery';
+import type { PeerChanges } from './peer-table';
 import { loadClientState, saveClientState, statePath } from './state';
 
 const PROGRAM = 'mnedcd-client';
@@ -26,10 +32,23 @@ function underlayAddresses(exclude: string): string[] {
   return found.slice(0, 16);
 }
 
-function main(): void {
+function discoveryConfig(config: ClientConfig): DiscoveryConfig {
+  const d = config.discovery;
+  return { hookDir: d.hook_dir, hookTimeoutMs: d.hook_timeout_ms, peersFile: d.peers_file, hostsFile: d.hosts_file };
+}
+
+/** What a SIGHUP can change on the running client; everything else keeps its running value. */
+function applyLive(client: RelayClient, discovery: DiscoveryHandoff, current: ClientConfig, next: ClientConfig): ClientConfig {
+  client.setQueueLimit(next.client.send_queue_kib);
+  discovery.reconfigure(discoveryConfig(next));
+  return { ...current, log: next.log, discovery: next.discovery, client: { ...current.client, send_queue_kib: next.client.send_queue_kib } };
+}
+
+async function main(): Promise<void> {
+  const startedAt = Date.now();
   const args = parseDaemonArgs(PROGRAM, process.argv.slice(2), DEFAULT_CONFIG_PATH, VERSION);
-  const config = loadConfigOrExit(PROGRAM, args.configPath, parseClientConfig);
-  const log = createLogger(PROGRAM, config.log.level);
+  let config = loadConfigOrExit(PROGRAM, args.configPath, parseClientConfig);
+  const log = createLogger(PROGRAM, config.log.level, args.logFormat);
   let deviceId = config.client.device_id;
   if (!deviceId) {
     try {
@@ -38,6 +57,7 @@ function main(): void {
       fatal(`${args.configPath}: [client] device_id: not set, and ${(err as Error).message}`, EXIT_CONFIG);
     }
   }
+  const notifier = new SystemdNotifier(log);
   const stateFile = statePath(config.client.state_dir);
   const { state, problem } = loadClientState(stateFile);
   if (problem) log.warn({ path: stateFile }, `Ignoring unreadable state ${stateFile} (${problem}); the server may assign a new address`);
@@ -49,6 +69,7 @@ function main(): void {
     log.fatal({ err }, `Cannot create TUN interface ${config.client.interface}: ${(err as Error).message}`);
     process.exit(1);
   }
+  const discovery = new DiscoveryHandoff(discoveryConfig(config), log);
   const client = new RelayClient({
     config,
     log,
@@ -58,6 +79,8 @@ function main(): void {
     device: tun,
     ...(state.lastIp ? { previousIp: state.lastIp } : {}),
     onLease: (welcome) => {
+      // The files list this device too, so they change with its address even when no peer did.
+      discovery.update({ deviceId, ip: welcome.ip, hostname: hostname() }, client.peers.list(), { up: [], down: [] });
       try {
         saveClientState(stateFile, { lastIp: welcome.ip, server: client.server });
       } catch (err) {
@@ -65,14 +88,44 @@ function main(): void {
       }
     },
   });
+  const self = () => (client.lease ? { deviceId, ip: client.lease.ip, hostname: hostname() } : null);
+  client.on('peers', (changes: PeerChanges) => discovery.update(self(), client.peers.list(), changes));
+  client.on('state', (next: string) => {
+    // READY only once the tunnel is really up with its address; STATUS tells the truth from then on.
+    if (next === 'connected') notifier.ready(client.statusLine);
+    else notifier.status(client.statusLine);
+  });
+
+  let control: ControlServer | null = null;
+  if (config.control.socket) {
+    try {
+      control = await ControlServer.listen(config.control.socket,
+        clientMethods(client, { version: VERSION, deviceId, interfaceName: tun.name, startedAt }));
+    } catch (err) {
+      log.fatal({ err }, `Cannot serve ${config.control.socket}: ${(err as Error).message}`);
+      process.exit(1);
+    }
+  }
   log.info({ deviceId, server: client.server, interface: tun.name }, `Device ${deviceId} joining ${client.server} on ${tun.name}`);
+  notifier.status(client.statusLine);
+  notifier.startWatchdog();
   client.start();
+
+  process.on('SIGHUP', () => {
+    notifier.reloading();
+    config = reloadConfig(args.configPath, config, parseClientConfig, CLIENT_LIVE_KEYS, log, (next) => applyLive(client, discovery, config, next));
+    notifier.reloaded();
+  });
+  let stopping = false;
   const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    notifier.stopping();
     log.info({ signal }, `Received ${signal}: leaving the overlay`);
-    void client.stop().then(() => process.exit(0));
+    Promise.all([client.stop(), control?.close(), discovery.close()]).then(() => process.exit(0), () => process.exit(1));
   };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
 }
 
-main();
+void main();

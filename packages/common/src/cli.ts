@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ConfigError } from './config';
+import { defaultLogFormat, LOG_FORMATS, type LogFormat } from './log';
 
 /** sysexits.h: systemd and packaging scripts tell "usage" from "configuration" failures by these. */
 export const EXIT_USAGE = 2;
@@ -8,18 +9,22 @@ export const EXIT_CONFIG = 78;
 
 export interface DaemonArgs {
   configPath: string;
+  logFormat: LogFormat;
 }
 
 export function parseDaemonArgs(program: string, argv: string[], defaultConfig: string, version: string): DaemonArgs {
-  const usage = `usage: ${program} [--config FILE]\n\n` +
-    `  --config FILE   configuration file (default ${defaultConfig})\n` +
-    `  --version       print the version and exit\n  --help          print this help and exit\n`;
+  const usage = `usage: ${program} [--config FILE] [--log-format text|json|journal]\n\n` +
+    `  --config FILE        configuration file (default ${defaultConfig})\n` +
+    '  --log-format FORMAT  journal (priority-prefixed lines, the default under systemd), text\n' +
+    '                       (readable lines, the default elsewhere) or json (one JSON object a line)\n' +
+    '  --version            print the version and exit\n  --help               print this help and exit\n';
   let parsed;
   try {
     parsed = parseArgs({
       args: argv,
       options: {
         config: { type: 'string', short: 'c' },
+        'log-format': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean' },
       },
@@ -38,7 +43,12 @@ export function parseDaemonArgs(program: string, argv: string[], defaultConfig: 
     process.stdout.write(`${program} ${version}\n`);
     process.exit(0);
   }
-  return { configPath: parsed.values.config ?? defaultConfig };
+  const format = parsed.values['log-format'] ?? defaultLogFormat();
+  if (!(LOG_FORMATS as readonly string[]).includes(format)) {
+    process.stderr.write(`${program}: --log-format must be one of ${LOG_FORMATS.join(', ')}, not ${JSON.stringify(format)}\n${usage}`);
+    process.exit(EXIT_USAGE);
+  }
+  return { configPath: parsed.values.config ?? defaultConfig, logFormat: format as LogFormat };
 }
 
 /**

@@ -119,6 +119,11 @@ export const parsers = {
     return text;
   },
 
+  /** An absolute path, or empty to switch the feature off. */
+  optionalPath(text: string): string {
+    return text === '' ? '' : parsers.absolutePath(text);
+  },
+
   /** Linux interface names: at most 15 bytes, no '/', ':' or white space; empty means "none". */
   interfaceName(text: string): string {
     if (text === '') return '';
@@ -156,4 +161,17 @@ export interface HostPort {
 
 export function formatHostPort({ host, port }: HostPort): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** The "[section] key" names whose values differ between two parsed configurations (for SIGHUP). */
+export function changedKeys<S extends Schema>(before: ConfigOf<S>, after: ConfigOf<S>): string[] {
+  const changed: string[] = [];
+  for (const section of Object.keys(after)) {
+    const a = (before as Record<string, Record<string, unknown>>)[section] ?? {};
+    const b = (after as Record<string, Record<string, unknown>>)[section]!;
+    for (const key of Object.keys(b)) {
+      if (JSON.stringify(a[key]) !== JSON.stringify(b[key])) changed.push(`[${section}] ${key}`);
+    }
+  }
+  return changed;
 }

@@ -1,3 +1,4 @@
+import { fstatSync } from 'node:fs';
 import pino, { type Logger, type LevelWithSilent } from 'pino';
 
 export type { Logger } from 'pino';
@@ -5,14 +6,65 @@ export type { Logger } from 'pino';
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
-/** One logger per daemon, JSON lines on stdout. Never call it per packet: count instead. */
-export function createLogger(name: string, level: LogLevel): Logger {
-  return pino({
-    name,
-    level: level as LevelWithSilent,
-    base: { pid: process.pid },
-    timestamp: pino.stdTimeFunctions.isoTime,
-  }, pino.destination({ dest: 1, sync: true }));
+export const LOG_FORMATS = ['text', 'json', 'journal'] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
+
+/**
+ * journal when stdout really is the journal stream systemd gave us (JOURNAL_STREAM names its device and
+ * inode: a redirected stdout must not get syslog prefixes), readable text otherwise.
+ */
+export function defaultLogFormat(env: NodeJS.ProcessEnv = process.env): LogFormat {
+  const stream = env.JOURNAL_STREAM;
+  if (!stream) return 'text';
+  try {
+    const [dev, ino] = stream.split(':');
+    const stat = fstatSync(1);
+    return String(stat.dev) === dev && String(stat.ino) === ino ? 'journal' : 'text';
+  } catch {
+    return 'text';
+  }
+}
+
+/** sd-daemon(3) priorities by pino level: journald files each line under the priority of its <N> prefix. */
+const JOURNAL_PRIORITY: Record<number, number> = { 10: 7, 20: 7, 30: 6, 40: 4, 50: 3, 60: 2 };
+const LEVEL_NAME: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };
+/** Fields every line has; repeating them after the message adds nothing a reader needs. */
+const QUIET_FIELDS = new Set(['level', 'time', 'msg', 'pid', 'hostname', 'name']);
+
+function fieldText(value: unknown): string {
+  if (typeof value === 'string') return /[\s"=]/.test(value) || value === '' ? JSON.stringify(value) : value;
+  if (value !== null && typeof value === 'object' && 'message' in value && typeof (value as { message: unknown }).message === 'string') {
+    return JSON.stringify((value as { message: string }).message);
+  }
+  return JSON.stringify(value);
+}
+
+/** Turns one pino JSON line into "message key=value …" (exported for tests). */
+export function formatLine(json: string, format: Exclude<LogFormat, 'json'>): string {
+  let entry: Record<string, unknown>;
+  try {
+    entry = JSON.parse(json) as Record<string, unknown>;
+  } catch {
+    return json;
+  }
+  const level = typeof entry.level === 'number' ? entry.level : 30;
+  const fields = Object.entries(entry)
+    .filter(([name, value]) => !QUIET_FIELDS.has(name) && value !== undefined)
+    .map(([name, value]) => `${name}=${fieldText(value)}`);
+  const text = [String(entry.msg ?? ''), ...fields].join(' ');
+  if (format === 'journal') return `<${JOURNAL_PRIORITY[level] ?? 6}>${text.replace(/\n/g, ' ')}\n`;
+  const time = typeof entry.time === 'string' ? entry.time : new Date().toISOString();
+  return `${time} ${(LEVEL_NAME[level] ?? 'INFO').padEnd(5)} ${text}\n`;
+}
+
+/**
+ * One logger per daemon on stdout. Never call it per packet: count instead and use RateLimitedWarning.
+ * The level can be changed at run time (`logger.level = …`), which SIGHUP reloads use.
+ */
+export function createLogger(name: string, level: LogLevel, format: LogFormat = defaultLogFormat()): Logger {
+  const options = { name, level: level as LevelWithSilent, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime };
+  if (format === 'json') return pino(options, pino.destination({ dest: 1, sync: true }));
+  return pino(options, { write: (line: string) => process.stdout.write(formatLine(line, format)) });
 }
 
 /**
@@ -31,7 +83,8 @@ export class RateLimitedWarning {
       this.suppressed++;
       return;
     }
-    this.log.warn({ ...fields, suppressed: this.suppressed }, message);
+    this.log.warn(this.suppressed > 0 ? { ...fields, suppressed: this.suppressed } : fields,
+      this.suppressed > 0 ? `${message} (and ${this.suppressed} more since the last report)` : message);
     this.lastLog = now;
     this.suppressed = 0;
   }

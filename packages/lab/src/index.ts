@@ -1,3 +1,4 @@
 export * from './lab';
 export * from './overlay';
 export * from './measure';
+export * from './notify-socket';

@@ -342,3 +342,8 @@ export async function namespacesWithPrefix(prefix: string): Promise<string[]> {
   const result = await run('ip', ['netns', 'list'], { timeoutMs: 10_000 });
   return result.stdout.split('\n').map((line) => line.split(' ')[0]!).filter((name) => name.startsWith(prefix));
 }
+
+/** Runs a command in the current namespace with a time limit (for tools that need no lab node). */
+export function runCommand(cmd: string, argv: string[], timeoutMs = 30_000): Promise<ExecResult> {
+  return run(cmd, argv, { timeoutMs });
+}

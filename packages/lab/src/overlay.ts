@@ -1,9 +1,9 @@
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { Lab, REPO_ROOT, UNDERLAY, type LabNodeName } from './lab';
+import { Lab, REPO_ROOT, runCommand, UNDERLAY, type ExecResult, type LabNodeName } from './lab';
 
 export const DEVICES = ['a', 'b', 'c', 'd'] as const;
 export type Device = (typeof DEVICES)[number];
@@ -11,6 +11,7 @@ export const SERVER_PORT = 3334;
 
 const SERVER_BIN = path.join(REPO_ROOT, 'packages/server/bin/mnedcd-server.js');
 const CLIENT_BIN = path.join(REPO_ROOT, 'packages/client/bin/mnedcd-client.js');
+const CTL_BIN = path.join(REPO_ROOT, 'packages/ctl/bin/mnedcctl.js');
 
 export interface LogLine {
   msg: string;
@@ -107,44 +108,103 @@ export class Daemon {
   }
 }
 
-/** Server in `srv`, clients in a, b, c, d, configs and state in a temporary directory. */
+export interface DaemonOptions {
+  /** INI text appended to the generated configuration (later keys win over earlier ones). */
+  extra?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Resolve once the process runs instead of waiting for it to connect/listen. */
+  noWait?: boolean;
+}
+
+/**
+ * Server in `srv`, clients in a, b, c, d; configuration, state, control sockets, peers files and hook
+ * directories of every daemon in one temporary directory (Unix sockets are not per network namespace,
+ * so each daemon gets its own paths).
+ */
 export class Overlay {
   readonly dir: string;
   server!: Daemon;
   readonly clients = new Map<Device, Daemon>();
 
-  constructor(readonly lab: Lab, private readonly serverExtra = '') {
+  constructor(readonly lab: Lab) {
     this.dir = mkdtempSync(path.join(tmpdir(), `mnedc-${lab.prefix}`));
   }
 
-  static async start(lab: Lab, serverExtra = ''): Promise<Overlay> {
-    const overlay = new Overlay(lab, serverExtra);
-    await overlay.startServer();
-    await Promise.all(DEVICES.map((d) => overlay.startClient(d)));
+  static async start(lab: Lab, options: { server?: DaemonOptions; clients?: Partial<Record<Device, DaemonOptions>> } = {}): Promise<Overlay> {
+    const overlay = new Overlay(lab);
+    await overlay.startServer(options.server);
+    await Promise.all(DEVICES.map((d) => overlay.startClient(d, options.clients?.[d])));
     return overlay;
+  }
+
+  socket(node: Device | 'srv'): string {
+    return path.join(this.dir, `${node}.sock`);
+  }
+
+  peersFile(device: Device): string {
+    return path.join(this.dir, `${device}-peers.json`);
+  }
+
+  hostsFile(device: Device): string {
+    return path.join(this.dir, `${device}-hosts`);
+  }
+
+  hookDir(device: Device): string {
+    return path.join(this.dir, `${device}-hooks`);
   }
 
   configPath(node: LabNodeName): string {
     return path.join(this.dir, `${node}.ini`);
   }
 
-  async startServer(): Promise<Daemon> {
-    writeFileSync(this.configPath('srv'),
-      `[server]\nlisten = 0.0.0.0:${SERVER_PORT}\nsubnet = 10.0.0.0/24\ninterface = mnedc0\nstate_dir = ${this.dir}/srv-state\n${this.serverExtra}`);
-    const daemon = new Daemon('server', this.lab.spawn('srv', [process.execPath, SERVER_BIN, '--config', this.configPath('srv')], { pipe: true }));
+  async startServer(options: DaemonOptions = {}): Promise<Daemon> {
+    writeFileSync(this.configPath('srv'), mergeIni(
+      `[server]\nlisten = 0.0.0.0:${SERVER_PORT}\nsubnet = 10.0.0.0/24\ninterface = mnedc0\nstate_dir = ${this.dir}/srv-state\n` +
+      `[control]\nsocket = ${this.socket('srv')}\n`, options.extra));
+    const daemon = new Daemon('server', this.lab.spawn('srv',
+      [process.execPath, SERVER_BIN, '--config', this.configPath('srv'), '--log-format', 'json'], { pipe: true, env: { ...process.env, ...options.env } }));
     this.server = daemon;
-    await daemon.waitFor(/^Relay listening/);
+    if (!options.noWait) await daemon.waitFor(/^Relay listening/);
     return daemon;
   }
 
-  async startClient(device: Device): Promise<Daemon> {
-    mkdirSync(path.join(this.dir, device), { recursive: true });
-    writeFileSync(this.configPath(device),
-      `[client]\nserver = ${UNDERLAY.srv}:${SERVER_PORT}\ndevice_id = device-${device}\ninterface = mnedc0\nstate_dir = ${this.dir}/${device}-state\n`);
-    const daemon = new Daemon(`client ${device}`, this.lab.spawn(device, [process.execPath, CLIENT_BIN, '--config', this.configPath(device)], { pipe: true }));
+  async startClient(device: Device, options: DaemonOptions = {}): Promise<Daemon> {
+    mkdirSync(this.hookDir(device), { recursive: true });
+    writeFileSync(this.configPath(device), mergeIni(
+      `[client]\nserver = ${UNDERLAY.srv}:${SERVER_PORT}\ndevice_id = device-${device}\ninterface = mnedc0\nstate_dir = ${this.dir}/${device}-state\n` +
+      `[control]\nsocket = ${this.socket(device)}\n` +
+      `[discovery]\nhook_dir = ${this.hookDir(device)}\npeers_file = ${this.peersFile(device)}\nhosts_file = ${this.hostsFile(device)}\n`,
+      options.extra));
+    const daemon = new Daemon(`client ${device}`, this.lab.spawn(device,
+      [process.execPath, CLIENT_BIN, '--config', this.configPath(device), '--log-format', 'json'], { pipe: true, env: { ...process.env, ...options.env } }));
     this.clients.set(device, daemon);
-    await daemon.waitFor(/^Connected to /);
+    if (!options.noWait) await daemon.waitFor(/^Connected to /);
     return daemon;
+  }
+
+  /** Runs mnedcctl against a daemon's control socket (a file, so no namespace is needed). */
+  async ctl(node: Device | 'srv', args: string[]): Promise<ExecResult & { json: unknown }> {
+    return this.ctlAt(this.socket(node), args);
+  }
+
+  async ctlAt(socket: string, args: string[]): Promise<ExecResult & { json: unknown }> {
+    const result = await runCommand(process.execPath, [CTL_BIN, '--socket', socket, ...args], 15_000);
+    let json: unknown = undefined;
+    if (args.includes('--json') && result.code === 0) json = JSON.parse(result.stdout);
+    return { ...result, json };
+  }
+
+  /** `mnedcctl watch --json` on a daemon, as a process whose output lines can be awaited. */
+  async watch(node: Device | 'srv'): Promise<Daemon> {
+    const watcher = new Daemon(`watch ${node}`, this.lab.spawn('srv', [process.execPath, CTL_BIN, '--socket', this.socket(node), 'watch', '--json'], { pipe: true }));
+    // The subscription is in place once the RPC answered; mnedcctl says so on stderr before streaming.
+    await watcher.waitForRaw(/watching/);
+    return watcher;
+  }
+
+  /** Rewrites a daemon's configuration (for SIGHUP tests), merging `extra` into what it was started with. */
+  rewriteConfig(node: Device | 'srv', extra: string): void {
+    writeFileSync(this.configPath(node), mergeIni(readFileSync(this.configPath(node), 'utf8'), extra));
   }
 
   client(device: Device): Daemon {
@@ -177,4 +237,24 @@ export class Overlay {
 export async function pings(lab: Lab, from: LabNodeName, to: string, extra: string[] = []): Promise<boolean> {
   const result = await lab.exec(from, ['ping', '-c', '1', '-W', '2', ...extra, to], { timeoutMs: 5_000 });
   return result.code === 0;
+}
+
+/** Overlays INI `extra` on `base` key by key, so tests can override one setting of a generated file. */
+export function mergeIni(base: string, extra = ''): string {
+  const sections = new Map<string, Map<string, string>>();
+  for (const text of [base, extra]) {
+    let section = '';
+    for (const raw of text.split('\n')) {
+      const line = raw.trim();
+      const header = /^\[([^\]]+)\]$/.exec(line);
+      if (header) {
+        section = header[1]!;
+        if (!sections.has(section)) sections.set(section, new Map());
+      } else if (line.includes('=')) {
+        const at = line.indexOf('=');
+        sections.get(section)?.set(line.slice(0, at).trim(), line.slice(at + 1).trim());
+      }
+    }
+  }
+  return [...sections].map(([name, keys]) => `[${name}]\n${[...keys].map(([k, v]) => `${k} = ${v}\n`).join('')}`).join('');
 }

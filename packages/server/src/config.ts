@@ -22,10 +22,17 @@ export const serverSchema = {
     dead_after_ms: key(parsers.integer(300, 600_000), '6000'),
     send_queue_kib: key(parsers.integer(16, 65_536), '512'),
   },
+  control: {
+    /** JSON-RPC for mnedcctl; empty disables it. */
+    socket: key(parsers.optionalPath, '/run/mnedc/server.sock'),
+  },
   log: {
     level: key(parsers.oneOf(...LOG_LEVELS), 'info'),
   },
 };
+
+/** Keys a SIGHUP applies to the running server; a change to any other key needs a restart. */
+export const SERVER_LIVE_KEYS = ['[log] level', '[server] send_queue_kib', '[server] keepalive_ms', '[server] dead_after_ms'];
 
 export type ServerConfig = ConfigOf<typeof serverSchema>;
 

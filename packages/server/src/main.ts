@@ -1,28 +1,50 @@
-import { createLogger, loadConfigOrExit, machineDeviceId, parseDaemonArgs, EXIT_CONFIG } from '@mnedc/common';
+import {
+  ControlServer, createLogger, EXIT_CONFIG, loadConfigOrExit, machineDeviceId, parseDaemonArgs, reloadConfig,
+  SystemdNotifier,
+} from '@mnedc/common';
 import { Tun } from '@mnedc/tun';
-import { DEFAULT_CONFIG_PATH, parseServerConfig } from './config';
+import { DEFAULT_CONFIG_PATH, parseServerConfig, SERVER_LIVE_KEYS, type ServerConfig } from './config';
+import { serverMethods } from './control-api';
 import { LeaseStateError } from './lease-store';
 import { RelayServer } from './server';
 
 const PROGRAM = 'mnedcd-server';
 const VERSION: string = (require('../../package.json') as { version: string }).version;
 
+function serverDeviceId(): string {
+  try {
+    return `server-${machineDeviceId().slice(0, 12)}`;
+  } catch {
+    return 'server';
+  }
+}
+
+function statusLine(server: RelayServer): string {
+  const clients = server.connected().length;
+  return `${clients} client${clients === 1 ? '' : 's'}, ${server.pool.size}/${server.pool.capacity} leases`;
+}
+
+/** What a SIGHUP can change on the running relay; everything else keeps its running value. */
+function applyLive(server: RelayServer, current: ServerConfig, next: ServerConfig): ServerConfig {
+  server.setLimits({ sendQueueKib: next.server.send_queue_kib, keepaliveMs: next.server.keepalive_ms, deadAfterMs: next.server.dead_after_ms });
+  return {
+    ...current,
+    log: next.log,
+    server: { ...current.server, send_queue_kib: next.server.send_queue_kib, keepalive_ms: next.server.keepalive_ms, dead_after_ms: next.server.dead_after_ms },
+  };
+}
+
 async function main(): Promise<void> {
   const args = parseDaemonArgs(PROGRAM, process.argv.slice(2), DEFAULT_CONFIG_PATH, VERSION);
-  const config = loadConfigOrExit(PROGRAM, args.configPath, parseServerConfig);
-  const log = createLogger(PROGRAM, config.log.level);
-  let serverDeviceId: string;
-  try {
-    serverDeviceId = `server-${machineDeviceId().slice(0, 12)}`;
-  } catch {
-    serverDeviceId = 'server';
-  }
+  let config = loadConfigOrExit(PROGRAM, args.configPath, parseServerConfig);
+  const log = createLogger(PROGRAM, config.log.level, args.logFormat);
+  const notifier = new SystemdNotifier(log);
   let server: RelayServer;
   try {
     server = new RelayServer({
       config,
       log,
-      serverDeviceId,
+      serverDeviceId: serverDeviceId(),
       openDevice: (name, address, prefix, mtu) => {
         const tun = Tun.open(name);
         tun.configure({ address, prefix, mtu, up: true });
@@ -34,18 +56,38 @@ async function main(): Promise<void> {
     log.fatal(err.message);
     process.exit(EXIT_CONFIG);
   }
+  let control: ControlServer | null = null;
   try {
     await server.start();
+    if (config.control.socket) control = await ControlServer.listen(config.control.socket, serverMethods(server, () => config, VERSION));
   } catch (err) {
     log.fatal({ err }, `Cannot start: ${(err as Error).message}`);
     process.exit(1);
   }
+  notifier.ready(statusLine(server));
+  notifier.startWatchdog();
+  let statusTimer: NodeJS.Timeout | null = null;
+  server.on('sessions', () => {
+    // A thousand joins in a burst are one STATUS update, not a thousand datagrams.
+    statusTimer ??= setTimeout(() => {
+      statusTimer = null;
+      notifier.status(statusLine(server));
+    }, 250);
+  });
+
+  process.on('SIGHUP', () => {
+    notifier.reloading();
+    config = reloadConfig(args.configPath, config, parseServerConfig, SERVER_LIVE_KEYS, log, (next) => applyLive(server, config, next));
+    notifier.reloaded();
+    notifier.status(statusLine(server));
+  });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
+    notifier.stopping();
     log.info({ signal }, `Received ${signal}: telling devices and saving leases`);
-    server.stop().then(() => process.exit(0), (err: Error) => {
+    Promise.all([server.stop(), control?.close()]).then(() => process.exit(0), (err: Error) => {
       log.error({ err }, `Error while stopping: ${err.message}`);
       process.exit(1);
     });

@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -41,7 +42,25 @@ const LOCAL: LocalTarget = { local: true };
 /** Unreachables are a courtesy: a source spraying unknown addresses gets at most this many per second. */
 const ICMP_PER_SECOND = 200;
 
-export class RelayServer {
+export interface PeerEvent {
+  event: 'up' | 'down';
+  deviceId: string;
+  ip: string;
+  hostname: string;
+  at: number;
+}
+
+export interface ServerLimits {
+  sendQueueKib: number;
+  keepaliveMs: number;
+  deadAfterMs: number;
+}
+
+/**
+ * The relay. Events: 'peer' (PeerEvent) when a device joins or leaves — a takeover by the same device
+ * is neither — and 'sessions' after any change of the connected set.
+ */
+export class RelayServer extends EventEmitter {
   readonly pool: LeasePool;
   readonly serverIp: number;
   readonly directory: PeerDirectory;
@@ -64,8 +83,13 @@ export class RelayServer {
   private readonly protocolWarning: RateLimitedWarning;
   readonly startedAt = Date.now();
 
+  private limits: ServerLimits;
+  private address: AddressInfo | null = null;
+
   constructor(private readonly deps: ServerDeps) {
+    super();
     const { config, log } = deps;
+    this.limits = { sendQueueKib: config.server.send_queue_kib, keepaliveMs: config.server.keepalive_ms, deadAfterMs: config.server.dead_after_ms };
     this.store = new LeaseStore(config.server.state_dir, log);
     this.pool = this.store.load(config.server.subnet);
     this.serverIp = this.pool.serverIp;
@@ -104,8 +128,9 @@ export class RelayServer {
       });
     });
     listener.on('error', (err) => this.deps.log.error({ err }, `Listener error: ${err.message}`));
-    this.keepaliveTimer = setInterval(() => this.sweep(), server.keepalive_ms);
+    this.keepaliveTimer = setInterval(() => this.sweep(), this.limits.keepaliveMs);
     const address = listener.address() as AddressInfo;
+    this.address = address;
     this.deps.log.info({ listen: `${address.address}:${address.port}`, serverIp: intToIpv4(this.serverIp), leases: this.pool.size },
       `Relay listening on ${address.address}:${address.port}, overlay ${intToIpv4(server.subnet.network)}/${server.subnet.prefix}` +
       (this.device ? ` on ${this.device.name} as ${intToIpv4(this.serverIp)}` : ' (no local interface)'));
@@ -135,11 +160,59 @@ export class RelayServer {
     return [...this.sessions];
   }
 
+  /** Established sessions only: what operators call the connected devices. */
+  connected(): Session[] {
+    return [...this.byDevice.values()];
+  }
+
+  session(deviceId: string): Session | undefined {
+    return this.byDevice.get(deviceId);
+  }
+
+  get listenAddress(): AddressInfo | null {
+    return this.address;
+  }
+
+  get deviceName(): string {
+    return this.device?.name ?? '';
+  }
+
+  /** Limits a SIGHUP may change on the running relay; existing sessions adopt the new queue size too. */
+  setLimits(limits: ServerLimits): void {
+    const keepaliveChanged = limits.keepaliveMs !== this.limits.keepaliveMs;
+    this.limits = limits;
+    for (const session of this.sessions) session.queueLimit = limits.sendQueueKib * 1024;
+    if (keepaliveChanged && this.keepaliveTimer) {
+      clearInterval(this.keepaliveTimer);
+      this.keepaliveTimer = setInterval(() => this.sweep(), limits.keepaliveMs);
+    }
+  }
+
+  /** Disconnects a device; it will reconnect (and keep its lease) unless the operator also releases it. */
+  kick(deviceId: string, reason = 'disconnected by the operator'): boolean {
+    const session = this.byDevice.get(deviceId);
+    if (!session) return false;
+    session.goodbye({ code: 'kicked', reason, reconnectMs: 1000 });
+    this.detach(session, reason);
+    return true;
+  }
+
+  /** Forgets a device's lease (disconnecting it first), so its address can go to another device. */
+  release(deviceId: string): Lease | undefined {
+    this.kick(deviceId, 'lease released by the operator');
+    const lease = this.pool.release(deviceId);
+    if (lease) {
+      this.store.changed(this.pool, true);
+      this.deps.log.info({ deviceId, ip: intToIpv4(lease.ip) }, `Released the lease of ${deviceId} (${intToIpv4(lease.ip)})`);
+    }
+    return lease;
+  }
+
   // ---- connection life ----
 
   private accept(socket: Socket): void {
     socket.setNoDelay(true);
-    const session = new Session(socket, this.deps.config.server.send_queue_kib * 1024);
+    const session = new Session(socket, this.limits.sendQueueKib * 1024);
     this.sessions.add(session);
     session.handshakeTimer = setTimeout(() => {
       this.protocolWarning.warn({ remote: session.remote }, `Closed ${session.remote}: no HELLO within ${HANDSHAKE_TIMEOUT_MS} ms`);
@@ -247,11 +320,13 @@ export class RelayServer {
       prefix: this.deps.config.server.subnet.prefix,
       mtu: this.deps.config.server.mtu,
       serverIp: intToIpv4(this.serverIp),
-      keepaliveMs: this.deps.config.server.keepalive_ms,
-      deadAfterMs: this.deps.config.server.dead_after_ms,
+      keepaliveMs: this.limits.keepaliveMs,
+      deadAfterMs: this.limits.deadAfterMs,
     };
     session.sendControl(encodeJsonFrame(FrameType.Welcome, welcome));
     this.directory.join(peerInfo(lease, now), session);
+    if (!previous) this.emit('peer', { event: 'up', deviceId: hello.deviceId, ip: welcome.ip, hostname: hello.hostname, at: now } satisfies PeerEvent);
+    this.emit('sessions');
     this.deps.log.info({ deviceId: hello.deviceId, ip: welcome.ip, hostname: hello.hostname, remote: session.remote, isNew: result.isNew },
       `Device ${hello.deviceId} (${hello.hostname || 'no hostname'}) joined from ${session.remote} as ${welcome.ip}`);
   }
@@ -265,10 +340,15 @@ export class RelayServer {
     session.state = 'closed';
     this.routes.delete(session.ip, session);
     if (this.byDevice.get(session.deviceId) === session) {
+      const now = Date.now();
       this.byDevice.delete(session.deviceId);
       this.directory.leave(session.deviceId, session);
-      this.pool.touch(session.deviceId, Date.now());
+      this.pool.touch(session.deviceId, now);
       this.store.changed(this.pool, false);
+      if (why !== 'replaced') {
+        this.emit('peer', { event: 'down', deviceId: session.deviceId, ip: intToIpv4(session.ip), hostname: session.hello?.hostname ?? '', at: now } satisfies PeerEvent);
+      }
+      this.emit('sessions');
     }
     this.deps.log.info({ deviceId: session.deviceId, ip: intToIpv4(session.ip), why, rxPackets: session.counters.rxPackets, txPackets: session.counters.txPackets },
       `Device ${session.deviceId} (${intToIpv4(session.ip)}) left: ${why}`);
@@ -276,12 +356,14 @@ export class RelayServer {
 
   /** Pings every established session; a session silent for deadAfterMs is closed. */
   private sweep(): void {
-    const { keepalive_ms: keepalive, dead_after_ms: deadAfter } = this.deps.config.server;
+    const { keepaliveMs: keepalive, deadAfterMs: deadAfter } = this.limits;
+    const now = Date.now();
     const ping = Buffer.alloc(HEADER_BYTES + PING_BYTES);
     ping.writeUInt32BE(((FrameType.Ping << 24) | PING_BYTES) >>> 0);
     ping.writeDoubleBE(performance.now(), HEADER_BYTES);
     for (const session of this.sessions) {
       if (session.state !== 'established') continue;
+      session.updateRates(now);
       if (session.heard) {
         session.heard = false;
         session.silentRounds = 0;

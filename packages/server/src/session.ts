@@ -43,11 +43,14 @@ export class Session implements PeerSubscriber {
   silentRounds = 0;
   rttMs = -1;
   corked = false;
+  /** Rates over the last keepalive round, refreshed by the server's sweep. */
+  rates = { rxPps: 0, txPps: 0, rxBps: 0, txBps: 0 };
+  private sample = { at: Date.now(), rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0 };
   /** DATA frames for this device dropped because its queue was full. */
   missed = 0;
   handshakeTimer: NodeJS.Timeout | null = null;
 
-  constructor(readonly socket: Socket, private readonly queueLimit: number, maxPayload?: number) {
+  constructor(readonly socket: Socket, public queueLimit: number, maxPayload?: number) {
     this.decoder = new FrameDecoder(maxPayload);
     this.remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
   }
@@ -68,6 +71,19 @@ export class Session implements PeerSubscriber {
     this.counters.txPackets++;
     this.counters.txBytes += frame.length - 4;
     return true;
+  }
+
+  updateRates(now: number): void {
+    const seconds = (now - this.sample.at) / 1000;
+    if (seconds <= 0) return;
+    const c = this.counters;
+    this.rates = {
+      rxPps: (c.rxPackets - this.sample.rxPackets) / seconds,
+      txPps: (c.txPackets - this.sample.txPackets) / seconds,
+      rxBps: ((c.rxBytes - this.sample.rxBytes) * 8) / seconds,
+      txBps: ((c.txBytes - this.sample.txBytes) * 8) / seconds,
+    };
+    this.sample = { at: now, rxPackets: c.rxPackets, rxBytes: c.rxBytes, txPackets: c.txPackets, txBytes: c.txBytes };
   }
 
   uncork(): void {

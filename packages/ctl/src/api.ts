@@ -1,0 +1,115 @@
+/*
+ * The daemons' control API as mnedcctl reads it. The daemons own these shapes; field names are a
+ * contract (--json output passes them through unchanged), so they are only ever added to.
+ */
+
+export type DaemonKind = 'server' | 'client';
+
+export interface Drops {
+  noRoute: number;
+  spoofed: number;
+  malformed: number;
+  queueFull: number;
+}
+
+export interface Counters {
+  rxPackets: number;
+  rxBytes: number;
+  txPackets: number;
+  txBytes: number;
+  drops: Drops;
+}
+
+export interface ServerStatus {
+  daemon: 'server';
+  version: string;
+  pid: number;
+  uptimeSec: number;
+  startedAt: number;
+  listen: string;
+  subnet: string;
+  serverIp: string;
+  interface: string;
+  clients: number;
+  leases: { used: number; free: number; capacity: number };
+}
+
+export interface ClientStatus {
+  daemon: 'client';
+  version: string;
+  pid: number;
+  uptimeSec: number;
+  state: 'connecting' | 'connected' | 'waiting' | 'stopped';
+  server: string;
+  deviceId: string;
+  ip: string;
+  prefix: number;
+  interface: string;
+  since: number;
+  reconnects: number;
+  lastError: string;
+}
+
+export type Status = ServerStatus | ClientStatus;
+
+export interface Lease {
+  deviceId: string;
+  ip: string;
+  hostname: string;
+  connected: boolean;
+  lastSeen: number;
+  createdAt: number;
+  underlay: string[];
+  remote: string | null;
+}
+
+export interface ServerPeer {
+  deviceId: string;
+  ip: string;
+  hostname: string;
+  remote: string;
+  since: number;
+  rxPackets: number;
+  rxBytes: number;
+  txPackets: number;
+  txBytes: number;
+  rxPps: number;
+  txPps: number;
+  rxBps: number;
+  txBps: number;
+  queueBytes: number;
+  rttMs: number;
+  drops: Drops;
+  missed: number;
+}
+
+export interface ClientPeer {
+  deviceId: string;
+  ip: string;
+  hostname: string;
+  since: number;
+  underlay: string[];
+}
+
+export interface ServerStats {
+  totals: Counters;
+  local: Counters;
+  clients: Array<Counters & { deviceId: string; ip: string; missed: number }>;
+}
+
+export interface ClientStats {
+  tunnel: { rxPackets: number; rxBytes: number; txPackets: number; txBytes: number; txDrops: number; rxErrors: number; rxBatches: number };
+  session: { txPackets: number; txBytes: number; rxPackets: number; rxBytes: number; dropsOffline: number; reconnects: number };
+  rttMs: number;
+}
+
+export interface KickResult { kicked: true; deviceId: string }
+export interface ReleaseResult { released: true; deviceId: string; ip: string }
+
+export interface PeerEvent {
+  event: 'up' | 'down';
+  deviceId: string;
+  ip: string;
+  hostname: string;
+  at: number;
+}

@@ -1,0 +1,172 @@
+import { parseArgs } from 'node:util';
+import { DEFAULT_CLIENT_SOCKET, DEFAULT_SERVER_SOCKET } from '@mnedc/common';
+
+export const PROGRAM = 'mnedcctl';
+
+export type CommandName = 'status' | 'peers' | 'leases' | 'stats' | 'kick' | 'release' | 'watch';
+
+interface CommandSpec {
+  /** The positional argument, if the command takes one. */
+  operand?: 'ID';
+  serverOnly: boolean;
+  summary: string;
+  description: string;
+}
+
+const COMMANDS: Record<CommandName, CommandSpec> = {
+  status: {
+    serverOnly: false,
+    summary: 'what the daemon is and how it is doing',
+    description: 'Shows the daemon\'s version, uptime and addresses; for a client also its connection state.',
+  },
+  peers: {
+    serverOnly: false,
+    summary: 'connected devices (server) or known peers (client)',
+    description: 'On the server: every connected device with its traffic, rates, queue, round-trip time and drops.\n' +
+      'On a client: the other devices the server announced.',
+  },
+  leases: {
+    serverOnly: true,
+    summary: 'address leases, online or not (server only)',
+    description: 'Lists every device that holds an address lease, whether it is connected and when it was last seen.',
+  },
+  stats: {
+    serverOnly: false,
+    summary: 'packet and byte counters',
+    description: 'On the server: totals, the server\'s own interface and each connected device, with drops by reason.\n' +
+      'On a client: tunnel and session counters.',
+  },
+  kick: {
+    operand: 'ID',
+    serverOnly: true,
+    summary: 'close the connection of device ID (server only)',
+    description: 'Closes the connection of device ID on the server; its lease is kept.',
+  },
+  release: {
+    operand: 'ID',
+    serverOnly: true,
+    summary: 'drop the lease of device ID (server only)',
+    description: 'Removes the lease of device ID, so that its address can be given to another device.',
+  },
+  watch: {
+    serverOnly: false,
+    summary: 'print devices coming and going until interrupted',
+    description: 'Prints one line per peer event until interrupted (exit 0) or until the daemon stops (exit 3).\n' +
+      'With --json each line is one JSON object {"method", "params"}.',
+  },
+};
+
+export function isServerOnly(command: CommandName): boolean {
+  return COMMANDS[command].serverOnly;
+}
+
+/** The user asked for something we cannot do: exit 2 with a short usage. */
+export class UsageError extends Error {
+  constructor(message: string, readonly command?: CommandName, readonly showUsage = true) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+function synopsis(command?: CommandName): string {
+  if (!command) return `usage: ${PROGRAM} [--socket PATH] <command> [args] [--json]`;
+  const operand = COMMANDS[command].operand;
+  return `usage: ${PROGRAM} [--socket PATH] ${command}${operand ? ` ${operand}` : ''} [--json]`;
+}
+
+const OPTIONS_HELP =
+  'Options:\n' +
+  '  --socket PATH  the daemon\'s control socket (default: $MNEDC_SOCKET, else whichever of\n' +
+  `                 ${DEFAULT_SERVER_SOCKET} and ${DEFAULT_CLIENT_SOCKET} answer)\n` +
+  '  --json         print the daemon\'s answer as JSON, with the field names of the RPC API\n' +
+  '  -h, --help     print this help\n';
+
+const EXIT_HELP = 'Exit status: 0 ok, 1 the daemon reported an error, 2 usage error, 3 no daemon listening.\n';
+
+/** Full help, for --help. */
+export function helpText(command?: CommandName): string {
+  if (command) return `${synopsis(command)}\n\n${COMMANDS[command].description}\n\n${OPTIONS_HELP}\n${EXIT_HELP}`;
+  const names = Object.entries(COMMANDS).map(([name, spec]) => [spec.operand ? `${name} ${spec.operand}` : name, spec.summary]);
+  const width = Math.max(...names.map(([name]) => name.length));
+  const commands = names.map(([name, summary]) => `  ${name.padEnd(width)}  ${summary}`).join('\n');
+  return `${synopsis()}\n\nCommands:\n${commands}\n\n${OPTIONS_HELP}\n${EXIT_HELP}` +
+    `\nRun '${PROGRAM} <command> --help' for more about a command.\n`;
+}
+
+/** What a usage error prints after its message. */
+export function shortUsage(command?: CommandName): string {
+  return `${synopsis(command)}\nTry '${PROGRAM} ${command ? `${command} ` : ''}--help' for more information.\n`;
+}
+
+export type Invocation =
+  | { kind: 'help'; text: string }
+  | {
+    kind: 'command';
+    command: CommandName;
+    /** The ID operand of kick and release. */
+    id?: string;
+    /** Sockets to try; more than one only when none was named, and then every live one is used. */
+    sockets: string[];
+    json: boolean;
+  };
+
+function isCommand(name: string): name is CommandName {
+  return Object.prototype.hasOwnProperty.call(COMMANDS, name);
+}
+
+/**
+ * Options may come before or after the command (`mnedcctl peers --json`), as parseArgs allows.
+ * `defaultSockets` is there for tests; the real defaults are the daemons' well-known paths.
+ */
+export function parseCommandLine(argv: string[], env: Record<string, string | undefined>,
+  defaultSockets: string[] = [DEFAULT_SERVER_SOCKET, DEFAULT_CLIENT_SOCKET]): Invocation {
+  let values: { socket?: string; json?: boolean; help?: boolean };
+  let positionals: string[];
+  try {
+    ({ values, positionals } = parseArgs({
+      args: argv,
+      options: {
+        socket: { type: 'string' },
+        json: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: true,
+    }));
+  } catch (err) {
+    // Node's own text for an unknown option is long, and its advice about '--' rarely applies. The
+    // command, when known, picks the right short usage.
+    const { code, message } = err as NodeJS.ErrnoException;
+    const unknown = /^Unknown option '([^']+)'/.exec(message);
+    let text = message;
+    if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && unknown) text = `unknown option '${unknown[1]}'`;
+    else if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && /argument missing/.test(message)) text = '--socket needs a path';
+    throw new UsageError(text, argv.find(isCommand));
+  }
+
+  const [name, ...operands] = positionals;
+  if (name === undefined) {
+    if (values.help) return { kind: 'help', text: helpText() };
+    throw new UsageError('no command given');
+  }
+  if (!isCommand(name)) throw new UsageError(`unknown command '${name}'`);
+  if (values.help) return { kind: 'help', text: helpText(name) };
+
+  const spec = COMMANDS[name];
+  let id: string | undefined;
+  if (spec.operand) {
+    if (operands.length === 0) throw new UsageError(`${name} needs a device ${spec.operand}`, name);
+    id = operands.shift();
+    if (id === '') throw new UsageError(`${name}: the device ${spec.operand} is empty`, name);
+  }
+  if (operands.length > 0) throw new UsageError(`unexpected argument '${operands[0]}'`, name);
+
+  let sockets = defaultSockets;
+  if (values.socket !== undefined) {
+    if (values.socket === '') throw new UsageError('--socket needs a path', name);
+    sockets = [values.socket];
+  } else if (env.MNEDC_SOCKET) {
+    sockets = [env.MNEDC_SOCKET];
+  }
+  return { kind: 'command', command: name, ...(id !== undefined ? { id } : {}), sockets, json: values.json === true };
+}

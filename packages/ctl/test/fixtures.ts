@@ -1,0 +1,117 @@
+import { RpcError, RPC_ERRORS, stringParam, type CallContext, type RpcMethods } from '@mnedc/common';
+import type {
+  ClientPeer, ClientStats, ClientStatus, Lease, ServerPeer, ServerStats, ServerStatus,
+} from '../src/api';
+
+/** The fixed "now" every relative time in the tests is computed against. */
+export const NOW = Date.UTC(2024, 0, 15, 12, 0, 0);
+
+const drops = (noRoute = 0, spoofed = 0, malformed = 0, queueFull = 0) => ({ noRoute, spoofed, malformed, queueFull });
+
+export const serverStatus: ServerStatus = {
+  daemon: 'server', version: '0.1.0', pid: 4242, uptimeSec: 7500, startedAt: NOW - 7_500_000,
+  listen: '0.0.0.0:3334', subnet: '10.0.0.0/24', serverIp: '10.0.0.1', interface: 'mnedc0', clients: 2,
+  leases: { used: 3, free: 250, capacity: 253 },
+};
+
+export const serverPeers: ServerPeer[] = [
+  {
+    deviceId: 'device-a', ip: '10.0.0.2', hostname: 'alpha', remote: '192.168.1.20:40112', since: NOW - 180_000,
+    rxPackets: 1200, rxBytes: 1_572_864, txPackets: 800, txBytes: 512_000, rxPps: 850, txPps: 2.5,
+    rxBps: 1_200_000, txBps: 9_600, queueBytes: 0, rttMs: 12.4, drops: drops(1, 0, 0, 2), missed: 0,
+  },
+  {
+    deviceId: 'device-b', ip: '10.0.0.3', hostname: '', remote: '10.1.0.7:51000', since: NOW - 7_500_000,
+    rxPackets: 0, rxBytes: 0, txPackets: 3, txBytes: 252, rxPps: 0, txPps: 0,
+    rxBps: 0, txBps: 0, queueBytes: 2048, rttMs: -1, drops: drops(), missed: 3,
+  },
+];
+
+export const leases: Lease[] = [
+  {
+    deviceId: 'device-a', ip: '10.0.0.2', hostname: 'alpha', connected: true, lastSeen: NOW, createdAt: NOW - 3 * 86_400_000,
+    underlay: ['192.168.1.20', 'fd00::20'], remote: '192.168.1.20:40112',
+  },
+  {
+    deviceId: 'device-c', ip: '10.0.0.4', hostname: 'gamma', connected: false, lastSeen: NOW - 3_900_000,
+    createdAt: NOW - 86_400_000, underlay: [], remote: null,
+  },
+];
+
+export const serverStats: ServerStats = {
+  totals: { rxPackets: 1200, rxBytes: 1_572_864, txPackets: 803, txBytes: 512_252, drops: drops(1, 0, 0, 2) },
+  local: { rxPackets: 10, rxBytes: 840, txPackets: 12, txBytes: 1008, drops: drops() },
+  clients: [
+    { deviceId: 'device-a', ip: '10.0.0.2', rxPackets: 1200, rxBytes: 1_572_864, txPackets: 800, txBytes: 512_000, drops: drops(1, 0, 0, 2), missed: 0 },
+  ],
+};
+
+export const clientStatus: ClientStatus = {
+  daemon: 'client', version: '0.1.0', pid: 777, uptimeSec: 65, state: 'connected', server: 'relay.example:3334',
+  deviceId: 'device-a', ip: '10.0.0.2', prefix: 24, interface: 'mnedc0', since: NOW - 42_000, reconnects: 1, lastError: '',
+};
+
+export const clientPeers: ClientPeer[] = [
+  { deviceId: 'device-b', ip: '10.0.0.3', hostname: 'beta', since: NOW - 600_000, underlay: ['10.1.0.7'] },
+];
+
+export const clientStats: ClientStats = {
+  tunnel: { rxPackets: 500, rxBytes: 64_000, txPackets: 450, txBytes: 2_097_152, txDrops: 0, rxErrors: 0, rxBatches: 120 },
+  session: { txPackets: 500, txBytes: 70_000, rxPackets: 450, rxBytes: 2_200_000, dropsOffline: 4, reconnects: 1 },
+  rttMs: 3.25,
+};
+
+export interface Fake {
+  methods: RpcMethods;
+  /** kick and release calls with their params. */
+  calls: Array<[string, unknown]>;
+  /** Resolves with the context of the first `watch` call, so tests can push notifications. */
+  watched: Promise<CallContext>;
+}
+
+function watchable(): { watch: RpcMethods[string]; watched: Promise<CallContext> } {
+  let found!: (context: CallContext) => void;
+  const watched = new Promise<CallContext>((resolve) => { found = resolve; });
+  return {
+    watch: (_params, context) => {
+      found(context);
+      return { watching: true };
+    },
+    watched,
+  };
+}
+
+/** Method tables standing in for the daemons. */
+export function fakeServer(): Fake {
+  const calls: Array<[string, unknown]> = [];
+  const { watch, watched } = watchable();
+  const methods: RpcMethods = {
+    status: () => serverStatus,
+    peers: () => serverPeers,
+    leases: () => leases,
+    stats: () => serverStats,
+    kick: (params) => {
+      const deviceId = stringParam(params, 'deviceId');
+      calls.push(['kick', params]);
+      if (deviceId !== 'device-a') throw new RpcError(RPC_ERRORS.notFound, `device ${deviceId} is not connected`);
+      return { kicked: true, deviceId };
+    },
+    release: (params) => {
+      const deviceId = stringParam(params, 'deviceId');
+      calls.push(['release', params]);
+      if (deviceId !== 'device-c') throw new RpcError(RPC_ERRORS.notFound, `device ${deviceId} has no lease`);
+      return { released: true, deviceId, ip: '10.0.0.4' };
+    },
+    watch,
+  };
+  return { methods, calls, watched };
+}
+
+export function fakeClient(): Fake {
+  const { watch, watched } = watchable();
+  return {
+    methods: { status: () => clientStatus, peers: () => clientPeers, stats: () => clientStats, watch },
+    calls: [],
+    watched,
+  };
+}

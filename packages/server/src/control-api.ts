@@ -1,0 +1,93 @@
+import { formatHostPort, RPC_ERRORS, RpcError, stringParam, type RpcMethods } from '@mnedc/common';
+import { intToIpv4 } from '@mnedc/protocol';
+import type { ServerConfig } from './config';
+import type { PeerEvent, RelayServer } from './server';
+import type { Session, SessionCounters } from './session';
+
+/**
+ * mnedcctl's view of the relay. Field names are the contract with mnedcctl --json and scripts: add
+ * fields freely, never rename one. Documented in the README.
+ */
+export function serverMethods(server: RelayServer, config: () => ServerConfig, version: string): RpcMethods {
+  const counterView = (c: SessionCounters) => ({
+    rxPackets: c.rxPackets, rxBytes: c.rxBytes, txPackets: c.txPackets, txBytes: c.txBytes, drops: { ...c.drops },
+  });
+  const peerView = (s: Session) => ({
+    deviceId: s.deviceId,
+    ip: intToIpv4(s.ip),
+    hostname: s.hello?.hostname ?? '',
+    remote: s.remote,
+    since: s.establishedAt,
+    rxPackets: s.counters.rxPackets,
+    rxBytes: s.counters.rxBytes,
+    txPackets: s.counters.txPackets,
+    txBytes: s.counters.txBytes,
+    ...s.rates,
+    queueBytes: s.socket.writableLength,
+    rttMs: s.rttMs,
+    drops: { ...s.counters.drops },
+    missed: s.missed,
+  });
+
+  return {
+    status: () => {
+      const { server: settings } = config();
+      const listen = server.listenAddress;
+      return {
+        daemon: 'server',
+        version,
+        pid: process.pid,
+        uptimeSec: Math.round((Date.now() - server.startedAt) / 1000),
+        startedAt: server.startedAt,
+        listen: listen ? formatHostPort({ host: listen.address, port: listen.port }) : formatHostPort(settings.listen),
+        subnet: `${intToIpv4(settings.subnet.network)}/${settings.subnet.prefix}`,
+        serverIp: intToIpv4(server.serverIp),
+        interface: server.deviceName,
+        clients: server.connected().length,
+        leases: { used: server.pool.size, free: server.pool.capacity - server.pool.size, capacity: server.pool.capacity },
+      };
+    },
+
+    leases: () => [...server.pool.leases()].map((lease) => {
+      const session = server.session(lease.deviceId);
+      return {
+        deviceId: lease.deviceId,
+        ip: intToIpv4(lease.ip),
+        hostname: lease.hostname,
+        connected: session !== undefined,
+        lastSeen: session ? Date.now() : lease.lastSeen,
+        createdAt: lease.createdAt,
+        underlay: lease.underlay,
+        remote: session?.remote ?? null,
+      };
+    }),
+
+    peers: () => server.connected().map(peerView),
+
+    stats: () => ({
+      totals: counterView(server.totals),
+      local: counterView(server.local),
+      clients: server.connected().map((s) => ({ deviceId: s.deviceId, ip: intToIpv4(s.ip), ...counterView(s.counters), missed: s.missed })),
+    }),
+
+    kick: (params) => {
+      const deviceId = stringParam(params, 'deviceId');
+      if (!server.kick(deviceId)) throw new RpcError(RPC_ERRORS.notFound, `device ${deviceId} is not connected`);
+      return { kicked: true, deviceId };
+    },
+
+    release: (params) => {
+      const deviceId = stringParam(params, 'deviceId');
+      const lease = server.release(deviceId);
+      if (!lease) throw new RpcError(RPC_ERRORS.notFound, `device ${deviceId} has no lease`);
+      return { released: true, deviceId, ip: intToIpv4(lease.ip) };
+    },
+
+    watch: (_params, context) => {
+      const forward = (event: PeerEvent) => context.notify('peer', event);
+      server.on('peer', forward);
+      context.onClose(() => server.off('peer', forward));
+      return { watching: true };
+    },
+  };
+}

@@ -1,0 +1,123 @@
+/**
+ * The daemons as systemd and local software see them: sd_notify readiness, status, watchdog and stop;
+ * peer events handed to hooks, peers.json and a hosts file; SIGHUP applying a new log level live.
+ */
+import { strict as assert } from 'node:assert';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Lab, namespacesWithPrefix, notifySocket, Overlay, pings } from '@mnedc/lab';
+import { skipUnlessRoot } from './lab-suite';
+
+describe('daemon life in the lab', { skip: skipUnlessRoot, timeout: 180_000 }, () => {
+  let lab: Lab;
+  let overlay: Overlay;
+
+  before(async () => {
+    lab = await Lab.create();
+    overlay = new Overlay(lab);
+  });
+
+  after(async () => {
+    await lab?.destroy();
+    overlay?.dispose();
+    if (lab) assert.deepEqual(await namespacesWithPrefix(lab.prefix), []);
+  });
+
+  it('sd_notify: READY only once the tunnel is up, STATUS on disconnect, WATCHDOG at the asked rate, STOPPING on SIGTERM', async () => {
+    const socketPath = path.join(overlay.dir, 'notify-a.sock');
+    const notify = await notifySocket(lab, 'a', socketPath);
+    // No server yet: the client must keep trying and must not claim readiness.
+    const client = await overlay.startClient('a', { env: { NOTIFY_SOCKET: socketPath, WATCHDOG_USEC: '400000' }, noWait: true });
+    await notify.waitFor(/^STATUS=reconnecting in \d+ s: /);
+    assert.ok(!notify.lines.some((l) => l.msg === 'READY=1'), 'READY before the tunnel is up');
+    const serverNotify = await notifySocket(lab, 'srv', path.join(overlay.dir, 'notify-srv.sock'));
+    await overlay.startServer({ env: { NOTIFY_SOCKET: path.join(overlay.dir, 'notify-srv.sock') } });
+    await serverNotify.waitFor(/^READY=1$/);
+    const ready = notify.lines.length;
+    await notify.waitFor(/^READY=1$/, { timeoutMs: 20_000 });
+    const ip = await overlay.overlayIp('a');
+    assert.match(ip, /^10\.0\.0\.\d+$/, 'the address is on the interface when READY arrives');
+    await notify.waitFor(new RegExp(`^STATUS=connected to 192\\.168\\.0\\.10:3334 as ${ip.replace(/\./g, '\\.')}$`), { from: ready - 1 });
+
+    // WATCHDOG_USEC=400000 asks for a ping at least every 400 ms; the client pings every 200 ms.
+    const firstPings = notify.lines.filter((l) => l.msg === 'WATCHDOG=1').length;
+    await notify.waitFor(/^WATCHDOG=1$/, { from: notify.lines.length });
+    const watchdogs = (): number[] => notify.lines.filter((l) => l.msg === 'WATCHDOG=1').map((l) => l.t as number);
+    while (watchdogs().length < firstPings + 8) await notify.waitFor(/^WATCHDOG=1$/, { from: notify.lines.length });
+    const times = watchdogs().slice(-8);
+    const gaps = times.slice(1).map((t, i) => t - times[i]!).sort((x, y) => x - y);
+    const median = gaps[Math.floor(gaps.length / 2)]!;
+    assert.ok(median > 0.15 && median < 0.3, `median watchdog period ${median.toFixed(3)} s, expected ~0.2 s`);
+
+    const lost = notify.lines.length;
+    overlay.server.signal('SIGKILL');
+    await notify.waitFor(/^STATUS=reconnecting in \d+ s: /, { from: lost });
+
+    client.signal('SIGTERM');
+    await notify.waitFor(/^STOPPING=1$/);
+    await client.waitExit();
+    assert.deepEqual(client.exited, { code: 0, signal: null });
+  });
+
+  it('hands peer events to hooks, peers.json and the hosts file; a hanging hook is killed and the tunnel keeps working', async () => {
+    await overlay.startServer();
+    const record = path.join(overlay.dir, 'hook-record');
+    const hooks = overlay.hookDir('a');
+    // Hooks exist before the client starts, so its very first event runs them.
+    mkdirSync(hooks, { recursive: true });
+    writeFileSync(path.join(hooks, '10-record'),
+      `#!/bin/sh\necho "$1 $MNEDC_EVENT $MNEDC_PEER_ID $MNEDC_PEER_IP $MNEDC_PEER_HOSTNAME" >> ${record}\n`);
+    writeFileSync(path.join(hooks, '20-hang'), '#!/bin/sh\nsleep 1000\n');
+    chmodSync(path.join(hooks, '10-record'), 0o755);
+    chmodSync(path.join(hooks, '20-hang'), 0o755);
+    const a = await overlay.startClient('a', { extra: '[discovery]\nhook_timeout_ms = 800\n' });
+    const b = await overlay.startClient('b');
+    const bIp = await overlay.overlayIp('b');
+    await a.waitFor(/^Peer device-b .* is up/);
+    await a.waitFor(/hook 20-hang timed out after 800 ms/i, { timeoutMs: 10_000 });
+    const lines = readFileSync(record, 'utf8').trim().split('\n');
+    assert.ok(lines.some((l) => l.startsWith(`up up device-b ${bIp} `)), lines.join('\n'));
+    assert.ok(await pings(lab, 'a', bIp), 'the tunnel works while and after a hook hangs');
+    const peers = JSON.parse(readFileSync(overlay.peersFile('a'), 'utf8')) as { peers: Array<{ deviceId: string; ip: string }> };
+    assert.ok(peers.peers.some((p) => p.deviceId === 'device-b' && p.ip === bIp), JSON.stringify(peers));
+    assert.match(readFileSync(overlay.hostsFile('a'), 'utf8'), new RegExp(`^${bIp.replace(/\./g, '\\.')}\\s.*device-b\\.mnedc`, 'm'));
+
+    const mark = a.lines.length;
+    b.signal('SIGTERM');
+    await b.waitExit();
+    await a.waitFor(/^Peer device-b .* is down/, { from: mark });
+    await a.waitFor(/hook 20-hang timed out/i, { from: mark, timeoutMs: 10_000 });
+    assert.ok(readFileSync(record, 'utf8').trim().split('\n').some((l) => l.startsWith(`down down device-b ${bIp} `)));
+    const after = JSON.parse(readFileSync(overlay.peersFile('a'), 'utf8')) as { peers: Array<{ deviceId: string }> };
+    assert.ok(!after.peers.some((p) => p.deviceId === 'device-b'));
+  });
+
+  it('SIGHUP applies a new log level without dropping any session', async () => {
+    const a = overlay.client('a');
+    const statusBefore = (await overlay.ctl('a', ['status', '--json'])).json as { reconnects: number; since: number };
+    const sinceBefore = ((await overlay.ctl('srv', ['peers', '--json'])).json as Array<{ deviceId: string; since: number }>)
+      .find((p) => p.deviceId === 'device-a')!.since;
+    overlay.rewriteConfig('a', '[log]\nlevel = warn\n');
+    overlay.rewriteConfig('srv', '[log]\nlevel = warn\n');
+    const mark = a.lines.length;
+    const serverMark = overlay.server.lines.length;
+    a.signal('SIGHUP');
+    overlay.server.signal('SIGHUP');
+    await a.waitFor(/^Reloaded .*applied \[log\] level/, { from: mark });
+    await overlay.server.waitFor(/^Reloaded .*applied \[log\] level/, { from: serverMark });
+    // A peer joining now is an info event: a watcher sees it, the logs at warn must not.
+    const watch = await overlay.watch('a');
+    await overlay.startClient('c');
+    await watch.waitForRaw(/"deviceId":"device-c"/);
+    watch.signal('SIGTERM');
+    assert.deepEqual(a.lines.slice(mark + 1).filter((l) => /^Peer /.test(l.msg)), [], 'info lines after raising the level to warn');
+    assert.deepEqual(overlay.server.lines.slice(serverMark + 1).filter((l) => /joined/.test(l.msg)), []);
+    const statusAfter = (await overlay.ctl('a', ['status', '--json'])).json as typeof statusBefore;
+    assert.equal(statusAfter.reconnects, statusBefore.reconnects, 'the client did not reconnect');
+    assert.equal(statusAfter.since, statusBefore.since, 'still the same connection');
+    const sinceAfter = ((await overlay.ctl('srv', ['peers', '--json'])).json as Array<{ deviceId: string; since: number }>)
+      .find((p) => p.deviceId === 'device-a')!.since;
+    assert.equal(sinceAfter, sinceBefore, 'the server kept the same session');
+  });
+});
