@@ -9,6 +9,9 @@ need_apt=()
 for pair in ip:iproute2 nft:nftables iperf3:iperf3 ping:iputils-ping tcpdump:tcpdump pkill:procps g++:g++ make:make python3:python3; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
+# sd-notify compiles against libsystemd when npm installs it.
+[[ -f /usr/include/systemd/sd-daemon.h ]] || need_apt+=(libsystemd-dev)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "setup: missing ${need_apt[*]}; run as root (sudo) to install them" >&2

@@ -5,7 +5,8 @@ import type { Logger, LogLevel } from './log';
 /**
  * SIGHUP for a daemon: re-read the file, let `apply` take the keys that can change live and return the
  * configuration now in force, name the changed keys that need a restart, and keep running on a broken
- * file. The log level applies last, so raising it does not hide the reload's own report.
+ * file. The report is logged under the more verbose of the old and new levels, so neither raising nor
+ * lowering the level hides it.
  */
 export function reloadConfig<S extends Schema, C extends ConfigOf<S> & { log: { level: LogLevel } }>(
   path: string,
@@ -26,6 +27,8 @@ export function reloadConfig<S extends Schema, C extends ConfigOf<S> & { log: { 
   const applied = changed.filter((key) => liveKeys.includes(key));
   const needRestart = changed.filter((key) => !liveKeys.includes(key));
   const inForce = apply(next);
+  const moreVerbose = log.levels.values[next.log.level]! < log.levels.values[log.level]!;
+  if (moreVerbose) log.level = next.log.level;
   log.info({ applied, path }, applied.length > 0 ? `Reloaded ${path}: applied ${applied.join(', ')}` : `Reloaded ${path}: nothing to apply`);
   if (needRestart.length > 0) log.warn({ keys: needRestart }, `Changed settings need a restart to apply: ${needRestart.join(', ')}`);
   log.level = next.log.level;

@@ -1,0 +1,31 @@
+import { strict as assert } from 'node:assert';
+import { describe, it } from 'node:test';
+import { defaultLogFormat, formatLine } from '../src';
+
+const line = (level: number, msg: string, extra: Record<string, unknown> = {}) =>
+  JSON.stringify({ level, time: '2026-11-22T04:00:00.000Z', pid: 7, name: 'mnedcd-client', msg, ...extra });
+
+describe('log formats', () => {
+  it('prefixes journal lines with the syslog priority of their level', () => {
+    assert.equal(formatLine(line(40, 'Lost the server', { server: '192.168.0.10:3334' }), 'journal'), '<4>Lost the server server=192.168.0.10:3334\n');
+    assert.equal(formatLine(line(50, 'x'), 'journal'), '<3>x\n');
+    assert.equal(formatLine(line(60, 'x'), 'journal'), '<2>x\n');
+    assert.equal(formatLine(line(30, 'x'), 'journal'), '<6>x\n');
+    assert.equal(formatLine(line(20, 'x'), 'journal'), '<7>x\n');
+  });
+
+  it('keeps one entry on one line and quotes values that need it', () => {
+    const text = formatLine(line(50, 'Cannot start', { err: { type: 'Error', message: 'bind: address in use', stack: 'Error\n  at x' }, path: '/run/a b' }), 'journal');
+    assert.equal(text, '<3>Cannot start err="bind: address in use" path="/run/a b"\n');
+    assert.equal(formatLine(line(30, 'multi\nline'), 'journal'), '<6>multi line\n');
+  });
+
+  it('writes readable text lines elsewhere', () => {
+    assert.equal(formatLine(line(30, 'Connected', { ip: '10.0.0.2' }), 'text'), '2026-11-22T04:00:00.000Z INFO  Connected ip=10.0.0.2\n');
+  });
+
+  it('chooses journal only when stdout is the stream JOURNAL_STREAM names', () => {
+    assert.equal(defaultLogFormat({}), 'text');
+    assert.equal(defaultLogFormat({ JOURNAL_STREAM: '1:2' }), 'text');
+  });
+});
