@@ -48,6 +48,10 @@ async function main(): Promise<void> {
     })));
     const rows = nodes.map((from, i) => [`${from} ${ips[from]}`, ...cells.slice(i * nodes.length, (i + 1) * nodes.length)]);
     process.stdout.write(`${table([['from \\ to', ...nodes.map((n) => `${n} ${ips[n]}`)], ...rows])}\n`);
+    for (const [node, args] of [['srv', ['leases']], ['srv', ['peers']], ['c', ['peers']]] as const) {
+      const result = await overlay.ctl(node, [...args]);
+      process.stdout.write(`\n$ mnedcctl ${args.join(' ')}    (on ${node === 'srv' ? 'the server' : `device ${node}`})\n${result.stdout}${result.stderr}`);
+    }
     const failures = cells.filter((c) => c.startsWith('LOSS')).length;
     process.stdout.write(failures === 0 ? '\nEvery device reaches every other across the NATs.\n' : `\n${failures} pairs lost packets.\n`);
     if (hold) {
