@@ -31,7 +31,7 @@ describe('daemon command lines', () => {
     const unknown = config('unknown.ini', '[client]\nserver = 1.2.3.4:5\nsevrer = x\n');
     const client = run('client', ['--config', unknown]);
     assert.equal(client.status, 2);
-    assert.match(client.stderr, /^mnedcd-client: .*unknown\.ini: \[client\] sevrer: unknown key; known keys are server, device_id/);
+    assert.match(client.stderr, /^mnedcd-client: .*unknown\.ini: \[client\] sevrer: unknown key; known keys are server, join, device_id/);
   });
 
   it('exit 78 (EX_CONFIG) when the client has no server set', () => {

@@ -25,6 +25,7 @@ describe('daemon life in the lab', { skip: skipUnlessRoot, timeout: 180_000 }, (
   });
 
   it('sd_notify: READY only once the tunnel is up, STATUS on disconnect, WATCHDOG at the asked rate, STOPPING on SIGTERM', async () => {
+    await overlay.printJoin();
     const socketPath = path.join(overlay.dir, 'notify-a.sock');
     const notify = await notifySocket(lab, 'a', socketPath);
     // No server yet: the client must keep trying and must not claim readiness.

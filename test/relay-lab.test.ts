@@ -55,7 +55,7 @@ describe('relay across nested NATs', { skip: skipUnlessRoot, timeout: 180_000 },
     assert.deepEqual(JSON.parse(random.stdout).closed, true, random.stdout + random.stderr);
     // An established session sending a frame with an unknown type, then one claiming 16 MB.
     for (const bad of ['7e00000401020304', '10ffffff']) {
-      const result = await ctx.lab.exec('b', [process.execPath, JUNK, UNDERLAY.srv, String(SERVER_PORT), 'hello-then', bad], { timeoutMs: 15_000 });
+      const result = await ctx.lab.exec('b', [process.execPath, JUNK, UNDERLAY.srv, String(SERVER_PORT), 'hello-then', bad, ctx.overlay.join], { timeoutMs: 15_000 });
       assert.deepEqual(JSON.parse(result.stdout).closed, true, result.stdout + result.stderr);
     }
     await ctx.overlay.server.waitFor(/protocol error/, { from: before });

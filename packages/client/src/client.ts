@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { connect, type Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import { formatHostPort, type Logger } from '@mnedc/common';
 import {
@@ -10,6 +10,7 @@ import {
 import { Backoff } from './backoff';
 import type { ClientConfig } from './config';
 import { PeerTable, type PeerChanges } from './peer-table';
+import { openTunnel, proveIdentity, serverMismatch, type Credentials } from './secure';
 
 /** What the client needs of its TUN device (the @mnedc/tun Tun satisfies it). */
 export interface TunnelDevice {
@@ -33,6 +34,7 @@ export interface ClientDeps {
   /** Underlay addresses to report, read at each connect (they change with DHCP). */
   underlay: () => string[];
   device: TunnelDevice;
+  credentials: Credentials;
   /** The virtual IP from the last session, to ask for again. */
   previousIp?: string;
   /** Called when the lease changes, to persist it. */
@@ -69,7 +71,7 @@ export class RelayClient extends EventEmitter {
   rttMs = -1;
   readonly counters: ClientCounters = { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, dropsOffline: 0, reconnects: 0 };
   readonly peers: PeerTable;
-  private socket: Socket | null = null;
+  private socket: TLSSocket | null = null;
   private decoder = new FrameDecoder();
   private readonly backoff: Backoff;
   private retryTimer: NodeJS.Timeout | null = null;
@@ -151,14 +153,22 @@ export class RelayClient extends EventEmitter {
     if (this.state === 'stopped') return;
     this.state = 'connecting';
     const { host, port } = this.deps.config.client.server;
-    const socket = connect({ host, port });
+    const socket = openTunnel(host, port);
     this.socket = socket;
     this.decoder = new FrameDecoder();
     socket.setNoDelay(true);
     this.handshakeTimer = setTimeout(() => {
       this.fail(socket, `no answer from ${this.server} within ${HANDSHAKE_TIMEOUT_MS} ms`);
     }, HANDSHAKE_TIMEOUT_MS);
-    socket.on('connect', () => {
+    socket.on('secureConnect', () => {
+      const mismatch = serverMismatch(socket, this.deps.credentials.join.fingerprint);
+      if (mismatch) {
+        // Nothing has been sent yet: a wrong server learns neither the device ID nor any proof.
+        this.lastError = mismatch;
+        this.deps.log.error({ server: this.server }, `Refusing ${this.server}: ${mismatch}`);
+        socket.destroy();
+        return;
+      }
       const hello: Hello = {
         version: PROTOCOL_VERSION,
         deviceId: this.deps.deviceId,
@@ -169,6 +179,7 @@ export class RelayClient extends EventEmitter {
       };
       const previousIp = this.lease?.ip ?? this.deps.previousIp;
       if (previousIp) hello.previousIp = previousIp;
+      hello.auth = { ...proveIdentity(socket, this.deps.credentials, this.deps.deviceId) };
       socket.write(encodeJsonFrame(FrameType.Hello, hello));
     });
     socket.on('data', (chunk: Buffer) => this.onChunk(socket, chunk));
@@ -184,7 +195,7 @@ export class RelayClient extends EventEmitter {
     socket.on('close', () => this.onClose(socket));
   }
 
-  private onChunk(socket: Socket, chunk: Buffer): void {
+  private onChunk(socket: TLSSocket, chunk: Buffer): void {
     if (socket !== this.socket) return;
     this.heard = true;
     try {
@@ -200,7 +211,7 @@ export class RelayClient extends EventEmitter {
     }
   }
 
-  private onFrame(socket: Socket, frame: Buffer): void {
+  private onFrame(socket: TLSSocket, frame: Buffer): void {
     const type = frame[0]!;
     const payload = frame.subarray(HEADER_BYTES);
     if (this.state === 'connected') {
@@ -241,7 +252,7 @@ export class RelayClient extends EventEmitter {
     } else throw new ProtocolError('unexpected', `${frameName(type)} before WELCOME`);
   }
 
-  private onWelcome(socket: Socket, welcome: Welcome): void {
+  private onWelcome(socket: TLSSocket, welcome: Welcome): void {
     if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
     this.handshakeTimer = null;
     const address = `${welcome.ip}/${welcome.prefix}@${welcome.mtu}`;
@@ -278,7 +289,7 @@ export class RelayClient extends EventEmitter {
     }
   }
 
-  private startKeepalive(socket: Socket, welcome: Welcome): void {
+  private startKeepalive(socket: TLSSocket, welcome: Welcome): void {
     this.heard = true;
     this.silentRounds = 0;
     this.keepaliveTimer = setInterval(() => {
@@ -295,14 +306,14 @@ export class RelayClient extends EventEmitter {
     }, welcome.keepaliveMs);
   }
 
-  private fail(socket: Socket, why: string): void {
+  private fail(socket: TLSSocket, why: string): void {
     if (socket !== this.socket) return;
     this.lastError = why;
     this.deps.log.warn({ server: this.server }, `Dropping the connection: ${why}`);
     socket.destroy();
   }
 
-  private onClose(socket: Socket): void {
+  private onClose(socket: TLSSocket): void {
     if (socket !== this.socket) return;
     this.socket = null;
     this.clearTimers();

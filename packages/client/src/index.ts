@@ -5,3 +5,4 @@ export * from './peer-table';
 export * from './state';
 export * from './control-api';
 export * from './discovery';
+export * from './secure';

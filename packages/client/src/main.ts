@@ -9,6 +9,7 @@ import { CLIENT_LIVE_KEYS, DEFAULT_CONFIG_PATH, parseClientConfig, type ClientCo
 import { clientMethods } from './control-api';
 import { DiscoveryHandoff, type DiscoveryConfig } from './discovery';
 import type { PeerChanges } from './peer-table';
+import { loadOrCreateDeviceKey, type Credentials } from './secure';
 import { loadClientState, saveClientState, statePath } from './state';
 
 const PROGRAM = 'mnedcd-client';
@@ -69,6 +70,14 @@ async function main(): Promise<void> {
     log.fatal({ err }, `Cannot create TUN interface ${config.client.interface}: ${(err as Error).message}`);
     process.exit(1);
   }
+  let credentials: Credentials;
+  try {
+    const { key, created } = loadOrCreateDeviceKey(config.client.state_dir);
+    if (created) log.info({ path: config.client.state_dir }, `Created this device's key in ${config.client.state_dir}/device.key`);
+    credentials = { join: config.client.join, deviceKey: key };
+  } catch (err) {
+    fatal(`cannot load or create the device key: ${(err as Error).message}`, EXIT_CONFIG);
+  }
   const discovery = new DiscoveryHandoff(discoveryConfig(config), log);
   const client = new RelayClient({
     config,
@@ -77,6 +86,7 @@ async function main(): Promise<void> {
     hostname: hostname(),
     underlay: () => underlayAddresses(tun.name),
     device: tun,
+    credentials,
     ...(state.lastIp ? { previousIp: state.lastIp } : {}),
     onLease: (welcome) => {
       // The files list this device too, so they change with its address even when no peer did.

@@ -7,7 +7,8 @@ import { after, afterEach, describe, it } from 'node:test';
 import pino from 'pino';
 import { ipv4ToInt } from '@mnedc/protocol';
 import { parseServerConfig, RelayServer } from '@mnedc/server';
-import { Backoff, parseClientConfig, RelayClient, type TunnelDevice } from '../src';
+import { Backoff, parseClientConfig, RelayClient, type ClientConfig, type TunnelDevice } from '../src';
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 
 /** A TUN stand-in: records configuration and written packets, and injects packets as if read. */
 class FakeDevice implements TunnelDevice {
@@ -58,6 +59,13 @@ function udp(src: string, dst: string, text: string): Buffer {
 }
 
 const dirs: string[] = [];
+let joinString = '';
+/** One key per device ID, as a real device keeps its key across restarts. */
+const keys = new Map<string, KeyObject>();
+const credentialsFor = (deviceId: string, config: ClientConfig) => {
+  if (!keys.has(deviceId)) keys.set(deviceId, generateKeyPairSync('ed25519').privateKey);
+  return { join: config.client.join, deviceKey: keys.get(deviceId)! };
+};
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => { for (const c of cleanups.splice(0).reverse()) await c(); });
 after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
@@ -68,6 +76,7 @@ async function relay(stateDir?: string, port = 0): Promise<{ server: RelayServer
   const config = parseServerConfig(`[server]\nlisten = 127.0.0.1:${port}\ninterface =\nstate_dir = ${dir}\nkeepalive_ms = 200\ndead_after_ms = 1000\n`, 's.ini');
   const server = new RelayServer({ config, log: pino({ level: 'silent' }), serverDeviceId: 'server' });
   const address = await server.start();
+  joinString = server.joinString;
   let stopped = false;
   cleanups.push(async () => { if (!stopped) await server.stop(); });
   const stop = server.stop.bind(server);
@@ -76,8 +85,8 @@ async function relay(stateDir?: string, port = 0): Promise<{ server: RelayServer
 }
 
 function client(port: number, deviceId: string, device: FakeDevice): RelayClient {
-  const config = parseClientConfig(`[client]\nserver = 127.0.0.1:${port}\ndevice_id = ${deviceId}\n`, 'c.ini');
-  const c = new RelayClient({ config, log: pino({ level: 'silent' }), deviceId, hostname: deviceId, underlay: () => ['192.168.9.9'], device, backoff: new Backoff(50, 400) });
+  const config = parseClientConfig(`[client]\nserver = 127.0.0.1:${port}\njoin = ${joinString}\ndevice_id = ${deviceId}\n`, 'c.ini');
+  const c = new RelayClient({ config, log: pino({ level: 'silent' }), deviceId, hostname: deviceId, underlay: () => ['192.168.9.9'], device, credentials: credentialsFor(deviceId, config), backoff: new Backoff(50, 400) });
   c.start();
   cleanups.push(() => c.stop());
   return c;
@@ -123,8 +132,8 @@ describe('RelayClient against a relay on loopback', () => {
   it('asks for its previous address on a relay that has forgotten it', async () => {
     const { port } = await relay();
     const dev = new FakeDevice();
-    const config = parseClientConfig(`[client]\nserver = 127.0.0.1:${port}\ndevice_id = dev-p\n`, 'c.ini');
-    const c = new RelayClient({ config, log: pino({ level: 'silent' }), deviceId: 'dev-p', hostname: 'p', underlay: () => [], device: dev, previousIp: '10.0.0.77' });
+    const config = parseClientConfig(`[client]\nserver = 127.0.0.1:${port}\njoin = ${joinString}\ndevice_id = dev-p\n`, 'c.ini');
+    const c = new RelayClient({ config, log: pino({ level: 'silent' }), deviceId: 'dev-p', hostname: 'p', underlay: () => [], device: dev, credentials: credentialsFor('dev-p', config), previousIp: '10.0.0.77' });
     c.start();
     cleanups.push(() => c.stop());
     await reach(c, 'connected');
@@ -138,5 +147,20 @@ describe('RelayClient against a relay on loopback', () => {
     await reach(c, 'waiting');
     assert.match(c.lastError, /rejected \(forbidden\): device ID server is the server's own/);
     assert.notEqual(c.state, 'connected');
+  });
+
+  it('refuses a server whose certificate is not the pinned one, and says what to do', async () => {
+    const real = await relay();
+    const impostor = await relay();
+    const dev = new FakeDevice();
+    // The join string of one relay, pointed at the other: same port semantics, different identity.
+    const config = parseClientConfig(`[client]\nserver = 127.0.0.1:${impostor.port}\njoin = ${real.server.joinString}\ndevice_id = dev-x\n`, 'c.ini');
+    const c = new RelayClient({ config, log: pino({ level: 'silent' }), deviceId: 'dev-x', hostname: 'x', underlay: () => [], device: dev, credentials: credentialsFor('dev-x', config), backoff: new Backoff(50, 400) });
+    c.start();
+    cleanups.push(() => c.stop());
+    await reach(c, 'waiting');
+    assert.match(c.lastError, /^server identity changed: it presented SHA256:\S+ but the join string pins SHA256:\S+\. If the server was reinstalled, get a new join string/);
+    assert.equal(impostor.server.pool.size, 0, 'the impostor learned nothing and leased nothing');
+    assert.equal(dev.configured.length, 0);
   });
 });

@@ -41,22 +41,33 @@ describe('PeerTable', () => {
   });
 });
 
+const JOIN = `mnedc1.${Buffer.alloc(32, 1).toString('base64url')}.${Buffer.alloc(32, 2).toString('base64url')}`;
+
 describe('client configuration', () => {
+  it('requires a join string and explains a damaged one without echoing it', () => {
+    assert.throws(() => parseClientConfig('[client]\nserver = 1.2.3.4:1\n', 'c.ini'),
+      (e: unknown) => e instanceof ConfigError && e.problem === 'missing' && /\[client\] join: is required/.test(e.message));
+    const damaged = `${JOIN.slice(0, -4)}`;
+    assert.throws(() => parseClientConfig(`[client]\nserver = 1.2.3.4:1\njoin = ${damaged}\n`, 'c.ini'), (e: unknown) =>
+      e instanceof ConfigError && /join string is damaged/.test(e.message) && !e.message.includes(damaged.slice(-20)));
+    assert.throws(() => parseClientConfig('[client]\nserver = 1.2.3.4:1\njoin = hello\n', 'c.ini'), /not a join string/);
+  });
+
   it('requires a server, and says so as a missing setting', () => {
     assert.throws(() => parseClientConfig('[client]\n', '/etc/mnedc/client.ini'),
       (e: unknown) => e instanceof ConfigError && e.problem === 'missing' && e.message === '/etc/mnedc/client.ini: [client] server: is required but not set');
   });
 
   it('reads the documented keys and checks them', () => {
-    const config = parseClientConfig('[client]\nserver = 192.168.0.10:3334   ; host:port\ndevice_id =\n', 'c.ini');
+    const config = parseClientConfig(`[client]\nserver = 192.168.0.10:3334   ; host:port\njoin = ${JOIN}\ndevice_id =\n`, 'c.ini');
     assert.deepEqual(config.client.server, { host: '192.168.0.10', port: 3334 });
     assert.equal(config.client.device_id, '');
     assert.equal(config.client.interface, 'mnedc0');
-    assert.deepEqual(parseClientConfig('[client]\nserver = relay.example.org:1\n', 'c.ini').client.server, { host: 'relay.example.org', port: 1 });
-    assert.deepEqual(parseClientConfig('[client]\nserver = [fd00::1]:3334\n', 'c.ini').client.server, { host: 'fd00::1', port: 3334 });
+    assert.deepEqual(parseClientConfig(`[client]\nserver = relay.example.org:1\njoin = ${JOIN}\n`, 'c.ini').client.server, { host: 'relay.example.org', port: 1 });
+    assert.deepEqual(parseClientConfig(`[client]\nserver = [fd00::1]:3334\njoin = ${JOIN}\n`, 'c.ini').client.server, { host: 'fd00::1', port: 3334 });
     assert.throws(() => parseClientConfig('[client]\nserver = 1.2.3.4:0\n', 'c.ini'), /\[client\] server: port 0 is outside 1\.\.65535/);
-    assert.throws(() => parseClientConfig('[client]\nserver = 1.2.3.4:1\ndevice_id = has space\n', 'c.ini'), /\[client\] device_id: "has space" is not a device ID/);
-    assert.throws(() => parseClientConfig('[client]\nserver = 1.2.3.4:1\ninterface =\n', 'c.ini'), /\[client\] interface: must name the TUN interface/);
-    assert.throws(() => parseClientConfig('[client]\nserver = 1.2.3.4:1\n[server]\n', 'c.ini'), /\[server\]: unknown section/);
+    assert.throws(() => parseClientConfig(`[client]\nserver = 1.2.3.4:1\njoin = ${JOIN}\ndevice_id = has space\n`, 'c.ini'), /\[client\] device_id: "has space" is not a device ID/);
+    assert.throws(() => parseClientConfig(`[client]\nserver = 1.2.3.4:1\njoin = ${JOIN}\ninterface =\n`, 'c.ini'), /\[client\] interface: must name the TUN interface/);
+    assert.throws(() => parseClientConfig(`[client]\nserver = 1.2.3.4:1\njoin = ${JOIN}\n[server]\n`, 'c.ini'), /\[server\]: unknown section/);
   });
 });

@@ -10,13 +10,22 @@ export const EXIT_CONFIG = 78;
 export interface DaemonArgs {
   configPath: string;
   logFormat: LogFormat;
+  /** Server only: print the join string (creating the identity if needed) and exit. */
+  printJoin: boolean;
 }
 
-export function parseDaemonArgs(program: string, argv: string[], defaultConfig: string, version: string): DaemonArgs {
+export interface DaemonArgsOptions {
+  /** Extra usage lines for options only this daemon has. */
+  extraUsage?: string;
+  allowPrintJoin?: boolean;
+}
+
+export function parseDaemonArgs(program: string, argv: string[], defaultConfig: string, version: string, options: DaemonArgsOptions = {}): DaemonArgs {
   const usage = `usage: ${program} [--config FILE] [--log-format text|json|journal]\n\n` +
     `  --config FILE        configuration file (default ${defaultConfig})\n` +
     '  --log-format FORMAT  journal (priority-prefixed lines, the default under systemd), text\n' +
     '                       (readable lines, the default elsewhere) or json (one JSON object a line)\n' +
+    (options.extraUsage ?? '') +
     '  --version            print the version and exit\n  --help               print this help and exit\n';
   let parsed;
   try {
@@ -25,6 +34,7 @@ export function parseDaemonArgs(program: string, argv: string[], defaultConfig: 
       options: {
         config: { type: 'string', short: 'c' },
         'log-format': { type: 'string' },
+        ...(options.allowPrintJoin ? { 'print-join': { type: 'boolean' as const } } : {}),
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean' },
       },
@@ -48,7 +58,8 @@ export function parseDaemonArgs(program: string, argv: string[], defaultConfig: 
     process.stderr.write(`${program}: --log-format must be one of ${LOG_FORMATS.join(', ')}, not ${JSON.stringify(format)}\n${usage}`);
     process.exit(EXIT_USAGE);
   }
-  return { configPath: parsed.values.config ?? defaultConfig, logFormat: format as LogFormat };
+  const printJoin = (parsed.values as Record<string, unknown>)['print-join'] === true;
+  return { configPath: parsed.values.config ?? defaultConfig, logFormat: format as LogFormat, printJoin };
 }
 
 /**

@@ -61,10 +61,11 @@ export function formatLine(json: string, format: Exclude<LogFormat, 'json'>): st
  * One logger per daemon on stdout. Never call it per packet: count instead and use RateLimitedWarning.
  * The level can be changed at run time (`logger.level = …`), which SIGHUP reloads use.
  */
-export function createLogger(name: string, level: LogLevel, format: LogFormat = defaultLogFormat()): Logger {
+export function createLogger(name: string, level: LogLevel, format: LogFormat = defaultLogFormat(), fd: 1 | 2 = 1): Logger {
   const options = { name, level: level as LevelWithSilent, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime };
-  if (format === 'json') return pino(options, pino.destination({ dest: 1, sync: true }));
-  return pino(options, { write: (line: string) => process.stdout.write(formatLine(line, format)) });
+  if (format === 'json') return pino(options, pino.destination({ dest: fd, sync: true }));
+  const out = fd === 1 ? process.stdout : process.stderr;
+  return pino(options, { write: (line: string) => out.write(formatLine(line, format)) });
 }
 
 /**

@@ -105,6 +105,8 @@ export interface ClientStats {
 
 export interface KickResult { kicked: true; deviceId: string }
 export interface ReleaseResult { released: true; deviceId: string; ip: string }
+export interface ForgetResult { forgotten: true; deviceId: string; ip: string | null; binding: boolean }
+export interface JoinResult { join: string; fingerprint: string }
 
 export interface PeerEvent {
   event: 'up' | 'down';

@@ -3,12 +3,14 @@ import { DEFAULT_CLIENT_SOCKET, DEFAULT_SERVER_SOCKET } from '@mnedc/common';
 
 export const PROGRAM = 'mnedcctl';
 
-export type CommandName = 'status' | 'peers' | 'leases' | 'stats' | 'kick' | 'release' | 'watch';
+export type CommandName = 'status' | 'peers' | 'leases' | 'stats' | 'kick' | 'release' | 'forget' | 'join' | 'rotate-join' | 'watch';
 
 interface CommandSpec {
   /** The positional argument, if the command takes one. */
   operand?: 'ID';
   serverOnly: boolean;
+  /** The RPC method, where it is not the command's own name. */
+  method?: string;
   summary: string;
   description: string;
 }
@@ -48,6 +50,26 @@ const COMMANDS: Record<CommandName, CommandSpec> = {
     summary: 'drop the lease of device ID (server only)',
     description: 'Removes the lease of device ID, so that its address can be given to another device.',
   },
+  forget: {
+    operand: 'ID',
+    serverOnly: true,
+    summary: 'forget device ID: lease and key binding (server only)',
+    description: 'Disconnects device ID and forgets its lease and the device key bound to its ID, so that a\n' +
+      'reinstalled device (with a new key) can join under the same ID.',
+  },
+  join: {
+    serverOnly: true,
+    summary: 'print the join string for new clients (server only)',
+    description: 'Prints the join string (server certificate fingerprint and join secret) to put in a client\'s\n' +
+      '[client] join setting. It is a secret: anyone holding it can join the overlay.',
+  },
+  'rotate-join': {
+    serverOnly: true,
+    method: 'rotateJoin',
+    summary: 'replace the join secret; earlier join strings stop working (server only)',
+    description: 'Creates a new join secret and prints the new join string. Connected devices stay connected;\n' +
+      'any device that reconnects needs the new string.',
+  },
   watch: {
     serverOnly: false,
     summary: 'print devices coming and going until interrupted',
@@ -58,6 +80,10 @@ const COMMANDS: Record<CommandName, CommandSpec> = {
 
 export function isServerOnly(command: CommandName): boolean {
   return COMMANDS[command].serverOnly;
+}
+
+export function rpcMethod(command: CommandName): string {
+  return COMMANDS[command].method ?? command;
 }
 
 /** The user asked for something we cannot do: exit 2 with a short usage. */

@@ -1,5 +1,5 @@
 import type {
-  ClientPeer, ClientStats, ClientStatus, Counters, DaemonKind, Drops, KickResult, Lease, PeerEvent, ReleaseResult, ServerPeer,
+  ClientPeer, ClientStats, ClientStatus, Counters, DaemonKind, Drops, ForgetResult, JoinResult, KickResult, Lease, PeerEvent, ReleaseResult, ServerPeer,
   ServerStats, ServerStatus, Status,
 } from './api';
 import {
@@ -127,6 +127,15 @@ export function renderRelease(result: ReleaseResult): string {
   return `released ${result.deviceId} (${orDash(result.ip)})\n`;
 }
 
+export function renderForget(result: ForgetResult): string {
+  const what = [result.ip ? `lease ${result.ip}` : '', result.binding ? 'key binding' : ''].filter(Boolean).join(' and ');
+  return `forgot ${result.deviceId}${what ? ` (${what})` : ''}\n`;
+}
+
+export function renderJoin(result: JoinResult): string {
+  return `${result.join}\n`;
+}
+
 /** One watch line: "12:03:04 up   device-b 10.0.0.3 hostname"; `label` tells daemons apart when watching two. */
 export function renderNotification(method: string, params: unknown, now: number, label?: string): string {
   const prefix = label ? ` [${label}]` : '';
@@ -139,7 +148,7 @@ export function renderNotification(method: string, params: unknown, now: number,
   return `${formatClock(now)}${prefix} ${method} ${JSON.stringify(params ?? null)}\n`;
 }
 
-export type QueryCommand = 'status' | 'peers' | 'leases' | 'stats' | 'kick' | 'release';
+export type QueryCommand = 'status' | 'peers' | 'leases' | 'stats' | 'kick' | 'release' | 'forget' | 'join' | 'rotate-join';
 
 /** The human text for one daemon's answer to one command. */
 export function renderResult(command: QueryCommand, daemon: DaemonKind, result: unknown, now: number): string {
@@ -150,5 +159,8 @@ export function renderResult(command: QueryCommand, daemon: DaemonKind, result: 
     case 'leases': return renderLeases(result as Lease[], now);
     case 'kick': return renderKick(result as KickResult);
     case 'release': return renderRelease(result as ReleaseResult);
+    case 'forget': return renderForget(result as ForgetResult);
+    case 'join':
+    case 'rotate-join': return renderJoin(result as JoinResult);
   }
 }

@@ -1,6 +1,6 @@
 import { ControlClient, ControlConnectionClosed, NoDaemonError, RpcError } from '@mnedc/common';
 import type { DaemonKind, Status } from './api';
-import { isServerOnly, parseCommandLine, PROGRAM, shortUsage, UsageError, type CommandName, type Invocation } from './args';
+import { type CommandName, type Invocation, isServerOnly, parseCommandLine, PROGRAM, rpcMethod, shortUsage, UsageError } from './args';
 import { renderNotification, renderResult } from './render';
 
 export const EXIT = { ok: 0, daemonError: 1, usage: 2, noDaemon: 3, interrupted: 130 } as const;
@@ -145,7 +145,7 @@ async function query(invocation: QueryInvocation, daemons: Daemon[], io: RunIo, 
   // status was already asked to learn which daemon answers; asking again could only disagree.
   const results = command === 'status'
     ? targets.map((d) => d.status)
-    : await Promise.all(targets.map((d) => d.call(command, params)));
+    : await Promise.all(targets.map((d) => d.call(rpcMethod(command), params)));
 
   if (invocation.json) {
     const value = results.length === 1 ? results[0] : byDaemon(targets, results);

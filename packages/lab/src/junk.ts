@@ -1,39 +1,45 @@
 /**
  * Sends bytes to a relay and reports whether the relay closed the connection:
- *   node junk.js HOST PORT random N | hex HEX | hello-then HEX
- * `hello-then` completes a valid handshake first, so the bytes hit an established session.
+ *   node junk.js HOST PORT random N              raw TCP: random bytes where a TLS handshake belongs
+ *   node junk.js HOST PORT hello-then HEX JOIN   TLS + a valid, authenticated HELLO, then the bytes
  * Prints {"closed":true,"ms":..} or {"closed":false} after 8 s.
  */
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
+import { openTunnel, proveIdentity } from '@mnedc/client';
+import { encodeJsonFrame, FrameType, parseJoin, PROTOCOL_VERSION } from '@mnedc/protocol';
 
-const [host, port, mode, arg] = process.argv.slice(2);
-const socket = connect({ host: host!, port: Number(port) });
+const [host, port, mode, arg, join] = process.argv.slice(2);
 const started = Date.now();
-let payload: Buffer;
-if (mode === 'random') payload = randomBytes(Number(arg));
-else payload = Buffer.from(arg ?? '', 'hex');
 
-function frame(type: number, body: Buffer): Buffer {
-  const header = Buffer.alloc(4);
-  header.writeUInt32BE(((type << 24) | body.length) >>> 0);
-  return Buffer.concat([header, body]);
+function report(socket: NodeJS.EventEmitter & { resume(): unknown }): void {
+  socket.on('error', () => {});
+  socket.resume();
+  socket.on('close', () => {
+    process.stdout.write(`${JSON.stringify({ closed: true, ms: Date.now() - started })}\n`);
+    process.exit(0);
+  });
 }
 
-socket.on('connect', () => {
-  if (mode === 'hello-then') {
-    socket.write(frame(1, Buffer.from(JSON.stringify({ version: 1, deviceId: 'junk-tester', hostname: 'junk', underlay: [] }))));
-    socket.once('data', () => socket.write(payload));
-  } else {
-    socket.write(payload);
-  }
-});
-socket.on('data', () => {});
-socket.on('error', () => {});
-socket.on('close', () => {
-  process.stdout.write(`${JSON.stringify({ closed: true, ms: Date.now() - started })}\n`);
-  process.exit(0);
-});
+if (mode === 'random') {
+  const socket = connect({ host: host!, port: Number(port) });
+  report(socket);
+  socket.on('connect', () => socket.write(randomBytes(Number(arg))));
+} else if (mode === 'hello-then') {
+  const socket = openTunnel(host!, Number(port));
+  report(socket);
+  socket.on('secureConnect', () => {
+    const deviceId = `junk-${randomBytes(3).toString('hex')}`;
+    const credentials = { join: parseJoin(join!), deviceKey: generateKeyPairSync('ed25519').privateKey };
+    const hello = { version: PROTOCOL_VERSION, deviceId, hostname: 'junk', underlay: [], capabilities: [], auth: { ...proveIdentity(socket, credentials, deviceId) } };
+    socket.write(encodeJsonFrame(FrameType.Hello, hello));
+    // The first frame back is WELCOME: the session is established, now the junk goes in.
+    socket.once('data', () => socket.write(Buffer.from(arg ?? '', 'hex')));
+  });
+} else {
+  process.stderr.write('usage: junk.js HOST PORT random N | hello-then HEX JOIN\n');
+  process.exit(2);
+}
 setTimeout(() => {
   process.stdout.write(`${JSON.stringify({ closed: false })}\n`);
   process.exit(1);

@@ -125,6 +125,8 @@ export class Overlay {
   readonly dir: string;
   server!: Daemon;
   readonly clients = new Map<Device, Daemon>();
+  /** The server's join string, as `mnedcctl join` prints it once the server runs. */
+  join = '';
 
   constructor(readonly lab: Lab) {
     this.dir = mkdtempSync(path.join(tmpdir(), `mnedc-${lab.prefix}`));
@@ -157,21 +159,45 @@ export class Overlay {
     return path.join(this.dir, `${node}.ini`);
   }
 
-  async startServer(options: DaemonOptions = {}): Promise<Daemon> {
+  private writeServerConfig(extra?: string): void {
     writeFileSync(this.configPath('srv'), mergeIni(
       `[server]\nlisten = 0.0.0.0:${SERVER_PORT}\nsubnet = 10.0.0.0/24\ninterface = mnedc0\nstate_dir = ${this.dir}/srv-state\n` +
-      `[control]\nsocket = ${this.socket('srv')}\n`, options.extra));
+      `[control]\nsocket = ${this.socket('srv')}\n`, extra));
+  }
+
+  /** The join string without a running server (`mnedcd-server --print-join` creates the identity). */
+  async printJoin(extra?: string): Promise<string> {
+    this.writeServerConfig(extra);
+    const result = await this.lab.exec('srv', [process.execPath, SERVER_BIN, '--config', this.configPath('srv'), '--print-join'], { timeoutMs: 20_000 });
+    if (result.code !== 0) throw new Error(`--print-join failed (${result.code}): ${result.stderr}`);
+    this.join = result.stdout.trim();
+    return this.join;
+  }
+
+  async startServer(options: DaemonOptions = {}): Promise<Daemon> {
+    this.writeServerConfig(options.extra);
     const daemon = new Daemon('server', this.lab.spawn('srv',
       [process.execPath, SERVER_BIN, '--config', this.configPath('srv'), '--log-format', 'json'], { pipe: true, env: { ...process.env, ...options.env } }));
     this.server = daemon;
-    if (!options.noWait) await daemon.waitFor(/^Relay listening/);
+    if (!options.noWait) {
+      await daemon.waitFor(/^Relay listening/);
+      await this.refreshJoin();
+    }
     return daemon;
+  }
+
+  /** Reads the join string from the running server (it changes with rotate-join or a new identity). */
+  async refreshJoin(): Promise<string> {
+    const result = await this.ctl('srv', ['join', '--json']);
+    if (result.code !== 0) throw new Error(`mnedcctl join failed: ${result.stderr}`);
+    this.join = (result.json as { join: string }).join;
+    return this.join;
   }
 
   async startClient(device: Device, options: DaemonOptions = {}): Promise<Daemon> {
     mkdirSync(this.hookDir(device), { recursive: true });
     writeFileSync(this.configPath(device), mergeIni(
-      `[client]\nserver = ${UNDERLAY.srv}:${SERVER_PORT}\ndevice_id = device-${device}\ninterface = mnedc0\nstate_dir = ${this.dir}/${device}-state\n` +
+      `[client]\nserver = ${UNDERLAY.srv}:${SERVER_PORT}\njoin = ${this.join}\ndevice_id = device-${device}\ninterface = mnedc0\nstate_dir = ${this.dir}/${device}-state\n` +
       `[control]\nsocket = ${this.socket(device)}\n` +
       `[discovery]\nhook_dir = ${this.hookDir(device)}\npeers_file = ${this.peersFile(device)}\nhosts_file = ${this.hostsFile(device)}\n`,
       options.extra));

@@ -2,3 +2,4 @@ export * from './wire';
 export * from './decoder';
 export * from './messages';
 export * from './ipv4';
+export * from './auth';

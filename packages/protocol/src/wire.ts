@@ -2,8 +2,9 @@
  * The mnedc wire protocol, version 1. Everything a client and a server say to each other is here.
  *
  * TRANSPORT
- *   One persistent byte stream per device (TCP now; the security issue wraps it in TLS without changing
- *   anything below). The stream is a sequence of frames; there is no other framing or padding.
+ *   One persistent TLS 1.3 connection per device over TCP; nothing else is accepted. The client pins the
+ *   server's self-signed certificate and proves the join secret and its device key inside HELLO.auth,
+ *   bound to the TLS session (auth.ts). Inside TLS the stream is a sequence of frames, nothing else.
  *
  * FRAME
  *    0        1        2        3
@@ -36,9 +37,10 @@
  *   or                                     ←  REJECT {code, reason}  and close
  *   The snapshot may come up to a coalescing window (~100 ms) after WELCOME; DATA may flow before it.
  *   Deltas are PEERS {reset: false, more: false, up: [...], down: [deviceId...]}.
- *   The server allows HANDSHAKE_TIMEOUT_MS for the HELLO. Any frame other than HELLO before WELCOME, or a
- *   second HELLO, is a protocol error. `auth` is reserved for the credentials of the authentication layer:
- *   a server that requires them rejects with code "auth".
+ *   The server allows HANDSHAKE_TIMEOUT_MS from TCP accept to the HELLO (TLS handshake included). Any frame
+ *   other than HELLO before WELCOME, or a second HELLO, is a protocol error. A HELLO whose `auth` does not
+ *   prove the join secret, or whose device key is not the one bound to its device ID, gets REJECT "auth"
+ *   and takes no lease.
  *
  * LIVENESS
  *   Each side sends PING every keepaliveMs (announced in WELCOME) and answers PING with PONG. Any frame

@@ -22,6 +22,17 @@ export const serverSchema = {
     dead_after_ms: key(parsers.integer(300, 600_000), '6000'),
     send_queue_kib: key(parsers.integer(16, 65_536), '512'),
   },
+  limits: {
+    /** From TCP accept to HELLO, TLS handshake included (slowloris). */
+    handshake_timeout_ms: key(parsers.integer(500, 120_000), '10000'),
+    max_handshakes: key(parsers.integer(1, 1_000_000), '1024'),
+    /** Per underlay source address; behind a NAT that is a whole LAN. */
+    max_handshakes_per_source: key(parsers.integer(1, 1_000_000), '64'),
+    connections_per_source_per_second: key(parsers.integer(1, 1_000_000), '20'),
+    connection_burst_per_source: key(parsers.integer(1, 1_000_000), '64'),
+    /** Connected devices at once; 0 = as many as the subnet has addresses. */
+    max_clients: key(parsers.integer(0, 1 << 24), '0'),
+  },
   control: {
     /** JSON-RPC for mnedcctl; empty disables it. */
     socket: key(parsers.optionalPath, '/run/mnedc/server.sock'),
@@ -32,7 +43,9 @@ export const serverSchema = {
 };
 
 /** Keys a SIGHUP applies to the running server; a change to any other key needs a restart. */
-export const SERVER_LIVE_KEYS = ['[log] level', '[server] send_queue_kib', '[server] keepalive_ms', '[server] dead_after_ms'];
+export const SERVER_LIVE_KEYS = ['[log] level', '[server] send_queue_kib', '[server] keepalive_ms', '[server] dead_after_ms',
+  '[limits] handshake_timeout_ms', '[limits] max_handshakes', '[limits] max_handshakes_per_source',
+  '[limits] connections_per_source_per_second', '[limits] connection_burst_per_source', '[limits] max_clients'];
 
 export type ServerConfig = ConfigOf<typeof serverSchema>;
 

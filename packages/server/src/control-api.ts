@@ -1,5 +1,5 @@
 import { formatHostPort, RPC_ERRORS, RpcError, stringParam, type RpcMethods } from '@mnedc/common';
-import { intToIpv4 } from '@mnedc/protocol';
+import { intToIpv4, showFingerprint } from '@mnedc/protocol';
 import type { ServerConfig } from './config';
 import type { PeerEvent, RelayServer } from './server';
 import type { Session, SessionCounters } from './session';
@@ -45,6 +45,8 @@ export function serverMethods(server: RelayServer, config: () => ServerConfig, v
         interface: server.deviceName,
         clients: server.connected().length,
         leases: { used: server.pool.size, free: server.pool.capacity - server.pool.size, capacity: server.pool.capacity },
+        fingerprint: showFingerprint(server.identity.fingerprint),
+        boundDevices: server.bindingCount,
       };
     },
 
@@ -65,6 +67,7 @@ export function serverMethods(server: RelayServer, config: () => ServerConfig, v
     peers: () => server.connected().map(peerView),
 
     stats: () => ({
+      refused: { ...server.refused },
       totals: counterView(server.totals),
       local: counterView(server.local),
       clients: server.connected().map((s) => ({ deviceId: s.deviceId, ip: intToIpv4(s.ip), ...counterView(s.counters), missed: s.missed })),
@@ -82,6 +85,18 @@ export function serverMethods(server: RelayServer, config: () => ServerConfig, v
       if (!lease) throw new RpcError(RPC_ERRORS.notFound, `device ${deviceId} has no lease`);
       return { released: true, deviceId, ip: intToIpv4(lease.ip) };
     },
+
+    forget: (params) => {
+      const deviceId = stringParam(params, 'deviceId');
+      const { lease, binding } = server.forget(deviceId);
+      if (!lease && !binding) throw new RpcError(RPC_ERRORS.notFound, `device ${deviceId} is not known`);
+      return { forgotten: true, deviceId, ip: lease ? intToIpv4(lease.ip) : null, binding };
+    },
+
+    /** The join string carries the secret: the socket's 0660 root:mnedc mode is what guards it. */
+    join: () => ({ join: server.joinString, fingerprint: showFingerprint(server.identity.fingerprint) }),
+
+    rotateJoin: () => ({ join: server.rotateJoin(), fingerprint: showFingerprint(server.identity.fingerprint) }),
 
     watch: (_params, context) => {
       const forward = (event: PeerEvent) => context.notify('peer', event);

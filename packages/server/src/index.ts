@@ -5,3 +5,5 @@ export * from './peer-directory';
 export * from './router';
 export * from './session';
 export * from './server';
+export * from './admission';
+export * from './identity';

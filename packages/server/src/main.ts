@@ -6,7 +6,8 @@ import { Tun } from '@mnedc/tun';
 import { DEFAULT_CONFIG_PATH, parseServerConfig, SERVER_LIVE_KEYS, type ServerConfig } from './config';
 import { serverMethods } from './control-api';
 import { LeaseStateError } from './lease-store';
-import { RelayServer } from './server';
+import { IdentityError } from './identity';
+import { limitsFromConfig, RelayServer } from './server';
 
 const PROGRAM = 'mnedcd-server';
 const VERSION: string = (require('../../package.json') as { version: string }).version;
@@ -26,18 +27,23 @@ function statusLine(server: RelayServer): string {
 
 /** What a SIGHUP can change on the running relay; everything else keeps its running value. */
 function applyLive(server: RelayServer, current: ServerConfig, next: ServerConfig): ServerConfig {
-  server.setLimits({ sendQueueKib: next.server.send_queue_kib, keepaliveMs: next.server.keepalive_ms, deadAfterMs: next.server.dead_after_ms });
+  server.setLimits(limitsFromConfig(next));
   return {
     ...current,
     log: next.log,
+    limits: next.limits,
     server: { ...current.server, send_queue_kib: next.server.send_queue_kib, keepalive_ms: next.server.keepalive_ms, dead_after_ms: next.server.dead_after_ms },
   };
 }
 
 async function main(): Promise<void> {
-  const args = parseDaemonArgs(PROGRAM, process.argv.slice(2), DEFAULT_CONFIG_PATH, VERSION);
+  const args = parseDaemonArgs(PROGRAM, process.argv.slice(2), DEFAULT_CONFIG_PATH, VERSION, {
+    allowPrintJoin: true,
+    extraUsage: '  --print-join         print the join string for clients (server identity + join secret) and exit\n',
+  });
   let config = loadConfigOrExit(PROGRAM, args.configPath, parseServerConfig);
-  const log = createLogger(PROGRAM, config.log.level, args.logFormat);
+  // With --print-join stdout carries only the join string, so a script can capture it.
+  const log = createLogger(PROGRAM, config.log.level, args.logFormat, args.printJoin ? 2 : 1);
   const notifier = new SystemdNotifier(log);
   let server: RelayServer;
   try {
@@ -52,9 +58,14 @@ async function main(): Promise<void> {
       },
     });
   } catch (err) {
-    if (!(err instanceof LeaseStateError)) throw err;
+    if (!(err instanceof LeaseStateError) && !(err instanceof IdentityError)) throw err;
     log.fatal(err.message);
     process.exit(EXIT_CONFIG);
+  }
+  if (args.printJoin) {
+    // The string carries the join secret: it goes to stdout for the operator, never to the log.
+    process.stdout.write(`${server.joinString}\n`);
+    process.exit(0);
   }
   let control: ControlServer | null = null;
   try {

@@ -1,13 +1,16 @@
 import { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
+import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls';
 import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { RateLimitedWarning, type Logger } from '@mnedc/common';
 import {
-  buildIcmpUnreachable, encodeFrame, encodeJsonFrame, FrameType, frameName, HANDSHAKE_TIMEOUT_MS, HEADER_BYTES,
-  ICMP_HOST_UNREACHABLE, intToIpv4, ipv4ToInt, parseHello, PING_BYTES, PROTOCOL_VERSION, ProtocolError,
-  type Hello, type PeerInfo, type Welcome,
+  buildIcmpUnreachable, encodeFrame, encodeJsonFrame, EXPORTER_BYTES, EXPORTER_CONTEXT, EXPORTER_LABEL, FrameType, frameName, HEADER_BYTES,
+  ICMP_HOST_UNREACHABLE, intToIpv4, ipv4ToInt, parseHello, PING_BYTES, PROTOCOL_VERSION, ProtocolError, showFingerprint,
+  verifyHelloAuth, type Hello, type PeerInfo, type Welcome,
 } from '@mnedc/protocol';
+import { Admission, type AdmissionLimits, type Refusal } from './admission';
+import { DeviceBindings, JoinSecret, loadOrCreateIdentity, type ServerIdentity } from './identity';
 import type { ServerConfig } from './config';
 import { LeasePool, type Lease } from './lease-pool';
 import { LeaseStore } from './lease-store';
@@ -39,6 +42,12 @@ interface LocalTarget {
 type Target = Session | LocalTarget;
 
 const LOCAL: LocalTarget = { local: true };
+
+const REFUSAL_TEXT: Record<Refusal, string> = {
+  rateLimited: 'too many new connections per second from this address ([limits] connections_per_source_per_second)',
+  tooManyHandshakes: 'too many handshakes in progress ([limits] max_handshakes)',
+  tooManyFromSource: 'too many handshakes in progress from this address ([limits] max_handshakes_per_source)',
+};
 /** Unreachables are a courtesy: a source spraying unknown addresses gets at most this many per second. */
 const ICMP_PER_SECOND = 200;
 
@@ -50,10 +59,38 @@ export interface PeerEvent {
   at: number;
 }
 
-export interface ServerLimits {
+export interface ServerLimits extends AdmissionLimits {
   sendQueueKib: number;
   keepaliveMs: number;
   deadAfterMs: number;
+  handshakeTimeoutMs: number;
+  /** 0: as many as the pool has addresses. */
+  maxClients: number;
+}
+
+/** Connections turned away, by reason: each also logs a rate-limited warning. */
+export interface RefusalCounters extends Record<Refusal, number> {
+  handshakeTimeout: number;
+  tlsFailed: number;
+  authFailed: number;
+  boundToOtherKey: number;
+  maxClients: number;
+  poolFull: number;
+}
+
+export function limitsFromConfig(config: ServerConfig): ServerLimits {
+  const { server, limits } = config;
+  return {
+    sendQueueKib: server.send_queue_kib,
+    keepaliveMs: server.keepalive_ms,
+    deadAfterMs: server.dead_after_ms,
+    handshakeTimeoutMs: limits.handshake_timeout_ms,
+    maxClients: limits.max_clients,
+    maxHandshakes: limits.max_handshakes,
+    maxHandshakesPerSource: limits.max_handshakes_per_source,
+    connectionsPerSecond: limits.connections_per_source_per_second,
+    connectionBurst: limits.connection_burst_per_source,
+  };
 }
 
 /**
@@ -85,11 +122,29 @@ export class RelayServer extends EventEmitter {
 
   private limits: ServerLimits;
   private address: AddressInfo | null = null;
+  readonly identity: ServerIdentity;
+  private readonly secureContext: SecureContext;
+  private readonly joinSecret: JoinSecret;
+  private readonly bindings: DeviceBindings;
+  private readonly admission: Admission;
+  readonly refused: RefusalCounters = {
+    rateLimited: 0, tooManyHandshakes: 0, tooManyFromSource: 0, handshakeTimeout: 0, tlsFailed: 0, authFailed: 0,
+    boundToOtherKey: 0, maxClients: 0, poolFull: 0,
+  };
+  private readonly refusalWarning: RateLimitedWarning;
 
   constructor(private readonly deps: ServerDeps) {
     super();
     const { config, log } = deps;
-    this.limits = { sendQueueKib: config.server.send_queue_kib, keepaliveMs: config.server.keepalive_ms, deadAfterMs: config.server.dead_after_ms };
+    this.limits = limitsFromConfig(config);
+    const { identity, created } = loadOrCreateIdentity(config.server.state_dir);
+    this.identity = identity;
+    if (created) log.info({ fingerprint: showFingerprint(identity.fingerprint) }, `Created the server identity ${showFingerprint(identity.fingerprint)} in ${config.server.state_dir}`);
+    this.secureContext = createSecureContext({ key: identity.keyPem, cert: identity.certPem, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' });
+    this.joinSecret = new JoinSecret(config.server.state_dir);
+    this.bindings = new DeviceBindings(config.server.state_dir);
+    this.admission = new Admission(this.limits);
+    this.refusalWarning = new RateLimitedWarning(log);
     this.store = new LeaseStore(config.server.state_dir, log);
     this.pool = this.store.load(config.server.subnet);
     this.serverIp = this.pool.serverIp;
@@ -181,6 +236,7 @@ export class RelayServer extends EventEmitter {
   setLimits(limits: ServerLimits): void {
     const keepaliveChanged = limits.keepaliveMs !== this.limits.keepaliveMs;
     this.limits = limits;
+    this.admission.limits = limits;
     for (const session of this.sessions) session.queueLimit = limits.sendQueueKib * 1024;
     if (keepaliveChanged && this.keepaliveTimer) {
       clearInterval(this.keepaliveTimer);
@@ -197,6 +253,29 @@ export class RelayServer extends EventEmitter {
     return true;
   }
 
+  get joinString(): string {
+    return this.joinSecret.joinString(this.identity.fingerprint);
+  }
+
+  /** A new join secret: join strings handed out before stop working; connected devices stay. */
+  rotateJoin(): string {
+    this.joinSecret.rotate();
+    this.deps.log.warn(`Rotated the join secret: earlier join strings no longer admit devices`);
+    return this.joinString;
+  }
+
+  get bindingCount(): number {
+    return this.bindings.size;
+  }
+
+  /** Forgets everything about a device (lease and key binding), so it can join again with a new key. */
+  forget(deviceId: string): { lease: Lease | undefined; binding: boolean } {
+    const lease = this.release(deviceId);
+    const binding = this.bindings.forget(deviceId);
+    if (binding) this.deps.log.info({ deviceId }, `Forgot the key binding of ${deviceId}; the next key to join with this ID is bound to it`);
+    return { lease, binding };
+  }
+
   /** Forgets a device's lease (disconnecting it first), so its address can go to another device. */
   release(deviceId: string): Lease | undefined {
     this.kick(deviceId, 'lease released by the operator');
@@ -210,21 +289,52 @@ export class RelayServer extends EventEmitter {
 
   // ---- connection life ----
 
-  private accept(socket: Socket): void {
-    socket.setNoDelay(true);
+  private refuse(reason: keyof RefusalCounters, fields: Record<string, unknown>, message: string): void {
+    this.refused[reason]++;
+    this.refusalWarning.warn({ reason, ...fields }, message);
+  }
+
+  /** Every connection is TLS 1.3 from its first byte; limits apply before any TLS work is spent on it. */
+  private accept(raw: Socket): void {
+    const source = raw.remoteAddress ?? '?';
+    const refusal = this.admission.admit(source);
+    if (refusal) {
+      this.refuse(refusal, { source }, `Refused connections from ${source}: ${REFUSAL_TEXT[refusal]}`);
+      raw.destroy();
+      return;
+    }
+    raw.setNoDelay(true);
+    const socket = new TLSSocket(raw, { isServer: true, secureContext: this.secureContext });
     const session = new Session(socket, this.limits.sendQueueKib * 1024);
+    session.source = source;
     this.sessions.add(session);
     session.handshakeTimer = setTimeout(() => {
-      this.protocolWarning.warn({ remote: session.remote }, `Closed ${session.remote}: no HELLO within ${HANDSHAKE_TIMEOUT_MS} ms`);
+      this.refuse('handshakeTimeout', { remote: session.remote }, `Closed ${session.remote}: no HELLO within ${this.limits.handshakeTimeoutMs} ms`);
       socket.destroy();
-    }, HANDSHAKE_TIMEOUT_MS);
+    }, this.limits.handshakeTimeoutMs);
     socket.on('data', (chunk: Buffer) => this.onChunk(session, chunk));
-    socket.on('error', (err) => this.deps.log.debug({ err, remote: session.remote }, 'socket error'));
+    socket.on('error', (err) => {
+      if (!session.tlsReady) this.refuse('tlsFailed', { remote: session.remote }, `TLS handshake with ${session.remote} failed: ${err.message}`);
+      else this.deps.log.debug({ err, remote: session.remote }, 'socket error');
+    });
+    socket.once('secure', () => {
+      session.tlsReady = true;
+    });
     socket.on('close', () => {
       this.sessions.delete(session);
-      if (session.handshakeTimer) clearTimeout(session.handshakeTimer);
+      this.endHandshake(session);
       this.detach(session, 'connection closed');
     });
+  }
+
+  /** Frees the handshake slot of a session once, whether it got established or died trying. */
+  private endHandshake(session: Session): void {
+    if (session.handshakeTimer) clearTimeout(session.handshakeTimer);
+    session.handshakeTimer = null;
+    if (session.admitted) {
+      session.admitted = false;
+      this.admission.release(session.source);
+    }
   }
 
   private onChunk(session: Session, chunk: Buffer): void {
@@ -267,8 +377,7 @@ export class RelayServer extends EventEmitter {
   }
 
   private onHello(session: Session, hello: Hello): void {
-    if (session.handshakeTimer) clearTimeout(session.handshakeTimer);
-    session.handshakeTimer = null;
+    this.endHandshake(session);
     if (hello.version !== PROTOCOL_VERSION) {
       this.deps.log.warn({ remote: session.remote, deviceId: hello.deviceId, version: hello.version },
         `Rejected ${hello.deviceId}: protocol version ${hello.version}, this server speaks ${PROTOCOL_VERSION}`);
@@ -279,7 +388,35 @@ export class RelayServer extends EventEmitter {
       session.reject({ code: 'forbidden', reason: `device ID ${hello.deviceId} is the server's own` });
       return;
     }
+    // Who the device is gets settled before anything it could take: a lease, or a takeover of a session.
+    const ekm = (session.socket as TLSSocket).exportKeyingMaterial(EXPORTER_BYTES, EXPORTER_LABEL, EXPORTER_CONTEXT);
+    const verdict = verifyHelloAuth(hello.auth, [this.joinSecret.current], ekm, hello.deviceId);
+    if (!verdict.ok) {
+      const reason = verdict.failure === 'device'
+        ? 'the device key proof is invalid'
+        : verdict.failure === 'missing'
+          ? 'this server requires a join string (the HELLO carried no credentials)'
+          : 'the join secret is wrong or was rotated; get the current join string from the server (mnedcd-server --print-join)';
+      this.refuse('authFailed', { deviceId: hello.deviceId, remote: session.remote, failure: verdict.failure }, `Rejected ${hello.deviceId} from ${session.remote}: ${reason}`);
+      session.reject({ code: 'auth', reason });
+      return;
+    }
+    const bound = this.bindings.get(hello.deviceId);
+    if (bound !== undefined && bound !== verdict.device.keyFingerprint) {
+      const reason = `device ID ${hello.deviceId} belongs to another device key; if this device was reinstalled, ` +
+        `run "mnedcctl forget ${hello.deviceId}" on the server`;
+      this.refuse('boundToOtherKey', { deviceId: hello.deviceId, remote: session.remote, key: verdict.device.keyFingerprint },
+        `Rejected ${hello.deviceId} from ${session.remote}: its key ${verdict.device.keyFingerprint} is not the bound ${bound}`);
+      session.reject({ code: 'auth', reason });
+      return;
+    }
     const previous = this.byDevice.get(hello.deviceId);
+    const maxClients = this.limits.maxClients;
+    if (!previous && maxClients > 0 && this.byDevice.size >= maxClients) {
+      this.refuse('maxClients', { deviceId: hello.deviceId }, `Rejected ${hello.deviceId}: ${maxClients} devices are connected ([limits] max_clients)`);
+      session.reject({ code: 'busy', reason: `the server accepts at most ${maxClients} devices at once`, retryAfterMs: 30_000 });
+      return;
+    }
     if (previous) {
       // The newest connection is the device: the old one is usually a dead TCP session not yet timed out.
       this.deps.log.info({ deviceId: hello.deviceId, old: previous.remote, new: session.remote },
@@ -297,11 +434,15 @@ export class RelayServer extends EventEmitter {
       isConnected: (deviceId) => this.byDevice.has(deviceId),
     });
     if (!result.ok) {
-      this.deps.log.warn({ deviceId: hello.deviceId, remote: session.remote }, `Rejected ${hello.deviceId}: ${result.reason}`);
+      this.refuse('poolFull', { deviceId: hello.deviceId, remote: session.remote }, `Rejected ${hello.deviceId}: ${result.reason}`);
       session.reject({ code: 'pool-full', reason: result.reason, retryAfterMs: 30_000 });
       return;
     }
     const { lease } = result;
+    if (bound === undefined) {
+      this.bindings.bind(hello.deviceId, verdict.device.keyFingerprint);
+      this.deps.log.info({ deviceId: hello.deviceId, key: verdict.device.keyFingerprint }, `Bound device ID ${hello.deviceId} to key ${verdict.device.keyFingerprint}`);
+    }
     if (result.reclaimedFrom) {
       this.deps.log.warn({ deviceId: hello.deviceId, ip: intToIpv4(lease.ip), from: result.reclaimedFrom.deviceId },
         `Pool exhausted: gave ${intToIpv4(lease.ip)} of ${result.reclaimedFrom.deviceId} (offline the longest) to ${hello.deviceId}`);
@@ -358,6 +499,7 @@ export class RelayServer extends EventEmitter {
   private sweep(): void {
     const { keepaliveMs: keepalive, deadAfterMs: deadAfter } = this.limits;
     const now = Date.now();
+    this.admission.sweep();
     const ping = Buffer.alloc(HEADER_BYTES + PING_BYTES);
     ping.writeUInt32BE(((FrameType.Ping << 24) | PING_BYTES) >>> 0);
     ping.writeDoubleBE(performance.now(), HEADER_BYTES);

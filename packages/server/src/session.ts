@@ -49,6 +49,11 @@ export class Session implements PeerSubscriber {
   /** DATA frames for this device dropped because its queue was full. */
   missed = 0;
   handshakeTimer: NodeJS.Timeout | null = null;
+  /** The underlay address the connection comes from (a NAT router, for devices behind one). */
+  source = '';
+  /** Holds a handshake slot in the admission control until established or closed. */
+  admitted = true;
+  tlsReady = false;
 
   constructor(readonly socket: Socket, public queueLimit: number, maxPayload?: number) {
     this.decoder = new FrameDecoder(maxPayload);

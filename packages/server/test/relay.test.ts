@@ -1,6 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
@@ -21,11 +22,14 @@ async function startServer(extra = '', stateDir?: string): Promise<{ server: Rel
   const server = new RelayServer({ config, log: pino({ level: 'silent' }), serverDeviceId: 'server-test' });
   servers.push(server);
   const address = await server.start();
+  joinString = server.joinString;
   return { server, port: address.port, stateDir: dir };
 }
 
+let joinString = '';
+
 async function joinAs(port: number, deviceId: string, extra: Record<string, unknown> = {}): Promise<WireClient> {
-  const client = await WireClient.join(port, deviceId, extra);
+  const client = await WireClient.join(port, joinString, deviceId, extra);
   clients.push(client);
   return client;
 }
@@ -100,7 +104,9 @@ describe('relay server over loopback', () => {
     await observer.until(() => observer.peers.has('dev-a'), 'the snapshot');
     const peersFrames = () => observer.frames.filter((f) => f[0] === FrameType.Peers).length;
     const before = peersFrames();
-    const fresh = await joinAs(port, 'dev-a');
+    // The same device (same key) on a new connection.
+    const fresh = await WireClient.join(port, joinString, 'dev-a', {}, old.key);
+    clients.push(fresh);
     await old.until(() => old.closed, 'the old session to close');
     assert.equal(old.goodbye?.code, 'replaced');
     assert.equal(fresh.welcome!.ip, old.welcome!.ip);
@@ -123,7 +129,8 @@ describe('relay server over loopback', () => {
     const saved = JSON.parse(readFileSync(join(first.stateDir, 'leases.json'), 'utf8')) as { leases: Array<{ deviceId: string; ip: string }> };
     assert.deepEqual(saved.leases.map((l) => [l.deviceId, l.ip]), [['dev-a', ips[0]], ['dev-b', ips[1]]]);
     const second = await startServer('', first.stateDir);
-    const b2 = await joinAs(second.port, 'dev-b');
+    const b2 = await WireClient.join(second.port, joinString, 'dev-b', {}, b.key);
+    clients.push(b2);
     assert.equal(b2.welcome!.ip, ips[1], 'b gets its old address although it joined first');
     const empty = await startServer();
     const c = await joinAs(empty.port, 'dev-c', { previousIp: '10.0.0.42' });
@@ -150,9 +157,9 @@ describe('relay server over loopback', () => {
 
   it('cuts a silent device after dead_after_ms', async () => {
     const { server, port } = await startServer('keepalive_ms = 100\ndead_after_ms = 300\n');
-    const mute = new WireClient(port, false);
+    const mute = new WireClient(port, joinString, undefined, false);
     clients.push(mute);
-    await once(mute.socket, 'connect');
+    await once(mute.socket, 'secureConnect');
     mute.hello('dev-mute');
     await mute.until(() => mute.welcome !== null, 'welcome');
     const started = Date.now();
@@ -180,11 +187,91 @@ describe('relay server over loopback', () => {
 
   it('rejects frames other than HELLO before the handshake', async () => {
     const { port } = await startServer();
-    const early = new WireClient(port);
+    const early = new WireClient(port, joinString);
     clients.push(early);
-    await once(early.socket, 'connect');
+    await once(early.socket, 'secureConnect');
     early.socket.write(encodeFrame(FrameType.Ping, Buffer.alloc(8)));
     await early.until(() => early.closed, 'close');
     assert.match(early.goodbye?.reason ?? '', /PING before HELLO/);
+  });
+
+  it('rejects a wrong or missing join secret with a reason, taking no lease', async () => {
+    const { server, port } = await startServer();
+    const wrong = await WireClient.join(port, 'mnedc1.' + 'A'.repeat(43) + '.' + 'B'.repeat(43), 'dev-w');
+    clients.push(wrong);
+    assert.equal(wrong.reject?.code, 'auth');
+    assert.match(wrong.reject!.reason, /join secret is wrong or was rotated/);
+    const bare = await joinAs(port, 'dev-bare', { auth: undefined });
+    assert.equal(bare.reject?.code, 'auth');
+    assert.match(bare.reject!.reason, /requires a join string/);
+    assert.equal(server.pool.size, 0, 'no lease taken');
+    assert.equal(server.refused.authFailed, 2);
+  });
+
+  it('binds a device ID to its first key: another key is refused and the original keeps its session', async () => {
+    const { server, port } = await startServer();
+    const original = await joinAs(port, 'dev-a');
+    const peer = await joinAs(port, 'dev-p');
+    const impostor = await joinAs(port, 'dev-a'); // same ID, fresh key
+    assert.equal(impostor.reject?.code, 'auth');
+    assert.match(impostor.reject!.reason, /belongs to another device key.*mnedcctl forget dev-a/);
+    assert.equal(server.refused.boundToOtherKey, 1);
+    assert.ok(!original.closed);
+    original.send(ipPacket(original.ip, peer.ip, 'still mine'));
+    await peer.until(() => peer.data.length === 1, 'traffic from the original');
+    // The same key may come back (takeover); after forget, a new key may claim the ID.
+    const again = await WireClient.join(port, joinString, 'dev-a', {}, original.key);
+    clients.push(again);
+    assert.equal(again.welcome?.ip, original.welcome!.ip);
+    server.forget('dev-a');
+    const reinstalled = await joinAs(port, 'dev-a');
+    assert.ok(reinstalled.welcome, 'a forgotten ID binds to the next key');
+  });
+
+  it('rotating the join secret stops old join strings, not connected devices', async () => {
+    const { server, port } = await startServer();
+    const before = joinString;
+    const connected = await joinAs(port, 'dev-a');
+    const rotated = server.rotateJoin();
+    assert.notEqual(rotated, before);
+    assert.equal(rotated.split('.')[1], before.split('.')[1], 'same server identity');
+    const late = await WireClient.join(port, before, 'dev-late');
+    clients.push(late);
+    assert.equal(late.reject?.code, 'auth');
+    const fresh = await WireClient.join(port, rotated, 'dev-new');
+    clients.push(fresh);
+    assert.ok(fresh.welcome);
+    assert.ok(!connected.closed);
+  });
+
+  it('speaks nothing but TLS 1.3', async () => {
+    const { port } = await startServer();
+    const old = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false, maxVersion: 'TLSv1.2' });
+    const [err] = (await once(old, 'error')) as [Error];
+    assert.match(err.message, /version|alert|handshake/i);
+  });
+
+  it('cuts connections that never finish the handshake at the deadline and rate-limits a flood', async () => {
+    const { server, port } = await startServer('[limits]\nhandshake_timeout_ms = 600\nconnections_per_source_per_second = 1\nconnection_burst_per_source = 5\n');
+    const idle = Array.from({ length: 8 }, () => {
+      const s = connect({ port, host: '127.0.0.1' });
+      s.on('error', () => {});
+      s.resume();
+      return s;
+    });
+    const started = Date.now();
+    await Promise.all(idle.map((s) => once(s, 'close')));
+    const elapsed = Date.now() - started;
+    assert.equal(server.refused.rateLimited, 3, 'beyond the burst of 5, connections are refused at once');
+    assert.equal(server.refused.handshakeTimeout, 5, 'the admitted ones are cut at the deadline');
+    assert.ok(elapsed >= 500 && elapsed < 3000, `idle connections lived ${elapsed} ms`);
+  });
+
+  it('turns away devices beyond max_clients', async () => {
+    const { server, port } = await startServer('[limits]\nmax_clients = 1\n');
+    await joinAs(port, 'dev-a');
+    const second = await joinAs(port, 'dev-b');
+    assert.equal(second.reject?.code, 'busy');
+    assert.equal(server.refused.maxClients, 1);
   });
 });

@@ -1,13 +1,22 @@
-import { connect, type Socket } from 'node:net';
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { once } from 'node:events';
+import { connect, type TLSSocket } from 'node:tls';
 import {
-  encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, ipv4ToInt, parseGoodbye, parsePeerUpdate, parseReject,
-  parseWelcome, PROTOCOL_VERSION, type Goodbye, type PeerInfo, type Reject, type Welcome,
+  encodeFrame, encodeJsonFrame, EXPORTER_BYTES, EXPORTER_CONTEXT, EXPORTER_LABEL, FrameDecoder, FrameType, helloAuth,
+  ipv4ToInt, parseGoodbye, parseJoin, parsePeerUpdate, parseReject, parseWelcome, PROTOCOL_VERSION,
+  type Goodbye, type PeerInfo, type Reject, type Welcome,
 } from '@mnedc/protocol';
 
-/** A bare protocol speaker for driving a relay from tests: no TUN, every frame observable. */
+export function newDeviceKey(): KeyObject {
+  return generateKeyPairSync('ed25519').privateKey;
+}
+
+/**
+ * A bare protocol speaker for driving a relay from tests: TLS 1.3 and the real HELLO proofs, no TUN,
+ * every frame observable. `join` is the server's join string; `key` the device key (fresh by default).
+ */
 export class WireClient {
-  readonly socket: Socket;
+  readonly socket: TLSSocket;
   readonly frames: Buffer[] = [];
   readonly data: Buffer[] = [];
   readonly peers = new Map<string, PeerInfo>();
@@ -20,8 +29,8 @@ export class WireClient {
   private readonly decoder = new FrameDecoder();
   private waiters: Array<() => void> = [];
 
-  constructor(port: number, readonly answerPings = true) {
-    this.socket = connect({ host: '127.0.0.1', port });
+  constructor(port: number, readonly join: string, readonly key: KeyObject = newDeviceKey(), readonly answerPings = true) {
+    this.socket = connect({ host: '127.0.0.1', port, rejectUnauthorized: false, minVersion: 'TLSv1.3' });
     this.socket.on('data', (chunk: Buffer) => {
       this.decoder.push(chunk, (f) => this.onFrame(Buffer.from(f)));
       this.wake();
@@ -33,16 +42,18 @@ export class WireClient {
     });
   }
 
-  static async join(port: number, deviceId: string, extra: Record<string, unknown> = {}): Promise<WireClient> {
-    const client = new WireClient(port);
-    await once(client.socket, 'connect');
+  static async join(port: number, join: string, deviceId: string, extra: Record<string, unknown> = {}, key?: KeyObject): Promise<WireClient> {
+    const client = new WireClient(port, join, key);
+    await once(client.socket, 'secureConnect');
     client.hello(deviceId, extra);
     await client.until(() => client.welcome !== null || client.reject !== null || client.closed, `welcome for ${deviceId}`);
     return client;
   }
 
   hello(deviceId: string, extra: Record<string, unknown> = {}): void {
-    this.socket.write(encodeJsonFrame(FrameType.Hello, { version: PROTOCOL_VERSION, deviceId, hostname: `${deviceId}-host`, underlay: ['192.168.1.10'], ...extra }));
+    const ekm = this.socket.exportKeyingMaterial(EXPORTER_BYTES, EXPORTER_LABEL, EXPORTER_CONTEXT);
+    const auth = helloAuth(parseJoin(this.join).secret, this.key, ekm, deviceId);
+    this.socket.write(encodeJsonFrame(FrameType.Hello, { version: PROTOCOL_VERSION, deviceId, hostname: `${deviceId}-host`, underlay: ['192.168.1.10'], auth, ...extra }));
   }
 
   get ip(): number {

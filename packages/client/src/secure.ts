@@ -1,0 +1,63 @@
+import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { connect, type TLSSocket } from 'node:tls';
+import { writeFileAtomic } from '@mnedc/common';
+import {
+  certificateFingerprint, EXPORTER_BYTES, EXPORTER_CONTEXT, EXPORTER_LABEL, helloAuth, showFingerprint,
+  type HelloAuth, type JoinString,
+} from '@mnedc/protocol';
+
+/** What a device proves itself with: the join string it was given and its own key. */
+export interface Credentials {
+  join: JoinString;
+  deviceKey: KeyObject;
+}
+
+/**
+ * The device's Ed25519 key, created on first start (mode 0600). It is the device's identity to the
+ * server: losing it means an operator must `mnedcctl forget` the device before it can rejoin.
+ */
+export function loadOrCreateDeviceKey(stateDir: string): { key: KeyObject; created: boolean } {
+  const path = join(stateDir, 'device.key');
+  if (existsSync(path)) {
+    const key = createPrivateKey(readFileSync(path, 'utf8'));
+    if (key.asymmetricKeyType !== 'ed25519') throw new Error(`${path} is not an Ed25519 key; move it away to create a new one`);
+    return { key, created: false };
+  }
+  const { privateKey } = generateKeyPairSync('ed25519');
+  writeFileAtomic(path, privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, 0o600);
+  return { key: privateKey, created: true };
+}
+
+/**
+ * TLS 1.3 to the relay. No CA is consulted (the certificate is self-signed); trust comes from pinning the
+ * fingerprint in the join string, checked by serverMismatch before anything is sent.
+ */
+export function openTunnel(host: string, port: number): TLSSocket {
+  return connect({
+    host,
+    port,
+    minVersion: 'TLSv1.3',
+    maxVersion: 'TLSv1.3',
+    rejectUnauthorized: false,
+    // SNI is meaningless for a pinned, self-signed relay; without it nothing names the host on the wire.
+    servername: '',
+  });
+}
+
+/** Null when the server is the one the join string pins; else a sentence for the log and status. */
+export function serverMismatch(socket: TLSSocket, pinned: Buffer): string | null {
+  const certificate = socket.getPeerCertificate(false);
+  if (!certificate || !certificate.raw) return 'the server presented no certificate';
+  const presented = certificateFingerprint(certificate.raw);
+  if (presented.equals(pinned)) return null;
+  return `server identity changed: it presented ${showFingerprint(presented)} but the join string pins ${showFingerprint(pinned)}. ` +
+    'If the server was reinstalled, get a new join string (mnedcd-server --print-join) and set [client] join; ' +
+    'otherwise someone may be intercepting the connection';
+}
+
+export function proveIdentity(socket: TLSSocket, credentials: Credentials, deviceId: string): HelloAuth {
+  const ekm = socket.exportKeyingMaterial(EXPORTER_BYTES, EXPORTER_LABEL, EXPORTER_CONTEXT);
+  return helloAuth(credentials.join.secret, credentials.deviceKey, ekm, deviceId);
+}

@@ -1,0 +1,115 @@
+import { createHash, createHmac, createPublicKey, sign, timingSafeEqual, verify, type KeyObject } from 'node:crypto';
+
+/**
+ * Admission, on top of TLS 1.3 (see wire.ts). No certificate authority: the client pins the server's
+ * certificate by its SHA-256 fingerprint, which reaches it inside the join string together with a join
+ * secret:
+ *
+ *   mnedc1.<SHA-256 of the server certificate, base64url>.<32-byte join secret, base64url>
+ *
+ * Both proofs in HELLO.auth are bound to this TLS session through its exported keying material (RFC
+ * 5705/8446 exporter, label EXPORTER_LABEL), so a captured HELLO is useless on another connection and a
+ * man in the middle relaying HELLO between two TLS sessions fails both checks:
+ *
+ *   auth.join      = HMAC-SHA256(join secret, "mnedc join v1\0" ‖ EKM ‖ deviceId)
+ *   auth.deviceKey = the device's Ed25519 public key (SPKI DER), created on its first start
+ *   auth.deviceSig = Ed25519 signature by that key over "mnedc device v1\0" ‖ EKM ‖ deviceId
+ *
+ * The server binds a device ID to the first key that joins with it; another key claiming that ID is
+ * rejected until an operator forgets the device.
+ */
+
+export const JOIN_PREFIX = 'mnedc1';
+export const EXPORTER_LABEL = 'EXPORTER-mnedc-auth-v1';
+export const EXPORTER_BYTES = 32;
+/** Empty: in TLS 1.3 an absent and an empty exporter context are the same (RFC 8446 7.5). */
+export const EXPORTER_CONTEXT = Buffer.alloc(0);
+export const SECRET_BYTES = 32;
+
+export interface JoinString {
+  /** SHA-256 of the server certificate (DER). */
+  fingerprint: Buffer;
+  secret: Buffer;
+}
+
+export function formatJoin(join: JoinString): string {
+  return `${JOIN_PREFIX}.${join.fingerprint.toString('base64url')}.${join.secret.toString('base64url')}`;
+}
+
+/** Throws an Error whose message says what is wrong with the string (it ends up in a config error). */
+export function parseJoin(text: string): JoinString {
+  const parts = text.trim().split('.');
+  if (parts.length !== 3 || parts[0] !== JOIN_PREFIX) {
+    throw new Error(`not a join string (expected ${JOIN_PREFIX}.<fingerprint>.<secret>, as printed by mnedcd-server --print-join)`);
+  }
+  const fingerprint = Buffer.from(parts[1]!, 'base64url');
+  const secret = Buffer.from(parts[2]!, 'base64url');
+  if (fingerprint.length !== 32 || secret.length !== SECRET_BYTES) {
+    throw new Error('join string is damaged (wrong length); copy it again from mnedcd-server --print-join');
+  }
+  return { fingerprint, secret };
+}
+
+export function certificateFingerprint(der: Buffer): Buffer {
+  return createHash('sha256').update(der).digest();
+}
+
+/** How fingerprints appear in logs and in mnedcctl: short enough to compare by eye, as ssh shows keys. */
+export function showFingerprint(fingerprint: Buffer): string {
+  return `SHA256:${fingerprint.toString('base64url')}`;
+}
+
+function transcript(kind: 'join' | 'device', ekm: Buffer, deviceId: string): Buffer {
+  return Buffer.concat([Buffer.from(`mnedc ${kind} v1\0`), ekm, Buffer.from(deviceId, 'utf8')]);
+}
+
+export interface HelloAuth {
+  join: string;
+  deviceKey: string;
+  deviceSig: string;
+}
+
+export function helloAuth(secret: Buffer, deviceKey: KeyObject, ekm: Buffer, deviceId: string): HelloAuth {
+  const publicKey = createPublicKey(deviceKey).export({ format: 'der', type: 'spki' });
+  return {
+    join: createHmac('sha256', secret).update(transcript('join', ekm, deviceId)).digest('base64url'),
+    deviceKey: publicKey.toString('base64url'),
+    deviceSig: sign(null, transcript('device', ekm, deviceId), deviceKey).toString('base64url'),
+  };
+}
+
+export type AuthFailure = 'missing' | 'join' | 'device';
+
+/** What the server learns from a valid HELLO.auth: the device key's fingerprint, to bind the ID to. */
+export interface VerifiedDevice {
+  keyFingerprint: string;
+}
+
+/**
+ * Checks HELLO.auth against every acceptable secret (the current one; a rotation leaves no other).
+ * Returns the device key fingerprint or the reason it failed. Malformed fields are failures, not throws.
+ */
+export function verifyHelloAuth(auth: Record<string, unknown> | undefined, secrets: readonly Buffer[], ekm: Buffer, deviceId: string):
+  { ok: true; device: VerifiedDevice } | { ok: false; failure: AuthFailure } {
+  if (!auth || typeof auth.join !== 'string' || typeof auth.deviceKey !== 'string' || typeof auth.deviceSig !== 'string') {
+    return { ok: false, failure: 'missing' };
+  }
+  const mac = Buffer.from(auth.join, 'base64url');
+  const expected = transcript('join', ekm, deviceId);
+  const joinOk = secrets.some((secret) => {
+    const want = createHmac('sha256', secret).update(expected).digest();
+    return mac.length === want.length && timingSafeEqual(mac, want);
+  });
+  if (!joinOk) return { ok: false, failure: 'join' };
+  try {
+    const der = Buffer.from(auth.deviceKey, 'base64url');
+    const key = createPublicKey({ key: der, format: 'der', type: 'spki' });
+    if (key.asymmetricKeyType !== 'ed25519') return { ok: false, failure: 'device' };
+    if (!verify(null, transcript('device', ekm, deviceId), key, Buffer.from(auth.deviceSig, 'base64url'))) {
+      return { ok: false, failure: 'device' };
+    }
+    return { ok: true, device: { keyFingerprint: showFingerprint(createHash('sha256').update(der).digest()) } };
+  } catch {
+    return { ok: false, failure: 'device' };
+  }
+}

@@ -1,0 +1,158 @@
+import { generateKeyPairSync, randomBytes, X509Certificate } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import forge from 'node-forge';
+import { writeFileAtomic } from '@mnedc/common';
+import { certificateFingerprint, formatJoin, SECRET_BYTES } from '@mnedc/protocol';
+
+/**
+ * The relay's long-lived secrets in state_dir. The key and certificate are created once and never
+ * overwritten: every client pins the certificate, so replacing it must be a deliberate act (delete the
+ * files), never an accident of a restart.
+ */
+export interface ServerIdentity {
+  keyPem: string;
+  certPem: string;
+  fingerprint: Buffer;
+}
+
+export class IdentityError extends Error {}
+
+const KEY_FILE = 'server.key';
+const CERT_FILE = 'server.crt';
+const SECRET_FILE = 'join.secret';
+
+export function loadOrCreateIdentity(stateDir: string): { identity: ServerIdentity; created: boolean } {
+  const keyPath = join(stateDir, KEY_FILE);
+  const certPath = join(stateDir, CERT_FILE);
+  let created = false;
+  if (!existsSync(keyPath)) {
+    if (existsSync(certPath)) {
+      throw new IdentityError(`${certPath} exists without its key ${keyPath}; restore the key, or delete both to create a new identity (every client then needs a new join string)`);
+    }
+    const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    writeFileAtomic(keyPath, privateKey.export({ type: 'pkcs1', format: 'pem' }) as string, 0o600);
+    created = true;
+  }
+  const keyPem = readFileSync(keyPath, 'utf8');
+  if (!existsSync(certPath)) {
+    writeFileAtomic(certPath, selfSignedCertificate(keyPem), 0o644);
+    created = true;
+  }
+  const certPem = readFileSync(certPath, 'utf8');
+  let der: Buffer;
+  try {
+    der = new X509Certificate(certPem).raw;
+  } catch (err) {
+    throw new IdentityError(`${certPath} is not a certificate (${(err as Error).message})`);
+  }
+  return { identity: { keyPem, certPem, fingerprint: certificateFingerprint(der) }, created };
+}
+
+/** X.509 by node-forge (Node can parse certificates but not make them); the key comes from Node's crypto. */
+function selfSignedCertificate(keyPem: string): string {
+  const key = forge.pki.privateKeyFromPem(keyPem) as forge.pki.rsa.PrivateKey;
+  const cert = forge.pki.createCertificate();
+  cert.publicKey = forge.pki.setRsaPublicKey(key.n, key.e);
+  // A positive serial: DER integers are signed, so the first byte must stay below 0x80.
+  cert.serialNumber = `01${randomBytes(15).toString('hex')}`;
+  const now = new Date();
+  cert.validity.notBefore = new Date(now.getTime() - 86_400_000);
+  // Pinning, not expiry, carries the trust; a relay must not stop working on a date.
+  cert.validity.notAfter = new Date(now.getTime() + 100 * 365 * 86_400_000);
+  const name = [{ name: 'commonName', value: `mnedc relay ${hostname()}`.slice(0, 64) }];
+  cert.setSubject(name);
+  cert.setIssuer(name);
+  cert.setExtensions([
+    { name: 'basicConstraints', cA: false },
+    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true },
+    { name: 'extKeyUsage', serverAuth: true },
+  ]);
+  cert.sign(key, forge.md.sha256.create());
+  return forge.pki.certificateToPem(cert);
+}
+
+/** The join secret: created on first start, replaced only by rotation. */
+export class JoinSecret {
+  private readonly path: string;
+  private value: Buffer;
+
+  constructor(stateDir: string) {
+    this.path = join(stateDir, SECRET_FILE);
+    if (existsSync(this.path)) {
+      this.value = Buffer.from(readFileSync(this.path, 'utf8').trim(), 'base64url');
+      if (this.value.length !== SECRET_BYTES) throw new IdentityError(`${this.path} is damaged; delete it to create a new join secret`);
+    } else {
+      this.value = this.write();
+    }
+  }
+
+  get current(): Buffer {
+    return this.value;
+  }
+
+  /** A new secret; every join string handed out before stops working at once. */
+  rotate(): Buffer {
+    this.value = this.write();
+    return this.value;
+  }
+
+  joinString(fingerprint: Buffer): string {
+    return formatJoin({ fingerprint, secret: this.value });
+  }
+
+  private write(): Buffer {
+    const secret = randomBytes(SECRET_BYTES);
+    writeFileAtomic(this.path, `${secret.toString('base64url')}\n`, 0o600);
+    return secret;
+  }
+}
+
+/**
+ * Device ID → the fingerprint of the key that first joined with it. Written synchronously: a binding
+ * lost in a crash would let another key take the ID over.
+ */
+export class DeviceBindings {
+  private readonly path: string;
+  private readonly bindings = new Map<string, string>();
+
+  constructor(stateDir: string) {
+    this.path = join(stateDir, 'bindings.json');
+    if (!existsSync(this.path)) return;
+    try {
+      const data = JSON.parse(readFileSync(this.path, 'utf8')) as { version?: number; bindings?: Record<string, unknown> };
+      if (data.version !== 1 || typeof data.bindings !== 'object' || data.bindings === null) throw new Error('not a version 1 bindings file');
+      for (const [deviceId, fingerprint] of Object.entries(data.bindings)) {
+        if (typeof fingerprint !== 'string') throw new Error(`binding of ${deviceId} is not a fingerprint`);
+        this.bindings.set(deviceId, fingerprint);
+      }
+    } catch (err) {
+      throw new IdentityError(`device bindings ${this.path} are corrupt (${(err as Error).message}); ` +
+        'refusing to start without them, which would let any key claim any device ID');
+    }
+  }
+
+  get(deviceId: string): string | undefined {
+    return this.bindings.get(deviceId);
+  }
+
+  get size(): number {
+    return this.bindings.size;
+  }
+
+  bind(deviceId: string, fingerprint: string): void {
+    this.bindings.set(deviceId, fingerprint);
+    this.save();
+  }
+
+  forget(deviceId: string): boolean {
+    const had = this.bindings.delete(deviceId);
+    if (had) this.save();
+    return had;
+  }
+
+  private save(): void {
+    writeFileAtomic(this.path, `${JSON.stringify({ version: 1, bindings: Object.fromEntries(this.bindings) }, null, 1)}\n`, 0o600);
+  }
+}
