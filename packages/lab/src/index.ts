@@ -2,3 +2,4 @@ export * from './lab';
 export * from './overlay';
 export * from './measure';
 export * from './notify-socket';
+export * from './pcap';

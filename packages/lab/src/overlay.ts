@@ -195,15 +195,26 @@ export class Overlay {
   }
 
   async startClient(device: Device, options: DaemonOptions = {}): Promise<Daemon> {
-    mkdirSync(this.hookDir(device), { recursive: true });
-    writeFileSync(this.configPath(device), mergeIni(
-      `[client]\nserver = ${UNDERLAY.srv}:${SERVER_PORT}\njoin = ${this.join}\ndevice_id = device-${device}\ninterface = mnedc0\nstate_dir = ${this.dir}/${device}-state\n` +
-      `[control]\nsocket = ${this.socket(device)}\n` +
-      `[discovery]\nhook_dir = ${this.hookDir(device)}\npeers_file = ${this.peersFile(device)}\nhosts_file = ${this.hostsFile(device)}\n`,
-      options.extra));
-    const daemon = new Daemon(`client ${device}`, this.lab.spawn(device,
-      [process.execPath, CLIENT_BIN, '--config', this.configPath(device), '--log-format', 'json'], { pipe: true, env: { ...process.env, ...options.env } }));
+    const daemon = await this.startClientAs(device, device, options);
     this.clients.set(device, daemon);
+    return daemon;
+  }
+
+  /**
+   * A client instance named `name` in `node`'s namespace, with its own files (`name` = the device for the
+   * regular clients; another name gives a second instance, e.g. an impostor on a device's machine).
+   */
+  async startClientAs(node: Device, name: string, options: DaemonOptions = {}): Promise<Daemon> {
+    const files = (suffix: string) => path.join(this.dir, `${name}${suffix}`);
+    mkdirSync(files('-hooks'), { recursive: true });
+    const config = files('.ini');
+    writeFileSync(config, mergeIni(
+      `[client]\nserver = ${UNDERLAY.srv}:${SERVER_PORT}\njoin = ${this.join}\ndevice_id = device-${name}\ninterface = mnedc0\nstate_dir = ${files('-state')}\n` +
+      `[control]\nsocket = ${files('.sock')}\n` +
+      `[discovery]\nhook_dir = ${files('-hooks')}\npeers_file = ${files('-peers.json')}\nhosts_file = ${files('-hosts')}\n`,
+      options.extra));
+    const daemon = new Daemon(`client ${name}`, this.lab.spawn(node,
+      [process.execPath, CLIENT_BIN, '--config', config, '--log-format', 'json'], { pipe: true, env: { ...process.env, ...options.env } }));
     if (!options.noWait) await daemon.waitFor(/^Connected to /);
     return daemon;
   }

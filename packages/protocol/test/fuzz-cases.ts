@@ -70,7 +70,7 @@ export interface FuzzCase {
 /** Runs per case for a total; every case gets at least one run and the sum is at least `total`. */
 export function runsFor(fuzzCase: FuzzCase, total: number): number {
   const shares = FUZZ_CASES.reduce((sum, c) => sum + c.share, 0);
-  return Math.max(1, Math.ceil((total * fuzzCase.share) / shares));
+  return Math.max(1, Math.ceil((total * fuzzCase.share) / shares - 1e-9));
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -198,7 +198,7 @@ const headerArb = fc.record({
 });
 
 /** An invalid header: it must make the decoder fail once its 4 bytes are in. */
-const badHeaderArb: fc.Arbitrary<{ type: number; length: number }> = fc.oneof(
+export const badHeaderArb: fc.Arbitrary<{ type: number; length: number }> = fc.oneof(
   fc.record({ type: fc.constantFrom(...UNKNOWN_TYPES), length: fc.integer({ min: 0, max: 0xffffff }) }),
   fc.record({
     type: fc.constant(FrameType.Data as number),
@@ -214,7 +214,7 @@ const badHeaderArb: fc.Arbitrary<{ type: number; length: number }> = fc.oneof(
   }),
 );
 
-const anyPieceArb: fc.Arbitrary<Piece> = fc.oneof(
+export const anyPieceArb: fc.Arbitrary<Piece> = fc.oneof(
   { weight: 3, arbitrary: frameSpecArb.map((f): Piece => ({ k: 'frame', f })) },
   { weight: 3, arbitrary: smallBytes(48).map((b): Piece => ({ k: 'bytes', b })) },
   { weight: 3, arbitrary: headerArb.map((h): Piece => ({ k: 'header', ...h })) },
@@ -225,7 +225,7 @@ const anyPieceArb: fc.Arbitrary<Piece> = fc.oneof(
   },
 );
 
-const cutsArb: fc.Arbitrary<Cuts> = fc.record({
+export const cutsArb: fc.Arbitrary<Cuts> = fc.record({
   abs: fc.array(fc.nat(), { maxLength: 12 }),
   rel: fc.array(fc.tuple(fc.nat({ max: 63 }), fc.integer({ min: -6, max: 6 })), { maxLength: 24 }),
 });
@@ -540,7 +540,8 @@ export type Fragment =
   | { huge: number; ch: string }
   | { deep: number; open: '[' | '{' }
   | { obj: Array<[string, Fragment]> }
-  | { arr: Fragment[] };
+  | { arr: Fragment[] }
+  | { rep: number; of: Fragment };
 
 export function fragmentText(f: Fragment): string {
   if ('j' in f) return JSON.stringify(f.j) ?? 'null';
@@ -549,9 +550,22 @@ export function fragmentText(f: Fragment): string {
   if ('deep' in f) {
     return f.open === '[' ? '['.repeat(f.deep) + ']'.repeat(f.deep) : '{"a":'.repeat(f.deep) + '1' + '}'.repeat(f.deep);
   }
+  if ('rep' in f) return `[${Array.from({ length: f.rep }, () => fragmentText(f.of)).join(',')}]`;
   if ('obj' in f) return `{${f.obj.map(([k, v]) => `${JSON.stringify(k)}:${fragmentText(v)}`).join(',')}}`;
   return `[${f.arr.map(fragmentText).join(',')}]`;
 }
+
+/**
+ * One UTF-16 unit or astral character: controls, BMP, lone surrogates and astral planes. (fast-check's own
+ * 'binary' unit builds an ~80 MiB table on first use, which would dwarf what this test measures.)
+ */
+const utf16UnitArb: fc.Arbitrary<string> = fc.oneof(
+  { weight: 4, arbitrary: fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)) },
+  { weight: 1, arbitrary: fc.integer({ min: 0, max: 0x1f }).map((c) => String.fromCharCode(c)) },
+  { weight: 2, arbitrary: fc.integer({ min: 0x80, max: 0xffff }).map((c) => String.fromCharCode(c)) },
+  { weight: 1, arbitrary: fc.integer({ min: 0xd800, max: 0xdfff }).map((c) => String.fromCharCode(c)) },
+  { weight: 1, arbitrary: fc.integer({ min: 0x10000, max: 0x10ffff }).map((c) => String.fromCodePoint(c)) },
+);
 
 const SPECIAL_KEYS = ['__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', 'valueOf', 'polluted', ''];
 
@@ -563,17 +577,28 @@ const RAW_VALUES = [
   '{"polluted":1}', '{"prototype":{"polluted":1}}', '{"__proto__":{"polluted":1}}',
 ];
 
+const BOUNDARY_LENGTHS = [15, 16, 32, 33, 45, 46, 64, 65, 128, 129, 253, 254, 512, 513];
+
+/** Lists of n copies of one (often valid) item, with n around the list limits (16 addresses, 32 capabilities). */
+const repeatedArb: fc.Arbitrary<Fragment> = fc.record({
+  rep: fc.oneof({ weight: 4, arbitrary: fc.constantFrom(0, 1, 15, 16, 17, 31, 32, 33) }, { weight: 1, arbitrary: fc.integer({ min: 0, max: 3000 }) }),
+  of: fc.oneof(
+    fc.constantFrom('"10.0.0.1"', '"fe80::1"', '"cap-1"', '"dev-1"', '"A"', '1', 'null', '{}').map((raw): Fragment => ({ raw })),
+    fc.record({ huge: fc.constantFrom(...BOUNDARY_LENGTHS), ch: fc.constantFrom('1', 'a', ':') }).map((x): Fragment => x),
+  ),
+});
+
 export const fragmentArb: fc.Arbitrary<Fragment> = fc.letrec<{ frag: Fragment }>((tie) => ({
   frag: fc.oneof(
     { depthSize: 'small', maxDepth: 3, withCrossShrink: true },
     { weight: 6, arbitrary: fc.jsonValue({ maxDepth: 3 }).map((j): Fragment => ({ j })) },
-    { weight: 2, arbitrary: fc.jsonValue({ maxDepth: 2, stringUnit: 'binary' }).map((j): Fragment => ({ j })) },
+    { weight: 2, arbitrary: fc.jsonValue({ maxDepth: 2, stringUnit: utf16UnitArb }).map((j): Fragment => ({ j })) },
     { weight: 6, arbitrary: fc.constantFrom(...RAW_VALUES).map((raw): Fragment => ({ raw })) },
     {
       weight: 2,
       arbitrary: fc.record({
         huge: fc.oneof(
-          { weight: 3, arbitrary: fc.constantFrom(15, 16, 32, 33, 45, 46, 64, 65, 128, 129, 253, 254, 512, 513) },
+          { weight: 3, arbitrary: fc.constantFrom(...BOUNDARY_LENGTHS) },
           { weight: 1, arbitrary: fc.integer({ min: 0, max: 60_000 }) },
         ),
         ch: fc.constantFrom('a', '1', '.', ':', '-', '\u00e9', '\u{1f600}', '\u0000', '"'),
@@ -592,6 +617,7 @@ export const fragmentArb: fc.Arbitrary<Fragment> = fc.letrec<{ frag: Fragment }>
         .map((obj): Fragment => ({ obj })),
     },
     { weight: 1, arbitrary: fc.array(tie('frag'), { maxLength: 4 }).map((arr): Fragment => ({ arr })) },
+    { weight: 2, arbitrary: repeatedArb },
   ),
 })).frag;
 
@@ -617,7 +643,61 @@ export function mutate(entries: Entries, mutations: readonly Mutation[]): Entrie
   return out;
 }
 
-function mutationsArb(fields: readonly string[]): fc.Arbitrary<Mutation[]> {
+const rawOf = (...texts: string[]): fc.Arbitrary<Fragment> => fc.constantFrom(...texts).map((raw): Fragment => ({ raw }));
+const intsAround = (...edges: number[]): fc.Arbitrary<Fragment> => fc.oneof(
+  { weight: 3, arbitrary: rawOf(...edges.map(String)) },
+  { weight: 1, arbitrary: rawOf(...edges.flatMap((n) => [`${n}.5`, `"${n}"`]), 'null', 'true', '[]', '1e400') },
+);
+const hugeOf = (lengths: number[], chars: string[]): fc.Arbitrary<Fragment> =>
+  fc.record({ huge: fc.constantFrom(...lengths), ch: fc.constantFrom(...chars) }).map((x): Fragment => x);
+const repOf = (counts: number[], item: fc.Arbitrary<Fragment>): fc.Arbitrary<Fragment> =>
+  fc.record({ rep: fc.constantFrom(...counts), of: item }).map((x): Fragment => x);
+const IPV4_EDGES = rawOf('"0.0.0.0"', '"255.255.255.255"', '"256.0.0.1"', '"1.2.3.04"', '"1.2.3"', '"1.2.3.4.5"', '"1.2.3.4 "',
+  '"1.2.3.4\\n"', '"١.٢.٣.٤"', '"+1.2.3.4"', '"1.2.3.-4"', '"::ffff:1.2.3.4"', '"10.0.0.1"', '1', '{}');
+const DEVICE_ID_EDGES = fc.oneof(hugeOf([127, 128, 129], ['a', '0']),
+  rawOf('""', '"-a"', '".a"', '"_a"', '"a b"', '"a/b"', '"a\\n"', '"é"', '"a.b:c@d-e_f"', '"A"'));
+
+/**
+ * Values just inside and just outside each field's documented limit: a random JSON value almost never
+ * hits "exactly 17 valid addresses" or "a 46-character address", these do.
+ */
+const FIELD_EDGES: Readonly<Record<string, fc.Arbitrary<Fragment>>> = {
+  version: intsAround(-1, 0, 1, 65535, 65536),
+  deviceId: DEVICE_ID_EDGES,
+  hostname: hugeOf([252, 253, 254], ['a', '\u00e9', '\u{1f600}']),
+  underlay: fc.oneof(
+    repOf([0, 15, 16, 17], rawOf('"10.0.0.1"', '"fe80::1"', '"::"')),
+    repOf([1], fc.oneof(hugeOf([44, 45, 46], ['1', ':', 'f']), rawOf('"1.2.3.4/24"', '"g::1"', '"10.0.0.1 "', '""', '1', 'null'))),
+  ),
+  capabilities: fc.oneof(
+    repOf([0, 31, 32, 33], rawOf('"cap"', '"a-1"')),
+    repOf([1], fc.oneof(hugeOf([63, 64, 65], ['a', '-', '9']), rawOf('"Cap"', '"a_b"', '""', '"a b"', '1'))),
+  ),
+  previousIp: IPV4_EDGES,
+  ip: IPV4_EDGES,
+  serverIp: IPV4_EDGES,
+  auth: fc.oneof(rawOf('{}', '[]', 'null', '"x"', '1', 'false', '{"__proto__":{"polluted":1}}'),
+    fc.record({ deep: fc.constantFrom(1, 100, 10_000), open: fc.constant<'{'>('{') }).map((x): Fragment => x)),
+  software: hugeOf([127, 128, 129], ['a', '\u{1f600}']),
+  prefix: intsAround(0, 1, 32, 33),
+  mtu: intsAround(575, 576, 65535, 65536),
+  keepaliveMs: intsAround(99, 100, 600_000, 600_001),
+  deadAfterMs: intsAround(199, 200, 3_600_000, 3_600_001),
+  code: fc.oneof(rawOf(...[...REJECT_CODES, ...GOODBYE_CODES].map((c) => JSON.stringify(c)), '"AUTH"', '""'), hugeOf([32, 33], ['a'])),
+  reason: hugeOf([511, 512, 513], ['a', '\u{1f600}']),
+  retryAfterMs: intsAround(-1, 0, 3_600_000, 3_600_001),
+  reconnectMs: intsAround(-1, 0, 3_600_000, 3_600_001),
+  reset: rawOf('true', 'false', 'null', '0', '1', '"true"', '[]'),
+  more: rawOf('true', 'false', 'null', '0', '1', '"false"', '{}'),
+  down: fc.oneof(repOf([0, 1, 500], rawOf('"dev"', '"A.b"')), repOf([1], DEVICE_ID_EDGES)),
+  up: fc.oneof(rawOf('[]', '{}', 'null', '[null]', '[[]]', '["p"]'),
+    repOf([1, 300], rawOf('{"deviceId":"p","ip":"10.0.0.2","since":0}', '{"deviceId":"p","ip":"10.0.0.2"}'))),
+  since: intsAround(-1, 0, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER + 1),
+};
+
+function mutationsArb(fields: readonly string[], maxLength = 4): fc.Arbitrary<Mutation[]> {
+  const edged = fields.filter((f) => FIELD_EDGES[f]);
+  const edge = fc.constantFrom(...edged).chain((key) => FIELD_EDGES[key]!.map((value): Mutation => ({ op: 'set', key, value })));
   const key = fc.oneof(
     { weight: 4, arbitrary: fc.constantFrom(...fields) },
     { weight: 2, arbitrary: fc.constantFrom(...SPECIAL_KEYS) },
@@ -625,11 +705,12 @@ function mutationsArb(fields: readonly string[]): fc.Arbitrary<Mutation[]> {
   );
   return fc.array(
     fc.oneof(
+      { weight: 5, arbitrary: edge },
       { weight: 5, arbitrary: fc.record({ op: fc.constant('set' as const), key, value: fragmentArb }) },
       { weight: 2, arbitrary: fc.record({ op: fc.constant('delete' as const), key }) },
       { weight: 2, arbitrary: fc.record({ op: fc.constant('append' as const), key, value: fragmentArb }) },
     ),
-    { minLength: 1, maxLength: 4 },
+    { minLength: 1, maxLength },
   );
 }
 
@@ -699,12 +780,19 @@ const MESSAGES = [
   { parser: PARSERS[4]!, valid: codeReasonArb(GOODBYE_CODES, 'reconnectMs'), fields: ['code', 'reason', 'reconnectMs'] },
 ];
 
-// Peer entries inside PEERS.up get mutated too, so the per-peer validator sees hostile values.
-const mutatedPeerListArb: fc.Arbitrary<Fragment> = fc.array(
-  fc.tuple(peerArb, mutationsArb(['deviceId', 'ip', 'hostname', 'underlay', 'since']))
-    .map(([p, m]): Fragment => ({ obj: mutate(Object.entries(p).map(([k, v]) => [k, j(v)]), m) })),
-  { minLength: 1, maxLength: 3 },
-).map((arr): Fragment => ({ arr }));
+// Peer entries inside PEERS.up get mutated too, so the per-peer validator sees hostile values: valid peers
+// around one peer with a single mutation (more would make nearly every list invalid for a boring reason).
+const peerEntries = (p: Record<string, fc.JsonValue>): Entries => Object.entries(p).map(([k, v]): [string, Fragment] => [k, j(v)]);
+const mutatedPeerListArb: fc.Arbitrary<Fragment> = fc.tuple(
+  fc.array(peerArb, { maxLength: 3 }),
+  peerArb,
+  mutationsArb(['deviceId', 'ip', 'hostname', 'underlay', 'since'], 1),
+  fc.nat(),
+).map(([valid, peer, mutations, at]): Fragment => {
+  const list: Fragment[] = valid.map((p): Fragment => ({ obj: peerEntries(p) }));
+  list.splice(at % (list.length + 1), 0, { obj: mutate(peerEntries(peer), mutations) });
+  return { arr: list };
+});
 
 // ---------------------------------------------------------------------------------------------------
 // The cases
@@ -761,7 +849,7 @@ export const FUZZ_CASES: readonly FuzzCase[] = [
     property: () => fc.property(
       fc.oneof(
         fc.uint8Array({ maxLength: 200 }),
-        fc.string({ unit: 'binary', maxLength: 80 }).map((s) => new Uint8Array(Buffer.from(s, 'utf8'))),
+        fc.string({ unit: utf16UnitArb, maxLength: 80 }).map((s) => new Uint8Array(Buffer.from(s, 'utf8'))),
         fc.tuple(fc.json({ maxDepth: 3 }), fc.nat()).map(([text, cut]) => new Uint8Array(Buffer.from(text.slice(0, cut % (text.length + 1))))),
         fc.tuple(fc.json({ maxDepth: 3 }), fc.uint8Array({ minLength: 1, maxLength: 4 }), fc.nat()).map(([text, junk, at]) => {
           const b = Buffer.from(text);
@@ -792,7 +880,7 @@ export const FUZZ_CASES: readonly FuzzCase[] = [
     property: () => fc.property(
       fc.nat({ max: MESSAGES.length - 2 }).chain((i) => {
         const m = MESSAGES[i + 1]!;
-        return fc.tuple(fc.constant(i + 1), m.valid, mutationsArb(m.fields), fc.option(mutatedPeerListArb, { nil: undefined }));
+        return fc.tuple(fc.constant(i + 1), m.valid, mutationsArb(m.fields), fc.option(mutatedPeerListArb, { nil: undefined, freq: 3 }));
       }),
       ([index, entries, mutations, hostileUp]) => {
         const m = MESSAGES[index]!;

@@ -131,7 +131,8 @@ export class RelayServer extends EventEmitter {
     rateLimited: 0, tooManyHandshakes: 0, tooManyFromSource: 0, handshakeTimeout: 0, tlsFailed: 0, authFailed: 0,
     boundToOtherKey: 0, maxClients: 0, poolFull: 0,
   };
-  private readonly refusalWarning: RateLimitedWarning;
+  /** One per reason, so a storm of one kind of refusal cannot hide another. */
+  private readonly refusalWarnings = new Map<keyof RefusalCounters, RateLimitedWarning>();
 
   constructor(private readonly deps: ServerDeps) {
     super();
@@ -144,7 +145,7 @@ export class RelayServer extends EventEmitter {
     this.joinSecret = new JoinSecret(config.server.state_dir);
     this.bindings = new DeviceBindings(config.server.state_dir);
     this.admission = new Admission(this.limits);
-    this.refusalWarning = new RateLimitedWarning(log);
+
     this.store = new LeaseStore(config.server.state_dir, log);
     this.pool = this.store.load(config.server.subnet);
     this.serverIp = this.pool.serverIp;
@@ -291,7 +292,9 @@ export class RelayServer extends EventEmitter {
 
   private refuse(reason: keyof RefusalCounters, fields: Record<string, unknown>, message: string): void {
     this.refused[reason]++;
-    this.refusalWarning.warn({ reason, ...fields }, message);
+    let warning = this.refusalWarnings.get(reason);
+    if (!warning) this.refusalWarnings.set(reason, (warning = new RateLimitedWarning(this.deps.log)));
+    warning.warn({ reason, ...fields }, message);
   }
 
   /** Every connection is TLS 1.3 from its first byte; limits apply before any TLS work is spent on it. */
