@@ -387,6 +387,20 @@ describe('summarizeTls / containsBytes', () => {
     assert.match(summary.problems[0]!, /^server→client: byte 0: invalid record header [0-9a-f]{10}; records resume at byte 382$/);
   });
 
+  it('never throws on arbitrary record soup (fast-check)', () => {
+    const piece = fc.oneof(
+      fc.uint8Array({ maxLength: 40 }).map((b) => Buffer.from(b)),
+      fc.tuple(fc.integer({ min: 20, max: 24 }), fc.uint8Array({ maxLength: 300 })).map(([t, b]) => record(t, Buffer.from(b))),
+      fc.tuple(fc.integer({ min: 0, max: 3 }), fc.uint8Array({ maxLength: 80 }), fc.nat({ max: 80 }))
+        .map(([t, b, cut]) => record(22, handshakeMessage(t, Buffer.from(b)).subarray(0, 4 + cut))),
+      fc.constantFrom(record(22, serverHello(0x0304)), record(22, serverHello(null, Buffer.alloc(0))), record(20, Buffer.from([1]))),
+    );
+    fc.assert(fc.property(fc.array(piece, { maxLength: 12 }), fc.array(piece, { maxLength: 12 }), (a, b) => {
+      const summary = summarizeTls(Buffer.concat(a), Buffer.concat(b));
+      assert.ok(summary.records >= 0 && summary.appDataBytes >= 0);
+    }), { numRuns: 3000, seed: 11 });
+  });
+
   it('reports a stream that is not TLS', () => {
     const summary = summarizeTls(Buffer.from('HTTP/1.1 200 OK\r\n\r\n'), Buffer.from('GET / HTTP/1.1\r\n\r\n'));
     assert.equal(summary.records, 0);
@@ -577,8 +591,15 @@ describe('a real tcpdump capture in private namespaces', { skip }, () => {
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   };
 
+  // Ctrl-C or the runner's SIGTERM must not leave namespaces behind either: clean up, then die of the signal.
+  const onSignal = (signal: NodeJS.Signals): void => {
+    cleanupSync();
+    process.off('SIGINT', onSignal).off('SIGTERM', onSignal).off('SIGHUP', onSignal);
+    process.kill(process.pid, signal);
+  };
+
   before(async () => {
-    process.on('exit', cleanupSync);
+    process.on('exit', cleanupSync).on('SIGINT', onSignal).on('SIGTERM', onSignal).on('SIGHUP', onSignal);
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mnpcap-'));
     pcapFile = path.join(dir, 'capture.pcap');
     const cert = path.join(dir, 'cert.pem');
@@ -633,7 +654,7 @@ describe('a real tcpdump capture in private namespaces', { skip }, () => {
 
   after(() => {
     cleanupSync();
-    process.off('exit', cleanupSync);
+    process.off('exit', cleanupSync).off('SIGINT', onSignal).off('SIGTERM', onSignal).off('SIGHUP', onSignal);
     const left = sh('ip', ['netns', 'list']).split('\n').filter((line) => line.startsWith(`mnpcap-${hex}`));
     assert.deepEqual(left, [], 'namespaces left behind');
   });
