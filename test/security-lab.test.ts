@@ -149,6 +149,23 @@ describe('security in the lab', { skip: skipUnlessRoot, timeout: 300_000 }, () =
     assert.equal(member.code, 0, member.stderr);
   });
 
+  it('mnedcctl rotate-join: earlier join strings stop admitting devices, connected ones stay', async () => {
+    const old = ctx.overlay.join;
+    const rotated = await ctx.overlay.ctl('srv', ['rotate-join', '--json']);
+    assert.equal(rotated.code, 0, rotated.stderr);
+    const fresh = (rotated.json as { join: string }).join;
+    assert.notEqual(fresh, old);
+    assert.equal(fresh.split('.')[1], old.split('.')[1], 'the server identity is unchanged');
+    const late = await ctx.overlay.startClientAs('a', 'late', { extra: `[client]\njoin = ${old}\ninterface = mnedc7\n`, noWait: true });
+    await late.waitFor(/rejected this device: the join secret is wrong or was rotated/);
+    late.signal('SIGTERM');
+    await late.waitExit();
+    const welcome = await ctx.overlay.startClientAs('a', 'welcome', { extra: `[client]\njoin = ${fresh}\ninterface = mnedc6\n` });
+    welcome.signal('SIGTERM');
+    await welcome.waitExit();
+    assert.ok(await pings(ctx.lab, 'c', ctx.ips.d), 'connected devices keep working');
+  });
+
   it('every client refuses a server whose key was replaced, saying the identity changed', async () => {
     const state = path.join(ctx.overlay.dir, 'srv-state');
     for (const file of ['server.key', 'server.crt']) copyFileSync(path.join(state, file), path.join(ctx.overlay.dir, `${file}.saved`));
