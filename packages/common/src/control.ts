@@ -270,7 +270,8 @@ export class ControlServer {
       // (which needs write permission) would fail for the group.
       await fs.chmod(this.path, mode);
       const gid = await groupId(group);
-      if (gid !== undefined) await fs.chown(this.path, -1, gid);
+      // Under systemd (User=mnedc, no chown syscalls allowed) the socket already has the group.
+      if (gid !== undefined && (await fs.stat(this.path)).gid !== gid) await fs.chown(this.path, -1, gid);
     } catch (err) {
       await this.close();
       throw err;
