@@ -32,14 +32,15 @@ describe('daemon life in the lab', { skip: skipUnlessRoot, timeout: 180_000 }, (
     const client = await overlay.startClient('a', { env: { NOTIFY_SOCKET: socketPath, WATCHDOG_USEC: '400000' }, noWait: true });
     await notify.waitFor(/^STATUS=reconnecting in \d+ s: /);
     assert.ok(!notify.lines.some((l) => l.msg === 'READY=1'), 'READY before the tunnel is up');
+    // Everything the client says once a server exists comes after this mark (it may be quick about it).
+    const beforeServer = notify.lines.length;
     const serverNotify = await notifySocket(lab, 'srv', path.join(overlay.dir, 'notify-srv.sock'));
     await overlay.startServer({ env: { NOTIFY_SOCKET: path.join(overlay.dir, 'notify-srv.sock') } });
     await serverNotify.waitFor(/^READY=1$/);
-    const ready = notify.lines.length;
     await notify.waitFor(/^READY=1$/, { timeoutMs: 20_000 });
     const ip = await overlay.overlayIp('a');
     assert.match(ip, /^10\.0\.0\.\d+$/, 'the address is on the interface when READY arrives');
-    await notify.waitFor(new RegExp(`^STATUS=connected to 192\\.168\\.0\\.10:3334 as ${ip.replace(/\./g, '\\.')}$`), { from: ready - 1 });
+    await notify.waitFor(new RegExp(`^STATUS=connected to 192\\.168\\.0\\.10:3334 as ${ip.replace(/\./g, '\\.')}$`), { from: beforeServer });
 
     // WATCHDOG_USEC=400000 asks for a ping at least every 400 ms; the client pings every 200 ms.
     const firstPings = notify.lines.filter((l) => l.msg === 'WATCHDOG=1').length;
