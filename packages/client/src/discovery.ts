@@ -240,18 +240,13 @@ export class DiscoveryHandoff {
   private missingDirLogged = '';
   /** Skip rewriting an unchanged hosts file (no needless fsync, no resolver reload). */
   private lastHosts: { path: string; text: string } | null = null;
-  private readonly dropWarning: RateLimitedWarning;
-  private readonly peersFileWarning: RateLimitedWarning;
-  private readonly hostsFileWarning: RateLimitedWarning;
-  private readonly hookDirWarning: RateLimitedWarning;
+  /** Queue overflow and file problems, each rate-limited on its own. */
+  private readonly warnings: RateLimitedWarning;
 
   constructor(config: DiscoveryConfig, private readonly log: Logger, options: { maxConcurrentHooks?: number } = {}) {
+    this.warnings = new RateLimitedWarning(log);
     this.config = { ...config };
     this.maxConcurrentHooks = Math.max(1, Math.floor(options.maxConcurrentHooks ?? 4));
-    this.dropWarning = new RateLimitedWarning(log);
-    this.peersFileWarning = new RateLimitedWarning(log);
-    this.hostsFileWarning = new RateLimitedWarning(log);
-    this.hookDirWarning = new RateLimitedWarning(log);
   }
 
   /**
@@ -275,8 +270,11 @@ export class DiscoveryHandoff {
       }
       if (dropped > 0) {
         this.counters.dropped += dropped;
-        this.dropWarning.warn({ dropped, droppedTotal: this.counters.dropped, limit: MAX_QUEUED_EVENTS },
-          `Peer hook queue is full (more than ${MAX_QUEUED_EVENTS} events pending): dropped the ${dropped} oldest events, their hooks will not run`);
+        const droppedTotal = this.counters.dropped;
+        this.warnings.warn('queue', () => ({
+          fields: { dropped, droppedTotal, limit: MAX_QUEUED_EVENTS },
+          message: `Peer hook queue is full (more than ${MAX_QUEUED_EVENTS} events pending): dropped the ${dropped} oldest events, their hooks will not run`,
+        }));
       }
       this.kick();
     } catch (err) {
@@ -343,7 +341,7 @@ export class DiscoveryHandoff {
       writeFileAtomic(path, renderPeersJson(self, peers) + '\n', 0o644);
       chmodSync(path, 0o644); // the temporary file's mode went through the umask
     } catch (err) {
-      this.peersFileWarning.warn({ err, path }, `Could not write the peers file ${path}: ${(err as Error).message}`);
+      this.warnings.warn('peersFile', () => ({ fields: { err, path }, message: `Could not write the peers file ${path}: ${(err as Error).message}` }));
     }
   }
 
@@ -356,7 +354,7 @@ export class DiscoveryHandoff {
       this.lastHosts = { path, text };
     } catch (err) {
       this.lastHosts = null;
-      this.hostsFileWarning.warn({ err, path }, `Could not write the hosts file ${path}: ${(err as Error).message}`);
+      this.warnings.warn('hostsFile', () => ({ fields: { err, path }, message: `Could not write the hosts file ${path}: ${(err as Error).message}` }));
     }
   }
 
@@ -416,7 +414,7 @@ export class DiscoveryHandoff {
           this.log.debug({ hookDir: dir }, `Peer hook directory ${dir} does not exist: no hooks to run`);
         }
       } else {
-        this.hookDirWarning.warn({ err, hookDir: dir }, `Could not read the peer hook directory ${dir}: ${(err as Error).message}`);
+        this.warnings.warn('hookDir', () => ({ fields: { err, hookDir: dir }, message: `Could not read the peer hook directory ${dir}: ${(err as Error).message}` }));
       }
       return [];
     }

@@ -68,25 +68,34 @@ export function createLogger(name: string, level: LogLevel, format: LogFormat = 
   return pino(options, { write: (line: string) => out.write(formatLine(line, format)) });
 }
 
+export interface WarningText {
+  fields: Record<string, unknown>;
+  message: string;
+}
+
 /**
- * Counts a recurring event and logs one summary per interval, so a flood of bad packets costs a counter
- * increment each, not a log line each.
+ * Counts recurring events and logs one summary per kind and interval, so a flood of bad packets costs a
+ * counter increment each, not a log line each, and a storm of one kind cannot hide another. `describe`
+ * runs only when a line is due: a suppressed event formats nothing, which matters on the packet path.
  */
 export class RateLimitedWarning {
-  private suppressed = 0;
-  private lastLog = 0;
+  private readonly kinds = new Map<string, { lastLog: number; suppressed: number }>();
 
   constructor(private readonly log: Logger, private readonly intervalMs = 10_000) {}
 
-  warn(fields: Record<string, unknown>, message: string): void {
+  warn(kind: string, describe: () => WarningText): void {
     const now = Date.now();
-    if (now - this.lastLog < this.intervalMs) {
-      this.suppressed++;
+    let state = this.kinds.get(kind);
+    if (!state) this.kinds.set(kind, (state = { lastLog: -Infinity, suppressed: 0 }));
+    if (now - state.lastLog < this.intervalMs) {
+      state.suppressed++;
       return;
     }
-    this.log.warn(this.suppressed > 0 ? { ...fields, suppressed: this.suppressed } : fields,
-      this.suppressed > 0 ? `${message} (and ${this.suppressed} more since the last report)` : message);
-    this.lastLog = now;
-    this.suppressed = 0;
+    const { fields, message } = describe();
+    const suppressed = state.suppressed;
+    this.log.warn(suppressed > 0 ? { ...fields, suppressed } : fields,
+      suppressed > 0 ? `${message} (and ${suppressed} more since the last report)` : message);
+    state.lastLog = now;
+    state.suppressed = 0;
   }
 }

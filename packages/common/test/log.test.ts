@@ -1,6 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
-import { defaultLogFormat, formatLine } from '../src';
+import pino from 'pino';
+import { defaultLogFormat, formatLine, RateLimitedWarning } from '../src';
 
 const line = (level: number, msg: string, extra: Record<string, unknown> = {}) =>
   JSON.stringify({ level, time: '2026-11-22T04:00:00.000Z', pid: 7, name: 'mnedcd-client', msg, ...extra });
@@ -29,3 +30,25 @@ describe('log formats', () => {
     assert.equal(defaultLogFormat({ JOURNAL_STREAM: '1:2' }), 'text');
   });
 });
+
+describe('RateLimitedWarning', () => {
+  it('logs one line per kind and interval, describing only what it logs, and counts the rest', () => {
+    const lines: Array<{ msg: string; suppressed?: number }> = [];
+    const log = pino({ level: 'warn' }, { write: (line: string) => lines.push(JSON.parse(line) as { msg: string }) });
+    const warnings = new RateLimitedWarning(log, 60_000);
+    let described = 0;
+    const describe = (text: string) => () => {
+      described++;
+      return { fields: {}, message: text };
+    };
+    for (let i = 0; i < 1000; i++) warnings.warn('spoofed', describe('spoofed'));
+    warnings.warn('noRoute', describe('no route'));
+    assert.deepEqual(lines.map((l) => l.msg), ['spoofed', 'no route'], 'a storm of one kind does not hide another');
+    assert.equal(described, 2, 'suppressed events are not formatted');
+    const later = new RateLimitedWarning(log, 0);
+    later.warn('k', describe('first'));
+    later.warn('k', describe('second'));
+    assert.equal(lines.length, 4);
+  });
+});
+

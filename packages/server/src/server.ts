@@ -116,8 +116,8 @@ export class RelayServer extends EventEmitter {
   private keepaliveTimer: NodeJS.Timeout | null = null;
   private icmpTokens = ICMP_PER_SECOND;
   private icmpRefill = Date.now();
-  private readonly dropWarning: RateLimitedWarning;
-  private readonly protocolWarning: RateLimitedWarning;
+  /** Drops, protocol errors and refusals, each rate-limited per reason. */
+  private readonly warnings: RateLimitedWarning;
   readonly startedAt = Date.now();
 
   private limits: ServerLimits;
@@ -131,8 +131,6 @@ export class RelayServer extends EventEmitter {
     rateLimited: 0, tooManyHandshakes: 0, tooManyFromSource: 0, handshakeTimeout: 0, tlsFailed: 0, authFailed: 0,
     boundToOtherKey: 0, maxClients: 0, poolFull: 0,
   };
-  /** One per reason, so a storm of one kind of refusal cannot hide another. */
-  private readonly refusalWarnings = new Map<keyof RefusalCounters, RateLimitedWarning>();
 
   constructor(private readonly deps: ServerDeps) {
     super();
@@ -155,8 +153,7 @@ export class RelayServer extends EventEmitter {
         return { cancel: () => clearTimeout(timer) };
       },
     });
-    this.dropWarning = new RateLimitedWarning(log);
-    this.protocolWarning = new RateLimitedWarning(log);
+    this.warnings = new RateLimitedWarning(log);
   }
 
   async start(): Promise<AddressInfo> {
@@ -292,9 +289,7 @@ export class RelayServer extends EventEmitter {
 
   private refuse(reason: keyof RefusalCounters, fields: Record<string, unknown>, message: string): void {
     this.refused[reason]++;
-    let warning = this.refusalWarnings.get(reason);
-    if (!warning) this.refusalWarnings.set(reason, (warning = new RateLimitedWarning(this.deps.log)));
-    warning.warn({ reason, ...fields }, message);
+    this.warnings.warn(`refused:${reason}`, () => ({ fields: { reason, ...fields }, message }));
   }
 
   /** Every connection is TLS 1.3 from its first byte; limits apply before any TLS work is spent on it. */
@@ -355,8 +350,10 @@ export class RelayServer extends EventEmitter {
         return;
       }
       this.countDrop(session, 'malformed');
-      this.protocolWarning.warn({ remote: session.remote, deviceId: session.deviceId || undefined, code: err.code },
-        `Closed ${session.deviceId || session.remote}: protocol error: ${err.message}`);
+      this.warnings.warn('protocol', () => ({
+        fields: { remote: session.remote, deviceId: session.deviceId || undefined, code: err.code },
+        message: `Closed ${session.deviceId || session.remote}: protocol error: ${err.message}`,
+      }));
       session.goodbye({ code: 'protocol', reason: err.message });
       this.detach(session, `protocol error: ${err.message}`);
     } finally {
@@ -560,8 +557,13 @@ export class RelayServer extends EventEmitter {
 
   private drop(from: Session | null, reason: DropReason, frame: Buffer): void {
     this.countDrop(from, reason);
-    this.dropWarning.warn({ deviceId: from?.deviceId ?? 'server', reason, destination: intToIpv4(frameDestination(frame)) },
-      `Dropped packets (${reason}), e.g. from ${from?.deviceId ?? 'the server'} to ${intToIpv4(frameDestination(frame))}`);
+    this.warnings.warn(`drop:${reason}`, () => {
+      const destination = intToIpv4(frameDestination(frame));
+      return {
+        fields: { deviceId: from?.deviceId ?? 'server', reason, destination },
+        message: `Dropped packets (${reason}), e.g. from ${from?.deviceId ?? 'the server'} to ${destination}`,
+      };
+    });
   }
 
   private countDrop(from: Session | null, reason: DropReason): void {
