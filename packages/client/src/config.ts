@@ -1,16 +1,7 @@
 import { ConfigError, key, LOG_LEVELS, parseConfig, parsers, type ConfigOf } from '@mnedc/common';
-import { isValidDeviceId, parseJoin, type JoinString } from '@mnedc/protocol';
+import { isValidDeviceId, parseJoin } from '@mnedc/protocol';
 
 export const DEFAULT_CONFIG_PATH = '/etc/mnedc/client.ini';
-
-function joinString(text: string): JoinString {
-  try {
-    return parseJoin(text);
-  } catch (err) {
-    // The value is a secret: the message must not echo it.
-    throw new Error((err as Error).message);
-  }
-}
 
 function deviceId(text: string): string {
   if (text !== '' && !isValidDeviceId(text)) {
@@ -24,7 +15,8 @@ export const clientSchema = {
     /** Required: there is no sensible default for where the relay is. */
     server: key(parsers.hostPort),
     /** Required: the server's fingerprint and join secret, from mnedcd-server --print-join. */
-    join: key(joinString),
+    /** parseJoin's messages never echo the value: it is a secret. */
+    join: key(parseJoin),
     device_id: key(deviceId, ''),
     interface: key(parsers.interfaceName, 'mnedc0'),
     state_dir: key(parsers.absolutePath, '/var/lib/mnedc'),

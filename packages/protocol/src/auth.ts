@@ -86,21 +86,17 @@ export interface VerifiedDevice {
 }
 
 /**
- * Checks HELLO.auth against every acceptable secret (the current one; a rotation leaves no other).
- * Returns the device key fingerprint or the reason it failed. Malformed fields are failures, not throws.
+ * Checks HELLO.auth against the current join secret (a rotation leaves no other valid). Returns the
+ * device key fingerprint or the reason it failed. Malformed fields are failures, not throws.
  */
-export function verifyHelloAuth(auth: Record<string, unknown> | undefined, secrets: readonly Buffer[], ekm: Buffer, deviceId: string):
+export function verifyHelloAuth(auth: Record<string, unknown> | undefined, secret: Buffer, ekm: Buffer, deviceId: string):
   { ok: true; device: VerifiedDevice } | { ok: false; failure: AuthFailure } {
   if (!auth || typeof auth.join !== 'string' || typeof auth.deviceKey !== 'string' || typeof auth.deviceSig !== 'string') {
     return { ok: false, failure: 'missing' };
   }
   const mac = Buffer.from(auth.join, 'base64url');
-  const expected = transcript('join', ekm, deviceId);
-  const joinOk = secrets.some((secret) => {
-    const want = createHmac('sha256', secret).update(expected).digest();
-    return mac.length === want.length && timingSafeEqual(mac, want);
-  });
-  if (!joinOk) return { ok: false, failure: 'join' };
+  const want = createHmac('sha256', secret).update(transcript('join', ekm, deviceId)).digest();
+  if (mac.length !== want.length || !timingSafeEqual(mac, want)) return { ok: false, failure: 'join' };
   try {
     const der = Buffer.from(auth.deviceKey, 'base64url');
     const key = createPublicKey({ key: der, format: 'der', type: 'spki' });

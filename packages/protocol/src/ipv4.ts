@@ -41,21 +41,9 @@ export function parseSubnet(text: string): Subnet {
   return { network, prefix, broadcast: (network | ~mask) >>> 0 };
 }
 
-export function inSubnet(subnet: Subnet, address: number): boolean {
-  return ((address & prefixMask(subnet.prefix)) >>> 0) === subnet.network;
-}
-
-// Packet fields. Callers check ipVersion first; offsets are from RFC 791.
-export function ipVersion(packet: Uint8Array): number {
-  return packet[0]! >> 4;
-}
-
+/** The source address of an IPv4 packet (RFC 791 offset 12). */
 export function ipSource(packet: Buffer): number {
   return packet.readUInt32BE(12);
-}
-
-export function ipDestination(packet: Buffer): number {
-  return packet.readUInt32BE(16);
 }
 
 export const IPPROTO_ICMP = 1;
@@ -77,7 +65,6 @@ function isIcmpError(packet: Buffer, headerLength: number): boolean {
 }
 
 export const ICMP_HOST_UNREACHABLE = 1;
-export const ICMP_ADMIN_PROHIBITED = 13;
 
 /**
  * Builds "destination unreachable" from `from` back to the sender of `original`, or null where RFC 1122

@@ -133,14 +133,6 @@ export function writeHeader(target: Buffer, offset: number, type: FrameType, len
   target.writeUInt32BE(((type << 24) | length) >>> 0, offset);
 }
 
-export function frameType(frame: Buffer): number {
-  return frame[0]!;
-}
-
-export function framePayload(frame: Buffer): Buffer {
-  return frame.subarray(HEADER_BYTES);
-}
-
 export function encodeFrame(type: FrameType, payload: Uint8Array): Buffer {
   checkHeader(type, payload.length, MAX_PAYLOAD);
   const frame = Buffer.allocUnsafe(HEADER_BYTES + payload.length);
@@ -151,8 +143,4 @@ export function encodeFrame(type: FrameType, payload: Uint8Array): Buffer {
 
 export function encodeJsonFrame(type: FrameType, message: object): Buffer {
   return encodeFrame(type, Buffer.from(JSON.stringify(message), 'utf8'));
-}
-
-export function encodePing(type: FrameType.Ping | FrameType.Pong, token: Uint8Array): Buffer {
-  return encodeFrame(type, token);
 }

@@ -390,7 +390,7 @@ export class RelayServer extends EventEmitter {
     }
     // Who the device is gets settled before anything it could take: a lease, or a takeover of a session.
     const ekm = (session.socket as TLSSocket).exportKeyingMaterial(EXPORTER_BYTES, EXPORTER_LABEL, EXPORTER_CONTEXT);
-    const verdict = verifyHelloAuth(hello.auth, [this.joinSecret.current], ekm, hello.deviceId);
+    const verdict = verifyHelloAuth(hello.auth, this.joinSecret.current, ekm, hello.deviceId);
     if (!verdict.ok) {
       const reason = verdict.failure === 'device'
         ? 'the device key proof is invalid'

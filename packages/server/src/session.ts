@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { encodeJsonFrame, FrameDecoder, FrameType, type Goodbye, type Hello, type Reject } from '@mnedc/protocol';
+import { encodeJsonFrame, FrameDecoder, FrameType, HEADER_BYTES, type Goodbye, type Hello, type Reject } from '@mnedc/protocol';
 import type { DropReason } from './router';
 import type { PeerSubscriber } from './peer-directory';
 
@@ -74,7 +74,7 @@ export class Session implements PeerSubscriber {
     }
     this.socket.write(frame);
     this.counters.txPackets++;
-    this.counters.txBytes += frame.length - 4;
+    this.counters.txBytes += frame.length - HEADER_BYTES;
     return true;
   }
 

@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { test } from 'node:test';
 import { BATCH_HEADER_BYTES, forEachPacket } from '../src/index';
+import type { TunStats } from '../src';
 
 const CHILD = path.join(__dirname, 'tun-child.js');
 const WAIT_MS = 8000;
@@ -151,15 +152,8 @@ function inet(link: IpLink): IpAddrInfo[] {
   return link.addr_info.filter((a) => a.family === 'inet');
 }
 
-interface Stats {
-  rxPackets: number;
-  rxBytes: number;
-  txPackets: number;
-  txBytes: number;
-  txDrops: number;
-  rxErrors: number;
-  rxBatches: number;
-}
+/** The child reports the addon's own counters. */
+type Stats = TunStats;
 
 async function checkConfigure(requested: string, expectName: RegExp): Promise<void> {
   await inNetns('configure', [requested], async (child, ns) => {
