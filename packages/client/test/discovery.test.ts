@@ -87,6 +87,19 @@ function alive(pid: number): boolean {
   }
 }
 
+/**
+ * SIGKILL to a process group returns before every member has exited, and Node has no event for the death
+ * of a process it did not spawn: poll, bounded, until the pid is gone.
+ */
+async function gone(pid: number, timeoutMs = 1000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (alive(pid)) {
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  return true;
+}
+
 const peer = (id: string, ip: string, hostname = id, underlay: string[] = [], since = 1_700_000_000_000): PeerInfo =>
   ({ deviceId: id, ip, hostname, underlay, since });
 const SELF: SelfInfo = { deviceId: 'me', ip: '10.0.0.2', hostname: 'gateway' };
@@ -287,8 +300,8 @@ describe('DiscoveryHandoff hooks', () => {
     assert.equal(readFileSync(order, 'utf8'), 'slow\nfast\n', 'later hooks and events still run');
     const pid = Number(readFileSync(pidFile, 'utf8'));
     const child = Number(readFileSync(childFile, 'utf8'));
-    assert.equal(alive(pid), false, 'the hook is dead');
-    assert.equal(alive(child), false, 'its background child (same process group) is dead');
+    assert.equal(await gone(pid), true, 'the hook is dead');
+    assert.equal(await gone(child), true, 'its background child (same process group) is dead');
     const stats = h.stats();
     assert.equal(stats.hookTimeouts, 1);
     assert.equal(stats.hookFailures, 0);
@@ -311,7 +324,7 @@ describe('DiscoveryHandoff hooks', () => {
     await within(h.idle(), 6000, 'the stubborn hook to be killed');
     const elapsed = Date.now() - started;
     assert.ok(elapsed >= 2200, `killed after ${elapsed} ms`);
-    for (const pid of readFileSync(pidFile, 'utf8').trim().split('\n').map(Number)) assert.equal(alive(pid), false, `pid ${pid}`);
+    for (const pid of readFileSync(pidFile, 'utf8').trim().split('\n').map(Number)) assert.equal(await gone(pid), true, `pid ${pid}`);
     assert.equal(h.stats().hookTimeouts, 1);
   });
 
@@ -408,7 +421,7 @@ describe('DiscoveryHandoff hooks', () => {
     const started = Date.now();
     await within(h.close(), 300 + 3000 + 500, 'close');
     assert.ok(Date.now() - started < 2000, 'killed at its timeout, not later');
-    assert.equal(alive(pid), false);
+    assert.equal(await gone(pid), true);
     assert.deepEqual(h.stats(), { hookRuns: 1, hookFailures: 0, hookTimeouts: 1, queued: 0, running: 0, dropped: 0 });
     assert.equal(readFileSync(order, 'utf8'), 'a\n', 'queued events dropped');
     h.update(SELF, [], { up: [peer('d', '10.0.0.6')], down: [] });
