@@ -4,13 +4,14 @@
 # own nodejs, so the native addons match the Node that `apt install` pulls in. The JavaScript is bundled
 # on the host first (it is architecture-independent). Needs root (debootstrap, chroot).
 #   MNEDC_DEB_VERSION=0.1.1 npm run deb   builds a higher version (for upgrade tests)
+#   MNEDC_DEB_OUT=dist/apt-next           puts the packages and repository there instead of dist/apt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 CHROOT=$ROOT/.cache/build-bookworm
 MIRROR=${MNEDC_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 VERSION=${MNEDC_DEB_VERSION:-$(node -p "require('./package.json').version")}
-OUT=$ROOT/dist/apt
+OUT=$(realpath -m "${MNEDC_DEB_OUT:-$ROOT/dist/apt}")
 
 [[ $(id -u) -eq 0 ]] || { echo "build-deb: needs root (debootstrap and chroot)" >&2; exit 2; }
 need=()

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 mapfile -t unit < <(find packages/*/dist/test -name '*.test.js' | sort)
 files=("${unit[@]}")
 if [[ "${1:-}" != unit ]]; then
-  mapfile -t lab < <(find test/dist -name '*.test.js' | sort)
+  # test/system (npm run test:system) builds packages and boots containers: not part of npm test.
+  mapfile -t lab < <(find test/dist -name '*.test.js' -not -path 'test/dist/system/*' | sort)
   files+=("${lab[@]}")
 fi
 # Files run one after another: lab tests measure throughput and must not compete for the two cores.

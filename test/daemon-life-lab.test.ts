@@ -24,23 +24,25 @@ describe('daemon life in the lab', { skip: skipUnlessRoot, timeout: 180_000 }, (
     if (lab) assert.deepEqual(await namespacesWithPrefix(lab.prefix), []);
   });
 
-  it('sd_notify: READY only once the tunnel is up, STATUS on disconnect, WATCHDOG at the asked rate, STOPPING on SIGTERM', async () => {
+  it('sd_notify: READY after the first attempt, STATUS on (dis)connect, WATCHDOG at the asked rate, STOPPING on SIGTERM', async () => {
     await overlay.printJoin();
     const socketPath = path.join(overlay.dir, 'notify-a.sock');
     const notify = await notifySocket(lab, 'a', socketPath);
-    // No server yet: the client must keep trying and must not claim readiness.
+    // No server yet: the client is up and retrying on its own, so it is READY, and its STATUS says it is not joined.
     const client = await overlay.startClient('a', { env: { NOTIFY_SOCKET: socketPath, WATCHDOG_USEC: '400000' }, noWait: true });
-    await notify.waitFor(/^STATUS=reconnecting in \d+ s: /);
-    assert.ok(!notify.lines.some((l) => l.msg === 'READY=1'), 'READY before the tunnel is up');
+    const ready = await notify.waitFor(/^READY=1$/);
+    assert.ok(notify.lines.slice(0, notify.lines.indexOf(ready) + 2).some((l) => /^STATUS=reconnecting in \d+ s: /.test(l.msg)),
+      'READY comes with the STATUS of the failed attempt');
+    assert.equal(notify.lines.filter((l) => l.msg === 'READY=1').length, 1);
     // Everything the client says once a server exists comes after this mark (it may be quick about it).
     const beforeServer = notify.lines.length;
     const serverNotify = await notifySocket(lab, 'srv', path.join(overlay.dir, 'notify-srv.sock'));
     await overlay.startServer({ env: { NOTIFY_SOCKET: path.join(overlay.dir, 'notify-srv.sock') } });
     await serverNotify.waitFor(/^READY=1$/);
-    await notify.waitFor(/^READY=1$/, { timeoutMs: 20_000 });
+    const joined = await notify.waitFor(/^STATUS=connected to 192\.168\.0\.10:3334 as /, { from: beforeServer, timeoutMs: 20_000 });
     const ip = await overlay.overlayIp('a');
-    assert.match(ip, /^10\.0\.0\.\d+$/, 'the address is on the interface when READY arrives');
-    await notify.waitFor(new RegExp(`^STATUS=connected to 192\\.168\\.0\\.10:3334 as ${ip.replace(/\./g, '\\.')}$`), { from: beforeServer });
+    assert.match(ip, /^10\.0\.0\.\d+$/, 'the address is on the interface when STATUS says connected');
+    assert.equal(joined.msg, `STATUS=connected to 192.168.0.10:3334 as ${ip}`);
 
     // WATCHDOG_USEC=400000 asks for a ping at least every 400 ms; the client pings every 200 ms.
     const firstPings = notify.lines.filter((l) => l.msg === 'WATCHDOG=1').length;

@@ -101,8 +101,10 @@ async function main(): Promise<void> {
   const self = () => (client.lease ? { deviceId, ip: client.lease.ip, hostname: hostname() } : null);
   client.on('peers', (changes: PeerChanges) => discovery.update(self(), client.peers.list(), changes));
   client.on('state', (next: string) => {
-    // READY only once the tunnel is really up with its address; STATUS tells the truth from then on.
-    if (next === 'connected') notifier.ready(client.statusLine);
+    // READY once the device has joined, or its first attempt has failed: from then on it runs and retries on
+    // its own, and STATUS tells which. Waiting for the relay would hang boot and `systemctl start` on a
+    // network problem (or a wrong join string) until the start timeout, then restart-loop the unit.
+    if (next === 'connected' || next === 'waiting') notifier.ready(client.statusLine);
     else notifier.status(client.statusLine);
   });
 

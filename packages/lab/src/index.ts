@@ -3,3 +3,4 @@ export * from './overlay';
 export * from './measure';
 export * from './notify-socket';
 export * from './pcap';
+export * from './container';

@@ -176,9 +176,19 @@ function randomPrefix(): string {
 
 // -------------------------------------------------------------------- Lab --
 
+/**
+ * Something living in a lab's namespaces that needs more than SIGKILL to go away (a booted container with
+ * its mounts): the lab tears it down before its processes and namespaces, also from exit handlers.
+ */
+export interface LabAttachment {
+  teardown(): Promise<void>;
+  teardownSync(): void;
+}
+
 export class Lab {
   readonly prefix: string;
   private readonly children = new Set<ChildProcess>();
+  private readonly attachments = new Set<LabAttachment>();
   private destroyed = false;
   private destroying: Promise<void> | undefined;
 
@@ -274,6 +284,15 @@ export class Lab {
     }
   }
 
+  attach(attachment: LabAttachment): void {
+    this.assertAlive();
+    this.attachments.add(attachment);
+  }
+
+  detach(attachment: LabAttachment): void {
+    this.attachments.delete(attachment);
+  }
+
   /** Run `lab.sh check` (the problem-statement assertions). */
   async check(): Promise<ExecResult> {
     this.assertAlive();
@@ -285,6 +304,11 @@ export class Lab {
     if (this.destroyed) return Promise.resolve();
     if (!this.destroying) {
       this.destroying = (async () => {
+        const failures: string[] = [];
+        for (const attachment of [...this.attachments].reverse()) {
+          await attachment.teardown().catch((e: Error) => failures.push(e.message));
+        }
+        this.attachments.clear();
         const waits = [...this.children].map((child) => waitExit(child, 5_000));
         for (const child of this.children) killTree(child, 'SIGKILL');
         await Promise.all(waits);
@@ -294,9 +318,8 @@ export class Lab {
         );
         this.destroyed = true;
         this.forget();
-        if (res.code !== 0) {
-          throw new Error(`lab: 'lab.sh down ${this.prefix}' failed (code ${res.code})\n${res.stdout}${res.stderr}`);
-        }
+        if (res.code !== 0) failures.push(`'lab.sh down ${this.prefix}' failed (code ${res.code})\n${res.stdout}${res.stderr}`);
+        if (failures.length > 0) throw new Error(`lab: ${failures.join('\n')}`);
       })();
     }
     return this.destroying;
@@ -305,6 +328,14 @@ export class Lab {
   /** @internal Synchronous teardown for process 'exit'/signal handlers. */
   destroySync(): void {
     if (this.destroyed) return;
+    for (const attachment of [...this.attachments].reverse()) {
+      try {
+        attachment.teardownSync();
+      } catch {
+        /* best effort: the process is exiting */
+      }
+    }
+    this.attachments.clear();
     for (const child of this.children) killTree(child, 'SIGKILL');
     this.children.clear();
     spawnSync('bash', [LAB_SCRIPT, 'down', this.prefix], { stdio: 'ignore', timeout: SCRIPT_TIMEOUT_MS });

@@ -1,0 +1,258 @@
+/**
+ * `npm run test:system` (issue 5): the packages as a user meets them. Builds the apt repository from this
+ * tree in a clean Debian 12 chroot, boots three Debian 12 containers with real systemd inside the lab (the
+ * server under the main NAT, clients c and d behind different NATs), installs with apt from local file:
+ * repositories only (the lab has no internet: scripts/system-rootfs.sh keeps Debian's nodejs beside ours),
+ * and lives through restart, reload, reboot, a wrong join string, upgrade and purge.
+ *
+ * The steps depend on each other and run in order; a failed step reports the containers' mnedc journals.
+ */
+import { strict as assert } from 'node:assert';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { Container, CONTAINER_ROOT, Lab, namespacesWithPrefix, REPO_ROOT, runCommand, UNDERLAY, type Daemon } from '@mnedc/lab';
+
+const skip = process.getuid?.() !== 0 ? 'needs root (debootstrap, systemd-nspawn, network namespaces)' : false;
+const VERSION = (JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+/** The rebuilt higher version the upgrade step moves to. */
+const NEXT_VERSION = `${VERSION}+systest1`;
+const REPO = path.join(REPO_ROOT, 'dist/apt');
+const NEXT_REPO = path.join(REPO_ROOT, 'dist/apt-next');
+const RUNTIME_REPO = path.join(REPO_ROOT, '.cache/debian-runtime');
+const ROOTFS = path.join(REPO_ROOT, '.cache/rootfs-bookworm');
+const SERVER_ADDRESS = `${UNDERLAY.srv}:3334`;
+const MINUTE = 60_000;
+
+type Client = 'c' | 'd';
+const CLIENTS: readonly Client[] = ['c', 'd'];
+
+interface ClientStatus { state: string; ip: string; deviceId: string; reconnects: number }
+interface ServerPeer { deviceId: string; ip: string; since: number }
+
+async function buildRepository(out: string, version: string): Promise<string> {
+  const result = await runCommand('bash', ['-c',
+    `cd ${REPO_ROOT} && MNEDC_DEB_VERSION=${version} MNEDC_DEB_OUT=${out} bash scripts/build-deb.sh 2>&1`], 30 * MINUTE);
+  assert.equal(result.code, 0, `npm run deb (${version}) failed:\n${result.stdout.slice(-4000)}`);
+  return result.stdout;
+}
+
+describe('Debian packages, installed with apt in booted Debian 12 containers across the NATs', { skip }, () => {
+  let lab: Lab | undefined;
+  const box = {} as Record<'srv' | Client, Container>;
+  let join = '';
+  const ips = {} as Record<Client, string>;
+  const journals: Daemon[] = [];
+
+  /** journalctl -f of a unit from now on, so a test can await what the daemon says next. */
+  function followJournal(node: 'srv' | Client, unit: string): Daemon {
+    const follower = box[node].follow(`exec journalctl -u ${unit} -f -n 0 -o cat`);
+    journals.push(follower);
+    return follower;
+  }
+
+  async function clientStatus(node: Client): Promise<ClientStatus> {
+    return JSON.parse(await box[node].run('mnedcctl status --json')) as ClientStatus;
+  }
+
+  /** What a failed step needs to be understood: the mnedc journals of every container. */
+  async function withDiagnostics(step: () => Promise<void>): Promise<void> {
+    try {
+      await step();
+    } catch (e) {
+      const notes: string[] = [];
+      for (const [name, container] of Object.entries(box)) {
+        const log = await container.exec('journalctl -u "mnedc*" -n 40 --no-pager -o short-monotonic; systemctl --no-pager status "mnedc*"', 20_000)
+          .catch((err: Error) => ({ stdout: `(${err.message})`, stderr: '' }));
+        notes.push(`--- ${name}:\n${log.stdout}${log.stderr}`);
+      }
+      (e as Error).message += `\n${notes.join('\n')}`;
+      throw e;
+    }
+  }
+
+  after(async () => {
+    for (const follower of journals) follower.child.kill('SIGKILL');
+    await lab?.destroy();
+    if (lab) {
+      assert.deepEqual(await namespacesWithPrefix(lab.prefix), [], 'the test left namespaces behind');
+      const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((line) => line.includes(`${CONTAINER_ROOT}/${lab!.prefix}`));
+      assert.deepEqual(mounts, [], 'the test left mounts behind');
+      assert.equal(fs.existsSync(CONTAINER_ROOT) ? fs.readdirSync(CONTAINER_ROOT).filter((d) => d.startsWith(lab!.prefix)).length : 0, 0);
+      const nspawns = await runCommand('pgrep', ['-f', `systemd-nspawn.*--machine=${lab.prefix}`]);
+      assert.equal(nspawns.stdout, '', 'the test left containers running');
+    }
+  });
+
+  it('npm run deb builds the .debs and a local apt repository from this tree; lintian finds no errors', { timeout: 60 * MINUTE }, async () => {
+    for (const [out, version] of [[REPO, VERSION], [NEXT_REPO, NEXT_VERSION]] as const) {
+      const log = await buildRepository(out, version);
+      const lintianErrors = log.split('\n').filter((line) => /^E: /.test(line));
+      assert.deepEqual(lintianErrors, [], 'lintian errors');
+      const index = fs.readFileSync(path.join(out, 'Packages'), 'utf8');
+      for (const pkg of ['mnedcd-server', 'mnedcd-client', 'mnedcctl']) {
+        assert.match(index, new RegExp(`^Package: ${pkg}\\nVersion: ${version.replace(/[.+]/g, '\\$&')}$`, 'm'), `${pkg} ${version} in ${out}/Packages`);
+      }
+      assert.ok(fs.existsSync(path.join(out, 'Release')), 'Release file');
+    }
+  });
+
+  it('boots three Debian 12 containers in the lab: srv under the main NAT, c and d under different NATs', { timeout: 20 * MINUTE }, async () => {
+    const rootfs = await runCommand('bash', [path.join(REPO_ROOT, 'scripts/system-rootfs.sh')], 15 * MINUTE);
+    assert.equal(rootfs.code, 0, `system-rootfs.sh failed:\n${rootfs.stdout}${rootfs.stderr}`);
+    lab = await Lab.create();
+    const options = {
+      rootfs: ROOTFS,
+      bindReadOnly: { [REPO]: '/srv/mnedc-apt', [NEXT_REPO]: '/srv/mnedc-apt-next', [RUNTIME_REPO]: '/srv/debian-runtime' },
+      // No internet in the lab: Debian's own packages come from the local runtime repository.
+      files: {
+        '/etc/apt/sources.list': '',
+        '/etc/apt/sources.list.d/local.list': 'deb [trusted=yes] file:/srv/debian-runtime ./\ndeb [trusted=yes] file:/srv/mnedc-apt ./\n',
+      },
+    };
+    const [srv, c, d] = await Promise.all((['srv', 'c', 'd'] as const).map((node) => Container.boot(lab!, node, options)));
+    Object.assign(box, { srv, c, d });
+    for (const node of ['srv', 'c', 'd'] as const) {
+      assert.equal((await box[node].run('systemctl is-system-running || true')).trim(), 'running', `${node} booted cleanly`);
+    }
+    // The containers sit behind the lab's NATs: c reaches the server host, which cannot reach c.
+    await box.c.run(`ping -c 1 -W 2 ${UNDERLAY.srv}`, 10_000);
+    const blocked = await box.srv.exec(`ping -c 1 -W 1 ${UNDERLAY.c}`, 10_000);
+    assert.notEqual(blocked.code, 0, 'srv reached c directly: the containers are not behind the lab NATs');
+  });
+
+  it('apt installs the server and the clients (pulling Debian\'s nodejs); systemctl enable --now joins them', { timeout: 20 * MINUTE }, () => withDiagnostics(async () => {
+    await box.srv.run('apt-get update -qq && apt-get install -y -qq mnedcd-server >/dev/null', 10 * MINUTE);
+    assert.match(await box.srv.run("dpkg-query -W -f '${Version}' nodejs"), /^18\.[\d.]+\+dfsg-.*deb12/, 'Debian\'s own nodejs');
+    await box.srv.run('systemctl enable --now mnedcd-server');
+    join = (await box.srv.run('mnedcctl join')).trim();
+    assert.match(join, /^mnedc1\.[\w-]+\.[\w-]+$/);
+
+    await Promise.all(CLIENTS.map(async (node) => {
+      const client = box[node];
+      await client.run('apt-get update -qq && apt-get install -y -qq mnedcd-client >/dev/null', 10 * MINUTE);
+      // The walkthrough's own edit of the conffile (README: Install).
+      await client.run(`sed -i -e 's|^;server =.*|server = ${SERVER_ADDRESS}|' -e 's|^;join =.*|join = ${join}|' /etc/mnedc/client.ini`);
+      await client.run('systemctl enable --now mnedcd-client');
+      const status = await clientStatus(node);
+      assert.equal(status.state, 'connected', `${node}: ${JSON.stringify(status)}`);
+      ips[node] = status.ip;
+    }));
+    assert.notEqual(ips.c, ips.d);
+  }));
+
+  it('units are active with the watchdog armed; each client lists the other; they ping across the NATs; no warnings', { timeout: 5 * MINUTE }, () => withDiagnostics(async () => {
+    for (const [node, unit] of [['srv', 'mnedcd-server'], ['c', 'mnedcd-client'], ['d', 'mnedcd-client']] as const) {
+      assert.equal((await box[node].run(`systemctl is-active ${unit}`)).trim(), 'active', `${unit} on ${node}`);
+      assert.equal((await box[node].run(`systemctl show -p WatchdogUSec --value ${unit}`)).trim(), '30s', `${unit} watchdog on ${node}`);
+      assert.equal((await box[node].run(`systemctl show -p User --value ${unit}`)).trim(), 'mnedc');
+    }
+    for (const [node, other] of [['c', 'd'], ['d', 'c']] as const) {
+      // The peer event may have been logged before this test looked: the journal from its start is searched.
+      const journal = box[node].follow('exec journalctl -u mnedcd-client -f -n all -o cat');
+      journals.push(journal);
+      await journal.waitForRaw(new RegExp(`^Peer .* is up at ${ips[other].replace(/\./g, '\\.')}( |$)`), 30_000);
+      const peers = JSON.parse(await box[node].run('mnedcctl peers --json')) as Array<{ ip: string; hostname: string }>;
+      assert.ok(peers.some((p) => p.ip === ips[other] && p.hostname === other), `${node} lists ${other}: ${JSON.stringify(peers)}`);
+      await box[node].run(`ping -c 3 -i 0.2 -W 2 ${ips[other]}`, 30_000);
+    }
+    for (const [node, unit] of [['srv', 'mnedcd-server'], ['c', 'mnedcd-client'], ['d', 'mnedcd-client']] as const) {
+      assert.equal(await box[node].run(`journalctl -u ${unit} -p warning -q --no-pager -o cat`), '', `warnings from ${unit} on ${node}`);
+    }
+  }));
+
+  it('a wrong join secret: the unit stays up and says why, journalctl -p warning shows the error; the right one rejoins', { timeout: 5 * MINUTE }, () => withDiagnostics(async () => {
+    const d = box.d;
+    const wrong = `${join.slice(0, join.lastIndexOf('.'))}.${randomBytes(32).toString('base64url')}`;
+    const since = (await d.run('date +%s.%N')).trim();
+    await d.run(`sed -i 's|^join = .*|join = ${wrong}|' /etc/mnedc/client.ini && systemctl restart mnedcd-client`);
+    const errors = await d.run(`journalctl -u mnedcd-client -p warning -q --no-pager -o cat --since @${since}`);
+    assert.match(errors, /rejected this device/, 'the rejection is logged at warning priority or above');
+    assert.match(await d.run('systemctl show -p StatusText --value mnedcd-client'), /rejected/, 'STATUS tells why');
+    assert.equal((await d.run('systemctl is-active mnedcd-client')).trim(), 'active', 'it keeps retrying on its own');
+
+    await d.run(`sed -i 's|^join = .*|join = ${join}|' /etc/mnedc/client.ini && systemctl restart mnedcd-client`);
+    const status = await clientStatus('d');
+    assert.equal(status.state, 'connected', JSON.stringify(status));
+    assert.equal(status.ip, ips.d, 'the same address after the fix');
+  }));
+
+  it('systemctl reload mnedcd-server keeps every session', { timeout: 5 * MINUTE }, () => withDiagnostics(async () => {
+    const before = JSON.parse(await box.srv.run('mnedcctl peers --json')) as ServerPeer[];
+    assert.equal(before.length, 2);
+    const journal = followJournal('srv', 'mnedcd-server');
+    await box.srv.run('systemctl reload mnedcd-server');
+    await journal.waitForRaw(/^Reloaded /, 30_000);
+    const afterReload = JSON.parse(await box.srv.run('mnedcctl peers --json')) as ServerPeer[];
+    assert.deepEqual(afterReload.map((p) => [p.deviceId, p.ip, p.since]).sort(), before.map((p) => [p.deviceId, p.ip, p.since]).sort(),
+      'the same sessions, connected since the same time');
+    assert.equal((await box.srv.run('systemctl is-active mnedcd-server')).trim(), 'active');
+  }));
+
+  it('systemctl restart mnedcd-server: the clients are back with the same IPs within seconds', { timeout: 5 * MINUTE }, () => withDiagnostics(async () => {
+    const followers = CLIENTS.map((node) => followJournal(node, 'mnedcd-client'));
+    const started = Date.now();
+    await box.srv.run('systemctl restart mnedcd-server');
+    await Promise.all(CLIENTS.map((node, i) =>
+      followers[i]!.waitForRaw(new RegExp(`^Connected to ${SERVER_ADDRESS.replace(/\./g, '\\.')} as ${ips[node].replace(/\./g, '\\.')}/`), 15_000)));
+    const seconds = (Date.now() - started) / 1000;
+    assert.ok(seconds < 10, `clients back after ${seconds.toFixed(1)} s`);
+    await box.c.run(`ping -c 3 -i 0.2 -W 2 ${ips.d}`, 30_000);
+  }));
+
+  it('a rebooted client container rejoins with its IP on its own', { timeout: 10 * MINUTE }, () => withDiagnostics(async () => {
+    await box.c.reboot();
+    assert.equal((await box.c.run('systemctl is-active mnedcd-client')).trim(), 'active');
+    const status = await clientStatus('c');
+    assert.equal(status.state, 'connected', JSON.stringify(status));
+    assert.equal(status.ip, ips.c, 'the same address after the reboot');
+    await box.c.run(`ping -c 3 -i 0.2 -W 2 ${ips.d}`, 30_000);
+  }));
+
+  it('apt upgrade to a rebuilt higher version restarts the daemons and keeps leases, keys and bindings', { timeout: 15 * MINUTE }, () => withDiagnostics(async () => {
+    const state = (node: 'srv' | Client) => box[node].run('cd /var/lib/mnedc && ls && sha256sum $(ls | grep -v -e "\\.json$")');
+    const leases = async () => (JSON.parse(await box.srv.run('mnedcctl leases --json')) as Array<{ deviceId: string; ip: string }>)
+      .map((l) => `${l.deviceId} ${l.ip}`).sort();
+    const mainPid = (node: 'srv' | Client, unit: string) => box[node].run(`systemctl show -p MainPID --value ${unit}`);
+    const before = { srv: await state('srv'), c: await state('c'), d: await state('d'), leases: await leases(),
+      pids: [await mainPid('srv', 'mnedcd-server'), await mainPid('c', 'mnedcd-client'), await mainPid('d', 'mnedcd-client')] };
+    const followers = CLIENTS.map((node) => followJournal(node, 'mnedcd-client'));
+
+    for (const node of ['srv', 'c', 'd'] as const) {
+      await box[node].run('echo "deb [trusted=yes] file:/srv/mnedc-apt-next ./" > /etc/apt/sources.list.d/next.list && ' +
+        'apt-get update -qq && apt-get upgrade -y -qq >/dev/null', 10 * MINUTE);
+      assert.equal(await box[node].run("dpkg-query -W -f '${Version}' mnedcctl"), NEXT_VERSION, `${node} upgraded`);
+    }
+    for (const [i, node] of CLIENTS.entries()) {
+      await followers[i]!.waitForRaw(new RegExp(`^Connected to .* as ${ips[node].replace(/\./g, '\\.')}/`), 30_000);
+    }
+    const afterPids = [await mainPid('srv', 'mnedcd-server'), await mainPid('c', 'mnedcd-client'), await mainPid('d', 'mnedcd-client')];
+    afterPids.forEach((pid, i) => assert.notEqual(pid, before.pids[i], 'the upgrade restarted the daemon'));
+    assert.equal(await state('srv'), before.srv, 'server identity, join secret and bindings kept');
+    for (const node of CLIENTS) assert.equal(await state(node), before[node], `${node}: device key kept`);
+    assert.deepEqual(await leases(), before.leases, 'leases kept');
+    for (const node of CLIENTS) assert.equal((await clientStatus(node)).ip, ips[node]);
+    const bound = await box.srv.run('journalctl -u mnedcd-server -q --no-pager -o cat | grep -c "^Bound device ID" || true');
+    assert.equal(bound.trim(), '2', 'no device was bound anew after the upgrade');
+    await box.d.run(`ping -c 3 -i 0.2 -W 2 ${ips.c}`, 30_000);
+  }));
+
+  it('apt remove keeps conffiles and state; apt purge leaves no mnedc files, user or units behind', { timeout: 10 * MINUTE }, () => withDiagnostics(async () => {
+    await box.d.run('apt-get remove -y -qq mnedcd-client >/dev/null');
+    await box.d.run('test -f /etc/mnedc/client.ini && test -f /var/lib/mnedc/device.key && test -f /var/lib/mnedc/client.json');
+    assert.notEqual((await box.d.exec('systemctl is-active mnedcd-client')).stdout.trim(), 'active');
+
+    for (const [node, pkg] of [['srv', 'mnedcd-server'], ['c', 'mnedcd-client'], ['d', 'mnedcd-client']] as const) {
+      const container = box[node];
+      await container.run(`apt-get purge -y -qq ${pkg} mnedcctl >/dev/null`);
+      // apt's own lists of the local repository are named after its path; they are not package files.
+      const left = await container.run("find / -xdev -name '*mnedc*' -not -path '/var/lib/apt/lists/*' -not -path '/var/log/journal/*' -print");
+      assert.equal(left, '', `files left on ${node}`);
+      assert.notEqual((await container.exec('getent passwd mnedc')).code, 0, `user mnedc left on ${node}`);
+      assert.notEqual((await container.exec('getent group mnedc')).code, 0, `group mnedc left on ${node}`);
+      assert.equal(await container.run("systemctl list-unit-files --no-legend 'mnedc*'"), '', `unit files left on ${node}`);
+      assert.equal(await container.run("dpkg -l | awk '$2 ~ /mnedc/' "), '', `packages left on ${node}`);
+    }
+  }));
+});
