@@ -6,9 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pair in ip:iproute2 nft:nftables iperf3:iperf3 ping:iputils-ping tcpdump:tcpdump pkill:procps g++:g++ make:make python3:python3 openvpn:openvpn; do
+for pair in ip:iproute2 nft:nftables iperf3:iperf3 ping:iputils-ping tcpdump:tcpdump pkill:procps g++:g++ make:make python3:python3 openssl:openssl; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
+# The bench's OpenVPN; it lives in /usr/sbin, which a non-login root shell may not have on PATH.
+command -v openvpn >/dev/null 2>&1 || [[ -x /usr/sbin/openvpn ]] || need_apt+=(openvpn)
 # sd-notify compiles against libsystemd when npm installs it.
 [[ -f /usr/include/systemd/sd-daemon.h ]] || need_apt+=(libsystemd-dev)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
