@@ -123,6 +123,13 @@ function table(results: Record<PathName, PathResult>): string[][] {
     ...RUNS.map((spec, i) => metric(`${spec.label}, Mbit/s`, (r) => r.runs[i]!.iperf.bitsPerSecond / 1e6, 0, 3)),
     metric('idle RTT, ms', (r) => rtt(r.idleRtt), 3),
     ...RUNS.flatMap((spec, i) => (spec.streams > 1 ? [metric(`RTT under ${spec.label}, ms`, (r) => rtt(r.runs[i]!.loadedRtt), 3)] : [])),
+    // A tunnel that drops under load (its queues overflow) shows up here before it shows in the averages.
+    metric('pings lost under load, %', (r) => {
+      const loaded = r.runs.flatMap((run) => (run.loadedRtt ? [run.loadedRtt] : []));
+      const sent = loaded.reduce((sum, p) => sum + p.sent, 0);
+      return sent > 0 ? (100 * (sent - loaded.reduce((sum, p) => sum + p.received, 0))) / sent : undefined;
+    }, 1),
+    metric('TCP retransmits, all runs', (r) => r.runs.reduce((sum, run) => sum + run.iperf.retransmits, 0), 0),
     metric('server CPU s per GB', (r) => r.cpuPerGB?.server, 2),
     metric('clients CPU s per GB', (r) => r.cpuPerGB?.clients, 2),
   ];
