@@ -1,12 +1,13 @@
 import { EventEmitter } from 'node:events';
 import type { TLSSocket } from 'node:tls';
 import { performance } from 'node:perf_hooks';
-import { formatHostPort, type Logger } from '@mnedc/common';
+import { formatHostPort, RateLimitedWarning, type Logger } from '@mnedc/common';
 import {
-  encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, frameName, HANDSHAKE_TIMEOUT_MS, HEADER_BYTES,
-  MIN_IPV4_PACKET, parseGoodbye, parsePeerUpdate, parseReject, parseWelcome, PING_BYTES, PROTOCOL_VERSION,
-  ProtocolError, type Hello, type Welcome,
+  CAPABILITY_GSO, checkOffloadPacket, encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, frameName, GSO_HEADER_BYTES,
+  HANDSHAKE_TIMEOUT_MS, HEADER_BYTES, MAX_GSO_PAYLOAD, MIN_IPV4_PACKET, parseGoodbye, parsePeerUpdate, parseReject,
+  parseWelcome, PING_BYTES, PROTOCOL_VERSION, ProtocolError, toDataFrames, type Hello, type Welcome,
 } from '@mnedc/protocol';
+import { PacketBatch } from '@mnedc/tun';
 import { Backoff } from './backoff';
 import type { ClientConfig } from './config';
 import { PeerTable, type PeerChanges } from './peer-table';
@@ -15,11 +16,18 @@ import { openTunnel, proveIdentity, serverMismatch, type Credentials } from './s
 /** What the client needs of its TUN device (the @mnedc/tun Tun satisfies it). */
 export interface TunnelDevice {
   readonly name: string;
+  /** Bytes of virtio_net_hdr in front of every packet read and written (offloads); 0 or absent: none. */
+  readonly vnetHeader?: number;
+  /** TUN_F bits in force. */
+  readonly offloads?: number;
   configure(cfg: { mtu?: number; address?: string; prefix?: number; up?: boolean }): void;
   start(onBatch: (batch: Buffer, count: number) => void): void;
   pause(): void;
   resume(): void;
-  writeBatch(packets: readonly Buffer[], count?: number): number;
+  writeBatch(packets: readonly Buffer[], count?: number, kinds?: Uint8Array): number;
+  /** Offloads on (the richest set the kernel takes) or, with 0, off; headers stay either way. */
+  enableOffloads?(): number;
+  setOffload?(flags: number): void;
   close(): void;
   stats?(): object;
 }
@@ -49,6 +57,8 @@ export interface ClientCounters {
   rxBytes: number;
   /** TUN packets dropped because there was no connection to send them on. */
   dropsOffline: number;
+  /** TUN packets whose virtio header or lengths did not hold (never expected from the kernel). */
+  dropsMalformed: number;
   reconnects: number;
 }
 
@@ -69,7 +79,7 @@ export class RelayClient extends EventEmitter {
   lease: Welcome | null = null;
   lastError = '';
   rttMs = -1;
-  readonly counters: ClientCounters = { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, dropsOffline: 0, reconnects: 0 };
+  readonly counters: ClientCounters = { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, dropsOffline: 0, dropsMalformed: 0, reconnects: 0 };
   readonly peers: PeerTable;
   private socket: TLSSocket | null = null;
   private decoder = new FrameDecoder();
@@ -82,14 +92,26 @@ export class RelayClient extends EventEmitter {
   private retryHintMs: number | null = null;
   private paused = false;
   private configuredAddress = '';
-  private readonly toDevice: Buffer[] = [];
+  private readonly toDevice = new PacketBatch();
   private queueLimit: number;
+  /** The TUN reads and writes virtio headers. */
+  private readonly vnet: boolean;
+  /** This session negotiated "gso": DATA_GSO may flow both ways. */
+  private gso = false;
+  private readonly warnings: RateLimitedWarning;
 
   constructor(private readonly deps: ClientDeps) {
     super();
     this.peers = new PeerTable(deps.deviceId);
     this.backoff = deps.backoff ?? new Backoff();
     this.queueLimit = deps.config.client.send_queue_kib * 1024;
+    this.vnet = deps.device.vnetHeader === GSO_HEADER_BYTES;
+    this.warnings = new RateLimitedWarning(deps.log);
+  }
+
+  /** Whether the current (or last) session moves offloaded super-packets. */
+  get offloading(): boolean {
+    return this.gso;
   }
 
   get state(): ClientState {
@@ -174,7 +196,7 @@ export class RelayClient extends EventEmitter {
         deviceId: this.deps.deviceId,
         hostname: this.deps.hostname,
         underlay: this.deps.underlay(),
-        capabilities: [],
+        capabilities: this.vnet ? [CAPABILITY_GSO] : [],
         software: 'mnedcd-client',
       };
       const previousIp = this.lease?.ip ?? this.deps.previousIp;
@@ -204,10 +226,7 @@ export class RelayClient extends EventEmitter {
       if (!(err instanceof ProtocolError)) throw err;
       this.fail(socket, `protocol error from ${this.server}: ${err.message}`);
     } finally {
-      if (this.toDevice.length > 0) {
-        this.deps.device.writeBatch(this.toDevice);
-        this.toDevice.length = 0;
-      }
+      this.toDevice.flush(this.deps.device);
     }
   }
 
@@ -219,7 +238,13 @@ export class RelayClient extends EventEmitter {
         case FrameType.Data:
           this.counters.rxPackets++;
           this.counters.rxBytes += payload.length;
-          this.toDevice.push(payload);
+          this.toDevice.push(payload, false);
+          return;
+        case FrameType.DataGso:
+          if (!this.gso) throw new ProtocolError('unexpected', 'DATA_GSO without the gso capability');
+          this.counters.rxPackets++;
+          this.counters.rxBytes += payload.length - GSO_HEADER_BYTES;
+          this.toDevice.push(payload, true);
           return;
         case FrameType.Ping:
           socket.write(encodeFrame(FrameType.Pong, payload));
@@ -265,6 +290,7 @@ export class RelayClient extends EventEmitter {
       }
       this.configuredAddress = address;
     }
+    this.setOffloading(welcome.capabilities.includes(CAPABILITY_GSO));
     const changed = this.lease?.ip !== welcome.ip;
     this.lease = welcome;
     this.state = 'connected';
@@ -275,6 +301,24 @@ export class RelayClient extends EventEmitter {
     this.startKeepalive(socket, welcome);
     this.deps.log.info({ server: this.server, ip: welcome.ip, prefix: welcome.prefix, interface: this.deps.device.name },
       `Connected to ${this.server} as ${welcome.ip}/${welcome.prefix} on ${this.deps.device.name}`);
+  }
+
+  /**
+   * With a server that takes no super-packets (an older version) the kernel is asked to segment and
+   * checksum again, which it does faster than JS could; packets already queued are converted here.
+   */
+  private setOffloading(granted: boolean): void {
+    const gso = this.vnet && granted;
+    const device = this.deps.device;
+    if (this.vnet && device.setOffload && device.enableOffloads) {
+      if (!gso && device.offloads !== 0) {
+        device.setOffload(0);
+        this.deps.log.info({ server: this.server }, `${this.server} does not take offloaded packets; ${device.name} segments in the kernel`);
+      } else if (gso && device.offloads === 0) {
+        device.enableOffloads();
+      }
+    }
+    this.gso = gso;
   }
 
   private onPeerChanges(changes: PeerChanges): void {
@@ -344,7 +388,8 @@ export class RelayClient extends EventEmitter {
 
   /**
    * TUN → server. The batch's [u32 length][packet] records become DATA frames by setting their type
-   * byte, so the whole batch goes out in one write without copying.
+   * byte — DATA_GSO with offloads, the record then holding [virtio header][packet] — so the whole batch
+   * goes out in one write without copying.
    */
   private onDeviceBatch(batch: Buffer, count: number): void {
     const socket = this.socket;
@@ -352,33 +397,69 @@ export class RelayClient extends EventEmitter {
       this.counters.dropsOffline += count;
       return;
     }
-    let offset = 0;
-    let valid = true;
-    for (let i = 0; i < count; i++) {
-      const length = batch.readUInt32BE(offset);
-      if (length < MIN_IPV4_PACKET || length > 0xffff) valid = false;
-      batch[offset] = FrameType.Data;
-      this.counters.txBytes += length;
-      offset += HEADER_BYTES + length;
+    if (this.vnet && !this.gso) this.sendConverted(socket, batch, count);
+    else {
+      const type = this.vnet ? FrameType.DataGso : FrameType.Data;
+      const min = this.vnet ? GSO_HEADER_BYTES + MIN_IPV4_PACKET : MIN_IPV4_PACKET;
+      const max = this.vnet ? MAX_GSO_PAYLOAD : 0xffff;
+      let offset = 0;
+      let valid = true;
+      for (let i = 0; i < count; i++) {
+        const length = batch.readUInt32BE(offset);
+        if (length < min || length > max) valid = false;
+        batch[offset] = type;
+        offset += HEADER_BYTES + length;
+      }
+      this.counters.txPackets += count;
+      this.counters.txBytes += offset - count * (HEADER_BYTES + (this.vnet ? GSO_HEADER_BYTES : 0));
+      socket.write(valid ? batch.subarray(0, offset) : this.withoutRunts(batch, count, min, max));
     }
-    this.counters.txPackets += count;
-    socket.write(valid ? batch.subarray(0, offset) : withoutRunts(batch, count));
     if (socket.writableLength > this.queueLimit && !this.paused) {
       // Let the kernel's TUN queue absorb and drop, as a congested link would, rather than buffering here.
       this.paused = true;
       this.deps.device.pause();
     }
   }
-}
 
-/** A packet shorter than an IPv4 header cannot be relayed and would be a protocol error on the wire. */
-function withoutRunts(batch: Buffer, count: number): Buffer {
-  const kept: Buffer[] = [];
-  let offset = 0;
-  for (let i = 0; i < count; i++) {
-    const length = batch.readUInt32BE(offset) & 0xffffff;
-    if (length >= MIN_IPV4_PACKET) kept.push(batch.subarray(offset, offset + HEADER_BYTES + length));
-    offset += HEADER_BYTES + length;
+  /** Offloading TUN, server without "gso": each record becomes plain DATA frames (in place when it can). */
+  private sendConverted(socket: TLSSocket, batch: Buffer, count: number): void {
+    socket.cork();
+    let offset = 0;
+    for (let i = 0; i < count; i++) {
+      const length = batch.readUInt32BE(offset);
+      const start = offset + HEADER_BYTES;
+      offset = start + length;
+      const problem = checkOffloadPacket(batch, start, offset);
+      if (problem !== null) {
+        this.dropMalformed(problem);
+        continue;
+      }
+      const frames = toDataFrames(batch, start, offset);
+      this.counters.txPackets++;
+      this.counters.txBytes += length - GSO_HEADER_BYTES;
+      socket.write(frames);
+    }
+    socket.uncork();
   }
-  return Buffer.concat(kept);
+
+  private dropMalformed(problem: string): void {
+    this.counters.dropsMalformed++;
+    this.warnings.warn('tun-malformed', () => ({
+      fields: { interface: this.deps.device.name, problem },
+      message: `Dropped packets from ${this.deps.device.name} that cannot be relayed, e.g.: ${problem}`,
+    }));
+  }
+
+  /** The records that can be frames, copied together; the others are counted and dropped. */
+  private withoutRunts(batch: Buffer, count: number, min: number, max: number): Buffer {
+    const kept: Buffer[] = [];
+    let offset = 0;
+    for (let i = 0; i < count; i++) {
+      const length = batch.readUInt32BE(offset) & 0xffffff;
+      if (length >= min && length <= max) kept.push(batch.subarray(offset, offset + HEADER_BYTES + length));
+      else this.dropMalformed(`a record of ${length} bytes`);
+      offset += HEADER_BYTES + length;
+    }
+    return Buffer.concat(kept);
+  }
 }

@@ -21,6 +21,8 @@ export const clientSchema = {
     interface: key(parsers.interfaceName, 'mnedc0'),
     state_dir: key(parsers.absolutePath, '/var/lib/mnedc'),
     send_queue_kib: key(parsers.integer(16, 65_536), '1024'),
+    /** TUN offloads (virtio-net header, TSO/USO): 64 KB super-packets instead of MTU-sized ones. */
+    offload: key(parsers.oneOf('on', 'off'), 'on'),
   },
   control: {
     /** JSON-RPC for mnedcctl; empty disables it. */

@@ -21,6 +21,7 @@ export function clientMethods(client: RelayClient, info: { version: string; devi
       since: client.stateSince,
       reconnects: client.counters.reconnects,
       lastError: client.lastError,
+      offload: client.offloading,
     }),
 
     peers: () => client.peers.list().map(peerView),

@@ -65,7 +65,7 @@ async function main(): Promise<void> {
 
   let tun: Tun;
   try {
-    tun = Tun.open(config.client.interface);
+    tun = Tun.open(config.client.interface, { offload: config.client.offload === 'on' });
   } catch (err) {
     log.fatal({ err }, `Cannot create TUN interface ${config.client.interface}: ${(err as Error).message}`);
     process.exit(1);
@@ -118,7 +118,8 @@ async function main(): Promise<void> {
       process.exit(1);
     }
   }
-  log.info({ deviceId, server: client.server, interface: tun.name }, `Device ${deviceId} joining ${client.server} on ${tun.name}`);
+  log.info({ deviceId, server: client.server, interface: tun.name, offloads: tun.offloads },
+    `Device ${deviceId} joining ${client.server} on ${tun.name}` + (tun.vnetHeader ? ` (offloads 0x${tun.offloads.toString(16)})` : ' (offloads off)'));
   notifier.status(client.statusLine);
   notifier.startWatchdog();
   client.start();

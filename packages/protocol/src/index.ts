@@ -3,3 +3,4 @@ export * from './decoder';
 export * from './messages';
 export * from './ipv4';
 export * from './auth';
+export * from './gso';

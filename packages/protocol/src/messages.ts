@@ -35,6 +35,8 @@ export interface Welcome {
   serverIp: string;
   keepaliveMs: number;
   deadAfterMs: number;
+  /** What the server takes from HELLO.capabilities (wire.ts, OFFLOADS); absent from older servers. */
+  capabilities: string[];
 }
 
 export type RejectCode = 'version' | 'bad-hello' | 'pool-full' | 'auth' | 'busy' | 'forbidden';
@@ -178,6 +180,7 @@ export function parseWelcome(payload: Buffer): Welcome {
     serverIp: f.ipv4('serverIp'),
     keepaliveMs: f.int('keepaliveMs', 100, 600_000),
     deadAfterMs: f.int('deadAfterMs', 200, 3_600_000),
+    capabilities: f.stringList('capabilities', LIMITS.capabilities, LIMITS.capabilityLength, CAPABILITY),
   };
 }
 

@@ -21,6 +21,8 @@
  *   0x04 PEERS                   s → c      JSON PeerUpdate  — discovery: snapshot chunks and deltas
  *   0x05 GOODBYE                 both       JSON Goodbye     — the sender is closing on purpose
  *   0x10 DATA                    both       one raw IPv4 packet (20 .. MAX_PACKET bytes), never re-encoded
+ *   0x11 DATA_GSO                both       virtio_net_hdr + IPv4 packet (30 .. MAX_PACKET + 10 bytes); only
+ *                                           between peers that negotiated "gso" (see OFFLOADS)
  *   0x20 PING                    both       8 opaque bytes
  *   0x21 PONG                    both       the 8 bytes of the PING it answers
  *   JSON payloads are UTF-8 objects; unknown fields are ignored, so fields can be added without a new
@@ -42,6 +44,24 @@
  *   prove the join secret, or whose device key is not the one bound to its device ID, gets REJECT "auth"
  *   and takes no lease.
  *
+ * OFFLOADS (capability "gso")
+ *   A client whose TUN has offloads lists "gso" in HELLO.capabilities; a server that takes them lists it in
+ *   WELCOME.capabilities (absent = none: an older server). Only when both did may either side send
+ *   DATA_GSO, and the server sends DATA_GSO only to sessions that did; everyone else gets DATA. A peer
+ *   that receives DATA_GSO without having negotiated it treats it as a protocol error.
+ *    0        1        2 .. 3     4 .. 5     6 .. 7      8 .. 9       10
+ *   +--------+--------+----------+----------+-----------+------------+----------------------- - -
+ *   | flags  |gso_type| hdr_len  | gso_size |csum_start |csum_offset | IPv4 packet (20 .. 65535)
+ *   +--------+--------+----------+----------+-----------+------------+----------------------- - -
+ *   struct virtio_net_hdr with little-endian u16 fields (virtio 1.0), as the TUN device reads and writes
+ *   it (gso.ts has the rules). flags: NEEDS_CSUM 1 (the L4 checksum field holds only the pseudo-header
+ *   sum; csum_start/csum_offset say where it goes), DATA_VALID 2. gso_type: NONE 0, TCPV4 1, UDP_L4 5,
+ *   ECN 0x80 with TCPV4. With a gso_type the packet is a super-packet of up to 65535 bytes whose payload
+ *   goes out in gso_size pieces, every segment getting copies of the IPv4 and TCP/UDP headers. A payload
+ *   is at most MAX_PACKET + VNET_HDR_BYTES = 65545 bytes, inside MAX_PAYLOAD. The server checks every
+ *   DATA_GSO (checkOffloadPacket) and drops what does not hold as malformed; for a receiver without "gso"
+ *   it segments and completes checksums itself (toDataFrames), so mixed fleets interoperate.
+ *
  * LIVENESS
  *   Each side sends PING every keepaliveMs (announced in WELCOME) and answers PING with PONG. Any frame
  *   received proves the peer alive; a side that hears nothing for deadAfterMs closes the stream.
@@ -61,6 +81,12 @@ export const MAX_PAYLOAD = MAX_PACKET + 256;
 /** Control (JSON) frames are kept well below MAX_PAYLOAD; senders split larger content (peer snapshots). */
 export const MAX_CONTROL_PAYLOAD = 60 * 1024;
 export const MIN_IPV4_PACKET = 20;
+/** The virtio_net_hdr in front of a DATA_GSO packet. */
+export const GSO_HEADER_BYTES = 10;
+/** Largest DATA_GSO payload. */
+export const MAX_GSO_PAYLOAD = MAX_PACKET + GSO_HEADER_BYTES;
+/** HELLO/WELCOME capability: DATA_GSO frames (TUN offloads) in both directions. */
+export const CAPABILITY_GSO = 'gso';
 export const PING_BYTES = 8;
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
 
@@ -71,6 +97,7 @@ export enum FrameType {
   Peers = 0x04,
   Goodbye = 0x05,
   Data = 0x10,
+  DataGso = 0x11,
   Ping = 0x20,
   Pong = 0x21,
 }
@@ -82,6 +109,7 @@ const FRAME_NAMES: Readonly<Record<number, string>> = {
   [FrameType.Peers]: 'PEERS',
   [FrameType.Goodbye]: 'GOODBYE',
   [FrameType.Data]: 'DATA',
+  [FrameType.DataGso]: 'DATA_GSO',
   [FrameType.Ping]: 'PING',
   [FrameType.Pong]: 'PONG',
 };
@@ -107,6 +135,12 @@ export function checkHeader(type: number, length: number, maxPayload: number): v
       if (length < MIN_IPV4_PACKET || length > Math.min(maxPayload, MAX_PAYLOAD)) {
         throw new ProtocolError(length > maxPayload ? 'oversize' : 'bad-length',
           `DATA frame of ${length} bytes (allowed ${MIN_IPV4_PACKET}..${Math.min(maxPayload, MAX_PAYLOAD)})`);
+      }
+      return;
+    case FrameType.DataGso:
+      if (length < GSO_HEADER_BYTES + MIN_IPV4_PACKET || length > Math.min(maxPayload, MAX_GSO_PAYLOAD)) {
+        throw new ProtocolError(length > maxPayload ? 'oversize' : 'bad-length',
+          `DATA_GSO frame of ${length} bytes (allowed ${GSO_HEADER_BYTES + MIN_IPV4_PACKET}..${Math.min(maxPayload, MAX_GSO_PAYLOAD)})`);
       }
       return;
     case FrameType.Ping:

@@ -18,8 +18,8 @@ import {
   parseGoodbye, parseHello, parsePeerUpdate, parseReject, parseWelcome,
 } from '../src/messages';
 import {
-  encodeFrame, FrameType, HEADER_BYTES, MAX_CONTROL_PAYLOAD, MAX_PACKET, MAX_PAYLOAD, MIN_IPV4_PACKET,
-  PING_BYTES, ProtocolError,
+  encodeFrame, FrameType, GSO_HEADER_BYTES, HEADER_BYTES, MAX_CONTROL_PAYLOAD, MAX_GSO_PAYLOAD, MAX_PACKET, MAX_PAYLOAD,
+  MIN_IPV4_PACKET, PING_BYTES, ProtocolError,
 } from '../src/wire';
 
 // ---------------------------------------------------------------------------------------------------
@@ -76,8 +76,10 @@ export function runsFor(fuzzCase: FuzzCase, total: number): number {
 // ---------------------------------------------------------------------------------------------------
 // Frame descriptions
 
+/** Smallest DATA_GSO payload: the virtio header and an IPv4 header. */
+const MIN_GSO_FRAME = GSO_HEADER_BYTES + MIN_IPV4_PACKET;
 const CONTROL_TYPES = [FrameType.Hello, FrameType.Welcome, FrameType.Reject, FrameType.Peers, FrameType.Goodbye];
-const KNOWN_TYPES: readonly number[] = [...CONTROL_TYPES, FrameType.Data, FrameType.Ping, FrameType.Pong];
+const KNOWN_TYPES: readonly number[] = [...CONTROL_TYPES, FrameType.Data, FrameType.DataGso, FrameType.Ping, FrameType.Pong];
 const UNKNOWN_TYPES: readonly number[] = Array.from({ length: 256 }, (_, i) => i).filter((t) => !KNOWN_TYPES.includes(t));
 
 /** A valid frame: its payload is `head` then `fill` repeated up to `length` (cheap to build at 64 KiB). */
@@ -173,6 +175,12 @@ export const frameSpecArb: fc.Arbitrary<FrameSpec> = fc.oneof(
     fill: fc.integer({ min: 0, max: 255 }),
   }),
   fc.record({
+    type: fc.constant(FrameType.DataGso as number),
+    length: lengthArb(MIN_GSO_FRAME, MAX_GSO_PAYLOAD, [MIN_GSO_FRAME, MIN_GSO_FRAME + 1, 1410, MAX_GSO_PAYLOAD - 1, MAX_GSO_PAYLOAD]),
+    head: smallBytes(64),
+    fill: fc.integer({ min: 0, max: 255 }),
+  }),
+  fc.record({
     type: fc.constantFrom<number>(FrameType.Ping, FrameType.Pong),
     length: fc.constant(PING_BYTES),
     head: smallBytes(PING_BYTES),
@@ -203,6 +211,10 @@ export const badHeaderArb: fc.Arbitrary<{ type: number; length: number }> = fc.o
   fc.record({
     type: fc.constant(FrameType.Data as number),
     length: fc.oneof(fc.integer({ min: 0, max: MIN_IPV4_PACKET - 1 }), fc.integer({ min: MAX_PAYLOAD + 1, max: 0xffffff })),
+  }),
+  fc.record({
+    type: fc.constant(FrameType.DataGso as number),
+    length: fc.oneof(fc.integer({ min: 0, max: MIN_GSO_FRAME - 1 }), fc.integer({ min: MAX_GSO_PAYLOAD + 1, max: 0xffffff })),
   }),
   fc.record({
     type: fc.constantFrom<number>(FrameType.Ping, FrameType.Pong),
@@ -240,6 +252,10 @@ export function headerProblem(type: number, length: number): ErrorCode | null {
   if (type === FrameType.Data) {
     if (length > MAX_PAYLOAD) return 'oversize';
     return length < MIN_IPV4_PACKET ? 'bad-length' : null;
+  }
+  if (type === FrameType.DataGso) {
+    if (length > MAX_PAYLOAD) return 'oversize';
+    return length < MIN_GSO_FRAME || length > MAX_PACKET + GSO_HEADER_BYTES ? 'bad-length' : null;
   }
   if (type === FrameType.Ping || type === FrameType.Pong) return length === PING_BYTES ? null : 'bad-length';
   if ((CONTROL_TYPES as number[]).includes(type)) return length > MAX_CONTROL_PAYLOAD ? 'oversize' : null;
@@ -430,7 +446,9 @@ function checkHelloResult(r: Record<string, unknown>, src: Record<string, unknow
 }
 
 function checkWelcomeResult(r: Record<string, unknown>, src: Record<string, unknown>): void {
-  ownKeysWithin(r, ['ip', 'prefix', 'mtu', 'serverIp', 'keepaliveMs', 'deadAfterMs'], 'WELCOME');
+  ownKeysWithin(r, ['ip', 'prefix', 'mtu', 'serverIp', 'keepaliveMs', 'deadAfterMs', 'capabilities'], 'WELCOME');
+  assert.ok(isList(r.capabilities, 32, (c) => isStr(c, 64) && CAPABILITY_RE.test(c as string)), 'WELCOME.capabilities');
+  sameAs(r, src, 'capabilities', []);
   assert.ok(isDottedIpv4(r.ip) && isDottedIpv4(r.serverIp), 'WELCOME addresses');
   assert.ok(isInt(r.prefix, 1, 32) && isInt(r.mtu, 576, 65535), 'WELCOME prefix/mtu');
   assert.ok(isInt(r.keepaliveMs, 100, 600_000) && isInt(r.deadAfterMs, 200, 3_600_000), 'WELCOME timers');
@@ -740,14 +758,17 @@ export const validHelloArb: fc.Arbitrary<Entries> = fc.tuple(
   optionalEntry('software', fc.string({ maxLength: 128 })),
 ).map(([base, ...rest]) => [...base, ...rest.flat()]);
 
-export const validWelcomeArb: fc.Arbitrary<Entries> = fc.record({
-  ip: fc.ipV4(),
-  prefix: fc.integer({ min: 1, max: 32 }),
-  mtu: fc.integer({ min: 576, max: 65535 }),
-  serverIp: fc.ipV4(),
-  keepaliveMs: fc.integer({ min: 100, max: 600_000 }),
-  deadAfterMs: fc.integer({ min: 200, max: 3_600_000 }),
-}).map((r) => Object.entries(r).map(([k, v]): [string, Fragment] => [k, j(v)]));
+export const validWelcomeArb: fc.Arbitrary<Entries> = fc.tuple(
+  fc.record({
+    ip: fc.ipV4(),
+    prefix: fc.integer({ min: 1, max: 32 }),
+    mtu: fc.integer({ min: 576, max: 65535 }),
+    serverIp: fc.ipV4(),
+    keepaliveMs: fc.integer({ min: 100, max: 600_000 }),
+    deadAfterMs: fc.integer({ min: 200, max: 3_600_000 }),
+  }).map((r) => Object.entries(r).map(([k, v]): [string, Fragment] => [k, j(v)])),
+  optionalEntry('capabilities', fc.array(fc.stringMatching(/^[a-z0-9-]{1,16}$/), { maxLength: 6 })),
+).map(([base, capabilities]) => [...base, ...capabilities]);
 
 function codeReasonArb(codes: string[], timerKey: string): fc.Arbitrary<Entries> {
   return fc.tuple(
@@ -774,7 +795,7 @@ export const validPeersArb: fc.Arbitrary<Entries> = fc.record({
 
 const MESSAGES = [
   { parser: PARSERS[0]!, valid: validHelloArb, fields: ['version', 'deviceId', 'hostname', 'underlay', 'previousIp', 'auth', 'software', 'capabilities'] },
-  { parser: PARSERS[1]!, valid: validWelcomeArb, fields: ['ip', 'prefix', 'mtu', 'serverIp', 'keepaliveMs', 'deadAfterMs'] },
+  { parser: PARSERS[1]!, valid: validWelcomeArb, fields: ['ip', 'prefix', 'mtu', 'serverIp', 'keepaliveMs', 'deadAfterMs', 'capabilities'] },
   { parser: PARSERS[2]!, valid: codeReasonArb(REJECT_CODES, 'retryAfterMs'), fields: ['code', 'reason', 'retryAfterMs'] },
   { parser: PARSERS[3]!, valid: validPeersArb, fields: ['reset', 'more', 'up', 'down'] },
   { parser: PARSERS[4]!, valid: codeReasonArb(GOODBYE_CODES, 'reconnectMs'), fields: ['code', 'reason', 'reconnectMs'] },

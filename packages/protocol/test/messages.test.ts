@@ -34,7 +34,10 @@ describe('handshake messages', () => {
 
   it('round-trips WELCOME, REJECT and PEERS', () => {
     const welcome = { ip: '10.0.0.2', prefix: 24, mtu: 1400, serverIp: '10.0.0.1', keepaliveMs: 2000, deadAfterMs: 6000 };
-    assert.deepEqual(parseWelcome(json(welcome)), welcome);
+    // An older server sends no capabilities: none are granted.
+    assert.deepEqual(parseWelcome(json(welcome)), { ...welcome, capabilities: [] });
+    assert.deepEqual(parseWelcome(json({ ...welcome, capabilities: ['gso'] })).capabilities, ['gso']);
+    assert.throws(() => parseWelcome(json({ ...welcome, capabilities: 'gso' })), isBad('WELCOME.capabilities'));
     assert.throws(() => parseWelcome(json({ ...welcome, mtu: 100 })), isBad('WELCOME.mtu'));
     assert.deepEqual(parseReject(json({ code: 'pool-full', reason: 'all 253 addresses are in use' })),
       { code: 'pool-full', reason: 'all 253 addresses are in use' });

@@ -1,4 +1,4 @@
-import { HEADER_BYTES } from '@mnedc/protocol';
+import { FrameType, GSO_HEADER_BYTES, HEADER_BYTES } from '@mnedc/protocol';
 
 /**
  * The forwarding decision, kept apart from sockets so it can be tested as a table of cases. It reads
@@ -15,19 +15,24 @@ export enum Verdict {
 
 export type DropReason = 'noRoute' | 'spoofed' | 'malformed' | 'queueFull';
 
+/** Where the IPv4 header of a DATA or DATA_GSO frame starts. */
+export function packetOffset(frame: Buffer): number {
+  return frame[0] === FrameType.DataGso ? HEADER_BYTES + GSO_HEADER_BYTES : HEADER_BYTES;
+}
+
 /** Checks what a sender may not lie about; the destination is looked up by the caller. */
-export function checkFrame(frame: Buffer, senderIp: number): Verdict {
-  const first = frame[HEADER_BYTES]!;
+export function checkFrame(frame: Buffer, senderIp: number, ip = packetOffset(frame)): Verdict {
+  const first = frame[ip]!;
   const headerLength = (first & 0x0f) * 4;
   if (first >> 4 !== 4 || headerLength < 20) return Verdict.Malformed;
-  const totalLength = frame.readUInt16BE(HEADER_BYTES + 2);
-  if (totalLength > frame.length - HEADER_BYTES || totalLength < headerLength) return Verdict.Malformed;
-  if (frame.readUInt32BE(HEADER_BYTES + 12) !== senderIp) return Verdict.Spoofed;
+  const totalLength = frame.readUInt16BE(ip + 2);
+  if (totalLength > frame.length - ip || totalLength < headerLength) return Verdict.Malformed;
+  if (frame.readUInt32BE(ip + 12) !== senderIp) return Verdict.Spoofed;
   return Verdict.Deliver;
 }
 
-export function frameDestination(frame: Buffer): number {
-  return frame.readUInt32BE(HEADER_BYTES + 16);
+export function frameDestination(frame: Buffer, ip = packetOffset(frame)): number {
+  return frame.readUInt32BE(ip + 16);
 }
 
 /** Virtual IP → whatever delivers to it (a session, or the server's own TUN). */

@@ -5,26 +5,33 @@ import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { RateLimitedWarning, type Logger } from '@mnedc/common';
 import {
-  buildIcmpUnreachable, encodeFrame, encodeJsonFrame, EXPORTER_BYTES, EXPORTER_CONTEXT, EXPORTER_LABEL, FrameType, frameName, HEADER_BYTES,
-  ICMP_HOST_UNREACHABLE, intToIpv4, ipv4ToInt, parseHello, PING_BYTES, PROTOCOL_VERSION, ProtocolError, showFingerprint,
-  verifyHelloAuth, type Hello, type PeerInfo, type Welcome,
+  buildIcmpUnreachable, CAPABILITY_GSO, checkOffloadPacket, encodeFrame, encodeJsonFrame, EXPORTER_BYTES, EXPORTER_CONTEXT,
+  EXPORTER_LABEL, FrameType, frameName, GSO_HEADER_BYTES, HEADER_BYTES, ICMP_HOST_UNREACHABLE, intToIpv4, ipv4ToInt,
+  MAX_GSO_PAYLOAD, MIN_IPV4_PACKET, parseHello, PING_BYTES, PROTOCOL_VERSION, ProtocolError, segmentCount, showFingerprint,
+  toDataFrames, verifyHelloAuth, type Hello, type PeerInfo, type Welcome,
 } from '@mnedc/protocol';
+import { PacketBatch } from '@mnedc/tun';
 import { Admission, type AdmissionLimits, type Refusal } from './admission';
 import { DeviceBindings, JoinSecret, loadOrCreateIdentity, type ServerIdentity } from './identity';
 import type { ServerConfig } from './config';
 import { LeasePool, type Lease } from './lease-pool';
 import { LeaseStore } from './lease-store';
 import { PeerDirectory } from './peer-directory';
-import { checkFrame, frameDestination, RoutingTable, Verdict, type DropReason } from './router';
+import { checkFrame, frameDestination, packetOffset, RoutingTable, Verdict, type DropReason } from './router';
 import { newCounters, Session } from './session';
 
 /** What the server needs of its own TUN device (the @mnedc/tun Tun satisfies it). */
 export interface PacketDevice {
   readonly name: string;
+  /** Bytes of virtio_net_hdr in front of every packet read and written (offloads); 0 or absent: none. */
+  readonly vnetHeader?: number;
   start(onBatch: (batch: Buffer, count: number) => void): void;
-  writeBatch(packets: readonly Buffer[], count?: number): number;
+  writeBatch(packets: readonly Buffer[], count?: number, kinds?: Uint8Array): number;
   close(): void;
 }
+
+/** Capabilities this server grants when a HELLO asks for them. */
+const SERVER_CAPABILITIES: readonly string[] = [CAPABILITY_GSO];
 
 export interface ServerDeps {
   config: ServerConfig;
@@ -110,8 +117,10 @@ export class RelayServer extends EventEmitter {
   private readonly sessions = new Set<Session>();
   private readonly byDevice = new Map<string, Session>();
   private readonly corked: Session[] = [];
-  private readonly toDevice: Buffer[] = [];
+  private readonly toDevice = new PacketBatch();
   private device: PacketDevice | null = null;
+  /** The local TUN takes DATA_GSO payloads as they are. */
+  private deviceGso = false;
   private listener: NetServer | null = null;
   private keepaliveTimer: NodeJS.Timeout | null = null;
   private icmpTokens = ICMP_PER_SECOND;
@@ -161,6 +170,7 @@ export class RelayServer extends EventEmitter {
     if (server.interface && this.deps.openDevice) {
       const device = this.deps.openDevice(server.interface, intToIpv4(this.serverIp), server.subnet.prefix, server.mtu);
       this.device = device;
+      this.deviceGso = (device.vnetHeader ?? 0) === GSO_HEADER_BYTES;
       device.start((batch, count) => this.onDeviceBatch(batch, count));
       this.routes.set(this.serverIp, LOCAL);
       this.directory.join({
@@ -365,7 +375,10 @@ export class RelayServer extends EventEmitter {
     const type = frame[0]!;
     if (session.state === 'established') {
       if (type === FrameType.Data) this.forward(session, frame, session.ip);
-      else if (type === FrameType.Ping) session.sendControl(encodeFrame(FrameType.Pong, frame.subarray(HEADER_BYTES)));
+      else if (type === FrameType.DataGso) {
+        if (!session.gso) throw new ProtocolError('unexpected', 'DATA_GSO without the gso capability');
+        this.forward(session, frame, session.ip);
+      } else if (type === FrameType.Ping) session.sendControl(encodeFrame(FrameType.Pong, frame.subarray(HEADER_BYTES)));
       else if (type === FrameType.Pong) session.rttMs = performance.now() - frame.readDoubleBE(HEADER_BYTES);
       else if (type === FrameType.Goodbye) session.socket.end();
       else throw new ProtocolError('unexpected', `${frameName(type)} from a client`);
@@ -454,6 +467,8 @@ export class RelayServer extends EventEmitter {
     session.deviceId = hello.deviceId;
     session.ip = lease.ip;
     session.hello = hello;
+    const capabilities = SERVER_CAPABILITIES.filter((c) => hello.capabilities.includes(c));
+    session.gso = capabilities.includes(CAPABILITY_GSO);
     this.byDevice.set(hello.deviceId, session);
     this.routes.set(lease.ip, session);
     const welcome: Welcome = {
@@ -463,6 +478,7 @@ export class RelayServer extends EventEmitter {
       serverIp: intToIpv4(this.serverIp),
       keepaliveMs: this.limits.keepaliveMs,
       deadAfterMs: this.limits.deadAfterMs,
+      capabilities,
     };
     session.sendControl(encodeJsonFrame(FrameType.Welcome, welcome));
     this.directory.join(peerInfo(lease, now), session);
@@ -522,46 +538,74 @@ export class RelayServer extends EventEmitter {
 
   // ---- packet path ----
 
-  /** A DATA frame from a session (senderIp = its lease) or the local TUN (senderIp = server IP). */
+  /**
+   * A DATA or DATA_GSO frame from a session (senderIp = its lease) or the local TUN (senderIp = server
+   * IP). DATA_GSO goes on as it came to receivers that negotiated it and is segmented for the others.
+   */
   private forward(from: Session | null, frame: Buffer, senderIp: number): void {
     const counters = from ? from.counters : this.local;
-    const bytes = frame.length - HEADER_BYTES;
+    const gso = frame[0] === FrameType.DataGso;
+    const ip = packetOffset(frame);
+    const bytes = frame.length - ip;
     counters.rxPackets++;
     counters.rxBytes += bytes;
     this.totals.rxPackets++;
     this.totals.rxBytes += bytes;
-    const verdict = checkFrame(frame, senderIp);
+    if (gso) {
+      const problem = checkOffloadPacket(frame, HEADER_BYTES, frame.length);
+      if (problem !== null) {
+        this.drop(from, 'malformed', frame, problem);
+        return;
+      }
+    }
+    const verdict = checkFrame(frame, senderIp, ip);
     if (verdict !== Verdict.Deliver) {
       this.drop(from, verdict === Verdict.Spoofed ? 'spoofed' : 'malformed', frame);
       return;
     }
-    const target = this.routes.get(frameDestination(frame));
+    const target = this.routes.get(frameDestination(frame, ip));
     if (target === undefined) {
       this.drop(from, 'noRoute', frame);
-      this.unreachable(from, frame);
-    } else if (target instanceof Session) {
-      if (!target.sendData(frame, this.corked)) {
+      this.unreachable(from, frame.subarray(ip));
+      return;
+    }
+    let packets = 1;
+    if (target instanceof Session) {
+      if (!target.accepts()) {
         this.countDrop(from, 'queueFull');
         return;
       }
-      this.totals.txPackets++;
-      this.totals.txBytes += bytes;
-    } else {
-      this.toDevice.push(frame.subarray(HEADER_BYTES));
+      let out = frame;
+      if (gso && !target.gso) {
+        packets = segmentCount(frame, HEADER_BYTES, frame.length);
+        out = toDataFrames(frame, HEADER_BYTES, frame.length);
+      }
+      target.queueData(out, this.corked, packets, bytes);
+    } else if (!gso || this.deviceGso) {
+      this.toDevice.push(frame.subarray(gso ? HEADER_BYTES : ip), gso);
       this.local.txPackets++;
-      this.local.txBytes += bytes;
-      this.totals.txPackets++;
-      this.totals.txBytes += bytes;
+    } else {
+      packets = segmentCount(frame, HEADER_BYTES, frame.length);
+      const frames = toDataFrames(frame, HEADER_BYTES, frame.length);
+      for (let o = 0; o < frames.length;) {
+        const end = o + HEADER_BYTES + (frames.readUInt32BE(o) & 0xffffff);
+        this.toDevice.push(frames.subarray(o + HEADER_BYTES, end), false);
+        o = end;
+      }
+      this.local.txPackets += packets;
     }
+    if (!(target instanceof Session)) this.local.txBytes += bytes;
+    this.totals.txPackets += packets;
+    this.totals.txBytes += bytes;
   }
 
-  private drop(from: Session | null, reason: DropReason, frame: Buffer): void {
+  private drop(from: Session | null, reason: DropReason, frame: Buffer, problem?: string): void {
     this.countDrop(from, reason);
     this.warnings.warn(`drop:${reason}`, () => {
       const destination = intToIpv4(frameDestination(frame));
       return {
-        fields: { deviceId: from?.deviceId ?? 'server', reason, destination },
-        message: `Dropped packets (${reason}), e.g. from ${from?.deviceId ?? 'the server'} to ${destination}`,
+        fields: { deviceId: from?.deviceId ?? 'server', reason, destination, ...(problem ? { problem } : {}) },
+        message: `Dropped packets (${reason}), e.g. from ${from?.deviceId ?? 'the server'} to ${destination}${problem ? `: ${problem}` : ''}`,
       };
     });
   }
@@ -571,28 +615,33 @@ export class RelayServer extends EventEmitter {
     (from ? from.counters : this.local).drops[reason]++;
   }
 
-  private unreachable(from: Session | null, frame: Buffer): void {
+  /** `packet`: the IPv4 packet that found no route. */
+  private unreachable(from: Session | null, packet: Buffer): void {
     const now = Date.now();
     if (now - this.icmpRefill >= 1000) {
       this.icmpTokens = ICMP_PER_SECOND;
       this.icmpRefill = now;
     }
     if (this.icmpTokens <= 0) return;
-    const icmp = buildIcmpUnreachable(frame.subarray(HEADER_BYTES), this.serverIp, ICMP_HOST_UNREACHABLE);
+    const icmp = buildIcmpUnreachable(packet, this.serverIp, ICMP_HOST_UNREACHABLE);
     if (!icmp) return;
     this.icmpTokens--;
     if (from) from.sendData(encodeFrame(FrameType.Data, icmp), this.corked);
-    else this.toDevice.push(icmp);
+    else this.toDevice.push(icmp, false);
   }
 
   private onDeviceBatch(batch: Buffer, count: number): void {
-    // The TUN batch is [u32 length][packet] records; with the type byte set each is a DATA frame as is.
+    // The TUN batch is [u32 length][packet] records — [u32 length][virtio header][packet] with offloads;
+    // with the type byte set each is a DATA (DATA_GSO) frame as is.
+    const type = this.deviceGso ? FrameType.DataGso : FrameType.Data;
+    const min = this.deviceGso ? GSO_HEADER_BYTES + MIN_IPV4_PACKET : MIN_IPV4_PACKET;
+    const max = this.deviceGso ? MAX_GSO_PAYLOAD : 0xffff;
     let offset = 0;
     for (let i = 0; i < count; i++) {
       const length = batch.readUInt32BE(offset);
       const end = offset + HEADER_BYTES + length;
-      if (length >= 20 && length <= 0xffff) {
-        batch[offset] = FrameType.Data;
+      if (length >= min && length <= max) {
+        batch[offset] = type;
         this.forward(null, batch.subarray(offset, end), this.serverIp);
       }
       offset = end;
@@ -605,10 +654,8 @@ export class RelayServer extends EventEmitter {
     const corked = this.corked;
     for (let i = 0; i < corked.length; i++) corked[i]!.uncork();
     corked.length = 0;
-    if (this.toDevice.length > 0 && this.device) {
-      this.device.writeBatch(this.toDevice);
-      this.toDevice.length = 0;
-    }
+    if (this.toDevice.length > 0 && this.device) this.toDevice.flush(this.device);
+    else this.toDevice.clear();
   }
 }
 

@@ -54,28 +54,44 @@ export class Session implements PeerSubscriber {
   /** Holds a handshake slot in the admission control until established or closed. */
   admitted = true;
   tlsReady = false;
+  /** Negotiated "gso": the device takes DATA_GSO frames and may send them. */
+  gso = false;
 
   constructor(readonly socket: Socket, public queueLimit: number, maxPayload?: number) {
     this.decoder = new FrameDecoder(maxPayload);
     this.remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
   }
 
-  /** Queues a DATA frame unless the device is too far behind. The caller uncorks after its batch. */
-  sendData(frame: Buffer, corkList: Session[]): boolean {
+  /** False (and counted as missed) while the device is too far behind to be sent anything. */
+  accepts(): boolean {
     if (this.socket.writableLength > this.queueLimit || this.state !== 'established') {
       // Counted against the sender by the caller; here it is what this device missed.
       this.missed++;
       return false;
     }
+    return true;
+  }
+
+  /**
+   * Queues DATA or DATA_GSO frames (one, or several back to back: `packets` of them carrying `bytes` of
+   * IP packets) unless the device is too far behind. The caller uncorks after its batch.
+   */
+  sendData(frame: Buffer, corkList: Session[], packets = 1, bytes = frame.length - HEADER_BYTES): boolean {
+    if (!this.accepts()) return false;
+    this.queueData(frame, corkList, packets, bytes);
+    return true;
+  }
+
+  /** sendData after accepts() said yes. */
+  queueData(frame: Buffer, corkList: Session[], packets: number, bytes: number): void {
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
       corkList.push(this);
     }
     this.socket.write(frame);
-    this.counters.txPackets++;
-    this.counters.txBytes += frame.length - HEADER_BYTES;
-    return true;
+    this.counters.txPackets += packets;
+    this.counters.txBytes += bytes;
   }
 
   updateRates(now: number): void {

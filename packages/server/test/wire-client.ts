@@ -19,6 +19,8 @@ export class WireClient {
   readonly socket: TLSSocket;
   readonly frames: Buffer[] = [];
   readonly data: Buffer[] = [];
+  /** DATA_GSO payloads: virtio header + packet. */
+  readonly gso: Buffer[] = [];
   readonly peers = new Map<string, PeerInfo>();
   /** Every device ID ever announced as gone, in order. */
   readonly downs: string[] = [];
@@ -64,6 +66,11 @@ export class WireClient {
     this.socket.write(encodeFrame(FrameType.Data, packet));
   }
 
+  /** A DATA_GSO frame: `payload` is virtio header + packet. */
+  sendGso(payload: Buffer): void {
+    this.socket.write(encodeFrame(FrameType.DataGso, payload));
+  }
+
   private onFrame(frame: Buffer): void {
     this.frames.push(frame);
     const payload = frame.subarray(4);
@@ -72,6 +79,7 @@ export class WireClient {
       case FrameType.Reject: this.reject = parseReject(payload); break;
       case FrameType.Goodbye: this.goodbye = parseGoodbye(payload); break;
       case FrameType.Data: this.data.push(payload); break;
+      case FrameType.DataGso: this.gso.push(payload); break;
       case FrameType.Ping: if (this.answerPings) this.socket.write(encodeFrame(FrameType.Pong, payload)); break;
       case FrameType.Peers: {
         const update = parsePeerUpdate(payload);

@@ -15,6 +15,13 @@
  *
  * Writes are batched for the same reason: writeBatch() performs one write()
  * per packet inside a single native call.
+ *
+ * Offloads (Tun.open(name, { offload: true })): the device is opened with
+ * IFF_VNET_HDR and TUNSETOFFLOAD, so each record's packet is preceded by a
+ * 10-byte virtio_net_hdr (little-endian, see VNET_HDR_BYTES) and may be a TCP
+ * or UDP super-packet of up to 64 KB whose segmentation and checksum are left
+ * to us — or to the kernel at the far end, which takes the same header back.
+ * The record length L then counts header + packet.
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -28,6 +35,34 @@ export interface TunStats {
   txDrops: number;
   rxErrors: number;
   rxBatches: number;
+}
+
+/** TUNSETOFFLOAD bits (linux/if_tun.h). */
+export const TUN_F = {
+  CSUM: 0x01,
+  TSO4: 0x02,
+  TSO6: 0x04,
+  TSO_ECN: 0x08,
+  USO4: 0x20,
+  USO6: 0x40,
+} as const;
+
+/** Size of struct virtio_net_hdr as the device reads and writes it with offloads on. */
+export const VNET_HDR_BYTES = 10;
+
+/**
+ * Offload sets tried in order: the kernel refuses unknown bits (USO is Linux 6.2+) and takes USO only
+ * for both families at once.
+ */
+const OFFLOAD_CHOICES = [
+  TUN_F.CSUM | TUN_F.TSO4 | TUN_F.TSO6 | TUN_F.TSO_ECN | TUN_F.USO4 | TUN_F.USO6,
+  TUN_F.CSUM | TUN_F.TSO4 | TUN_F.TSO6 | TUN_F.TSO_ECN,
+  TUN_F.CSUM,
+];
+
+export interface TunOpenOptions {
+  /** Open with a virtio_net_hdr per packet and enable checksum/TSO/USO offloads where the kernel has them. */
+  offload?: boolean;
 }
 
 export interface TunConfig {
@@ -55,14 +90,16 @@ interface NativeTunHandle {
   start(onBatch: BatchHandler): void;
   pause(): void;
   resume(): void;
-  writeBatch(packets: readonly Buffer[], count?: number): number;
+  writeBatch(packets: readonly Buffer[], count?: number, kinds?: Uint8Array): number;
   writePacket(packet: Buffer): boolean;
+  setOffload(flags: number): void;
+  vnetHeader(): number;
   stats(): TunStats;
   close(): void;
 }
 
 interface NativeAddon {
-  TunHandle: new (name: string) => NativeTunHandle;
+  TunHandle: new (name: string, vnetHeader: boolean) => NativeTunHandle;
 }
 
 let addon: NativeAddon | undefined;
@@ -97,11 +134,20 @@ const IFNAMSIZ = 16;
 
 export class Tun {
   readonly name: string;
+  /** VNET_HDR_BYTES when every packet read or written carries a virtio_net_hdr, else 0. */
+  readonly vnetHeader: number;
+  private offloadFlags = 0;
   private readonly handle: NativeTunHandle;
 
   private constructor(handle: NativeTunHandle) {
     this.handle = handle;
     this.name = handle.getName();
+    this.vnetHeader = handle.vnetHeader();
+  }
+
+  /** The TUN_F bits in force (0 without offloads). */
+  get offloads(): number {
+    return this.offloadFlags;
   }
 
   /**
@@ -109,12 +155,43 @@ export class Tun {
    * when closed or when the process exits. '' / undefined lets the kernel
    * choose ("mnedc0", "mnedc1", ...); the actual name is in `.name`.
    */
-  static open(name?: string): Tun {
+  static open(name?: string, options: TunOpenOptions = {}): Tun {
     const requested = name === undefined || name === '' ? 'mnedc%d' : name;
     if (typeof requested !== 'string' || Buffer.byteLength(requested) >= IFNAMSIZ) {
       throw new RangeError(`Tun.open: interface name must be a string of at most ${IFNAMSIZ - 1} bytes, got ${JSON.stringify(name)}`);
     }
-    return new Tun(new (loadAddon().TunHandle)(requested));
+    const tun = new Tun(new (loadAddon().TunHandle)(requested, options.offload === true));
+    if (options.offload) tun.enableOffloads();
+    return tun;
+  }
+
+  /**
+   * Turns on the richest offload set the kernel accepts and returns it; with none accepted the
+   * device still carries (all-zero) headers. Only for a device opened with `offload`.
+   */
+  enableOffloads(): number {
+    for (const flags of OFFLOAD_CHOICES) {
+      try {
+        this.setOffload(flags);
+        return flags;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+      }
+    }
+    this.setOffload(0);
+    return 0;
+  }
+
+  /**
+   * TUNSETOFFLOAD. 0 makes the kernel segment and checksum everything itself again (while headers
+   * stay), for a peer that cannot take super-packets; changing it on a running device is fine.
+   */
+  setOffload(flags: number): void {
+    if (!Number.isInteger(flags) || flags < 0 || flags > 0xff) {
+      throw new RangeError(`Tun.setOffload ${this.name}: flags must be an integer in 0..255, got ${String(flags)}`);
+    }
+    this.handle.setOffload(flags);
+    this.offloadFlags = flags;
   }
 
   /** Applies mtu, then address/prefix, then up/down. All arguments are validated before any change. */
@@ -166,14 +243,17 @@ export class Tun {
 
   /**
    * Writes packets[0..count) in one native call. Packets the kernel refuses
-   * (EAGAIN, ENOBUFS, EIO, ...) are counted in stats().txDrops, not thrown.
+   * (EAGAIN, ENOBUFS, EIO, EINVAL for a header it rejects, ...) are counted in
+   * stats().txDrops, not thrown. `kinds[i]` = 1 marks a packet that starts
+   * with its virtio_net_hdr (only on a device with vnetHeader); the others are
+   * bare IP packets and get an all-zero header on such a device.
    * @returns number of packets written.
    */
-  writeBatch(packets: readonly Buffer[], count: number = packets.length): number {
+  writeBatch(packets: readonly Buffer[], count: number = packets.length, kinds?: Uint8Array): number {
     if (!Number.isInteger(count) || count < 0 || count > packets.length) {
       throw new RangeError(`Tun.writeBatch ${this.name}: count must be an integer in 0..${packets.length}, got ${String(count)}`);
     }
-    return this.handle.writeBatch(packets, count);
+    return this.handle.writeBatch(packets, count, kinds);
   }
 
   /** @returns false if the packet was dropped (see writeBatch). */
@@ -213,5 +293,53 @@ export function forEachPacket(
     }
     fn(batch.subarray(off + BATCH_HEADER_BYTES, end), off);
     off = end;
+  }
+}
+
+/** The writing side of a device, as PacketBatch needs it. */
+export interface BatchWriter {
+  writeBatch(packets: readonly Buffer[], count?: number, kinds?: Uint8Array): number;
+}
+
+/**
+ * Packets collected for one writeBatch call, each marked as bare IP or as starting with its
+ * virtio_net_hdr. Reused across batches so the packet path allocates nothing per packet.
+ */
+export class PacketBatch {
+  readonly packets: Buffer[] = [];
+  private kinds = new Uint8Array(256);
+  private withHeader = 0;
+
+  get length(): number {
+    return this.packets.length;
+  }
+
+  push(packet: Buffer, hasVnetHeader: boolean): void {
+    const i = this.packets.length;
+    if (i === this.kinds.length) {
+      const grown = new Uint8Array(this.kinds.length * 2);
+      grown.set(this.kinds);
+      this.kinds = grown;
+    }
+    this.kinds[i] = hasVnetHeader ? 1 : 0;
+    if (hasVnetHeader) this.withHeader++;
+    this.packets.push(packet);
+  }
+
+  clear(): void {
+    this.packets.length = 0;
+    this.withHeader = 0;
+  }
+
+  /** Writes and empties the batch; returns the packets written. */
+  flush(device: BatchWriter): number {
+    const count = this.packets.length;
+    if (count === 0) return 0;
+    try {
+      // Kinds only when needed, so devices without offloads (and test fakes) see the plain call.
+      return this.withHeader > 0 ? device.writeBatch(this.packets, count, this.kinds) : device.writeBatch(this.packets, count);
+    } finally {
+      this.clear();
+    }
   }
 }
