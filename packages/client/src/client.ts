@@ -175,7 +175,9 @@ export class RelayClient extends EventEmitter {
     if (this.state === 'stopped') return;
     this.state = 'connecting';
     const { host, port } = this.deps.config.client.server;
-    const socket = openTunnel(host, port);
+    // The chunk is a view of a reused buffer: onChunk consumes it before returning (frames split across
+    // chunks are copied by the decoder, and DATA views are written to the TUN at the end of the chunk).
+    const socket: TLSSocket = openTunnel(host, port, (chunk) => this.onChunk(socket, chunk));
     this.socket = socket;
     this.decoder = new FrameDecoder();
     socket.setNoDelay(true);
@@ -204,7 +206,6 @@ export class RelayClient extends EventEmitter {
       hello.auth = { ...proveIdentity(socket, this.deps.credentials, this.deps.deviceId) };
       socket.write(encodeJsonFrame(FrameType.Hello, hello));
     });
-    socket.on('data', (chunk: Buffer) => this.onChunk(socket, chunk));
     socket.on('drain', () => {
       if (this.paused && socket === this.socket) {
         this.paused = false;
