@@ -11,7 +11,7 @@ import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import * as readline from 'node:readline';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { BATCH_HEADER_BYTES, Tun, forEachPacket } from '../src/index';
+import { BATCH_HEADER_BYTES, TUN_F, Tun, VNET_HDR_BYTES, forEachPacket } from '../src/index';
 
 const LOCAL = '10.99.0.1';
 const PEER = '10.99.0.2';
@@ -93,6 +93,28 @@ function ipv4Udp(src: string, dst: string, sport: number, dport: number, payload
   p.writeUInt16BE(dport, 22);
   p.writeUInt16BE(8 + payload.length, 24); // checksum 0 = none, legal for IPv4
   payload.copy(p, 28);
+  return p;
+}
+
+/** `packet` behind a virtio_net_hdr (little-endian): flags, gso_type, gso_size, checksum at the UDP field. */
+function withVnet(packet: Buffer, flags: number, gsoType: number, gsoSize: number): Buffer {
+  const header = Buffer.alloc(VNET_HDR_BYTES);
+  header[0] = flags;
+  header[1] = gsoType;
+  header.writeUInt16LE(28, 2);
+  header.writeUInt16LE(gsoSize, 4);
+  header.writeUInt16LE(20, 6);
+  header.writeUInt16LE(6, 8);
+  return Buffer.concat([header, packet]);
+}
+
+/** An IPv4/UDP packet whose checksum field holds only the folded pseudo-header sum (CHECKSUM_PARTIAL). */
+function udpWithPartialChecksum(src: string, dst: string, dport: number, payload: Buffer, id: number): Buffer {
+  const p = ipv4Udp(src, dst, 4000, dport, payload, id);
+  let sum = 17 + (p.length - 20);
+  for (let i = 12; i < 20; i += 2) sum += p.readUInt16BE(i);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  p.writeUInt16BE(sum, 26);
   return p;
 }
 
@@ -243,6 +265,67 @@ const scenarios: Record<string, (args: string[]) => Promise<Record<string, unkno
     const stats = tun.stats();
     tun.close();
     return { written, single, got, stats };
+  },
+
+  /**
+   * IFF_VNET_HDR: reads carry a virtio_net_hdr; writes take bare packets (given an all-zero header), packets
+   * with their own header and a partial checksum, and — where the kernel has USO — UDP super-packets,
+   * which the kernel segments for the receiving socket.
+   */
+  async offload() {
+    const tun = Tun.open('', { offload: true });
+    tun.configure({ mtu: 1400, address: LOCAL, prefix: 24, up: true });
+    const headers: number[][] = [];
+    const outgoing: UdpSeen[] = [];
+    const progress = new Progress();
+    tun.start((batch, count) => {
+      forEachPacket(batch, count, (record) => {
+        const packet = record.subarray(VNET_HDR_BYTES);
+        const udp = packet[0]! >> 4 === 4 && packet[9] === 17 ? parseUdp(packet) : undefined;
+        if (udp && udp.dst === PEER) {
+          headers.push([...record.subarray(0, VNET_HDR_BYTES)]);
+          outgoing.push(udp);
+        }
+      });
+      progress.kick();
+    });
+    const out = udpSocket();
+    await sendBurst(out, ['out-0', 'out-1'], 9, PEER);
+    await progress.until(() => outgoing.length >= 2, 'two datagrams read with headers');
+    out.close();
+
+    const sock = udpSocket();
+    await new Promise<void>((resolve) => sock.bind(0, LOCAL, resolve));
+    const port = sock.address().port;
+    const got: string[] = [];
+    sock.on('message', (msg) => {
+      got.push(msg.toString());
+      progress.kick();
+    });
+    const bare = ipv4Udp(PEER, LOCAL, 4000, port, Buffer.from('bare'), 1);
+    // NEEDS_CSUM with the checksum field holding the pseudo-header sum, as an offloading sender leaves it.
+    const partial = withVnet(udpWithPartialChecksum(PEER, LOCAL, port, Buffer.from('partial'), 2), 1, 0, 0);
+    const written = tun.writeBatch([bare, partial], 2, Uint8Array.from([0, 1]));
+    await progress.until(() => got.length >= 2, 'the bare and the partial-checksum datagram');
+    let uso: string[] | null = null;
+    if (tun.offloads & TUN_F.USO4) {
+      const payload = Buffer.from('a'.repeat(100) + 'b'.repeat(100) + 'c'.repeat(50));
+      tun.writeBatch([withVnet(udpWithPartialChecksum(PEER, LOCAL, port, payload, 3), 1, 5, 100)], 1, Uint8Array.from([1]));
+      await progress.until(() => got.length >= 5, 'three segments of a UDP super-packet');
+      uso = got.slice(2);
+    }
+    sock.close();
+    let plainKinds = '';
+    const plain = Tun.open();
+    try {
+      plain.writeBatch([bare], 1, Uint8Array.from([1]));
+    } catch (err) {
+      plainKinds = (err as Error).message;
+    }
+    plain.close();
+    const result = { vnetHeader: tun.vnetHeader, offloads: tun.offloads, plainVnet: plain.vnetHeader, headers, outgoing, written, got: got.slice(0, 2), uso, plainKinds, stats: tun.stats() };
+    tun.close();
+    return result;
   },
 
   async errors() {

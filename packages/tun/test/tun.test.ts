@@ -308,6 +308,37 @@ function txBytesExpected(): number {
   return n;
 }
 
+test('offloads: reads carry a virtio header; writes take bare, partial-checksum and UDP super-packets', opts, () =>
+  inNetns('offload', [], async (child) => {
+    const r = await child.result<{
+      vnetHeader: number;
+      offloads: number;
+      plainVnet: number;
+      headers: number[][];
+      outgoing: { payload: string }[];
+      written: number;
+      got: string[];
+      uso: string[] | null;
+      plainKinds: string;
+      stats: Stats;
+    }>();
+    assert.equal(r.vnetHeader, 10);
+    assert.equal(r.plainVnet, 0);
+    assert.equal(r.offloads & 0x03, 0x03, 'checksum and TSO4 offloads on');
+    assert.deepEqual(r.outgoing.map((o) => o.payload), ['out-0', 'out-1']);
+    for (const h of r.headers) {
+      assert.equal(h[1], 0, 'no segmentation for a small datagram');
+      // With checksum offload the kernel leaves the UDP checksum to us, and says where it goes.
+      if (h[0]! & 1) assert.deepEqual([h[6], h[7], h[8], h[9]], [20, 0, 6, 0]);
+    }
+    assert.equal(r.written, 2);
+    assert.deepEqual(r.got, ['bare', 'partial']);
+    if (r.uso) assert.deepEqual(r.uso, ['a'.repeat(100), 'b'.repeat(100), 'c'.repeat(50)]);
+    assert.match(r.plainKinds, /without offloads/);
+    assert.equal(r.stats.txDrops, 0);
+  }),
+);
+
 test('argument, errno and closed-device errors', opts, () =>
   inNetns('errors', [], async (child) => {
     const r = await child.result<{ busy: { code: string }; invalid: { code: string } }>();
