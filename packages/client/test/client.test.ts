@@ -7,38 +7,9 @@ import { after, afterEach, describe, it } from 'node:test';
 import pino from 'pino';
 import { ipv4ToInt } from '@mnedc/protocol';
 import { parseServerConfig, RelayServer } from '@mnedc/server';
-import { Backoff, parseClientConfig, RelayClient, type ClientConfig, type TunnelDevice } from '../src';
+import { Backoff, parseClientConfig, RelayClient, type ClientConfig } from '../src';
+import { FakeDevice } from './fake-device';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-
-/** A TUN stand-in: records configuration and written packets, and injects packets as if read. */
-class FakeDevice implements TunnelDevice {
-  readonly name = 'fake0';
-  configured: Array<{ address?: string; prefix?: number; mtu?: number }> = [];
-  written: Buffer[] = [];
-  closed = false;
-  private onBatch: ((batch: Buffer, count: number) => void) | null = null;
-  private waiters: Array<() => void> = [];
-  configure(cfg: { address?: string; prefix?: number; mtu?: number }): void { this.configured.push(cfg); this.wake(); }
-  start(onBatch: (batch: Buffer, count: number) => void): void { this.onBatch = onBatch; }
-  pause(): void {}
-  resume(): void {}
-  writeBatch(packets: readonly Buffer[]): number { packets.forEach((p) => this.written.push(Buffer.from(p))); this.wake(); return packets.length; }
-  close(): void { this.closed = true; }
-  /** Delivers packets the way the addon does: one buffer of [u32 length][packet] records. */
-  inject(packets: Buffer[]): void {
-    const batch = Buffer.concat(packets.flatMap((p) => { const h = Buffer.alloc(4); h.writeUInt32BE(p.length); return [h, p]; }));
-    this.onBatch!(batch, packets.length);
-  }
-  wake(): void { const w = this.waiters; this.waiters = []; w.forEach((f) => f()); }
-  async until(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!condition()) {
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for ${what}`);
-      await new Promise<void>((resolve) => { const t = setTimeout(resolve, left); this.waiters.push(() => { clearTimeout(t); resolve(); }); });
-    }
-  }
-}
 
 /** Resolves when the client reaches `state` (now or by a later 'state' event). */
 function reach(c: RelayClient, state: string, timeoutMs = 10_000): Promise<void> {
