@@ -43,17 +43,31 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
   const box = {} as Record<'srv' | Client, Container>;
   let join = '';
   const ips = {} as Record<Client, string>;
-  const journals: Daemon[] = [];
 
   /** journalctl -f of a unit from now on, so a test can await what the daemon says next. */
   function followJournal(node: 'srv' | Client, unit: string): Daemon {
-    const follower = box[node].follow(`exec journalctl -u ${unit} -f -n 0 -o cat`);
-    journals.push(follower);
-    return follower;
+    return box[node].follow(`exec journalctl -u ${unit} -f -n 0 -o cat`);
   }
 
   async function clientStatus(node: Client): Promise<ClientStatus> {
     return JSON.parse(await box[node].run('mnedcctl status --json')) as ClientStatus;
+  }
+
+  let broken = '';
+  /**
+   * One step of the story: skipped once an earlier step failed (it builds on that step's outcome), and a
+   * failure carries the mnedc journals of every container.
+   */
+  function step(name: string, timeoutMs: number, body: () => Promise<void>): void {
+    it(name, { timeout: timeoutMs }, async (t) => {
+      if (broken) return t.skip(`it builds on the failed step "${broken}"`);
+      try {
+        await withDiagnostics(body);
+      } catch (e) {
+        broken = name;
+        throw e;
+      }
+    });
   }
 
   /** What a failed step needs to be understood: the mnedc journals of every container. */
@@ -73,7 +87,6 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
   }
 
   after(async () => {
-    for (const follower of journals) follower.child.kill('SIGKILL');
     await lab?.destroy();
     if (lab) {
       assert.deepEqual(await namespacesWithPrefix(lab.prefix), [], 'the test left namespaces behind');
@@ -85,33 +98,36 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
     }
   });
 
-  it('npm run deb builds the .debs and a local apt repository from this tree; lintian finds no errors', { timeout: 60 * MINUTE }, async () => {
+  step('npm run deb builds the .debs and a local apt repository from this tree; lintian finds no errors', 60 * MINUTE, async () => {
     for (const [out, version] of [[REPO, VERSION], [NEXT_REPO, NEXT_VERSION]] as const) {
       const log = await buildRepository(out, version);
       const lintianErrors = log.split('\n').filter((line) => /^E: /.test(line));
       assert.deepEqual(lintianErrors, [], 'lintian errors');
-      const index = fs.readFileSync(path.join(out, 'Packages'), 'utf8');
-      for (const pkg of ['mnedcd-server', 'mnedcd-client', 'mnedcctl']) {
-        assert.match(index, new RegExp(`^Package: ${pkg}\\nVersion: ${version.replace(/[.+]/g, '\\$&')}$`, 'm'), `${pkg} ${version} in ${out}/Packages`);
-      }
+      const stanzas = fs.readFileSync(path.join(out, 'Packages'), 'utf8').split('\n\n')
+        .map((stanza) => `${/^Package: (.*)$/m.exec(stanza)?.[1]} ${/^Version: (.*)$/m.exec(stanza)?.[1]}`);
+      for (const pkg of ['mnedcd-server', 'mnedcd-client', 'mnedcctl']) assert.ok(stanzas.includes(`${pkg} ${version}`), `${pkg} ${version} in ${out}/Packages`);
       assert.ok(fs.existsSync(path.join(out, 'Release')), 'Release file');
     }
   });
 
-  it('boots three Debian 12 containers in the lab: srv under the main NAT, c and d under different NATs', { timeout: 20 * MINUTE }, async () => {
+  step('boots three Debian 12 containers in the lab: srv under the main NAT, c and d under different NATs', 20 * MINUTE, async () => {
     const rootfs = await runCommand('bash', [path.join(REPO_ROOT, 'scripts/system-rootfs.sh')], 15 * MINUTE);
     assert.equal(rootfs.code, 0, `system-rootfs.sh failed:\n${rootfs.stdout}${rootfs.stderr}`);
     lab = await Lab.create();
-    const options = {
+    const boot = (node: 'srv' | Client) => Container.boot(lab!, node, {
       rootfs: ROOTFS,
       bindReadOnly: { [REPO]: '/srv/mnedc-apt', [NEXT_REPO]: '/srv/mnedc-apt-next', [RUNTIME_REPO]: '/srv/debian-runtime' },
-      // No internet in the lab: Debian's own packages come from the local runtime repository.
       files: {
-        '/etc/apt/sources.list': '',
-        '/etc/apt/sources.list.d/local.list': 'deb [trusted=yes] file:/srv/debian-runtime ./\ndeb [trusted=yes] file:/srv/mnedc-apt ./\n',
+        // No internet in the lab: Debian's own packages come from the local runtime repository. c installs
+        // the way the README's walkthrough does (the .deb files), srv and d from the mnedc repository.
+        '/etc/apt/sources.list': 'deb [trusted=yes] file:/srv/debian-runtime ./\n',
+        ...(node === 'c' ? {} : { '/etc/apt/sources.list.d/local.list': 'deb [trusted=yes] file:/srv/mnedc-apt ./\n' }),
+        // Debian's udev makes /dev/net/tun 0666 (50-udev-default.rules); a container has no udev and gets the
+        // host's node, which is 0600 on some hosts. This restores what every Debian system has, early at boot.
+        '/etc/tmpfiles.d/tun-mode.conf': 'z /dev/net/tun 0666 - - -\n',
       },
-    };
-    const [srv, c, d] = await Promise.all((['srv', 'c', 'd'] as const).map((node) => Container.boot(lab!, node, options)));
+    });
+    const [srv, c, d] = await Promise.all([boot('srv'), boot('c'), boot('d')]);
     Object.assign(box, { srv, c, d });
     for (const node of ['srv', 'c', 'd'] as const) {
       assert.equal((await box[node].run('systemctl is-system-running || true')).trim(), 'running', `${node} booted cleanly`);
@@ -122,7 +138,7 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
     assert.notEqual(blocked.code, 0, 'srv reached c directly: the containers are not behind the lab NATs');
   });
 
-  it('apt installs the server and the clients (pulling Debian\'s nodejs); systemctl enable --now joins them', { timeout: 20 * MINUTE }, () => withDiagnostics(async () => {
+  step('apt installs the server and the clients (pulling Debian\'s nodejs); systemctl enable --now joins them', 20 * MINUTE, async () => {
     await box.srv.run('apt-get update -qq && apt-get install -y -qq mnedcd-server >/dev/null', 10 * MINUTE);
     assert.match(await box.srv.run("dpkg-query -W -f '${Version}' nodejs"), /^18\.[\d.]+\+dfsg-.*deb12/, 'Debian\'s own nodejs');
     await box.srv.run('systemctl enable --now mnedcd-server');
@@ -131,7 +147,10 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
 
     await Promise.all(CLIENTS.map(async (node) => {
       const client = box[node];
-      await client.run('apt-get update -qq && apt-get install -y -qq mnedcd-client >/dev/null', 10 * MINUTE);
+      const install = node === 'c'
+        ? `cd /srv/mnedc-apt && apt-get install -y -qq ./mnedcctl_${VERSION}_all.deb ./mnedcd-client_${VERSION}_*.deb`
+        : 'apt-get install -y -qq mnedcd-client';
+      await client.run(`apt-get update -qq && ${install} >/dev/null`, 10 * MINUTE);
       // The walkthrough's own edit of the conffile (README: Install).
       await client.run(`sed -i -e 's|^;server =.*|server = ${SERVER_ADDRESS}|' -e 's|^;join =.*|join = ${join}|' /etc/mnedc/client.ini`);
       await client.run('systemctl enable --now mnedcd-client');
@@ -140,9 +159,9 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
       ips[node] = status.ip;
     }));
     assert.notEqual(ips.c, ips.d);
-  }));
+  });
 
-  it('units are active with the watchdog armed; each client lists the other; they ping across the NATs; no warnings', { timeout: 5 * MINUTE }, () => withDiagnostics(async () => {
+  step('units are active with the watchdog armed; each client lists the other; they ping across the NATs; no warnings', 5 * MINUTE, async () => {
     for (const [node, unit] of [['srv', 'mnedcd-server'], ['c', 'mnedcd-client'], ['d', 'mnedcd-client']] as const) {
       assert.equal((await box[node].run(`systemctl is-active ${unit}`)).trim(), 'active', `${unit} on ${node}`);
       assert.equal((await box[node].run(`systemctl show -p WatchdogUSec --value ${unit}`)).trim(), '30s', `${unit} watchdog on ${node}`);
@@ -151,7 +170,6 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
     for (const [node, other] of [['c', 'd'], ['d', 'c']] as const) {
       // The peer event may have been logged before this test looked: the journal from its start is searched.
       const journal = box[node].follow('exec journalctl -u mnedcd-client -f -n all -o cat');
-      journals.push(journal);
       await journal.waitForRaw(new RegExp(`^Peer .* is up at ${ips[other].replace(/\./g, '\\.')}( |$)`), 30_000);
       const peers = JSON.parse(await box[node].run('mnedcctl peers --json')) as Array<{ ip: string; hostname: string }>;
       assert.ok(peers.some((p) => p.ip === ips[other] && p.hostname === other), `${node} lists ${other}: ${JSON.stringify(peers)}`);
@@ -160,9 +178,9 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
     for (const [node, unit] of [['srv', 'mnedcd-server'], ['c', 'mnedcd-client'], ['d', 'mnedcd-client']] as const) {
       assert.equal(await box[node].run(`journalctl -u ${unit} -p warning -q --no-pager -o cat`), '', `warnings from ${unit} on ${node}`);
     }
-  }));
+  });
 
-  it('a wrong join secret: the unit stays up and says why, journalctl -p warning shows the error; the right one rejoins', { timeout: 5 * MINUTE }, () => withDiagnostics(async () => {
+  step('a wrong join secret: the unit stays up and says why, journalctl -p warning shows the error; the right one rejoins', 5 * MINUTE, async () => {
     const d = box.d;
     const wrong = `${join.slice(0, join.lastIndexOf('.'))}.${randomBytes(32).toString('base64url')}`;
     const since = (await d.run('date +%s.%N')).trim();
@@ -176,9 +194,9 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
     const status = await clientStatus('d');
     assert.equal(status.state, 'connected', JSON.stringify(status));
     assert.equal(status.ip, ips.d, 'the same address after the fix');
-  }));
+  });
 
-  it('systemctl reload mnedcd-server keeps every session', { timeout: 5 * MINUTE }, () => withDiagnostics(async () => {
+  step('systemctl reload mnedcd-server keeps every session', 5 * MINUTE, async () => {
     const before = JSON.parse(await box.srv.run('mnedcctl peers --json')) as ServerPeer[];
     assert.equal(before.length, 2);
     const journal = followJournal('srv', 'mnedcd-server');
@@ -188,9 +206,9 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
     assert.deepEqual(afterReload.map((p) => [p.deviceId, p.ip, p.since]).sort(), before.map((p) => [p.deviceId, p.ip, p.since]).sort(),
       'the same sessions, connected since the same time');
     assert.equal((await box.srv.run('systemctl is-active mnedcd-server')).trim(), 'active');
-  }));
+  });
 
-  it('systemctl restart mnedcd-server: the clients are back with the same IPs within seconds', { timeout: 5 * MINUTE }, () => withDiagnostics(async () => {
+  step('systemctl restart mnedcd-server: the clients are back with the same IPs within seconds', 5 * MINUTE, async () => {
     const followers = CLIENTS.map((node) => followJournal(node, 'mnedcd-client'));
     const started = Date.now();
     await box.srv.run('systemctl restart mnedcd-server');
@@ -199,18 +217,18 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
     const seconds = (Date.now() - started) / 1000;
     assert.ok(seconds < 10, `clients back after ${seconds.toFixed(1)} s`);
     await box.c.run(`ping -c 3 -i 0.2 -W 2 ${ips.d}`, 30_000);
-  }));
+  });
 
-  it('a rebooted client container rejoins with its IP on its own', { timeout: 10 * MINUTE }, () => withDiagnostics(async () => {
+  step('a rebooted client container rejoins with its IP on its own', 10 * MINUTE, async () => {
     await box.c.reboot();
     assert.equal((await box.c.run('systemctl is-active mnedcd-client')).trim(), 'active');
     const status = await clientStatus('c');
     assert.equal(status.state, 'connected', JSON.stringify(status));
     assert.equal(status.ip, ips.c, 'the same address after the reboot');
     await box.c.run(`ping -c 3 -i 0.2 -W 2 ${ips.d}`, 30_000);
-  }));
+  });
 
-  it('apt upgrade to a rebuilt higher version restarts the daemons and keeps leases, keys and bindings', { timeout: 15 * MINUTE }, () => withDiagnostics(async () => {
+  step('apt upgrade to a rebuilt higher version restarts the daemons and keeps leases, keys and bindings', 15 * MINUTE, async () => {
     const state = (node: 'srv' | Client) => box[node].run('cd /var/lib/mnedc && ls && sha256sum $(ls | grep -v -e "\\.json$")');
     const leases = async () => (JSON.parse(await box.srv.run('mnedcctl leases --json')) as Array<{ deviceId: string; ip: string }>)
       .map((l) => `${l.deviceId} ${l.ip}`).sort();
@@ -236,9 +254,9 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
     const bound = await box.srv.run('journalctl -u mnedcd-server -q --no-pager -o cat | grep -c "^Bound device ID" || true');
     assert.equal(bound.trim(), '2', 'no device was bound anew after the upgrade');
     await box.d.run(`ping -c 3 -i 0.2 -W 2 ${ips.c}`, 30_000);
-  }));
+  });
 
-  it('apt remove keeps conffiles and state; apt purge leaves no mnedc files, user or units behind', { timeout: 10 * MINUTE }, () => withDiagnostics(async () => {
+  step('apt remove keeps conffiles and state; apt purge leaves no mnedc files, user or units behind', 10 * MINUTE, async () => {
     await box.d.run('apt-get remove -y -qq mnedcd-client >/dev/null');
     await box.d.run('test -f /etc/mnedc/client.ini && test -f /var/lib/mnedc/device.key && test -f /var/lib/mnedc/client.json');
     assert.notEqual((await box.d.exec('systemctl is-active mnedcd-client')).stdout.trim(), 'active');
@@ -246,13 +264,13 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
     for (const [node, pkg] of [['srv', 'mnedcd-server'], ['c', 'mnedcd-client'], ['d', 'mnedcd-client']] as const) {
       const container = box[node];
       await container.run(`apt-get purge -y -qq ${pkg} mnedcctl >/dev/null`);
-      // apt's own lists of the local repository are named after its path; they are not package files.
-      const left = await container.run("find / -xdev -name '*mnedc*' -not -path '/var/lib/apt/lists/*' -not -path '/var/log/journal/*' -print");
+      // Not package files: this test's repositories (/srv) and apt's lists of them, named after their paths.
+      const left = await container.run("find / -xdev -name '*mnedc*' -not -path '/srv/*' -not -path '/var/lib/apt/lists/*' -print");
       assert.equal(left, '', `files left on ${node}`);
       assert.notEqual((await container.exec('getent passwd mnedc')).code, 0, `user mnedc left on ${node}`);
       assert.notEqual((await container.exec('getent group mnedc')).code, 0, `group mnedc left on ${node}`);
-      assert.equal(await container.run("systemctl list-unit-files --no-legend 'mnedc*'"), '', `unit files left on ${node}`);
+      assert.equal(await container.run("systemctl list-unit-files --no-legend 'mnedc*' || true"), '', `unit files left on ${node}`);
       assert.equal(await container.run("dpkg -l | awk '$2 ~ /mnedc/' "), '', `packages left on ${node}`);
     }
-  }));
+  });
 });

@@ -39,6 +39,7 @@ export class Container implements LabAttachment {
   private readonly dir: string;
   private readonly merged: string;
   private nspawn: Daemon | undefined;
+  private readonly followers = new Set<Daemon>();
   private notify: Daemon | undefined;
   private leader = 0;
   private mounted = false;
@@ -73,12 +74,30 @@ export class Container implements LabAttachment {
       'sh', '-c', script], timeoutMs);
   }
 
-  /** Starts a long-running command inside (e.g. `journalctl -f`) whose output lines can be awaited. */
+  /**
+   * Starts a long-running command inside (e.g. `journalctl -f`) whose output lines can be awaited. It ends
+   * before the container reboots or halts: the container's shutdown would wait for it, as for any process.
+   */
   follow(script: string): Daemon {
     if (!this.running()) throw new Error(`container ${this.name} is not running`);
     const child = spawn('nsenter', ['--target', String(this.leader), '--all', '--',
       'env', '-i', `PATH=${PATH}`, 'LANG=C.UTF-8', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-    return new Daemon(`${this.name}: ${script}`, child);
+    const follower = new Daemon(`${this.name}: ${script}`, child);
+    this.followers.add(follower);
+    child.once('exit', () => this.followers.delete(follower));
+    return follower;
+  }
+
+  /**
+   * The command inside is killed, not nsenter: nsenter then reaps it and exits. Killed first, nsenter would
+   * leave it a zombie for the host's init to reap (which may never happen), and the container's shutdown
+   * waits for every process in it.
+   */
+  private async stopFollowers(): Promise<void> {
+    const followers = [...this.followers];
+    this.followers.clear();
+    for (const follower of followers) killChildren(follower.child.pid);
+    await Promise.all(followers.map((f) => f.waitExit(5_000).catch(() => f.child.kill('SIGKILL'))));
   }
 
   /** Like exec, but a non-zero exit is an error carrying the output; resolves to stdout. */
@@ -94,6 +113,7 @@ export class Container implements LabAttachment {
   /** `systemctl reboot` inside, then boots the same root again, as a device's power cycle would. */
   async reboot(): Promise<void> {
     const nspawn = this.nspawn!;
+    await this.stopFollowers();
     // The command itself is killed by the shutdown it starts: its status means nothing.
     await this.exec('systemctl reboot', 30_000);
     await nspawn.waitExit(HALT_TIMEOUT_MS);
@@ -110,6 +130,7 @@ export class Container implements LabAttachment {
 
   /** Orderly halt (bounded), then the overlay and its directories go. */
   async teardown(): Promise<void> {
+    await this.stopFollowers();
     const nspawn = this.nspawn;
     if (nspawn && this.running()) {
       // SIGTERM makes systemd-nspawn ask the container's init to power off.
@@ -123,6 +144,7 @@ export class Container implements LabAttachment {
   }
 
   teardownSync(): void {
+    for (const follower of this.followers) killChildren(follower.child.pid);
     if (this.running()) this.kill();
     this.notify?.child.kill('SIGKILL');
     this.removeRoot();
@@ -172,7 +194,9 @@ export class Container implements LabAttachment {
     const notify = this.notify!;
     const from = notify.lines.length;
     const argv = ['--quiet', '--boot', '--register=no', '--keep-unit', '--notify-ready=yes', '--console=read-only',
-      `--directory=${this.merged}`, `--machine=${this.name}`, `--network-namespace-path=/run/netns/${this.name}`];
+      `--directory=${this.merged}`, `--machine=${this.name}`, `--network-namespace-path=/run/netns/${this.name}`,
+      // nspawn keeps CAP_NET_ADMIN only for --private-network; the lab namespace is just as private.
+      '--capability=CAP_NET_ADMIN'];
     for (const [host, guest] of Object.entries(this.options.bindReadOnly ?? {})) argv.push(`--bind-ro=${host}:${guest}`);
     const child = spawn('systemd-nspawn', argv, {
       env: { ...process.env, NOTIFY_SOCKET: path.join(this.dir, 'notify') },
@@ -198,5 +222,22 @@ export class Container implements LabAttachment {
       this.mounted = false;
     }
     fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+function killChildren(pid: number | undefined): void {
+  if (pid === undefined) return;
+  let children: string[] = [];
+  try {
+    children = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
+  } catch {
+    return; // already gone
+  }
+  for (const child of children) {
+    try {
+      process.kill(Number(child), 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
   }
 }
