@@ -10,26 +10,12 @@ import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Lab } from './lab';
-import { iperf } from './measure';
+import { cpuSeconds, iperf } from './measure';
 import { Overlay, type Daemon } from './overlay';
 
 function option(name: string): string | undefined {
   const index = process.argv.indexOf(name);
   return index >= 0 ? process.argv[index + 1] : undefined;
-}
-
-const CLOCK_TICKS = 100;
-
-/** utime + stime of a process in seconds (/proc/PID/stat fields 14 and 15). */
-function cpuSeconds(pid: number | undefined): number {
-  if (pid === undefined) return NaN;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-  } catch {
-    return NaN;
-  }
 }
 
 interface ProfileNode {
@@ -88,15 +74,18 @@ async function main(): Promise<void> {
     });
     const ips = await overlay.overlayIps();
     const daemons = { server: overlay.server, c: overlay.client('c'), d: overlay.client('d') };
-    const before = Object.fromEntries(Object.entries(daemons).map(([k, d]) => [k, cpuSeconds(d.child.pid)]));
+    // `ip netns exec` execs the daemon: the child's PID is the daemon's.
+    const cpu = async () => Object.fromEntries(await Promise.all(Object.entries(daemons).map(async ([k, d]) => [k, await cpuSeconds(d.child.pid!)] as const)));
+    const before = await cpu();
     const started = Date.now();
     const result = await iperf(lab, 'c', 'd', ips.d, { seconds, streams, port: 5401 });
     const wall = (Date.now() - started) / 1000;
+    const afterRun = await cpu();
     const bytes = (result.bitsPerSecond * seconds) / 8;
     const lines = [`relayed c → d, ${streams} stream(s), ${seconds} s: ${(result.bitsPerSecond / 1e6).toFixed(0)} Mbit/s, ` +
       `${result.retransmits} retransmits`];
-    for (const [name, daemon] of Object.entries(daemons)) {
-      const used = cpuSeconds(daemon.child.pid) - before[name]!;
+    for (const name of Object.keys(daemons)) {
+      const used = afterRun[name]! - before[name]!;
       lines.push(`  ${name.padEnd(6)} ${used.toFixed(2)} CPU s in ${wall.toFixed(1)} s wall, ${(used / (bytes / 1e9)).toFixed(2)} CPU s/GB`);
     }
     for (const daemon of Object.values(daemons)) await stopAndWait(daemon);
