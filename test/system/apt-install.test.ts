@@ -120,10 +120,9 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
       rootfs: ROOTFS,
       bindReadOnly: { [REPO]: '/srv/mnedc-apt', [NEXT_REPO]: '/srv/mnedc-apt-next', [RUNTIME_REPO]: '/srv/debian-runtime' },
       files: {
-        // No internet in the lab: Debian's own packages come from the local runtime repository. c installs
-        // the way the README's walkthrough does (the .deb files), srv and d from the mnedc repository.
+        // No internet in the lab: Debian's own packages come from the local runtime repository.
         '/etc/apt/sources.list': 'deb [trusted=yes] file:/srv/debian-runtime ./\n',
-        ...(node === 'c' ? {} : { '/etc/apt/sources.list.d/local.list': 'deb [trusted=yes] file:/srv/mnedc-apt ./\n' }),
+        '/etc/apt/sources.list.d/local.list': 'deb [trusted=yes] file:/srv/mnedc-apt ./\n',
         // Debian's udev makes /dev/net/tun 0666 (50-udev-default.rules); a container has no udev and gets the
         // host's node, which is 0600 on some hosts. This restores what every Debian system has, early at boot.
         '/etc/tmpfiles.d/tun-mode.conf': 'z /dev/net/tun 0666 - - -\n',
@@ -155,10 +154,18 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
 
     await Promise.all(CLIENTS.map(async (node) => {
       const client = box[node];
+      // c installs the way the README's walkthrough does (the .deb files), d by name from the repository.
       const install = node === 'c'
         ? `cd /srv/mnedc-apt && apt-get install -y -qq ./mnedcctl_${VERSION}_all.deb ./mnedcd-client_${VERSION}_*.deb`
         : 'apt-get install -y -qq mnedcd-client';
       await client.run(`apt-get update -qq && ${install} >/dev/null`, 10 * MINUTE);
+      // Installed but not configured: EX_CONFIG, a line saying what to set, and no restart loop.
+      assert.notEqual((await client.exec('systemctl start mnedcd-client')).code, 0, `${node}: started without a server`);
+      assert.equal((await client.run('systemctl show -p ExecMainStatus --value mnedcd-client')).trim(), '78');
+      assert.equal((await client.run('systemctl is-active mnedcd-client || true')).trim(), 'failed', `${node}: not restarting`);
+      assert.equal((await client.run('systemctl show -p NRestarts --value mnedcd-client')).trim(), '0');
+      assert.match(await client.run('journalctl -u mnedcd-client -p err -q --no-pager -o cat'), /\[client\] server/);
+      await client.run('systemctl reset-failed mnedcd-client');
       // The walkthrough's own edit of the conffile (README: Install).
       await client.run(`sed -i -e 's|^;server =.*|server = ${SERVER_ADDRESS}|' -e 's|^;join =.*|join = ${join}|' /etc/mnedc/client.ini`);
       await client.run('systemctl enable --now mnedcd-client');
@@ -184,7 +191,12 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
       await box[node].run(`ping -c 3 -i 0.2 -W 2 ${ips[other]}`, 30_000);
     }
     for (const [node, unit] of [['srv', 'mnedcd-server'], ['c', 'mnedcd-client'], ['d', 'mnedcd-client']] as const) {
-      assert.equal(await box[node].run(`journalctl -u ${unit} -p warning -q --no-pager -o cat`), '', `warnings from ${unit} on ${node}`);
+      // This run of the unit (c and d were started once unconfigured on purpose, which logged an error).
+      const invocation = (await box[node].run(`systemctl show -p InvocationID --value ${unit}`)).trim();
+      assert.match(invocation, /^[0-9a-f]{32}$/);
+      assert.equal(await box[node].run(`journalctl _SYSTEMD_INVOCATION_ID=${invocation} -p warning -q --no-pager -o cat`), '',
+        `warnings from ${unit} on ${node}`);
+      assert.notEqual(await box[node].run(`journalctl _SYSTEMD_INVOCATION_ID=${invocation} -q --no-pager -o cat`), '', 'the filter matches its lines');
     }
   });
 

@@ -1,7 +1,7 @@
 import { hostname, networkInterfaces } from 'node:os';
 import {
   ControlServer, createLogger, EXIT_CONFIG, loadConfigOrExit, machineDeviceId, parseDaemonArgs, reloadConfig,
-  SystemdNotifier,
+  startupError, SystemdNotifier,
 } from '@mnedc/common';
 import { Tun } from '@mnedc/tun';
 import { RelayClient } from './client';
@@ -16,7 +16,7 @@ const PROGRAM = 'mnedcd-client';
 const VERSION: string = (require('../../package.json') as { version: string }).version;
 
 function fatal(message: string, status: number): never {
-  process.stderr.write(`${PROGRAM}: ${message}\n`);
+  startupError(`${PROGRAM}: ${message}`);
   process.exit(status);
 }
 

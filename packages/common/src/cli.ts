@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ConfigError } from './config';
-import { defaultLogFormat, LOG_FORMATS, type LogFormat } from './log';
+import { defaultLogFormat, LOG_FORMATS, startupError, type LogFormat } from './log';
 
 /** sysexits.h: systemd and packaging scripts tell "usage" from "configuration" failures by these. */
 export const EXIT_USAGE = 2;
@@ -71,13 +71,13 @@ export function loadConfigOrExit<T>(program: string, path: string, parse: (text:
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    process.stderr.write(`${program}: cannot read configuration ${path}: ${(err as Error).message}\n`);
+    startupError(`${program}: cannot read configuration ${path}: ${(err as Error).message}`);
     process.exit(EXIT_USAGE);
   }
   try {
     return parse(text, path);
   } catch (err) {
-    process.stderr.write(`${program}: ${(err as Error).message}\n`);
+    startupError(`${program}: ${(err as Error).message}`);
     process.exit(err instanceof ConfigError && err.problem === 'missing' ? EXIT_CONFIG : EXIT_USAGE);
   }
 }

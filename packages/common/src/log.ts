@@ -13,16 +13,24 @@ export type LogFormat = (typeof LOG_FORMATS)[number];
  * journal when stdout really is the journal stream systemd gave us (JOURNAL_STREAM names its device and
  * inode: a redirected stdout must not get syslog prefixes), readable text otherwise.
  */
-export function defaultLogFormat(env: NodeJS.ProcessEnv = process.env): LogFormat {
+export function defaultLogFormat(env: NodeJS.ProcessEnv = process.env, fd: 1 | 2 = 1): LogFormat {
   const stream = env.JOURNAL_STREAM;
   if (!stream) return 'text';
   try {
     const [dev, ino] = stream.split(':');
-    const stat = fstatSync(1);
+    const stat = fstatSync(fd);
     return String(stat.dev) === dev && String(stat.ino) === ino ? 'journal' : 'text';
   } catch {
     return 'text';
   }
+}
+
+/**
+ * One line on stderr for what goes wrong before there is a logger (arguments, configuration): under
+ * journald at priority err like the logger's errors, so `journalctl -p err` shows what to fix.
+ */
+export function startupError(line: string): void {
+  process.stderr.write(`${defaultLogFormat(process.env, 2) === 'journal' ? '<3>' : ''}${line}\n`);
 }
 
 /** sd-daemon(3) priorities by pino level: journald files each line under the priority of its <N> prefix. */

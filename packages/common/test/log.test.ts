@@ -1,4 +1,8 @@
 import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, it } from 'node:test';
 import pino from 'pino';
 import { defaultLogFormat, formatLine, RateLimitedWarning } from '../src';
@@ -28,6 +32,25 @@ describe('log formats', () => {
   it('chooses journal only when stdout is the stream JOURNAL_STREAM names', () => {
     assert.equal(defaultLogFormat({}), 'text');
     assert.equal(defaultLogFormat({ JOURNAL_STREAM: '1:2' }), 'text');
+  });
+
+  it('gives errors before the logger exists priority err when stderr is the journal stream', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'mnedc-log-'));
+    try {
+      const file = path.join(dir, 'stream');
+      const run = (journalStream: (stat: { dev: number; ino: number }) => string): string => {
+        const fd = openSync(file, 'w');
+        const { dev, ino } = statSync(file);
+        spawnSync(process.execPath, ['-e', `require(${JSON.stringify(require.resolve('../src'))}).startupError('mnedcd-client: [client] server: not set')`],
+          { stdio: ['ignore', 'ignore', fd], env: { ...process.env, JOURNAL_STREAM: journalStream({ dev, ino }) } });
+        closeSync(fd);
+        return readFileSync(file, 'utf8');
+      };
+      assert.equal(run(({ dev, ino }) => `${dev}:${ino}`), '<3>mnedcd-client: [client] server: not set\n');
+      assert.equal(run(() => '1:2'), 'mnedcd-client: [client] server: not set\n', 'no prefix on a redirected stderr');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
