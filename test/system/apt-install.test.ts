@@ -181,6 +181,9 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
       assert.equal((await box[node].run(`systemctl is-active ${unit}`)).trim(), 'active', `${unit} on ${node}`);
       assert.equal((await box[node].run(`systemctl show -p WatchdogUSec --value ${unit}`)).trim(), '30s', `${unit} watchdog on ${node}`);
       assert.equal((await box[node].run(`systemctl show -p User --value ${unit}`)).trim(), 'mnedc');
+      const security = await box[node].run(`systemd-analyze security --no-pager ${unit} | tail -n 1`);
+      const exposure = Number(/exposure level for \S+: ([\d.]+)/.exec(security)?.[1]);
+      assert.ok(exposure <= 2.0, `${unit} on ${node}: ${security}`);
     }
     for (const [node, other] of [['c', 'd'], ['d', 'c']] as const) {
       // The peer event may have been logged before this test looked: the journal from its start is searched.
