@@ -2,7 +2,7 @@
 # What the system test's containers are made of, cached in .cache/ (git-ignored):
 #   .cache/rootfs-bookworm   a minimal bootable Debian 12 (systemd, apt) — the read-only lower layer
 #   .cache/debian-runtime    a local apt repository of the Debian packages the mnedc .debs pull in
-#                            (nodejs, libnode and their libraries), downloaded from the Debian mirror
+#                            (nodejs, libnode and their libraries) and iperf3, from the Debian mirror
 # The lab's namespaces have no internet, so containers install from file: repositories only: this one and
 # dist/apt (npm run deb), which must exist first. The runtime set is recomputed when the .debs' dependencies
 # change. Needs root (debootstrap, chroot, mount).
@@ -31,8 +31,10 @@ if [[ ! -x $ROOTFS/lib/systemd/systemd ]]; then
   mv "$ROOTFS.new" "$ROOTFS"
 fi
 
+# Beside what the mnedc packages need: iperf3, for a bulk transfer through the installed daemons.
+EXTRA=(iperf3)
 # The dependencies of the mnedc packages, as the Packages index states them, decide the runtime set.
-stamp=$(grep -E '^(Package|Depends):' "$REPO/Packages" | sort -u | sha256sum | cut -d' ' -f1)
+stamp=$( { grep -E '^(Package|Depends):' "$REPO/Packages" | sort -u; echo "${EXTRA[*]}"; } | sha256sum | cut -d' ' -f1)
 if [[ ! -f $RUNTIME/Packages || $(cat "$RUNTIME/.stamp" 2>/dev/null) != "$stamp" ]]; then
   echo "system-rootfs: downloading the Debian packages the mnedc .debs depend on" >&2
   work=$(mktemp -d /run/mnedc-runtime.XXXXXX)
@@ -50,8 +52,8 @@ if [[ ! -f $RUNTIME/Packages || $(cat "$RUNTIME/.stamp" 2>/dev/null) != "$stamp"
   cp /etc/resolv.conf "$work/merged/etc/resolv.conf"
   echo 'deb [trusted=yes] file:/srv/mnedc-apt ./' > "$work/merged/etc/apt/sources.list.d/mnedc.list"
   # What a container lacks to install every mnedc package, exactly as its apt would resolve it.
-  chroot "$work/merged" sh -c 'apt-get update -qq && apt-get install -y -qq --download-only \
-    -o Dir::Cache::Archives=/srv/out mnedcd-server mnedcd-client mnedcctl >/dev/null'
+  chroot "$work/merged" sh -c "apt-get update -qq && apt-get install -y -qq --download-only \
+    -o Dir::Cache::Archives=/srv/out mnedcd-server mnedcd-client mnedcctl ${EXTRA[*]} >/dev/null"
   rm -rf "$RUNTIME.new/partial" "$RUNTIME.new"/mnedc*.deb "$RUNTIME.new/lock"
   ( cd "$RUNTIME.new" && dpkg-scanpackages . /dev/null > Packages 2>/dev/null )
   echo "$stamp" > "$RUNTIME.new/.stamp"

@@ -67,11 +67,8 @@ export class Container implements LabAttachment {
   }
 
   /** Runs a shell script inside the container as root (a login-like environment, no terminal). */
-  exec(script: string, timeoutMs = 120_000): Promise<ExecResult> {
-    if (!this.running()) throw new Error(`container ${this.name} is not running`);
-    return runCommand('nsenter', ['--target', String(this.leader), '--all', '--',
-      'env', '-i', `PATH=${PATH}`, 'LANG=C.UTF-8', 'DEBIAN_FRONTEND=noninteractive', 'HOME=/root',
-      'sh', '-c', script], timeoutMs);
+  async exec(script: string, timeoutMs = 120_000): Promise<ExecResult> {
+    return runCommand('nsenter', this.inside(script), timeoutMs);
   }
 
   /**
@@ -79,9 +76,7 @@ export class Container implements LabAttachment {
    * before the container reboots or halts: the container's shutdown would wait for it, as for any process.
    */
   follow(script: string): Daemon {
-    if (!this.running()) throw new Error(`container ${this.name} is not running`);
-    const child = spawn('nsenter', ['--target', String(this.leader), '--all', '--',
-      'env', '-i', `PATH=${PATH}`, 'LANG=C.UTF-8', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('nsenter', this.inside(script), { stdio: ['ignore', 'pipe', 'pipe'] });
     const follower = new Daemon(`${this.name}: ${script}`, child);
     this.followers.add(follower);
     child.once('exit', () => this.followers.delete(follower));
@@ -123,11 +118,6 @@ export class Container implements LabAttachment {
     await this.start();
   }
 
-  /** The container's console output so far (boot messages), for failure reports. */
-  console(lines = 40): string {
-    return this.nspawn?.tail(lines) ?? '';
-  }
-
   /** Orderly halt (bounded), then the overlay and its directories go. */
   async teardown(): Promise<void> {
     await this.stopFollowers();
@@ -148,6 +138,13 @@ export class Container implements LabAttachment {
     if (this.running()) this.kill();
     this.notify?.child.kill('SIGKILL');
     this.removeRoot();
+  }
+
+  /** nsenter's arguments for a script run as root inside, in a clean environment like a login's. */
+  private inside(script: string): string[] {
+    if (!this.running()) throw new Error(`container ${this.name} is not running`);
+    return ['--target', String(this.leader), '--all', '--',
+      'env', '-i', `PATH=${PATH}`, 'LANG=C.UTF-8', 'DEBIAN_FRONTEND=noninteractive', 'HOME=/root', 'sh', '-c', script];
   }
 
   private running(): boolean {
