@@ -71,9 +71,9 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
   }
 
   /** What a failed step needs to be understood: the mnedc journals of every container. */
-  async function withDiagnostics(step: () => Promise<void>): Promise<void> {
+  async function withDiagnostics(body: () => Promise<void>): Promise<void> {
     try {
-      await step();
+      await body();
     } catch (e) {
       const notes: string[] = [];
       for (const [name, container] of Object.entries(box)) {
