@@ -44,9 +44,12 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
   let join = '';
   const ips = {} as Record<Client, string>;
 
-  /** journalctl -f of a unit from now on, so a test can await what the daemon says next. */
-  function followJournal(node: 'srv' | Client, unit: string): Daemon {
-    return box[node].follow(`exec journalctl -u ${unit} -f -n 0 -o cat`);
+  /**
+   * journalctl -f of a unit, so a test can await what the daemon says next; `fromStart` also replays what
+   * it said before (for events that may already have happened).
+   */
+  function followJournal(node: 'srv' | Client, unit: string, fromStart = false): Daemon {
+    return box[node].follow(`exec journalctl -u ${unit} -f -n ${fromStart ? 'all' : '0'} -o cat`);
   }
 
   async function clientStatus(node: Client): Promise<ClientStatus> {
@@ -187,7 +190,7 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
     }
     for (const [node, other] of [['c', 'd'], ['d', 'c']] as const) {
       // The peer event may have been logged before this test looked: the journal from its start is searched.
-      const journal = box[node].follow('exec journalctl -u mnedcd-client -f -n all -o cat');
+      const journal = followJournal(node, 'mnedcd-client', true);
       await journal.waitForRaw(new RegExp(`^Peer .* is up at ${ips[other].replace(/\./g, '\\.')}( |$)`), 30_000);
       const peers = JSON.parse(await box[node].run('mnedcctl peers --json')) as Array<{ ip: string; hostname: string }>;
       assert.ok(peers.some((p) => p.ip === ips[other] && p.hostname === other), `${node} lists ${other}: ${JSON.stringify(peers)}`);

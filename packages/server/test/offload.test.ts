@@ -9,7 +9,7 @@ import {
   CAPABILITY_GSO, GSO_TCPV4, internetChecksum, onesSum, VNET_F_NEEDS_CSUM, VNET_HDR_BYTES, writeVnetHeader,
 } from '@mnedc/protocol';
 import { parseServerConfig, RelayServer } from '../src';
-import { WireClient } from './wire-client';
+import { ipPacket, WireClient } from './wire-client';
 
 const dirs: string[] = [];
 const servers: RelayServer[] = [];
@@ -33,21 +33,16 @@ async function device(port: number, joinString: string, id: string, gso: boolean
 
 /** A TCP super-packet as an offloading sender's TUN hands it over: partial checksum, gso_size `mss`. */
 function tcpSuperPacket(src: number, dst: number, payload: Buffer, mss: number): Buffer {
-  const length = 40 + payload.length;
-  const buf = Buffer.alloc(VNET_HDR_BYTES + length);
-  const ip = VNET_HDR_BYTES;
-  buf[ip] = 0x45;
-  buf.writeUInt16BE(length, ip + 2);
-  buf[ip + 8] = 64;
-  buf[ip + 9] = 6;
-  buf.writeUInt32BE(src, ip + 12);
-  buf.writeUInt32BE(dst, ip + 16);
-  buf.writeUInt16BE(internetChecksum(buf, ip, ip + 20), ip + 10);
-  buf.writeUInt32BE(1000, ip + 24);
-  buf[ip + 32] = 0x50;
-  buf[ip + 33] = 0x18;
-  payload.copy(buf, ip + 40);
-  buf.writeUInt16BE(onesSum(buf, ip + 12, ip + 20, 6 + length - 20), ip + 36);
+  const tcp = Buffer.alloc(20 + payload.length);
+  tcp.writeUInt32BE(1000, 4);
+  tcp[12] = 0x50;
+  tcp[13] = 0x18;
+  payload.copy(tcp, 20);
+  const packet = ipPacket(src, dst, tcp, 6);
+  packet.writeUInt16BE(internetChecksum(packet, 0, 20), 10);
+  packet.writeUInt16BE(onesSum(packet, 12, 20, 6 + tcp.length), 36);
+  const buf = Buffer.alloc(VNET_HDR_BYTES + packet.length);
+  packet.copy(buf, VNET_HDR_BYTES);
   writeVnetHeader(buf, 0, { flags: VNET_F_NEEDS_CSUM, gsoType: GSO_TCPV4, hdrLen: 40, gsoSize: mss, csumStart: 20, csumOffset: 16 });
   return buf;
 }
