@@ -4,7 +4,7 @@
  *   - mnedc:    c → d behind the sibling NAT, every packet relayed by mnedcd-server on srv;
  *   - OpenVPN:  c → d the same way, OpenVPN 2.6 over TCP with client-to-client, server on srv.
  * Each path: ping RTT idle, iperf3 with one and with four streams in both directions (c sending, c
- * receiving), ping RTT during each four-stream run, and the CPU time the tunnel's server and client
+ * receiving), ping RTT during each four-stream run, ping RTT idle again after the transfers, and the CPU time the tunnel's server and client
  * processes used per GB moved. The tunnels run one at a time, so neither pays for the other's idle work.
  * Prints a table with the ratios mnedc/OpenVPN and mnedc/underlay and writes JSON to bench-results/
  * (a dated file and latest.json).
@@ -41,6 +41,8 @@ interface PathResult {
   from: string;
   to: string;
   idleRtt: PingResult;
+  /** Idle again after the transfers, when V8 has optimised mnedc's packet path (and the machine is warm). */
+  idleRttAfter: PingResult;
   runs: Run[];
   /** CPU seconds per GB received, over all runs of this path. */
   cpuPerGB?: { server: number; clients: number };
@@ -90,7 +92,8 @@ async function measurePath(lab: Lab, name: PathName, to: LabNodeName, toIp: stri
     process.stderr.write(`bench: ${name}: ${spec.label}: ${(result.bitsPerSecond / 1e6).toFixed(0)} Mbit/s\n`);
     runs.push(run);
   }
-  const result: PathResult = { path: name, from: `c ${UNDERLAY.c}`, to: `${to} ${toIp}`, idleRtt, runs };
+  const idleRttAfter = await pingStats(lab, 'c', toIp, 100);
+  const result: PathResult = { path: name, from: `c ${UNDERLAY.c}`, to: `${to} ${toIp}`, idleRtt, idleRttAfter, runs };
   if (processes) {
     const gb = runs.reduce((sum, r) => sum + r.iperf.bytes, 0) / 1e9;
     const sum = (key: 'server' | 'clients') => runs.reduce((total, r) => total + (r.cpu?.[key] ?? 0), 0);
@@ -122,6 +125,7 @@ function table(results: Record<PathName, PathResult>): string[][] {
     ['metric', 'underlay', 'mnedc', 'OpenVPN', 'mnedc/OpenVPN', 'mnedc/underlay'],
     ...RUNS.map((spec, i) => metric(`${spec.label}, Mbit/s`, (r) => r.runs[i]!.iperf.bitsPerSecond / 1e6, 0, 3)),
     metric('idle RTT, ms', (r) => rtt(r.idleRtt), 3),
+    metric('idle RTT after the transfers, ms', (r) => rtt(r.idleRttAfter), 3),
     ...RUNS.flatMap((spec, i) => (spec.streams > 1 ? [metric(`RTT under ${spec.label}, ms`, (r) => rtt(r.runs[i]!.loadedRtt), 3)] : [])),
     // A tunnel that drops under load (its queues overflow) shows up here before it shows in the averages.
     metric('pings lost under load, %', (r) => {
