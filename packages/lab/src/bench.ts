@@ -4,8 +4,8 @@
  *   - mnedc:    c → d behind the sibling NAT, every packet relayed by mnedcd-server on srv;
  *   - OpenVPN:  c → d the same way, OpenVPN 2.6 over TCP with client-to-client, server on srv.
  * Each path: ping RTT idle, iperf3 with one and with four streams in both directions (c sending, c
- * receiving), ping RTT during each four-stream run, ping RTT idle again after the transfers, and the CPU time the tunnel's server and client
- * processes used per GB moved. The tunnels run one at a time, so neither pays for the other's idle work.
+ * receiving), ping RTT during each four-stream run, ping RTT idle again after the transfers, and the CPU
+ * time the tunnel's server and client processes used per GB moved. The tunnels run one at a time, so neither pays for the other's idle work.
  * Prints a table with the ratios mnedc/OpenVPN and mnedc/underlay and writes JSON to bench-results/
  * (a dated file and latest.json).
  *   options: --seconds N (per iperf3 run, default 10)

@@ -40,23 +40,29 @@ async function ensureTracefs(): Promise<boolean> {
 
 const tracefs = (file: string, value: string): void => writeFileSync(`${TRACEFS}/${file}`, `${value}\n`);
 
-/** The syscalls of `pids` while `work` runs, as tracefs' text; the event selection is cleared afterwards. */
-async function traceSyscalls(pids: readonly number[], work: () => Promise<void>): Promise<string> {
+/** Tracing off, no events selected, the buffer emptied: also run at exit, should a signal end the trace. */
+function resetTracing(): void {
   tracefs('tracing_on', '0');
+  tracefs('set_event', '');
+  tracefs('set_event_pid', '');
   tracefs('trace', '');
-  tracefs('buffer_size_kb', '8192');
-  tracefs('set_event_pid', pids.join(' '));
-  tracefs('set_event', 'raw_syscalls:sys_enter raw_syscalls:sys_exit');
+}
+
+/** The syscalls of `pids` while `work` runs, as tracefs' text. */
+async function traceSyscalls(pids: readonly number[], work: () => Promise<void>): Promise<string> {
+  resetTracing();
+  process.on('exit', resetTracing);
   try {
+    tracefs('buffer_size_kb', '8192');
+    tracefs('set_event_pid', pids.join(' '));
+    tracefs('set_event', 'raw_syscalls:sys_enter raw_syscalls:sys_exit');
     tracefs('tracing_on', '1');
     await work();
     tracefs('tracing_on', '0');
     return readFileSync(`${TRACEFS}/trace`, 'utf8');
   } finally {
-    tracefs('tracing_on', '0');
-    tracefs('set_event', '');
-    tracefs('set_event_pid', '');
-    tracefs('trace', '');
+    resetTracing();
+    process.removeListener('exit', resetTracing);
   }
 }
 
@@ -70,7 +76,10 @@ interface Row {
 
 async function measure(lab: Lab, tunnel: string, ip: string, daemons: Record<string, Daemon>, interval: number, count: number):
   Promise<{ rows: Row[]; rtt: string }> {
-  const pids = Object.fromEntries(Object.entries(daemons).map(([name, d]) => [name, d.child.pid!]));
+  const pids = Object.fromEntries(Object.entries(daemons).map(([name, d]) => {
+    if (d.child.pid === undefined || d.exited) throw new Error(`${d.name} is not running\n${d.tail()}`);
+    return [name, d.child.pid];
+  }));
   const ping = ['ping', '-n', '-c', String(count), '-i', String(interval), ip];
   // A few pings first: ARP, first-packet paths and the like are not what is measured.
   await lab.exec('c', ['ping', '-n', '-c', '3', '-i', String(interval), ip]);
@@ -96,10 +105,11 @@ async function main(): Promise<void> {
   const count = Math.max(1, Math.round(option('--count', 20)));
   const warmUp = option('--warm-up', 0);
   const mountedHere = await ensureTracefs();
-  const lab = await Lab.create();
+  let lab: Lab | undefined;
   let overlay: Overlay | undefined;
   let openvpn: OpenVpn | undefined;
   try {
+    lab = await Lab.create();
     const rows: Row[] = [];
     const rtts: string[] = [];
     overlay = new Overlay(lab);
@@ -128,7 +138,7 @@ async function main(): Promise<void> {
   } finally {
     await openvpn?.stop();
     overlay?.dispose();
-    await lab.destroy();
+    await lab?.destroy();
     if (mountedHere) await runCommand('umount', [TRACEFS]);
   }
 }
