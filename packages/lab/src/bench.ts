@@ -58,12 +58,8 @@ function argument(name: string, fallback: number): number {
 
 async function cpuOf(processes: TunnelProcesses | undefined): Promise<{ server: number; clients: number } | undefined> {
   if (!processes) return undefined;
-  const pid = (daemon: Daemon): number => {
-    if (daemon.child.pid === undefined || daemon.exited) throw new Error(`${daemon.name} is not running\n${daemon.tail()}`);
-    return daemon.child.pid;
-  };
-  const clients = await Promise.all(processes.clients.map((c) => cpuSeconds(pid(c))));
-  return { server: await cpuSeconds(pid(processes.server)), clients: clients.reduce((a, b) => a + b, 0) };
+  const clients = await Promise.all(processes.clients.map((c) => cpuSeconds(c.pid())));
+  return { server: await cpuSeconds(processes.server.pid()), clients: clients.reduce((a, b) => a + b, 0) };
 }
 
 const RUNS: ReadonlyArray<{ label: string; streams: number; reverse: boolean }> = [

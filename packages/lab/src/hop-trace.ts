@@ -76,10 +76,7 @@ interface Row {
 
 async function measure(lab: Lab, tunnel: string, ip: string, daemons: Record<string, Daemon>, interval: number, count: number):
   Promise<{ rows: Row[]; rtt: string }> {
-  const pids = Object.fromEntries(Object.entries(daemons).map(([name, d]) => {
-    if (d.child.pid === undefined || d.exited) throw new Error(`${d.name} is not running\n${d.tail()}`);
-    return [name, d.child.pid];
-  }));
+  const pids = Object.fromEntries(Object.entries(daemons).map(([name, d]) => [name, d.pid()]));
   const ping = ['ping', '-n', '-c', String(count), '-i', String(interval), ip];
   // A few pings first: ARP, first-packet paths and the like are not what is measured.
   await lab.exec('c', ['ping', '-n', '-c', '3', '-i', String(interval), ip]);
@@ -104,6 +101,8 @@ async function main(): Promise<void> {
   const interval = option('--interval', 0.2);
   const count = Math.max(1, Math.round(option('--count', 20)));
   const warmUp = option('--warm-up', 0);
+  // iperf3 needs a couple of seconds to be past slow start.
+  const warmUpSeconds = warmUp > 0 ? Math.max(2, warmUp) : 0;
   const mountedHere = await ensureTracefs();
   let lab: Lab | undefined;
   let overlay: Overlay | undefined;
@@ -116,7 +115,7 @@ async function main(): Promise<void> {
     await overlay.startServer();
     await Promise.all((['c', 'd'] as const).map((d) => overlay!.startClient(d)));
     const mnedcD = await overlay.overlayIp('d');
-    if (warmUp > 0) await iperf(lab, 'c', 'd', mnedcD, { seconds: Math.max(2, warmUp) });
+    if (warmUpSeconds > 0) await iperf(lab, 'c', 'd', mnedcD, { seconds: warmUpSeconds });
     const mnedc = await measure(lab, 'mnedc', mnedcD, { c: overlay.client('c'), srv: overlay.server, d: overlay.client('d') }, interval, count);
     rows.push(...mnedc.rows);
     rtts.push(mnedc.rtt);
@@ -130,7 +129,7 @@ async function main(): Promise<void> {
 
     const cell = (v: number | undefined) => (v === undefined ? '-' : v.toFixed(0)).padStart(10);
     process.stdout.write(
-      `hop-trace: c pings d, ${count} pings ${interval} s apart${warmUp > 0 ? `, after ${warmUp} s of iperf3 through mnedc` : ''}.\n` +
+      `hop-trace: c pings d, ${count} pings ${interval} s apart${warmUpSeconds > 0 ? `, after ${warmUpSeconds} s of iperf3 through mnedc` : ''}.\n` +
       'Per wake-up of each process that passed a packet on, median µs:\n' +
       `${'tunnel'.padEnd(8)} ${'process'.padEnd(7)} ${'wakes'.padStart(5)} ${'wake→write'.padStart(10)} ${'wake→sleep'.padStart(10)}\n` +
       rows.map((r) => `${r.tunnel.padEnd(8)} ${r.process.padEnd(7)} ${String(r.wakes).padStart(5)} ${cell(r.toWriteUs)} ${cell(r.busyUs)}`).join('\n') +

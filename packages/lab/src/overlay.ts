@@ -47,6 +47,12 @@ export class Daemon {
     });
   }
 
+  /** The daemon's PID (`ip netns exec` execs it, so the child's PID is the daemon's); throws once it has exited. */
+  pid(): number {
+    if (this.child.pid === undefined || this.exited) throw new Error(`${this.name} is not running\n${this.tail()}`);
+    return this.child.pid;
+  }
+
   private wake(): void {
     const waiters = this.waiters;
     this.waiters = [];

@@ -74,8 +74,7 @@ async function main(): Promise<void> {
     });
     const ips = await overlay.overlayIps();
     const daemons = { server: overlay.server, c: overlay.client('c'), d: overlay.client('d') };
-    // `ip netns exec` execs the daemon: the child's PID is the daemon's.
-    const cpu = async () => Object.fromEntries(await Promise.all(Object.entries(daemons).map(async ([k, d]) => [k, await cpuSeconds(d.child.pid!)] as const)));
+    const cpu = async () => Object.fromEntries(await Promise.all(Object.entries(daemons).map(async ([k, d]) => [k, await cpuSeconds(d.pid())] as const)));
     const before = await cpu();
     const started = Date.now();
     const result = await iperf(lab, 'c', 'd', ips.d, { seconds, streams, port: 5401 });
