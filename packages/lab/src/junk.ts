@@ -4,10 +4,9 @@
  *   node junk.js HOST PORT hello-then HEX JOIN   TLS + a valid, authenticated HELLO, then the bytes
  * Prints {"closed":true,"ms":..} or {"closed":false} after 8 s.
  */
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
-import { openTunnel, proveIdentity } from '@mnedc/client';
-import { encodeJsonFrame, FrameType, parseJoin, PROTOCOL_VERSION } from '@mnedc/protocol';
+import { WireClient } from './wire-client';
 
 const [host, port, mode, arg, join] = process.argv.slice(2);
 const started = Date.now();
@@ -26,15 +25,12 @@ if (mode === 'random') {
   report(socket);
   socket.on('connect', () => socket.write(randomBytes(Number(arg))));
 } else if (mode === 'hello-then') {
-  const socket = openTunnel(host!, Number(port));
-  report(socket);
-  socket.on('secureConnect', () => {
-    const deviceId = `junk-${randomBytes(3).toString('hex')}`;
-    const credentials = { join: parseJoin(join!), deviceKey: generateKeyPairSync('ed25519').privateKey };
-    const hello = { version: PROTOCOL_VERSION, deviceId, hostname: 'junk', underlay: [], capabilities: [], auth: { ...proveIdentity(socket, credentials, deviceId) } };
-    socket.write(encodeJsonFrame(FrameType.Hello, hello));
+  const device = new WireClient(Number(port), join!, undefined, true, { host });
+  report(device.socket);
+  device.socket.on('secureConnect', () => {
+    device.hello(`junk-${randomBytes(3).toString('hex')}`, { hostname: 'junk', underlay: [] });
     // The first frame back is WELCOME: the session is established, now the junk goes in.
-    socket.once('data', () => socket.write(Buffer.from(arg ?? '', 'hex')));
+    device.socket.once('data', () => device.socket.write(Buffer.from(arg ?? '', 'hex')));
   });
 } else {
   process.stderr.write('usage: junk.js HOST PORT random N | hello-then HEX JOIN\n');

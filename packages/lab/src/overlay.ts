@@ -186,7 +186,7 @@ export class Overlay {
       [process.execPath, SERVER_BIN, '--config', this.configPath('srv'), '--log-format', 'json'], { pipe: true, env: { ...process.env, ...options.env } }));
     this.server = daemon;
     if (!options.noWait) {
-      await daemon.waitFor(/^Relay listening/);
+      await daemon.waitFor(/^mnedcctl can connect to /);
       await this.refreshJoin();
     }
     return daemon;

@@ -22,7 +22,8 @@ export const serverSchema = {
     dead_after_ms: key(parsers.integer(300, 600_000), '6000'),
     // 2 MiB: with offloads a packet is up to 64 KB, and 512 KiB (8 of them) made relayed TCP lose whole
     // bursts (tens of thousands of retransmits a second); 2 MiB measured none at 2 Gbit/s.
-    send_queue_kib: key(parsers.integer(16, 65_536), '2048'),
+    // At least 128: the data share of the budget must hold a 64 KB super-packet.
+    send_queue_kib: key(parsers.integer(128, 65_536), '2048'),
   },
   limits: {
     /** From TCP accept to HELLO, TLS handshake included (slowloris). */
@@ -34,6 +35,14 @@ export const serverSchema = {
     connection_burst_per_source: key(parsers.integer(1, 1_000_000), '64'),
     /** Connected devices at once; 0 = as many as the subnet has addresses. */
     max_clients: key(parsers.integer(0, 1 << 24), '0'),
+    /** Devices bound to a key (known to the relay, online or not); 0 = four per address of the subnet. */
+    max_devices: key(parsers.integer(0, 1 << 24), '0'),
+    /** New device IDs (first joins) per minute, and the burst above that rate; anyone with the join string can mint them. */
+    new_devices_per_minute: key(parsers.integer(1, 1_000_000), '60'),
+    new_device_burst: key(parsers.integer(1, 1_000_000), '100'),
+    /** Joins of one device per minute, and the burst: every join costs a lease lookup and a peer snapshot. */
+    device_joins_per_minute: key(parsers.integer(1, 1_000_000), '12'),
+    device_join_burst: key(parsers.integer(1, 1_000_000), '12'),
   },
   control: {
     /** JSON-RPC for mnedcctl; empty disables it. */
@@ -47,7 +56,8 @@ export const serverSchema = {
 /** Keys a SIGHUP applies to the running server; a change to any other key needs a restart. */
 export const SERVER_LIVE_KEYS = ['[log] level', '[server] send_queue_kib', '[server] keepalive_ms', '[server] dead_after_ms',
   '[limits] handshake_timeout_ms', '[limits] max_handshakes', '[limits] max_handshakes_per_source',
-  '[limits] connections_per_source_per_second', '[limits] connection_burst_per_source', '[limits] max_clients'];
+  '[limits] connections_per_source_per_second', '[limits] connection_burst_per_source', '[limits] max_clients', '[limits] max_devices',
+  '[limits] new_devices_per_minute', '[limits] new_device_burst', '[limits] device_joins_per_minute', '[limits] device_join_burst'];
 
 export type ServerConfig = ConfigOf<typeof serverSchema>;
 

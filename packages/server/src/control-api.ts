@@ -24,6 +24,9 @@ export function serverMethods(server: RelayServer, config: () => ServerConfig, v
     txBytes: s.counters.txBytes,
     ...s.rates,
     queueBytes: s.socket.writableLength,
+    /** What the device's send budget is charged with now: queued bytes plus what they keep alive. */
+    queueChargedBytes: s.queued,
+    queueBudgetBytes: s.budget.limit,
     rttMs: s.rttMs,
     drops: { ...s.counters.drops },
     missed: s.missed,
@@ -68,6 +71,7 @@ export function serverMethods(server: RelayServer, config: () => ServerConfig, v
 
     stats: () => ({
       refused: { ...server.refused },
+      cut: { ...server.cut },
       totals: counterView(server.totals),
       local: counterView(server.local),
       clients: server.connected().map((s) => ({ deviceId: s.deviceId, ip: intToIpv4(s.ip), ...counterView(s.counters), missed: s.missed })),

@@ -72,7 +72,10 @@ async function main(): Promise<void> {
   let control: ControlServer | null = null;
   try {
     await server.start();
-    if (config.control.socket) control = await ControlServer.listen(config.control.socket, serverMethods(server, () => config, VERSION));
+    if (config.control.socket) {
+      control = await ControlServer.listen(config.control.socket, serverMethods(server, () => config, VERSION));
+      log.info({ socket: config.control.socket }, `mnedcctl can connect to ${config.control.socket}`);
+    }
   } catch (err) {
     log.fatal({ err }, `Cannot start: ${(err as Error).message}`);
     process.exit(1);

@@ -8,10 +8,11 @@ import {
   buildIcmpUnreachable, CAPABILITY_GSO, checkOffloadPacket, encodeFrame, encodeJsonFrame, EXPORTER_BYTES, EXPORTER_CONTEXT,
   EXPORTER_LABEL, FrameType, frameName, GSO_HEADER_BYTES, HEADER_BYTES, ICMP_HOST_UNREACHABLE, intToIpv4, ipv4ToInt,
   MAX_GSO_PAYLOAD, MIN_IPV4_PACKET, parseHello, PING_BYTES, PROTOCOL_VERSION, ProtocolError, segmentCount, showFingerprint,
-  toDataFrames, verifyHelloAuth, type Hello, type PeerInfo, type Welcome,
+  toDataFrames, verifyHelloAuth, type Hello, type PeerInfo, type Reject, type Welcome,
 } from '@mnedc/protocol';
 import { PacketBatch } from '@mnedc/tun';
 import { Admission, type AdmissionLimits, type Refusal } from './admission';
+import { KeyedRate, type Rate } from './rate';
 import { DeviceBindings, JoinSecret, loadOrCreateIdentity, type ServerIdentity } from './identity';
 import type { ServerConfig } from './config';
 import { LeasePool, type Lease } from './lease-pool';
@@ -55,6 +56,13 @@ const REFUSAL_TEXT: Record<Refusal, string> = {
   tooManyHandshakes: 'too many handshakes in progress ([limits] max_handshakes)',
   tooManyFromSource: 'too many handshakes in progress from this address ([limits] max_handshakes_per_source)',
 };
+/**
+ * Bound devices allowed per address when [limits] max_devices is 0: bindings outlive leases (an address
+ * is reclaimed from a device gone past its lease lifetime, its binding stays), but not without bound.
+ */
+const DEVICES_PER_ADDRESS = 4;
+/** How long a stopping relay waits for its GOODBYEs to be taken before closing connections regardless. */
+const STOP_FLUSH_MS = 1_000;
 /** Unreachables are a courtesy: a source spraying unknown addresses gets at most this many per second. */
 const ICMP_PER_SECOND = 200;
 
@@ -73,10 +81,22 @@ export interface ServerLimits extends AdmissionLimits {
   handshakeTimeoutMs: number;
   /** 0: as many as the pool has addresses. */
   maxClients: number;
+  /** Bound devices at most; 0: DEVICES_PER_ADDRESS per address of the pool. */
+  maxDevices: number;
+  deviceJoins: Rate;
+  newDevices: Rate;
 }
 
 /** Connections turned away, by reason: each also logs a rate-limited warning. */
 export interface RefusalCounters extends Record<Refusal, number> {
+  /** A device joining again sooner than [limits] device_joins_per_minute allows. */
+  deviceJoinRate: number;
+  /** A new device beyond [limits] max_devices bound devices. */
+  maxDevices: number;
+  /** A new device beyond the [limits] new_devices_per_minute rate. */
+  newDeviceRate: number;
+  /** Unfinished handshakes closed to make room for newer ones (admission.ts says which go first). */
+  evicted: number;
   handshakeTimeout: number;
   tlsFailed: number;
   authFailed: number;
@@ -93,6 +113,9 @@ export function limitsFromConfig(config: ServerConfig): ServerLimits {
     deadAfterMs: server.dead_after_ms,
     handshakeTimeoutMs: limits.handshake_timeout_ms,
     maxClients: limits.max_clients,
+    maxDevices: limits.max_devices,
+    deviceJoins: { perSecond: limits.device_joins_per_minute / 60, burst: limits.device_join_burst },
+    newDevices: { perSecond: limits.new_devices_per_minute / 60, burst: limits.new_device_burst },
     maxHandshakes: limits.max_handshakes,
     maxHandshakesPerSource: limits.max_handshakes_per_source,
     connectionsPerSecond: limits.connections_per_source_per_second,
@@ -136,8 +159,13 @@ export class RelayServer extends EventEmitter {
   private readonly joinSecret: JoinSecret;
   private readonly bindings: DeviceBindings;
   private readonly admission: Admission;
+  /** Joins per device ID, and new device IDs overall (one key: ''). */
+  private readonly deviceJoins: KeyedRate;
+  private readonly newDevices: KeyedRate;
+  /** Sessions the relay closed to protect itself, by reason. */
+  readonly cut = { overBudget: 0 };
   readonly refused: RefusalCounters = {
-    rateLimited: 0, tooManyHandshakes: 0, tooManyFromSource: 0, handshakeTimeout: 0, tlsFailed: 0, authFailed: 0,
+    rateLimited: 0, tooManyHandshakes: 0, tooManyFromSource: 0, evicted: 0, handshakeTimeout: 0, deviceJoinRate: 0, maxDevices: 0, newDeviceRate: 0, tlsFailed: 0, authFailed: 0,
     boundToOtherKey: 0, maxClients: 0, poolFull: 0,
   };
 
@@ -152,6 +180,8 @@ export class RelayServer extends EventEmitter {
     this.joinSecret = new JoinSecret(config.server.state_dir);
     this.bindings = new DeviceBindings(config.server.state_dir);
     this.admission = new Admission(this.limits);
+    this.deviceJoins = new KeyedRate(this.limits.deviceJoins);
+    this.newDevices = new KeyedRate(this.limits.newDevices);
 
     this.store = new LeaseStore(config.server.state_dir, log);
     this.pool = this.store.load(config.server.subnet);
@@ -200,19 +230,34 @@ export class RelayServer extends EventEmitter {
     return address;
   }
 
-  /** Tells every device the server is going away so it reconnects promptly, then saves leases. */
+  /**
+   * Tells every device the server is going away so it reconnects promptly, then saves leases. GOODBYE is
+   * flushed before the sockets go: each closes once its device took it, and a device that does not read
+   * is cut after STOP_FLUSH_MS.
+   */
   async stop(): Promise<void> {
     if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
-    const closed = new Promise<void>((resolve) => (this.listener ? this.listener.close(() => resolve()) : resolve()));
-    for (const session of [...this.sessions]) {
-      session.goodbye({ code: 'shutdown', reason: 'server shutting down', reconnectMs: 1000 });
-      this.detach(session, 'server shutting down');
+    const listenerClosed = new Promise<void>((resolve) => (this.listener ? this.listener.close(() => resolve()) : resolve()));
+    const sessions = [...this.sessions];
+    for (const session of sessions) {
+      if (session.state === 'established') {
+        session.goodbye({ code: 'shutdown', reason: 'server shutting down', reconnectMs: 1000 });
+        this.detach(session, 'server shutting down');
+      } else {
+        session.socket.destroy();
+      }
     }
     this.store.flush(this.pool);
     this.device?.close();
     this.device = null;
+    let deadline: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(sessions.map((s) => s.socket.closed || new Promise((resolve) => s.socket.once('close', resolve)))),
+      new Promise<void>((resolve) => { deadline = setTimeout(resolve, STOP_FLUSH_MS); }),
+    ]);
+    clearTimeout(deadline);
     for (const session of this.sessions) session.socket.destroy();
-    await closed;
+    await listenerClosed;
   }
 
   get sessionCount(): number {
@@ -245,6 +290,8 @@ export class RelayServer extends EventEmitter {
     const keepaliveChanged = limits.keepaliveMs !== this.limits.keepaliveMs;
     this.limits = limits;
     this.admission.limits = limits;
+    this.deviceJoins.rate = limits.deviceJoins;
+    this.newDevices.rate = limits.newDevices;
     for (const session of this.sessions) session.queueLimit = limits.sendQueueKib * 1024;
     if (keepaliveChanged && this.keepaliveTimer) {
       clearInterval(this.keepaliveTimer);
@@ -305,21 +352,27 @@ export class RelayServer extends EventEmitter {
   /** Every connection is TLS 1.3 from its first byte; limits apply before any TLS work is spent on it. */
   private accept(raw: Socket): void {
     const source = raw.remoteAddress ?? '?';
-    const refusal = this.admission.admit(source);
-    if (refusal) {
-      this.refuse(refusal, { source }, `Refused connections from ${source}: ${REFUSAL_TEXT[refusal]}`);
+    const handshake = this.admission.admit(source, () => {
+      this.refuse('evicted', { remote: `${source}:${raw.remotePort ?? 0}` },
+        `Closed unfinished handshakes to make room (${this.limits.maxHandshakes} in progress, [limits] max_handshakes), e.g. one from ${source}`);
+      raw.destroy();
+    });
+    if (typeof handshake === 'string') {
+      this.refuse(handshake, { source }, `Refused connections from ${source}: ${REFUSAL_TEXT[handshake]}`);
       raw.destroy();
       return;
     }
     raw.setNoDelay(true);
     const socket = new TLSSocket(raw, { isServer: true, secureContext: this.secureContext });
-    const session = new Session(socket, this.limits.sendQueueKib * 1024);
-    session.source = source;
+    const session = new Session(socket, this.limits.sendQueueKib * 1024, (s, needed) => this.cutOverBudget(s, needed));
+    session.handshake = handshake;
     this.sessions.add(session);
     session.handshakeTimer = setTimeout(() => {
       this.refuse('handshakeTimeout', { remote: session.remote }, `Closed ${session.remote}: no HELLO within ${this.limits.handshakeTimeoutMs} ms`);
       socket.destroy();
     }, this.limits.handshakeTimeoutMs);
+    // The first TLS secret exists once a whole ClientHello arrived: from then on this is no silent slot-filler.
+    socket.once('keylog', () => this.admission.started(handshake));
     socket.on('data', (chunk: Buffer) => this.onChunk(session, chunk));
     socket.on('error', (err) => {
       if (!session.tlsReady) this.refuse('tlsFailed', { remote: session.remote }, `TLS handshake with ${session.remote} failed: ${err.message}`);
@@ -339,9 +392,9 @@ export class RelayServer extends EventEmitter {
   private endHandshake(session: Session): void {
     if (session.handshakeTimer) clearTimeout(session.handshakeTimer);
     session.handshakeTimer = null;
-    if (session.admitted) {
-      session.admitted = false;
-      this.admission.release(session.source);
+    if (session.handshake) {
+      this.admission.release(session.handshake);
+      session.handshake = null;
     }
   }
 
@@ -378,7 +431,7 @@ export class RelayServer extends EventEmitter {
       else if (type === FrameType.DataGso) {
         if (!session.gso) throw new ProtocolError('unexpected', 'DATA_GSO without the gso capability');
         this.forward(session, frame, session.ip);
-      } else if (type === FrameType.Ping) session.sendControl(encodeFrame(FrameType.Pong, frame.subarray(HEADER_BYTES)));
+      } else if (type === FrameType.Ping) session.sendControl(encodeFrame(FrameType.Pong, frame.subarray(HEADER_BYTES)), this.corked);
       else if (type === FrameType.Pong) session.rttMs = performance.now() - frame.readDoubleBE(HEADER_BYTES);
       else if (type === FrameType.Goodbye) session.socket.end();
       else throw new ProtocolError('unexpected', `${frameName(type)} from a client`);
@@ -389,47 +442,93 @@ export class RelayServer extends EventEmitter {
     this.onHello(session, parseHello(frame.subarray(HEADER_BYTES)));
   }
 
-  private onHello(session: Session, hello: Hello): void {
-    this.endHandshake(session);
+  /** Turns a session away: counted and logged (rate-limited) under `reason`, REJECT sent, connection closed. */
+  private rejectSession(session: Session, reason: keyof RefusalCounters, fields: Record<string, unknown>, message: string, reject: Reject): void {
+    this.refuse(reason, { remote: session.remote, ...fields }, message);
+    session.reject(reject);
+  }
+
+  /**
+   * Who the device is gets settled before anything it could take (a lease, a takeover of a session): the
+   * fingerprint of its proven key, or null once it has been turned away.
+   */
+  private authenticate(session: Session, hello: Hello): string | null {
+    const id = hello.deviceId;
     if (hello.version !== PROTOCOL_VERSION) {
-      this.deps.log.warn({ remote: session.remote, deviceId: hello.deviceId, version: hello.version },
-        `Rejected ${hello.deviceId}: protocol version ${hello.version}, this server speaks ${PROTOCOL_VERSION}`);
+      this.deps.log.warn({ remote: session.remote, deviceId: id, version: hello.version },
+        `Rejected ${id}: protocol version ${hello.version}, this server speaks ${PROTOCOL_VERSION}`);
       session.reject({ code: 'version', reason: `protocol version ${hello.version} is not supported; this server speaks version ${PROTOCOL_VERSION}` });
-      return;
+      return null;
     }
-    if (hello.deviceId === this.deps.serverDeviceId) {
-      session.reject({ code: 'forbidden', reason: `device ID ${hello.deviceId} is the server's own` });
-      return;
+    if (id === this.deps.serverDeviceId) {
+      session.reject({ code: 'forbidden', reason: `device ID ${id} is the server's own` });
+      return null;
     }
-    // Who the device is gets settled before anything it could take: a lease, or a takeover of a session.
     const ekm = (session.socket as TLSSocket).exportKeyingMaterial(EXPORTER_BYTES, EXPORTER_LABEL, EXPORTER_CONTEXT);
-    const verdict = verifyHelloAuth(hello.auth, this.joinSecret.current, ekm, hello.deviceId);
+    const verdict = verifyHelloAuth(hello.auth, this.joinSecret.current, ekm, id);
     if (!verdict.ok) {
       const reason = verdict.failure === 'device'
         ? 'the device key proof is invalid'
         : verdict.failure === 'missing'
           ? 'this server requires a join string (the HELLO carried no credentials)'
           : 'the join secret is wrong or was rotated; get the current join string from the server (mnedcd-server --print-join)';
-      this.refuse('authFailed', { deviceId: hello.deviceId, remote: session.remote, failure: verdict.failure }, `Rejected ${hello.deviceId} from ${session.remote}: ${reason}`);
-      session.reject({ code: 'auth', reason });
-      return;
+      this.rejectSession(session, 'authFailed', { deviceId: id, failure: verdict.failure }, `Rejected ${id} from ${session.remote}: ${reason}`, { code: 'auth', reason });
+      return null;
     }
-    const bound = this.bindings.get(hello.deviceId);
-    if (bound !== undefined && bound !== verdict.device.keyFingerprint) {
-      const reason = `device ID ${hello.deviceId} belongs to another device key; if this device was reinstalled, ` +
-        `run "mnedcctl forget ${hello.deviceId}" on the server`;
-      this.refuse('boundToOtherKey', { deviceId: hello.deviceId, remote: session.remote, key: verdict.device.keyFingerprint },
-        `Rejected ${hello.deviceId} from ${session.remote}: its key ${verdict.device.keyFingerprint} is not the bound ${bound}`);
-      session.reject({ code: 'auth', reason });
-      return;
+    const key = verdict.device.keyFingerprint;
+    const bound = this.bindings.get(id);
+    if (bound !== undefined && bound !== key) {
+      this.rejectSession(session, 'boundToOtherKey', { deviceId: id, key },
+        `Rejected ${id} from ${session.remote}: its key ${key} is not the bound ${bound}`,
+        { code: 'auth', reason: `device ID ${id} belongs to another device key; if this device was reinstalled, run "mnedcctl forget ${id}" on the server` });
+      return null;
     }
+    this.admission.authenticated(session.socket.remoteAddress ?? '?');
+    return key;
+  }
+
+  /**
+   * What even an authenticated device may not do: rejoin in a loop (each join costs a lease lookup, log
+   * lines and a peer snapshot, the one way to ask for the peer list), crowd out others beyond max_clients,
+   * or, unbound yet, mint new device IDs faster or further than the limits allow.
+   */
+  private withinLimits(session: Session, id: string, key: string): boolean {
+    const { maxClients, maxDevices } = this.limits;
+    const rejoin = this.deviceJoins.take(id);
+    if (!rejoin.ok) {
+      this.rejectSession(session, 'deviceJoinRate', { deviceId: id },
+        `Rejected ${id}: it joins too often ([limits] device_joins_per_minute)`,
+        { code: 'busy', reason: `device ${id} joined too often; wait before joining again`, retryAfterMs: rejoin.retryAfterMs });
+      return false;
+    }
+    if (!this.byDevice.has(id) && maxClients > 0 && this.byDevice.size >= maxClients) {
+      this.rejectSession(session, 'maxClients', { deviceId: id }, `Rejected ${id}: ${maxClients} devices are connected ([limits] max_clients)`,
+        { code: 'busy', reason: `the server accepts at most ${maxClients} devices at once`, retryAfterMs: 30_000 });
+      return false;
+    }
+    if (this.bindings.get(id) === key) return true;
+    const cap = maxDevices > 0 ? maxDevices : DEVICES_PER_ADDRESS * this.pool.capacity;
+    if (this.bindings.size >= cap) {
+      this.rejectSession(session, 'maxDevices', { deviceId: id },
+        `Rejected new device ${id}: ${this.bindings.size} devices are bound, the limit is ${cap} ([limits] max_devices); "mnedcctl forget" removes unused ones`,
+        { code: 'busy', reason: `the server has as many devices as it takes (${cap}); an operator must forget unused ones first`, retryAfterMs: 600_000 });
+      return false;
+    }
+    const fresh = this.newDevices.take('');
+    if (!fresh.ok) {
+      this.rejectSession(session, 'newDeviceRate', { deviceId: id },
+        `Rejected new device ${id}: new devices arrive faster than [limits] new_devices_per_minute`,
+        { code: 'busy', reason: 'too many new devices are joining; retrying later', retryAfterMs: fresh.retryAfterMs });
+      return false;
+    }
+    return true;
+  }
+
+  private onHello(session: Session, hello: Hello): void {
+    this.endHandshake(session);
+    const key = this.authenticate(session, hello);
+    if (key === null || !this.withinLimits(session, hello.deviceId, key)) return;
     const previous = this.byDevice.get(hello.deviceId);
-    const maxClients = this.limits.maxClients;
-    if (!previous && maxClients > 0 && this.byDevice.size >= maxClients) {
-      this.refuse('maxClients', { deviceId: hello.deviceId }, `Rejected ${hello.deviceId}: ${maxClients} devices are connected ([limits] max_clients)`);
-      session.reject({ code: 'busy', reason: `the server accepts at most ${maxClients} devices at once`, retryAfterMs: 30_000 });
-      return;
-    }
     if (previous) {
       // The newest connection is the device: the old one is usually a dead TCP session not yet timed out.
       this.deps.log.info({ deviceId: hello.deviceId, old: previous.remote, new: session.remote },
@@ -447,14 +546,14 @@ export class RelayServer extends EventEmitter {
       isConnected: (deviceId) => this.byDevice.has(deviceId),
     });
     if (!result.ok) {
-      this.refuse('poolFull', { deviceId: hello.deviceId, remote: session.remote }, `Rejected ${hello.deviceId}: ${result.reason}`);
-      session.reject({ code: 'pool-full', reason: result.reason, retryAfterMs: 30_000 });
+      this.rejectSession(session, 'poolFull', { deviceId: hello.deviceId }, `Rejected ${hello.deviceId}: ${result.reason}`,
+        { code: 'pool-full', reason: result.reason, retryAfterMs: 30_000 });
       return;
     }
     const { lease } = result;
-    if (bound === undefined) {
-      this.bindings.bind(hello.deviceId, verdict.device.keyFingerprint);
-      this.deps.log.info({ deviceId: hello.deviceId, key: verdict.device.keyFingerprint }, `Bound device ID ${hello.deviceId} to key ${verdict.device.keyFingerprint}`);
+    if (this.bindings.get(hello.deviceId) === undefined) {
+      this.bindings.bind(hello.deviceId, key);
+      this.deps.log.info({ deviceId: hello.deviceId, key }, `Bound device ID ${hello.deviceId} to key ${key}`);
     }
     if (result.reclaimedFrom) {
       this.deps.log.warn({ deviceId: hello.deviceId, ip: intToIpv4(lease.ip), from: result.reclaimedFrom.deviceId },
@@ -511,11 +610,26 @@ export class RelayServer extends EventEmitter {
       `Device ${session.deviceId} (${intToIpv4(session.ip)}) left: ${why}`);
   }
 
+  /** A device that keeps talking but stops reading: what it is owed would outgrow its budget. */
+  private cutOverBudget(session: Session, needed: number): void {
+    this.cut.overBudget++;
+    const who = session.deviceId || session.remote;
+    this.warnings.warn('cut:overBudget', () => ({
+      fields: { deviceId: session.deviceId || undefined, remote: session.remote, neededKib: Math.ceil(needed / 1024), budgetKib: session.budget.limit / 1024 },
+      message: `Closed ${who}: it does not read what is sent to it (${Math.ceil(needed / 1024)} KiB would be queued, ` +
+        `beyond its budget of ${session.budget.limit / 1024} KiB, [server] send_queue_kib)`,
+    }));
+    this.detach(session, 'not reading: over its send budget');
+    session.socket.destroy();
+  }
+
   /** Pings every established session; a session silent for deadAfterMs is closed. */
   private sweep(): void {
     const { keepaliveMs: keepalive, deadAfterMs: deadAfter } = this.limits;
     const now = Date.now();
     this.admission.sweep();
+    this.deviceJoins.sweep();
+    this.newDevices.sweep();
     const ping = Buffer.alloc(HEADER_BYTES + PING_BYTES);
     ping.writeUInt32BE(((FrameType.Ping << 24) | PING_BYTES) >>> 0);
     ping.writeDoubleBE(performance.now(), HEADER_BYTES);
@@ -571,7 +685,7 @@ export class RelayServer extends EventEmitter {
     }
     let packets = 1;
     if (target instanceof Session) {
-      if (!target.accepts()) {
+      if (!target.accepts(frame.length)) {
         this.countDrop(from, 'queueFull');
         return;
       }

@@ -1,7 +1,9 @@
 import type { Socket } from 'node:net';
 import { encodeJsonFrame, FrameDecoder, FrameType, HEADER_BYTES, type Goodbye, type Hello, type Reject } from '@mnedc/protocol';
 import type { DropReason } from './router';
+import type { Handshake } from './admission';
 import type { PeerSubscriber } from './peer-directory';
+import { chargeFor, copyIfPinning, SendBudget, WRITE_OVERHEAD_BYTES } from './send-budget';
 
 export type SessionState = 'handshake' | 'established' | 'closed';
 
@@ -22,11 +24,13 @@ const LINGER_MS = 2_000;
 
 /**
  * One device's connection. The server owns the logic; a session owns its socket, its decoder, its
- * outbound limit and its counters.
+ * outbound budget and its counters.
  *
- * Outbound DATA is bounded by `queueLimit` bytes waiting in user space: a device that stops reading loses
- * its own packets (counted as queueFull) and never makes the relay buffer without bound or stall others.
- * Control frames bypass the limit; they are few, and a silent device is cut after deadAfterMs anyway.
+ * Everything queued for the device is charged to its SendBudget (send-budget.ts). DATA stops at the
+ * budget's data limit: a device that stops reading loses its own packets (counted as queueFull) and never
+ * makes the relay buffer without bound or stall others. Control frames may use the reserve above it; one
+ * that does not fit means the device has stopped reading while still talking to us, and `onOverBudget`
+ * cuts it: the relay's memory is never what gives.
  */
 export class Session implements PeerSubscriber {
   state: SessionState = 'handshake';
@@ -49,22 +53,32 @@ export class Session implements PeerSubscriber {
   /** DATA frames for this device dropped because its queue was full. */
   missed = 0;
   handshakeTimer: NodeJS.Timeout | null = null;
-  /** The underlay address the connection comes from (a NAT router, for devices behind one). */
-  source = '';
-  /** Holds a handshake slot in the admission control until established or closed. */
-  admitted = true;
+  /** Its slot in the admission control, held until established or closed. */
+  handshake: Handshake | null = null;
   tlsReady = false;
   /** Negotiated "gso": the device takes DATA_GSO frames and may send them. */
   gso = false;
+  readonly budget: SendBudget;
 
-  constructor(readonly socket: Socket, public queueLimit: number, maxPayload?: number) {
+  constructor(readonly socket: Socket, budgetBytes: number, private readonly onOverBudget: (session: Session, needed: number) => void,
+    maxPayload?: number) {
     this.decoder = new FrameDecoder(maxPayload);
     this.remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
+    this.budget = new SendBudget(budgetBytes);
   }
 
-  /** False (and counted as missed) while the device is too far behind to be sent anything. */
-  accepts(): boolean {
-    if (this.socket.writableLength > this.queueLimit || this.state !== 'established') {
+  set queueLimit(bytes: number) {
+    this.budget.limit = bytes;
+  }
+
+  /** Bytes charged to this device's budget now. */
+  get queued(): number {
+    return this.budget.settle(this.socket.writableLength);
+  }
+
+  /** False (and counted as missed) while `bytes` more DATA would not fit this device's budget. */
+  accepts(bytes: number): boolean {
+    if (this.state !== 'established' || this.queued + bytes + WRITE_OVERHEAD_BYTES > this.budget.dataLimit) {
       // Counted against the sender by the caller; here it is what this device missed.
       this.missed++;
       return false;
@@ -77,19 +91,16 @@ export class Session implements PeerSubscriber {
    * IP packets) unless the device is too far behind. The caller uncorks after its batch.
    */
   sendData(frame: Buffer, corkList: Session[], packets = 1, bytes = frame.length - HEADER_BYTES): boolean {
-    if (!this.accepts()) return false;
+    if (!this.accepts(frame.length)) return false;
     this.queueData(frame, corkList, packets, bytes);
     return true;
   }
 
   /** sendData after accepts() said yes. */
   queueData(frame: Buffer, corkList: Session[], packets: number, bytes: number): void {
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      corkList.push(this);
-    }
-    this.socket.write(frame);
+    this.cork(corkList);
+    const owned = copyIfPinning(frame);
+    this.enqueue(owned, chargeFor(owned));
     this.counters.txPackets += packets;
     this.counters.txBytes += bytes;
   }
@@ -107,14 +118,43 @@ export class Session implements PeerSubscriber {
     this.sample = { at: now, rxPackets: c.rxPackets, rxBytes: c.rxBytes, txPackets: c.txPackets, txBytes: c.txBytes };
   }
 
+  /** Holds writes until the caller's batch ends (uncork), so they leave in one system call. */
+  private cork(corkList: Session[]): void {
+    if (this.corked) return;
+    this.corked = true;
+    this.socket.cork();
+    this.budget.openBatch();
+    corkList.push(this);
+  }
+
   uncork(): void {
     this.corked = false;
+    this.budget.closeBatch();
     this.socket.uncork();
   }
 
-  sendControl(frame: Buffer): void {
-    if (this.state === 'closed' || this.socket.destroyed) return;
-    this.socket.write(frame);
+  /**
+   * Queues a control frame; false when the session is gone or was cut for being over its budget. With a
+   * cork list it joins the caller's batch (a PONG for each PING of a chunk is one write, not one each).
+   */
+  sendControl(frame: Buffer, corkList?: Session[]): boolean {
+    if (this.state === 'closed' || this.socket.destroyed) return false;
+    const owned = copyIfPinning(frame);
+    const charge = chargeFor(owned);
+    const needed = this.queued + charge;
+    if (needed > this.budget.limit) {
+      this.onOverBudget(this, needed);
+      return false;
+    }
+    if (corkList) this.cork(corkList);
+    this.enqueue(owned, charge);
+    return true;
+  }
+
+  /** The one place bytes are queued for the device, so every one of them is charged. */
+  private enqueue(owned: Buffer, charge: number): void {
+    this.socket.write(owned);
+    this.budget.add(owned.length, charge);
   }
 
   reject(reject: Reject): void {

@@ -9,7 +9,7 @@ import {
   CAPABILITY_GSO, GSO_TCPV4, internetChecksum, onesSum, VNET_F_NEEDS_CSUM, VNET_HDR_BYTES, writeVnetHeader,
 } from '@mnedc/protocol';
 import { parseServerConfig, RelayServer } from '../src';
-import { ipPacket, WireClient } from './wire-client';
+import { ipPacket, WireClient } from '@mnedc/lab';
 
 const dirs: string[] = [];
 const servers: RelayServer[] = [];

@@ -1,5 +1,6 @@
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { once } from 'node:events';
+import { connect as netConnect } from 'node:net';
 import { connect, type TLSSocket } from 'node:tls';
 import {
   encodeFrame, encodeJsonFrame, EXPORTER_BYTES, EXPORTER_CONTEXT, EXPORTER_LABEL, FrameDecoder, FrameType, helloAuth,
@@ -31,8 +32,11 @@ export class WireClient {
   private readonly decoder = new FrameDecoder();
   private waiters: Array<() => void> = [];
 
-  constructor(port: number, readonly join: string, readonly key: KeyObject = newDeviceKey(), readonly answerPings = true) {
-    this.socket = connect({ host: '127.0.0.1', port, rejectUnauthorized: false, minVersion: 'TLSv1.3' });
+  constructor(port: number, readonly join: string, readonly key: KeyObject = newDeviceKey(), readonly answerPings = true,
+    where: { host?: string; localAddress?: string } = {}) {
+    // TCP first, so the source address can be chosen (tls.connect's types do not take localAddress).
+    const tcp = netConnect({ host: where.host ?? '127.0.0.1', port, ...(where.localAddress ? { localAddress: where.localAddress } : {}) });
+    this.socket = connect({ socket: tcp, rejectUnauthorized: false, minVersion: 'TLSv1.3' });
     this.socket.on('data', (chunk: Buffer) => {
       this.decoder.push(chunk, (f) => this.onFrame(Buffer.from(f)));
       this.wake();
