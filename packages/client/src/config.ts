@@ -1,5 +1,6 @@
 import { ConfigError, key, LOG_LEVELS, parseConfig, parsers, type ConfigOf } from '@mnedc/common';
 import { isValidDeviceId, parseJoin } from '@mnedc/protocol';
+import { isUserName } from './hook-runner';
 
 export const DEFAULT_CONFIG_PATH = '/etc/mnedc/client.ini';
 
@@ -7,6 +8,12 @@ function deviceId(text: string): string {
   if (text !== '' && !isValidDeviceId(text)) {
     throw new Error(`${JSON.stringify(text)} is not a device ID (1..128 of A-Z a-z 0-9 . _ : @ -, starting with a letter or digit)`);
   }
+  return text;
+}
+
+/** Whether the user exists and the daemon may switch to it is checked at start (hook-runner.ts). */
+function hookUser(text: string): string {
+  if (text !== '' && !isUserName(text)) throw new Error(`${JSON.stringify(text)} is not a user name or number`);
   return text;
 }
 
@@ -32,6 +39,8 @@ export const clientSchema = {
     /** Executables run on every peer up/down event (run-parts style); empty disables hooks. */
     hook_dir: key(parsers.optionalPath, '/etc/mnedc/peer.d'),
     hook_timeout_ms: key(parsers.integer(100, 3_600_000), '10000'),
+    /** Hooks run as this user (its groups too); empty: the daemon's own. Never with the daemon's capabilities. */
+    hook_user: key(hookUser, ''),
     /** The current peer list as JSON, rewritten atomically on every change; empty disables it. */
     peers_file: key(parsers.optionalPath, '/run/mnedc/peers.json'),
     /** hosts(5) lines for the peers, for a resolver to include; empty disables it. */
@@ -44,7 +53,7 @@ export const clientSchema = {
 
 /** Keys a SIGHUP applies to the running client; a change to any other key needs a restart. */
 export const CLIENT_LIVE_KEYS = ['[log] level', '[client] send_queue_kib', '[discovery] hook_dir', '[discovery] hook_timeout_ms',
-  '[discovery] peers_file', '[discovery] hosts_file'];
+  '[discovery] hook_user', '[discovery] peers_file', '[discovery] hosts_file'];
 
 export type ClientConfig = ConfigOf<typeof clientSchema>;
 

@@ -5,4 +5,6 @@ export * from './peer-table';
 export * from './state';
 export * from './control-api';
 export * from './discovery';
+export * from './hosts';
+export * from './hook-runner';
 export * from './secure';

@@ -1,6 +1,6 @@
 import { hostname, networkInterfaces } from 'node:os';
 import {
-  ControlServer, createLogger, EXIT_CONFIG, loadConfigOrExit, machineDeviceId, parseDaemonArgs, reloadConfig,
+  ControlServer, createLogger, EXIT_CONFIG, EXIT_USAGE, loadConfigOrExit, machineDeviceId, parseDaemonArgs, reloadConfig,
   startupError, SystemdNotifier,
 } from '@mnedc/common';
 import { Tun } from '@mnedc/tun';
@@ -8,6 +8,7 @@ import { RelayClient } from './client';
 import { CLIENT_LIVE_KEYS, DEFAULT_CONFIG_PATH, parseClientConfig, type ClientConfig } from './config';
 import { clientMethods } from './control-api';
 import { DiscoveryHandoff, type DiscoveryConfig } from './discovery';
+import { HookUserError } from './hook-runner';
 import type { PeerChanges } from './peer-table';
 import { loadOrCreateDeviceKey, type Credentials } from './secure';
 import { loadClientState, saveClientState, statePath } from './state';
@@ -35,7 +36,7 @@ function underlayAddresses(exclude: string): string[] {
 
 function discoveryConfig(config: ClientConfig): DiscoveryConfig {
   const d = config.discovery;
-  return { hookDir: d.hook_dir, hookTimeoutMs: d.hook_timeout_ms, peersFile: d.peers_file, hostsFile: d.hosts_file };
+  return { hookDir: d.hook_dir, hookTimeoutMs: d.hook_timeout_ms, hookUser: d.hook_user, peersFile: d.peers_file, hostsFile: d.hosts_file };
 }
 
 /** What a SIGHUP can change on the running client; everything else keeps its running value. */
@@ -58,6 +59,15 @@ async function main(): Promise<void> {
       fatal(`${args.configPath}: [client] device_id: not set, and ${(err as Error).message}`, EXIT_CONFIG);
     }
   }
+  // Before the TUN: a hook user this daemon cannot switch to is a configuration error, not a silent
+  // fallback to running hooks as the daemon's own user.
+  let discovery: DiscoveryHandoff;
+  try {
+    discovery = new DiscoveryHandoff(discoveryConfig(config), log);
+  } catch (err) {
+    if (!(err instanceof HookUserError)) throw err;
+    fatal(`${args.configPath}: [discovery] hook_user: ${err.message}`, EXIT_USAGE);
+  }
   const notifier = new SystemdNotifier(log);
   const stateFile = statePath(config.client.state_dir);
   const { state, problem } = loadClientState(stateFile);
@@ -78,7 +88,6 @@ async function main(): Promise<void> {
   } catch (err) {
     fatal(`cannot load or create the device key: ${(err as Error).message}`, EXIT_CONFIG);
   }
-  const discovery = new DiscoveryHandoff(discoveryConfig(config), log);
   const client = new RelayClient({
     config,
     log,

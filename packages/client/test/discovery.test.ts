@@ -5,7 +5,7 @@ import { basename, dirname, join } from 'node:path';
 import { after, afterEach, describe, it } from 'node:test';
 import pino from 'pino';
 import type { PeerInfo } from '@mnedc/protocol';
-import { DiscoveryHandoff, dnsLabel, MAX_QUEUED_EVENTS, renderHosts, type DiscoveryConfig, type SelfInfo } from '../src/discovery';
+import { DiscoveryHandoff, MAX_QUEUED_EVENTS, type DiscoveryConfig, type SelfInfo } from '../src/discovery';
 
 const dirs: string[] = [];
 const handoffs: DiscoveryHandoff[] = [];
@@ -169,7 +169,7 @@ describe('DiscoveryHandoff files', () => {
       ['10.0.0.13', 'odd.mnedc'],
       ['10.0.0.14', `long.mnedc ${'x'.repeat(63)}.mnedc ${'x'.repeat(63)}`],
       ['10.0.0.15', 'twin.mnedc'],
-      ['10.0.0.16', 'lo.mnedc localhost.mnedc'],
+      ['10.0.0.16', 'lo.mnedc'], // localhost is nobody's name
     ]);
     assert.equal(statSync(hostsFile).mode & 0o777, 0o644);
 
@@ -177,28 +177,6 @@ describe('DiscoveryHandoff files', () => {
     h.update(SELF, [peers[0]!], { up: [], down: peers.slice(1) });
     assert.deepEqual(readFileSync(hostsFile, 'utf8').split('\n').filter((l) => l && !l.startsWith('#')),
       ['10.0.0.2\tme.mnedc gateway.mnedc gateway', '10.0.0.5\tweb-1.mnedc web.mnedc web']);
-  });
-
-  it('never lists one name for two addresses, whatever collides', () => {
-    const text = renderHosts({ deviceId: 'a.b', ip: '10.0.0.2', hostname: 'x' }, [
-      peer('A_B', '10.0.0.3', 'y'), // device IDs that sanitise alike
-      peer('c', '10.0.0.4', 'a-b'), // a hostname equal to the others' sanitised ID
-      peer('d', '10.0.0.5', 'c'), // a hostname equal to another device ID
-    ]);
-    const seen = new Map<string, string>();
-    for (const line of text.split('\n').filter((l) => l && !l.startsWith('#'))) {
-      const [ip, names] = line.split('\t') as [string, string];
-      for (const name of names.split(' ')) {
-        assert.ok(!seen.has(name), `${name} listed for ${seen.get(name)} and ${ip}`);
-        seen.set(name, ip);
-      }
-    }
-    assert.equal(seen.get('x'), '10.0.0.2');
-    assert.equal(seen.has('a-b.mnedc'), false);
-    assert.equal(seen.has('c.mnedc'), false);
-    assert.equal(dnsLabel('  Hello World!  '), 'hello-world');
-    assert.equal(dnsLabel('éé'), 'ee');
-    assert.equal(dnsLabel('___'), '');
   });
 
   it('logs write errors instead of throwing, still runs hooks, and writes at new paths after reconfigure', async () => {

@@ -26,11 +26,55 @@ export function defaultLogFormat(env: NodeJS.ProcessEnv = process.env, fd: 1 | 2
 }
 
 /**
+ * Characters that must not reach a log line or a terminal as they are: C0 and C1 controls and DEL (a
+ * newline would forge a second journal entry, an escape sequence would rewrite the terminal), line and
+ * paragraph separators, and the invisible format characters (bidirectional overrides, zero-width
+ * characters) that make text read differently from what it is.
+ */
+const UNPRINTABLE = '\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u206f\\ufeff\\ufff9-\\ufffb\\u{e0000}-\\u{e007f}';
+const UNPRINTABLE_ALL = new RegExp(`[${UNPRINTABLE}]`, 'gu');
+const HAS_UNPRINTABLE = new RegExp(`[${UNPRINTABLE}]`, 'u');
+const SHORT_ESCAPES: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+/**
+ * `text` with every unprintable character (see UNPRINTABLE) written as an escape: \n, \r, \t, \xNN below
+ * U+0100, \uNNNN above (\u{NNNNN} beyond the BMP). Backslashes stay as they are: the point is that
+ * nothing unseen gets through, not that the text can be decoded back.
+ */
+export function escapeControl(text: string): string {
+  if (!HAS_UNPRINTABLE.test(text)) return text;
+  return text.replace(UNPRINTABLE_ALL, (c) => {
+    const code = c.codePointAt(0)!;
+    if (SHORT_ESCAPES[c]) return SHORT_ESCAPES[c];
+    if (code < 0x100) return `\\x${code.toString(16).padStart(2, '0')}`;
+    return code < 0x10000 ? `\\u${code.toString(16).padStart(4, '0')}` : `\\u{${code.toString(16)}}`;
+  });
+}
+
+/**
+ * JSON text (as JSON.stringify writes it, which already escapes C0 controls inside strings) with the other
+ * unprintable characters written as \uNNNN escapes too: the same value to a parser, nothing unseen on a
+ * terminal. Characters beyond the BMP become surrogate-pair escapes, as JSON has no other form.
+ */
+export function escapeJsonText(json: string): string {
+  if (!HAS_UNPRINTABLE.test(json)) return json;
+  return json.replace(UNPRINTABLE_ALL, (c) => {
+    if (c.charCodeAt(0) < 0x20) return c; // outside strings: the indentation's own newlines
+    return [...Array(c.length).keys()].map((i) => `\\u${c.charCodeAt(i).toString(16).padStart(4, '0')}`).join('');
+  });
+}
+
+/** True when escapeControl would change `text`. */
+export function hasControl(text: string): boolean {
+  return HAS_UNPRINTABLE.test(text);
+}
+
+/**
  * One line on stderr for what goes wrong before there is a logger (arguments, configuration): under
  * journald at priority err like the logger's errors, so `journalctl -p err` shows what to fix.
  */
 export function startupError(line: string): void {
-  process.stderr.write(`${defaultLogFormat(process.env, 2) === 'journal' ? '<3>' : ''}${line}\n`);
+  process.stderr.write(`${defaultLogFormat(process.env, 2) === 'journal' ? '<3>' : ''}${escapeControl(line)}\n`);
 }
 
 /** sd-daemon(3) priorities by pino level: journald files each line under the priority of its <N> prefix. */
@@ -39,15 +83,22 @@ const LEVEL_NAME: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO
 /** Fields every line has; repeating them after the message adds nothing a reader needs. */
 const QUIET_FIELDS = new Set(['level', 'time', 'msg', 'pid', 'hostname', 'name']);
 
+/** JSON escapes C0 controls, quotes and backslashes; escapeControl the rest of what must not show raw. */
 function fieldText(value: unknown): string {
-  if (typeof value === 'string') return /[\s"=]/.test(value) || value === '' ? JSON.stringify(value) : value;
-  if (value !== null && typeof value === 'object' && 'message' in value && typeof (value as { message: unknown }).message === 'string') {
-    return JSON.stringify((value as { message: string }).message);
+  if (typeof value === 'string') {
+    return /[\s"=]/.test(value) || value === '' || hasControl(value) ? escapeControl(JSON.stringify(value)) : value;
   }
-  return JSON.stringify(value);
+  if (value !== null && typeof value === 'object' && 'message' in value && typeof (value as { message: unknown }).message === 'string') {
+    return escapeControl(JSON.stringify((value as { message: string }).message));
+  }
+  return escapeControl(JSON.stringify(value) ?? String(value));
 }
 
-/** Turns one pino JSON line into "message key=value …" (exported for tests). */
+/**
+ * Turns one pino JSON line into "message key=value …" (exported for tests). Always exactly one line:
+ * whatever a peer managed to get into a message or a field (a relay's REJECT reason, a hook's stderr) has
+ * its control characters escaped, so it can neither forge another entry nor drive the terminal.
+ */
 export function formatLine(json: string, format: Exclude<LogFormat, 'json'>): string {
   let entry: Record<string, unknown>;
   try {
@@ -58,9 +109,9 @@ export function formatLine(json: string, format: Exclude<LogFormat, 'json'>): st
   const level = typeof entry.level === 'number' ? entry.level : 30;
   const fields = Object.entries(entry)
     .filter(([name, value]) => !QUIET_FIELDS.has(name) && value !== undefined)
-    .map(([name, value]) => `${name}=${fieldText(value)}`);
-  const text = [String(entry.msg ?? ''), ...fields].join(' ');
-  if (format === 'journal') return `<${JOURNAL_PRIORITY[level] ?? 6}>${text.replace(/\n/g, ' ')}\n`;
+    .map(([name, value]) => `${escapeControl(name)}=${fieldText(value)}`);
+  const text = [escapeControl(String(entry.msg ?? '')), ...fields].join(' ');
+  if (format === 'journal') return `<${JOURNAL_PRIORITY[level] ?? 6}>${text}\n`;
   const time = typeof entry.time === 'string' ? entry.time : new Date().toISOString();
   return `${time} ${(LEVEL_NAME[level] ?? 'INFO').padEnd(5)} ${text}\n`;
 }

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import pino from 'pino';
-import { defaultLogFormat, formatLine, RateLimitedWarning } from '../src';
+import { defaultLogFormat, escapeControl, formatLine, RateLimitedWarning } from '../src';
 
 const line = (level: number, msg: string, extra: Record<string, unknown> = {}) =>
   JSON.stringify({ level, time: '2026-11-22T04:00:00.000Z', pid: 7, name: 'mnedcd-client', msg, ...extra });
@@ -22,7 +22,26 @@ describe('log formats', () => {
   it('keeps one entry on one line and quotes values that need it', () => {
     const text = formatLine(line(50, 'Cannot start', { err: { type: 'Error', message: 'bind: address in use', stack: 'Error\n  at x' }, path: '/run/a b' }), 'journal');
     assert.equal(text, '<3>Cannot start err="bind: address in use" path="/run/a b"\n');
-    assert.equal(formatLine(line(30, 'multi\nline'), 'journal'), '<6>multi line\n');
+    assert.equal(formatLine(line(30, 'multi\nline'), 'journal'), '<6>multi\\nline\n');
+  });
+
+  it('escapes control characters in the message, field names and values: a peer cannot forge a second entry', () => {
+    // A hostile relay's REJECT reason, as the client logs it, trying to add a fake error entry of its own.
+    const reason = 'bye\n<3>mnedcd-client: fake\r\u001b[2K\u0007\u009b\u2028\u202e';
+    const entry = line(40, `Server rejected this device: ${reason}`, { reason, [`k\ney`]: 1, bare: 'x\u001by', list: ['a\u0085b'] });
+    for (const format of ['journal', 'text'] as const) {
+      const out = formatLine(entry, format);
+      assert.equal(out.indexOf('\n'), out.length - 1, `${format}: one line`);
+      assert.doesNotMatch(out.slice(0, -1), /[\u0000-\u001f\u007f-\u009f\u2028\u202e]/, `${format}: nothing unprintable`);
+    }
+    assert.equal(formatLine(entry, 'journal'),
+      '<4>Server rejected this device: bye\\n<3>mnedcd-client: fake\\r\\x1b[2K\\x07\\x9b\\u2028\\u202e' +
+      ' reason="bye\\n<3>mnedcd-client: fake\\r\\u001b[2K\\u0007\\x9b\\u2028\\u202e" k\\ney=1 bare="x\\u001by" list=["a\\x85b"]\n');
+  });
+
+  it('escapeControl leaves printable text alone, any language included', () => {
+    for (const text of ['Büro-PC', '東京 サーバー', 'emoji 😀', 'tab-free', 'a\\nb']) assert.equal(escapeControl(text), text);
+    assert.equal(escapeControl('a\tb\u0000c\u{e0041}'), 'a\\tb\\x00c\\u{e0041}');
   });
 
   it('writes readable text lines elsewhere', () => {

@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { DEFAULT_CLIENT_SOCKET, DEFAULT_SERVER_SOCKET } from '@mnedc/common';
+import { DEFAULT_CLIENT_SOCKET, DEFAULT_SERVER_SOCKET, hasControl } from '@mnedc/common';
 
 export const PROGRAM = 'mnedcctl';
 
@@ -184,6 +184,9 @@ export function parseCommandLine(argv: string[], env: Record<string, string | un
     if (operands.length === 0) throw new UsageError(`${name} needs a device ${spec.operand}`, name);
     id = operands.shift();
     if (id === '') throw new UsageError(`${name}: the device ${spec.operand} is empty`, name);
+    if (id !== undefined && hasControl(id)) {
+      throw new UsageError(`${name}: the device ${spec.operand} ${JSON.stringify(id)} holds control characters; device IDs are letters, digits and . _ : @ -`, name);
+    }
   }
   if (operands.length > 0) throw new UsageError(`unexpected argument '${operands[0]}'`, name);
 

@@ -1,3 +1,5 @@
+import { escapeControl } from '@mnedc/common';
+
 /*
  * Units for people: sizes in binary units (what `ip -s` and `free -h` show), rates in decimal bit/s
  * (what link speeds are quoted in), times relative to now.
@@ -84,6 +86,16 @@ export function formatCount(n: number): string {
   return invalid(n) ? '?' : String(n);
 }
 
+/**
+ * A daemon's text as it may reach a terminal: whatever a peer or a hostile daemon put in it, control and
+ * invisible characters come out as escapes (\n, \x1b, \u202e…), so one value stays one cell on one line
+ * and cannot drive the terminal. Anything that is not a string (a daemon bug) is shown as JSON.
+ */
+export function printable(value: unknown): string {
+  if (typeof value === 'string') return escapeControl(value);
+  return value === undefined || value === null ? '' : escapeControl(JSON.stringify(value) ?? String(value));
+}
+
 /** Empty strings and missing values read as "-" so that columns never look shifted. */
 export function orDash(text: string | null | undefined): string {
   return text === null || text === undefined || text === '' ? '-' : text;
@@ -93,9 +105,11 @@ export type Align = 'left' | 'right';
 
 /**
  * A plain-text table: columns two spaces apart, each as wide as its widest cell, no trailing spaces.
- * `align` gives one entry per column (default left); numbers read best right-aligned.
+ * `align` gives one entry per column (default left); numbers read best right-aligned. Cells are made
+ * printable() here, so no table can carry a raw control character.
  */
-export function formatTable(headers: string[], rows: string[][], align: Align[] = []): string {
+export function formatTable(headers: string[], cellsByRow: string[][], align: Align[] = []): string {
+  const rows = cellsByRow.map((row) => row.map(printable));
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]) => cells
     .map((cell, i) => (align[i] === 'right' ? cell.padStart(widths[i]) : cell.padEnd(widths[i])))
@@ -104,8 +118,8 @@ export function formatTable(headers: string[], rows: string[][], align: Align[] 
   return [line(headers), ...rows.map(line)].join('\n') + '\n';
 }
 
-/** "name   value" lines with the values aligned, for single records such as status. */
+/** "name   value" lines with the values aligned, for single records such as status; values made printable(). */
 export function formatFields(fields: Array<[string, string]>): string {
   const width = Math.max(0, ...fields.map(([name]) => name.length));
-  return fields.map(([name, value]) => `${name.padEnd(width)}  ${value}`.trimEnd()).join('\n') + '\n';
+  return fields.map(([name, value]) => `${name.padEnd(width)}  ${printable(value)}`.trimEnd()).join('\n') + '\n';
 }

@@ -4,12 +4,13 @@ import type {
 } from './api';
 import {
   formatAgo, formatBytes, formatClock, formatCount, formatDuration, formatFields, formatRate, formatRtt, formatTable,
-  orDash, type Align,
+  orDash, printable, type Align,
 } from './format';
 
 /*
  * Human output per command. Rows come in the daemon's order: the daemons already list them in a
- * meaningful order, and sorting here would make the text disagree with --json.
+ * meaningful order, and sorting here would make the text disagree with --json. Every string from a daemon
+ * is shown through printable() (formatTable and formatFields do it for their cells).
  */
 
 function since(at: number, now: number): string {
@@ -120,20 +121,20 @@ export function renderClientStats(stats: ClientStats): string {
 }
 
 export function renderKick(result: KickResult): string {
-  return `kicked ${result.deviceId}\n`;
+  return `kicked ${printable(result.deviceId)}\n`;
 }
 
 export function renderRelease(result: ReleaseResult): string {
-  return `released ${result.deviceId} (${orDash(result.ip)})\n`;
+  return `released ${printable(result.deviceId)} (${printable(orDash(result.ip))})\n`;
 }
 
 export function renderForget(result: ForgetResult): string {
   const what = [result.ip ? `lease ${result.ip}` : '', result.binding ? 'key binding' : ''].filter(Boolean).join(' and ');
-  return `forgot ${result.deviceId}${what ? ` (${what})` : ''}\n`;
+  return `forgot ${printable(result.deviceId)}${what ? ` (${printable(what)})` : ''}\n`;
 }
 
 export function renderJoin(result: JoinResult): string {
-  return `${result.join}\n`;
+  return `${printable(result.join)}\n`;
 }
 
 /** One watch line: "12:03:04 up   device-b 10.0.0.3 hostname"; `label` tells daemons apart when watching two. */
@@ -142,10 +143,10 @@ export function renderNotification(method: string, params: unknown, now: number,
   if (method === 'peer' && params !== null && typeof params === 'object') {
     const e = params as PeerEvent;
     const at = typeof e.at === 'number' ? e.at : now;
-    return `${formatClock(at)}${prefix} ${String(e.event).padEnd(4)} ${e.deviceId} ${orDash(e.ip)} ${orDash(e.hostname)}\n`;
+    return `${formatClock(at)}${prefix} ${printable(String(e.event)).padEnd(4)} ${printable(e.deviceId)} ${printable(orDash(e.ip))} ${printable(orDash(e.hostname))}\n`;
   }
   // Notifications a newer daemon may send: show them rather than drop them.
-  return `${formatClock(now)}${prefix} ${method} ${JSON.stringify(params ?? null)}\n`;
+  return `${formatClock(now)}${prefix} ${printable(method)} ${printable(JSON.stringify(params ?? null))}\n`;
 }
 
 export type QueryCommand = 'status' | 'peers' | 'leases' | 'stats' | 'kick' | 'release' | 'forget' | 'join' | 'rotate-join';

@@ -1,4 +1,4 @@
-import { ControlClient, ControlConnectionClosed, NoDaemonError, RpcError } from '@mnedc/common';
+import { ControlClient, ControlConnectionClosed, escapeControl, escapeJsonText, NoDaemonError, RpcError } from '@mnedc/common';
 import type { DaemonKind, Status } from './api';
 import { type CommandName, type Invocation, isServerOnly, parseCommandLine, PROGRAM, rpcMethod, shortUsage, UsageError } from './args';
 import { renderNotification, renderResult } from './render';
@@ -100,7 +100,7 @@ class Connections {
     if (this.daemons.length === 0) throw new Unreachable(describeAbsent(absent));
     for (const err of absent) {
       // Probably a daemon the user may not talk to: say so rather than silently show only the other one.
-      if (err.reason === 'permission denied') stderr.write(`${PROGRAM}: ${err.message}\n`);
+      if (err.reason === 'permission denied') stderr.write(`${PROGRAM}: ${escapeControl(err.message)}\n`);
     }
     // Keep the order of `paths` (server before client), not the order they happened to answer in.
     this.daemons.sort((a, b) => paths.indexOf(a.path) - paths.indexOf(b.path));
@@ -149,7 +149,7 @@ async function query(invocation: QueryInvocation, daemons: Daemon[], io: RunIo, 
 
   if (invocation.json) {
     const value = results.length === 1 ? results[0] : byDaemon(targets, results);
-    io.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+    io.stdout.write(`${escapeJsonText(JSON.stringify(value, null, 2))}\n`);
   } else if (results.length === 1) {
     io.stdout.write(renderResult(command, targets[0].kind, results[0], now()));
   } else {
@@ -165,7 +165,7 @@ async function watch(json: boolean, daemons: Daemon[], io: RunIo, now: () => num
     daemon.client.onNotification((method, params) => {
       if (json) {
         const line = labelled ? { daemon: daemon.kind, method, params } : { method, params };
-        io.stdout.write(`${JSON.stringify(line)}\n`);
+        io.stdout.write(`${escapeJsonText(JSON.stringify(line))}\n`);
       } else {
         io.stdout.write(renderNotification(method, params, now(), labelled ? daemon.kind : undefined));
       }
@@ -179,20 +179,21 @@ async function watch(json: boolean, daemons: Daemon[], io: RunIo, now: () => num
   throw new ControlConnectionClosed(gone.path);
 }
 
+/** Error messages carry a daemon's words (and echo arguments): escaped like everything else shown. */
 function report(err: unknown, io: RunIo): number {
   if (err instanceof UsageError) {
-    io.stderr.write(`${PROGRAM}: ${err.message}\n${err.showUsage ? shortUsage(err.command) : ''}`);
+    io.stderr.write(`${PROGRAM}: ${escapeControl(err.message)}\n${err.showUsage ? shortUsage(err.command) : ''}`);
     return EXIT.usage;
   }
   if (err instanceof DaemonError) {
-    io.stderr.write(`${PROGRAM}: ${err.method}: ${err.error.message}\n`);
+    io.stderr.write(`${PROGRAM}: ${err.method}: ${escapeControl(String(err.error.message))}\n`);
     return EXIT.daemonError;
   }
   if (err instanceof NoDaemonError || err instanceof ControlConnectionClosed || err instanceof Unreachable) {
-    io.stderr.write(`${PROGRAM}: ${err.message}\n`);
+    io.stderr.write(`${PROGRAM}: ${escapeControl(err.message)}\n`);
     return EXIT.noDaemon;
   }
-  io.stderr.write(`${PROGRAM}: ${err instanceof Error ? err.message : String(err)}\n`);
+  io.stderr.write(`${PROGRAM}: ${escapeControl(err instanceof Error ? err.message : String(err))}\n`);
   return EXIT.daemonError;
 }
 

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   formatAgo, formatBitRate, formatBytes, formatClock, formatCount, formatDuration, formatFields, formatPacketRate,
-  formatRate, formatRtt, formatTable, orDash,
+  formatRate, formatRtt, formatTable, orDash, printable,
 } from '../src/format';
 
 test('bytes use binary units with at most three significant figures', () => {
@@ -83,4 +83,15 @@ test('fields align their values', () => {
     'pid        1\n' +
     'server ip  10.0.0.1\n' +
     'empty\n');
+});
+
+test('cells and values from a daemon are escaped, and aligned as shown', () => {
+  assert.equal(formatTable(['ID', 'HOST'], [['a\nb', 'x\u001b[2J'], ['c', 'y']]),
+    'ID    HOST\n' +
+    'a\\nb  x\\x1b[2J\n' +
+    'c     y\n');
+  assert.equal(formatFields([['last error', 'rejected\r\u2028\u202eevil']]), 'last error  rejected\\r\\u2028\\u202eevil\n');
+  assert.equal(printable({ a: 'b\u009b' }), '{"a":"b\\x9b"}');
+  assert.equal(printable(undefined), '');
+  assert.equal(printable('Büro 東京'), 'Büro 東京');
 });

@@ -1,4 +1,5 @@
 import { isIpv4 } from './ipv4';
+import { sanitizeHostname } from './names';
 import { ProtocolError } from './wire';
 
 /** Limits on what a peer may claim about itself; they bound memory per session and per peer entry. */
@@ -17,6 +18,7 @@ const DEVICE_ID = /^[A-Za-z0-9][A-Za-z0-9._:@-]*$/;
 export interface Hello {
   version: number;
   deviceId: string;
+  /** Reduced to RFC 1123 form by the parser (names.ts sanitizeHostname); '' when nothing usable was sent. */
   hostname: string;
   /** The device's own (private, possibly duplicated across NATs) underlay addresses, for discovery. */
   underlay: string[];
@@ -51,6 +53,7 @@ export interface Reject {
 export interface PeerInfo {
   deviceId: string;
   ip: string;
+  /** As in Hello: RFC 1123 form or ''. */
   hostname: string;
   underlay: string[];
   /** Epoch milliseconds since which the peer is connected. */
@@ -161,7 +164,7 @@ export function parseHello(payload: Buffer): Hello {
   const hello: Hello = {
     version: f.int('version', 0, 0xffff),
     deviceId: f.string('deviceId', LIMITS.deviceIdLength, DEVICE_ID),
-    hostname: f.has('hostname') ? f.string('hostname', LIMITS.hostnameLength) : '',
+    hostname: f.has('hostname') ? sanitizeHostname(f.string('hostname', LIMITS.hostnameLength)) : '',
     underlay: f.stringList('underlay', LIMITS.underlayAddresses, LIMITS.addressLength, ADDRESS),
     capabilities: f.stringList('capabilities', LIMITS.capabilities, LIMITS.capabilityLength, CAPABILITY),
   };
@@ -206,7 +209,7 @@ function parsePeer(value: unknown, index: number): PeerInfo {
   return {
     deviceId: f.string('deviceId', LIMITS.deviceIdLength, DEVICE_ID),
     ip: f.ipv4('ip'),
-    hostname: f.has('hostname') ? f.string('hostname', LIMITS.hostnameLength) : '',
+    hostname: f.has('hostname') ? sanitizeHostname(f.string('hostname', LIMITS.hostnameLength)) : '',
     underlay: f.stringList('underlay', LIMITS.underlayAddresses, LIMITS.addressLength, ADDRESS),
     since: f.int('since', 0, Number.MAX_SAFE_INTEGER),
   };

@@ -14,6 +14,7 @@
 import { strict as assert } from 'node:assert';
 import * as fc from 'fast-check';
 import { FrameDecoder } from '../src/decoder';
+import { isDnsName, sanitizeHostname } from '../src/names';
 import {
   parseGoodbye, parseHello, parsePeerUpdate, parseReject, parseWelcome,
 } from '../src/messages';
@@ -417,6 +418,12 @@ function sameAs(result: Record<string, unknown>, source: Record<string, unknown>
   }
 }
 
+/** Hostnames are not passed through but reduced to RFC 1123 form (names.ts): the sanitised value sent. */
+function sameHostname(result: Record<string, unknown>, source: Record<string, unknown>): void {
+  const expected = present(source, 'hostname') ? sanitizeHostname(source.hostname as string) : '';
+  assert.equal(result.hostname, expected, 'hostname: not the sanitised value sent');
+}
+
 function ownKeysWithin(result: object, allowed: readonly string[], what: string): void {
   assert.equal(Object.getPrototypeOf(result), Object.prototype, `${what}: result prototype is not Object.prototype`);
   for (const key of Reflect.ownKeys(result)) {
@@ -428,14 +435,14 @@ function checkHelloResult(r: Record<string, unknown>, src: Record<string, unknow
   ownKeysWithin(r, ['version', 'deviceId', 'hostname', 'underlay', 'previousIp', 'auth', 'software', 'capabilities'], 'HELLO');
   assert.ok(isInt(r.version, 0, 0xffff), 'HELLO.version');
   assert.ok(isDeviceId(r.deviceId), 'HELLO.deviceId');
-  assert.ok(isStr(r.hostname, 253), 'HELLO.hostname');
+  assert.ok(r.hostname === '' || isDnsName(r.hostname as string), 'HELLO.hostname is RFC 1123 or empty');
   assert.ok(isList(r.underlay, 16, (a) => isStr(a, 45) && ADDRESS_RE.test(a as string)), 'HELLO.underlay');
   assert.ok(isList(r.capabilities, 32, (c) => isStr(c, 64) && CAPABILITY_RE.test(c as string)), 'HELLO.capabilities');
   assert.ok(r.previousIp === undefined || isDottedIpv4(r.previousIp), 'HELLO.previousIp');
   assert.ok(r.auth === undefined || isPlainObject(r.auth), 'HELLO.auth');
   assert.ok(r.software === undefined || isStr(r.software, 128), 'HELLO.software');
   for (const key of ['version', 'deviceId']) sameAs(r, src, key, undefined);
-  sameAs(r, src, 'hostname', '');
+  sameHostname(r, src);
   sameAs(r, src, 'underlay', []);
   sameAs(r, src, 'capabilities', []);
   for (const key of ['previousIp', 'auth', 'software']) {
@@ -489,12 +496,12 @@ function checkPeersResult(r: Record<string, unknown>, src: Record<string, unknow
   assert.equal((r.up as unknown[]).length, sentUp.length, 'PEERS.up length');
   (r.up as Array<Record<string, unknown>>).forEach((p, i) => {
     ownKeysWithin(p, ['deviceId', 'ip', 'hostname', 'underlay', 'since'], `PEERS.up[${i}]`);
-    assert.ok(isDeviceId(p.deviceId) && isDottedIpv4(p.ip) && isStr(p.hostname, 253), `PEERS.up[${i}] fields`);
+    assert.ok(isDeviceId(p.deviceId) && isDottedIpv4(p.ip) && (p.hostname === '' || isDnsName(p.hostname as string)), `PEERS.up[${i}] fields`);
     assert.ok(isList(p.underlay, 16, (a) => isStr(a, 45) && ADDRESS_RE.test(a as string)), `PEERS.up[${i}].underlay`);
     assert.ok(isInt(p.since, 0, Number.MAX_SAFE_INTEGER), `PEERS.up[${i}].since`);
     const s = sentUp[i] as Record<string, unknown>;
     for (const key of ['deviceId', 'ip', 'since']) sameAs(p, s, key, undefined);
-    sameAs(p, s, 'hostname', '');
+    sameHostname(p, s);
     sameAs(p, s, 'underlay', []);
   });
 }
