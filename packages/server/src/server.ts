@@ -14,7 +14,7 @@ import { PacketBatch } from '@mnedc/tun';
 import { Admission, type AdmissionLimits, type Refusal } from './admission';
 import { DeviceBindings, JoinSecret, loadOrCreateIdentity, type ServerIdentity } from './identity';
 import type { ServerConfig } from './config';
-import { LeasePool, type Lease } from './lease-pool';
+import { LeasePool, type AcquireResult, type Lease } from './lease-pool';
 import { LeaseStore } from './lease-store';
 import { PeerDirectory } from './peer-directory';
 import { checkFrame, frameDestination, packetOffset, RoutingTable, Verdict, type DropReason } from './router';
@@ -150,7 +150,13 @@ export class RelayServer extends EventEmitter {
     if (created) log.info({ fingerprint: showFingerprint(identity.fingerprint) }, `Created the server identity ${showFingerprint(identity.fingerprint)} in ${config.server.state_dir}`);
     this.secureContext = createSecureContext({ key: identity.keyPem, cert: identity.certPem, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' });
     this.joinSecret = new JoinSecret(config.server.state_dir);
-    this.bindings = new DeviceBindings(config.server.state_dir);
+    this.bindings = new DeviceBindings(config.server.state_dir, {
+      onCompactionError: (err) => log.error({ err }, `Could not compact the device bindings (retried later; nothing is lost): ${err.message}`),
+    });
+    if (this.bindings.loaded.tornBytes > 0) {
+      log.warn(`Dropped a torn final record (${this.bindings.loaded.tornBytes} bytes) of the device bindings journal: ` +
+        'the relay stopped mid-write; that binding was never confirmed to its device');
+    }
     this.admission = new Admission(this.limits);
 
     this.store = new LeaseStore(config.server.state_dir, log);
@@ -209,6 +215,7 @@ export class RelayServer extends EventEmitter {
       this.detach(session, 'server shutting down');
     }
     this.store.flush(this.pool);
+    await this.bindings.close();
     this.device?.close();
     this.device = null;
     for (const session of this.sessions) session.socket.destroy();
@@ -277,9 +284,9 @@ export class RelayServer extends EventEmitter {
   }
 
   /** Forgets everything about a device (lease and key binding), so it can join again with a new key. */
-  forget(deviceId: string): { lease: Lease | undefined; binding: boolean } {
+  async forget(deviceId: string): Promise<{ lease: Lease | undefined; binding: boolean }> {
     const lease = this.release(deviceId);
-    const binding = this.bindings.forget(deviceId);
+    const binding = await this.bindings.forget(deviceId);
     if (binding) this.deps.log.info({ deviceId }, `Forgot the key binding of ${deviceId}; the next key to join with this ID is bound to it`);
     return { lease, binding };
   }
@@ -385,6 +392,7 @@ export class RelayServer extends EventEmitter {
       return;
     }
     if (session.state === 'closed') return;
+    if (session.hello) throw new ProtocolError('unexpected', `${frameName(type)} before WELCOME`);
     if (type !== FrameType.Hello) throw new ProtocolError('unexpected', `${frameName(type)} before HELLO`);
     this.onHello(session, parseHello(frame.subarray(HEADER_BYTES)));
   }
@@ -423,13 +431,66 @@ export class RelayServer extends EventEmitter {
       session.reject({ code: 'auth', reason });
       return;
     }
-    const previous = this.byDevice.get(hello.deviceId);
-    const maxClients = this.limits.maxClients;
-    if (!previous && maxClients > 0 && this.byDevice.size >= maxClients) {
-      this.refuse('maxClients', { deviceId: hello.deviceId }, `Rejected ${hello.deviceId}: ${maxClients} devices are connected ([limits] max_clients)`);
-      session.reject({ code: 'busy', reason: `the server accepts at most ${maxClients} devices at once`, retryAfterMs: 30_000 });
+    if (this.overCapacity(session, hello)) return;
+    const acquired = this.acquire(session, hello);
+    if (!acquired) return;
+    // No WELCOME before the binding is on disk: a crash after it must not free the ID for another key.
+    session.hello = hello;
+    const key = verdict.device.keyFingerprint;
+    const pending = bound === undefined ? this.bindings.bind(hello.deviceId, key) : this.bindings.pending(hello.deviceId);
+    if (!pending) {
+      this.establish(session, hello, key, acquired);
       return;
     }
+    pending.then(() => {
+      if (bound === undefined) this.deps.log.info({ deviceId: hello.deviceId, key }, `Bound device ID ${hello.deviceId} to key ${key}`);
+      this.establish(session, hello, key, acquired);
+    }, (err: Error) => {
+      this.deps.log.error({ err, deviceId: hello.deviceId }, `Rejected ${hello.deviceId}: cannot record its key binding: ${err.message}`);
+      if (session.state !== 'closed') {
+        session.reject({ code: 'busy', reason: 'the server cannot record device bindings (storage error)', retryAfterMs: 30_000 });
+      }
+    });
+  }
+
+  private overCapacity(session: Session, hello: Hello): boolean {
+    const maxClients = this.limits.maxClients;
+    if (this.byDevice.has(hello.deviceId) || maxClients <= 0 || this.byDevice.size < maxClients) return false;
+    this.refuse('maxClients', { deviceId: hello.deviceId }, `Rejected ${hello.deviceId}: ${maxClients} devices are connected ([limits] max_clients)`);
+    session.reject({ code: 'busy', reason: `the server accepts at most ${maxClients} devices at once`, retryAfterMs: 30_000 });
+    return true;
+  }
+
+  private acquire(session: Session, hello: Hello): (AcquireResult & { ok: true }) | undefined {
+    const result = this.pool.acquire({
+      deviceId: hello.deviceId,
+      hostname: hello.hostname,
+      underlay: hello.underlay,
+      requestedIp: hello.previousIp !== undefined ? ipv4ToInt(hello.previousIp) : undefined,
+      now: Date.now(),
+      isConnected: (deviceId) => this.byDevice.has(deviceId),
+    });
+    if (result.ok) return result;
+    this.refuse('poolFull', { deviceId: hello.deviceId, remote: session.remote }, `Rejected ${hello.deviceId}: ${result.reason}`);
+    session.reject({ code: 'pool-full', reason: result.reason, retryAfterMs: 30_000 });
+    return undefined;
+  }
+
+  /**
+   * The rest of a HELLO, once the device's binding is durable. If that took a write, the world may have
+   * moved meanwhile: the connection closed, the operator released or forgot the device, other devices
+   * filled max_clients, or the device connected again (the newer connection then takes over this one).
+   */
+  private establish(session: Session, hello: Hello, key: string, acquired: AcquireResult & { ok: true }): void {
+    if (session.state === 'closed') return;
+    if (this.bindings.get(hello.deviceId) !== key) {
+      session.reject({ code: 'auth', reason: `the binding of device ID ${hello.deviceId} changed while it joined; try again` });
+      return;
+    }
+    if (this.overCapacity(session, hello)) return;
+    const result = this.pool.get(hello.deviceId) === acquired.lease ? acquired : this.acquire(session, hello);
+    if (!result) return;
+    const previous = this.byDevice.get(hello.deviceId);
     if (previous) {
       // The newest connection is the device: the old one is usually a dead TCP session not yet timed out.
       this.deps.log.info({ deviceId: hello.deviceId, old: previous.remote, new: session.remote },
@@ -438,27 +499,10 @@ export class RelayServer extends EventEmitter {
       this.detach(previous, 'replaced');
     }
     const now = Date.now();
-    const result = this.pool.acquire({
-      deviceId: hello.deviceId,
-      hostname: hello.hostname,
-      underlay: hello.underlay,
-      requestedIp: hello.previousIp !== undefined ? ipv4ToInt(hello.previousIp) : undefined,
-      now,
-      isConnected: (deviceId) => this.byDevice.has(deviceId),
-    });
-    if (!result.ok) {
-      this.refuse('poolFull', { deviceId: hello.deviceId, remote: session.remote }, `Rejected ${hello.deviceId}: ${result.reason}`);
-      session.reject({ code: 'pool-full', reason: result.reason, retryAfterMs: 30_000 });
-      return;
-    }
     const { lease } = result;
-    if (bound === undefined) {
-      this.bindings.bind(hello.deviceId, verdict.device.keyFingerprint);
-      this.deps.log.info({ deviceId: hello.deviceId, key: verdict.device.keyFingerprint }, `Bound device ID ${hello.deviceId} to key ${verdict.device.keyFingerprint}`);
-    }
     if (result.reclaimedFrom) {
       this.deps.log.warn({ deviceId: hello.deviceId, ip: intToIpv4(lease.ip), from: result.reclaimedFrom.deviceId },
-        `Pool exhausted: gave ${intToIpv4(lease.ip)} of ${result.reclaimedFrom.deviceId} (offline the longest) to ${hello.deviceId}`);
+        `Pool exhausted: gave ${intToIpv4(lease.ip)} of ${result.reclaimedFrom.deviceId} (offline the longest, its lease expired) to ${hello.deviceId}`);
     }
     this.pool.touch(hello.deviceId, now);
     this.store.changed(this.pool, result.isNew);
