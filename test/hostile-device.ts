@@ -4,7 +4,7 @@
  * holding the join string can), prints a JSON line {"msg":"joined <deviceId>", ip} per device, and stays
  * connected until it gets SIGTERM.
  */
-import { WireClient } from '@mnedc/server/dist/test/wire-client';
+import { WireClient } from '@mnedc/lab';
 
 async function main(): Promise<void> {
   const [port, join, devices] = process.argv.slice(2);

@@ -24,6 +24,8 @@ export const serverSchema = {
     // bursts (tens of thousands of retransmits a second); 2 MiB measured none at 2 Gbit/s.
     // At least 128: the data share of the budget must hold a 64 KB super-packet.
     send_queue_kib: key(parsers.integer(128, 65_536), '2048'),
+    /** An offline device's address is never given to another device until it has been gone this long. */
+    lease_lifetime_days: key(parsers.integer(1, 36_500), '30'),
   },
   limits: {
     /** From TCP accept to HELLO, TLS handshake included (slowloris). */
@@ -54,7 +56,7 @@ export const serverSchema = {
 };
 
 /** Keys a SIGHUP applies to the running server; a change to any other key needs a restart. */
-export const SERVER_LIVE_KEYS = ['[log] level', '[server] send_queue_kib', '[server] keepalive_ms', '[server] dead_after_ms',
+export const SERVER_LIVE_KEYS = ['[log] level', '[server] send_queue_kib', '[server] lease_lifetime_days', '[server] keepalive_ms', '[server] dead_after_ms',
   '[limits] handshake_timeout_ms', '[limits] max_handshakes', '[limits] max_handshakes_per_source',
   '[limits] connections_per_source_per_second', '[limits] connection_burst_per_source', '[limits] max_clients', '[limits] max_devices',
   '[limits] new_devices_per_minute', '[limits] new_device_burst', '[limits] device_joins_per_minute', '[limits] device_join_burst'];

@@ -90,9 +90,9 @@ export function serverMethods(server: RelayServer, config: () => ServerConfig, v
       return { released: true, deviceId, ip: intToIpv4(lease.ip) };
     },
 
-    forget: (params) => {
+    forget: async (params) => {
       const deviceId = stringParam(params, 'deviceId');
-      const { lease, binding } = server.forget(deviceId);
+      const { lease, binding } = await server.forget(deviceId);
       if (!lease && !binding) throw new RpcError(RPC_ERRORS.notFound, `device ${deviceId} is not known`);
       return { forgotten: true, deviceId, ip: lease ? intToIpv4(lease.ip) : null, binding };
     },

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import forge from 'node-forge';
 import { writeFileAtomic } from '@mnedc/common';
 import { certificateFingerprint, formatJoin, SECRET_BYTES } from '@mnedc/protocol';
+import { JournalError, JournalStore, type JournalOptions } from './journal';
 
 /**
  * The relay's long-lived secrets in state_dir. The key and certificate are created once and never
@@ -110,49 +111,69 @@ export class JoinSecret {
 }
 
 /**
- * Device ID → the fingerprint of the key that first joined with it. Written synchronously: a binding
- * lost in a crash would let another key take the ID over.
+ * Device ID → the fingerprint of the key that first joined with it. A binding lost in a crash would let
+ * another key take the ID over, so `bind` resolves only once the binding is on disk, and the caller waits
+ * for that before admitting the device. Recording one is O(1) (a journal append, group-committed); the
+ * file is compacted in the background. `bindings.json` is the snapshot, and a version 1 file from before
+ * the journal is read as it is.
  */
 export class DeviceBindings {
-  private readonly path: string;
-  private readonly bindings = new Map<string, string>();
+  private readonly store: JournalStore<string>;
 
-  constructor(stateDir: string) {
-    this.path = join(stateDir, 'bindings.json');
-    if (!existsSync(this.path)) return;
+  constructor(stateDir: string, options: Pick<JournalOptions<string>, 'compactSlack' | 'sliceEntries' | 'onCompactionError'> = {}) {
     try {
-      const data = JSON.parse(readFileSync(this.path, 'utf8')) as { version?: number; bindings?: Record<string, unknown> };
-      if (data.version !== 1 || typeof data.bindings !== 'object' || data.bindings === null) throw new Error('not a version 1 bindings file');
-      for (const [deviceId, fingerprint] of Object.entries(data.bindings)) {
-        if (typeof fingerprint !== 'string') throw new Error(`binding of ${deviceId} is not a fingerprint`);
-        this.bindings.set(deviceId, fingerprint);
-      }
+      this.store = JournalStore.open({ dir: stateDir, name: 'bindings', field: 'bindings', check: checkFingerprint, ...options });
     } catch (err) {
-      throw new IdentityError(`device bindings ${this.path} are corrupt (${(err as Error).message}); ` +
+      if (!(err instanceof JournalError)) throw err;
+      throw new IdentityError(`cannot load the device bindings in ${stateDir}: ${err.message}; ` +
         'refusing to start without them, which would let any key claim any device ID');
     }
   }
 
+  /** What the load found, for the startup log: a torn final record is a crash mid-append, nothing lost. */
+  get loaded(): { entries: number; records: number; tornBytes: number } {
+    return this.store.loaded;
+  }
+
   get(deviceId: string): string | undefined {
-    return this.bindings.get(deviceId);
+    return this.store.get(deviceId);
   }
 
   get size(): number {
-    return this.bindings.size;
+    return this.store.size;
   }
 
-  bind(deviceId: string, fingerprint: string): void {
-    this.bindings.set(deviceId, fingerprint);
-    this.save();
+  /** Appends and syncs so far, and journal records a restart would replay. */
+  get stats(): { batches: number; records: number; compactions: number; journalRecords: number } {
+    return { ...this.store.stats, journalRecords: this.store.journalRecords };
   }
 
-  forget(deviceId: string): boolean {
-    const had = this.bindings.delete(deviceId);
-    if (had) this.save();
-    return had;
+  /** Takes effect at once; resolves when durable, rejects (JournalError) if the disk refused it. */
+  bind(deviceId: string, fingerprint: string): Promise<void> {
+    return this.store.set(deviceId, fingerprint);
   }
 
-  private save(): void {
-    writeFileAtomic(this.path, `${JSON.stringify({ version: 1, bindings: Object.fromEntries(this.bindings) }, null, 1)}\n`, 0o600);
+  /** The write a binding (or forget) of the device still waits for; undefined if it is durable. */
+  pending(deviceId: string): Promise<void> | undefined {
+    return this.store.pending(deviceId);
   }
+
+  /** Whether there was a binding; resolves once its removal is durable. */
+  forget(deviceId: string): Promise<boolean> {
+    return this.store.delete(deviceId);
+  }
+
+  /** Compacts now instead of when the journal has grown enough; resolves when done. */
+  compact(): Promise<void> {
+    return this.store.compact();
+  }
+
+  close(): Promise<void> {
+    return this.store.close();
+  }
+}
+
+function checkFingerprint(value: unknown, deviceId: string): string {
+  if (typeof value !== 'string') throw new Error(`binding of ${deviceId} is not a fingerprint`);
+  return value;
 }

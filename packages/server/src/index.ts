@@ -7,3 +7,4 @@ export * from './session';
 export * from './server';
 export * from './admission';
 export * from './identity';
+export * from './journal';

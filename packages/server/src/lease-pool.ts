@@ -8,7 +8,9 @@ import { intToIpv4, ipv4ToInt, isValidDeviceId, type Subnet } from '@mnedc/proto
  * addresses and a cursor that moves forward, so a fresh device never scans the whole pool.
  *
  * A device keeps its address while the server knows it, connected or not. Only when the pool has no free
- * address does a new device take the address of the device that has been offline longest.
+ * address may a new device take one that is in use, and only from a device that is offline and whose lease
+ * has expired (last seen longer ago than the lease lifetime), the one offline longest first. Otherwise
+ * anyone with the join string could evict every offline device by minting device IDs.
  */
 export interface Lease {
   deviceId: string;
@@ -33,7 +35,12 @@ export interface AcquireRequest {
   now: number;
   /** Whether a device currently has a session; its lease can never be reclaimed. */
   isConnected: (deviceId: string) => boolean;
+  /** How long after it was last seen an offline device's address may go to another device (default 30 days). */
+  leaseLifetimeMs?: number;
 }
+
+const DAY_MS = 86_400_000;
+export const DEFAULT_LEASE_LIFETIME_MS = 30 * DAY_MS;
 
 export const LEASE_FILE_VERSION = 1;
 
@@ -90,12 +97,17 @@ export class LeasePool {
     ip ??= this.nextFree();
     let reclaimedFrom: Lease | undefined;
     if (ip === undefined) {
-      reclaimedFrom = this.longestOffline(request.isConnected);
+      const lifetime = request.leaseLifetimeMs ?? DEFAULT_LEASE_LIFETIME_MS;
+      if (!(lifetime >= 0)) throw new RangeError(`lease lifetime ${lifetime} ms is not a duration`);
+      const scan = this.longestExpired(request.isConnected, request.now - lifetime);
+      reclaimedFrom = scan.expired;
       if (!reclaimedFrom) {
         return {
           ok: false,
           reason: `address pool full: all ${this.capacity} addresses of ${intToIpv4(this.subnet.network)}/${this.subnet.prefix} ` +
-            'are leased to connected devices; use a larger subnet',
+            `belong to devices within their lease lifetime of ${showDuration(lifetime)} (${scan.connected} connected, ` +
+            `${this.byDeviceId.size - scan.connected} offline but seen since); use a larger subnet, or free the addresses of ` +
+            'devices gone for good with "mnedcctl release ID" or "mnedcctl forget ID"',
         };
       }
       this.release(reclaimedFrom.deviceId);
@@ -143,14 +155,18 @@ export class LeasePool {
     return undefined;
   }
 
-  /** Linear, but only runs when the pool is exhausted, which is rare and already a slow path. */
-  private longestOffline(isConnected: (deviceId: string) => boolean): Lease | undefined {
+  /**
+   * The offline device last seen longest ago, if that was before `seenBefore` (its lease expired).
+   * Linear, but only runs when the pool is exhausted, which is rare and already a slow path.
+   */
+  private longestExpired(isConnected: (deviceId: string) => boolean, seenBefore: number): { expired?: Lease; connected: number } {
     let oldest: Lease | undefined;
+    let connected = 0;
     for (const lease of this.byDeviceId.values()) {
-      if (isConnected(lease.deviceId)) continue;
-      if (!oldest || lease.lastSeen < oldest.lastSeen) oldest = lease;
+      if (isConnected(lease.deviceId)) connected++;
+      else if (!oldest || lease.lastSeen < oldest.lastSeen) oldest = lease;
     }
-    return oldest;
+    return oldest && oldest.lastSeen < seenBefore ? { expired: oldest, connected } : { connected };
   }
 
   toJSON(): LeaseFile {
@@ -223,4 +239,14 @@ function checkStoredLease(value: unknown, index: number): Lease {
     createdAt: s.createdAt!,
     lastSeen: s.lastSeen!,
   };
+}
+
+/** "30 days", "12 hours", "90 seconds": a lifetime as an operator would say it. */
+function showDuration(ms: number): string {
+  const units: Array<[number, string]> = [[DAY_MS, 'day'], [3_600_000, 'hour'], [60_000, 'minute'], [1000, 'second']];
+  for (const [size, name] of units) {
+    const n = Number((ms / size).toFixed(1));
+    if (ms >= size) return `${n} ${name}${n === 1 ? '' : 's'}`;
+  }
+  return `${ms} ms`;
 }

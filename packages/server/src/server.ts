@@ -15,7 +15,7 @@ import { Admission, type AdmissionLimits, type Refusal } from './admission';
 import { KeyedRate, type Rate } from './rate';
 import { DeviceBindings, JoinSecret, loadOrCreateIdentity, type ServerIdentity } from './identity';
 import type { ServerConfig } from './config';
-import { LeasePool, type Lease } from './lease-pool';
+import { LeasePool, type AcquireResult, type Lease } from './lease-pool';
 import { LeaseStore } from './lease-store';
 import { PeerDirectory } from './peer-directory';
 import { checkFrame, frameDestination, packetOffset, RoutingTable, Verdict, type DropReason } from './router';
@@ -81,6 +81,8 @@ export interface ServerLimits extends AdmissionLimits {
   handshakeTimeoutMs: number;
   /** 0: as many as the pool has addresses. */
   maxClients: number;
+  /** An offline device keeps its address this long after it was last seen, even when the pool is full. */
+  leaseLifetimeMs: number;
   /** Bound devices at most; 0: DEVICES_PER_ADDRESS per address of the pool. */
   maxDevices: number;
   deviceJoins: Rate;
@@ -114,6 +116,7 @@ export function limitsFromConfig(config: ServerConfig): ServerLimits {
     handshakeTimeoutMs: limits.handshake_timeout_ms,
     maxClients: limits.max_clients,
     maxDevices: limits.max_devices,
+    leaseLifetimeMs: server.lease_lifetime_days * 86_400_000,
     deviceJoins: { perSecond: limits.device_joins_per_minute / 60, burst: limits.device_join_burst },
     newDevices: { perSecond: limits.new_devices_per_minute / 60, burst: limits.new_device_burst },
     maxHandshakes: limits.max_handshakes,
@@ -178,7 +181,13 @@ export class RelayServer extends EventEmitter {
     if (created) log.info({ fingerprint: showFingerprint(identity.fingerprint) }, `Created the server identity ${showFingerprint(identity.fingerprint)} in ${config.server.state_dir}`);
     this.secureContext = createSecureContext({ key: identity.keyPem, cert: identity.certPem, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' });
     this.joinSecret = new JoinSecret(config.server.state_dir);
-    this.bindings = new DeviceBindings(config.server.state_dir);
+    this.bindings = new DeviceBindings(config.server.state_dir, {
+      onCompactionError: (err) => log.error({ err }, `Could not compact the device bindings (retried later; nothing is lost): ${err.message}`),
+    });
+    if (this.bindings.loaded.tornBytes > 0) {
+      log.warn(`Dropped a torn final record (${this.bindings.loaded.tornBytes} bytes) of the device bindings journal: ` +
+        'the relay stopped mid-write; that binding was never confirmed to its device');
+    }
     this.admission = new Admission(this.limits);
     this.deviceJoins = new KeyedRate(this.limits.deviceJoins);
     this.newDevices = new KeyedRate(this.limits.newDevices);
@@ -248,6 +257,7 @@ export class RelayServer extends EventEmitter {
       }
     }
     this.store.flush(this.pool);
+    await this.bindings.close();
     this.device?.close();
     this.device = null;
     let deadline: NodeJS.Timeout | undefined;
@@ -324,9 +334,9 @@ export class RelayServer extends EventEmitter {
   }
 
   /** Forgets everything about a device (lease and key binding), so it can join again with a new key. */
-  forget(deviceId: string): { lease: Lease | undefined; binding: boolean } {
+  async forget(deviceId: string): Promise<{ lease: Lease | undefined; binding: boolean }> {
     const lease = this.release(deviceId);
-    const binding = this.bindings.forget(deviceId);
+    const binding = await this.bindings.forget(deviceId);
     if (binding) this.deps.log.info({ deviceId }, `Forgot the key binding of ${deviceId}; the next key to join with this ID is bound to it`);
     return { lease, binding };
   }
@@ -438,6 +448,7 @@ export class RelayServer extends EventEmitter {
       return;
     }
     if (session.state === 'closed') return;
+    if (session.hello) throw new ProtocolError('unexpected', `${frameName(type)} before WELCOME`);
     if (type !== FrameType.Hello) throw new ProtocolError('unexpected', `${frameName(type)} before HELLO`);
     this.onHello(session, parseHello(frame.subarray(HEADER_BYTES)));
   }
@@ -493,7 +504,6 @@ export class RelayServer extends EventEmitter {
    * or, unbound yet, mint new device IDs faster or further than the limits allow.
    */
   private withinLimits(session: Session, id: string, key: string): boolean {
-    const { maxClients, maxDevices } = this.limits;
     const rejoin = this.deviceJoins.take(id);
     if (!rejoin.ok) {
       this.rejectSession(session, 'deviceJoinRate', { deviceId: id },
@@ -501,12 +511,9 @@ export class RelayServer extends EventEmitter {
         { code: 'busy', reason: `device ${id} joined too often; wait before joining again`, retryAfterMs: rejoin.retryAfterMs });
       return false;
     }
-    if (!this.byDevice.has(id) && maxClients > 0 && this.byDevice.size >= maxClients) {
-      this.rejectSession(session, 'maxClients', { deviceId: id }, `Rejected ${id}: ${maxClients} devices are connected ([limits] max_clients)`,
-        { code: 'busy', reason: `the server accepts at most ${maxClients} devices at once`, retryAfterMs: 30_000 });
-      return false;
-    }
+    if (this.overCapacity(session, id)) return false;
     if (this.bindings.get(id) === key) return true;
+    const { maxDevices } = this.limits;
     const cap = maxDevices > 0 ? maxDevices : DEVICES_PER_ADDRESS * this.pool.capacity;
     if (this.bindings.size >= cap) {
       this.rejectSession(session, 'maxDevices', { deviceId: id },
@@ -524,10 +531,69 @@ export class RelayServer extends EventEmitter {
     return true;
   }
 
+  private overCapacity(session: Session, id: string): boolean {
+    const maxClients = this.limits.maxClients;
+    if (this.byDevice.has(id) || maxClients <= 0 || this.byDevice.size < maxClients) return false;
+    this.rejectSession(session, 'maxClients', { deviceId: id }, `Rejected ${id}: ${maxClients} devices are connected ([limits] max_clients)`,
+      { code: 'busy', reason: `the server accepts at most ${maxClients} devices at once`, retryAfterMs: 30_000 });
+    return true;
+  }
+
   private onHello(session: Session, hello: Hello): void {
     this.endHandshake(session);
     const key = this.authenticate(session, hello);
     if (key === null || !this.withinLimits(session, hello.deviceId, key)) return;
+    const acquired = this.acquire(session, hello);
+    if (!acquired) return;
+    // No WELCOME before the binding is on disk: a crash after it must not free the ID for another key.
+    session.hello = hello;
+    const isNew = this.bindings.get(hello.deviceId) === undefined;
+    const pending = isNew ? this.bindings.bind(hello.deviceId, key) : this.bindings.pending(hello.deviceId);
+    if (!pending) {
+      this.establish(session, hello, key, acquired);
+      return;
+    }
+    pending.then(() => {
+      if (isNew) this.deps.log.info({ deviceId: hello.deviceId, key }, `Bound device ID ${hello.deviceId} to key ${key}`);
+      this.establish(session, hello, key, acquired);
+    }, (err: Error) => {
+      this.deps.log.error({ err, deviceId: hello.deviceId }, `Rejected ${hello.deviceId}: cannot record its key binding: ${err.message}`);
+      if (session.state !== 'closed') {
+        session.reject({ code: 'busy', reason: 'the server cannot record device bindings (storage error)', retryAfterMs: 30_000 });
+      }
+    });
+  }
+
+  private acquire(session: Session, hello: Hello): (AcquireResult & { ok: true }) | undefined {
+    const result = this.pool.acquire({
+      deviceId: hello.deviceId,
+      hostname: hello.hostname,
+      underlay: hello.underlay,
+      requestedIp: hello.previousIp !== undefined ? ipv4ToInt(hello.previousIp) : undefined,
+      now: Date.now(),
+      leaseLifetimeMs: this.limits.leaseLifetimeMs,
+      isConnected: (deviceId) => this.byDevice.has(deviceId),
+    });
+    if (result.ok) return result;
+    this.rejectSession(session, 'poolFull', { deviceId: hello.deviceId }, `Rejected ${hello.deviceId}: ${result.reason}`,
+      { code: 'pool-full', reason: result.reason, retryAfterMs: 30_000 });
+    return undefined;
+  }
+
+  /**
+   * The rest of a HELLO, once the device's binding is durable. If that took a write, the world may have
+   * moved meanwhile: the connection closed, the operator released or forgot the device, other devices
+   * filled max_clients, or the device connected again (the newer connection then takes over this one).
+   */
+  private establish(session: Session, hello: Hello, key: string, acquired: AcquireResult & { ok: true }): void {
+    if (session.state === 'closed') return;
+    if (this.bindings.get(hello.deviceId) !== key) {
+      session.reject({ code: 'auth', reason: `the binding of device ID ${hello.deviceId} changed while it joined; try again` });
+      return;
+    }
+    if (this.overCapacity(session, hello.deviceId)) return;
+    const result = this.pool.get(hello.deviceId) === acquired.lease ? acquired : this.acquire(session, hello);
+    if (!result) return;
     const previous = this.byDevice.get(hello.deviceId);
     if (previous) {
       // The newest connection is the device: the old one is usually a dead TCP session not yet timed out.
@@ -537,27 +603,10 @@ export class RelayServer extends EventEmitter {
       this.detach(previous, 'replaced');
     }
     const now = Date.now();
-    const result = this.pool.acquire({
-      deviceId: hello.deviceId,
-      hostname: hello.hostname,
-      underlay: hello.underlay,
-      requestedIp: hello.previousIp !== undefined ? ipv4ToInt(hello.previousIp) : undefined,
-      now,
-      isConnected: (deviceId) => this.byDevice.has(deviceId),
-    });
-    if (!result.ok) {
-      this.rejectSession(session, 'poolFull', { deviceId: hello.deviceId }, `Rejected ${hello.deviceId}: ${result.reason}`,
-        { code: 'pool-full', reason: result.reason, retryAfterMs: 30_000 });
-      return;
-    }
     const { lease } = result;
-    if (this.bindings.get(hello.deviceId) === undefined) {
-      this.bindings.bind(hello.deviceId, key);
-      this.deps.log.info({ deviceId: hello.deviceId, key }, `Bound device ID ${hello.deviceId} to key ${key}`);
-    }
     if (result.reclaimedFrom) {
       this.deps.log.warn({ deviceId: hello.deviceId, ip: intToIpv4(lease.ip), from: result.reclaimedFrom.deviceId },
-        `Pool exhausted: gave ${intToIpv4(lease.ip)} of ${result.reclaimedFrom.deviceId} (offline the longest) to ${hello.deviceId}`);
+        `Pool exhausted: gave ${intToIpv4(lease.ip)} of ${result.reclaimedFrom.deviceId} (offline the longest, its lease expired) to ${hello.deviceId}`);
     }
     this.pool.touch(hello.deviceId, now);
     this.store.changed(this.pool, result.isNew);

@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import { intToIpv4, ipv4ToInt, parseSubnet } from '@mnedc/protocol';
-import { CorruptLeaseFile, LeasePool, type AcquireRequest } from '../src';
+import { CorruptLeaseFile, DEFAULT_LEASE_LIFETIME_MS, LeasePool, type AcquireRequest } from '../src';
 
 const nobodyConnected = () => false;
 const req = (deviceId: string, extra: Partial<AcquireRequest> = {}): AcquireRequest =>
@@ -36,20 +36,60 @@ describe('LeasePool', () => {
   it('rejects with a clear reason when every address belongs to a connected device', () => {
     const pool = new LeasePool(parseSubnet('10.0.0.0/30'));
     acquireIp(pool, req('only'));
-    const result = pool.acquire(req('late', { isConnected: () => true }));
+    // Connected since long before the lifetime: a connected device's address is never taken, expired or not.
+    const result = pool.acquire(req('late', { now: 1000 + 2 * DEFAULT_LEASE_LIFETIME_MS, isConnected: () => true }));
     assert.equal(result.ok, false);
-    assert.match(!result.ok ? result.reason : '', /pool full: all 1 addresses of 10\.0\.0\.0\/30 are leased to connected devices/);
+    assert.match(!result.ok ? result.reason : '',
+      /pool full: all 1 addresses of 10\.0\.0\.0\/30 belong to devices within their lease lifetime of 30 days \(1 connected, 0 offline/);
   });
 
-  it('when full, takes the address of the device offline the longest', () => {
+  it('when full, takes the address of the device offline the longest among those whose lease expired', () => {
     const pool = new LeasePool(parseSubnet('10.0.0.0/29'));
     ['a', 'b', 'c', 'd', 'e'].forEach((id, i) => acquireIp(pool, req(id, { now: 100 + i })));
     pool.touch('a', 500);
-    const result = pool.acquire(req('new', { now: 600, isConnected: (id) => id === 'c' }));
+    // Expired: seen before 600 - 50 = 550, so b, d and e (a was seen at 500, c is connected).
+    const result = pool.acquire(req('new', { now: 600, leaseLifetimeMs: 50, isConnected: (id) => id === 'c' }));
     assert.ok(result.ok);
     assert.equal(result.reclaimedFrom?.deviceId, 'b');
     assert.equal(intToIpv4(result.lease.ip), '10.0.0.3');
     assert.equal(pool.get('b'), undefined);
+    const next = pool.acquire(req('newer', { now: 600, leaseLifetimeMs: 50, isConnected: (id) => id === 'c' || id === 'new' }));
+    assert.equal(next.ok && next.reclaimedFrom?.deviceId, 'd', 'then the next longest offline');
+  });
+
+  it('never takes the address of an offline device within its lease lifetime', () => {
+    const pool = new LeasePool(parseSubnet('10.0.0.0/29'));
+    ['a', 'b', 'c', 'd', 'e'].forEach((id, i) => acquireIp(pool, req(id, { now: 1000 + i })));
+    const connected = (id: string) => id === 'e';
+    // A newcomer minting fresh IDs must not evict devices that are merely offline for a while.
+    for (let i = 0; i < 20; i++) {
+      const result = pool.acquire(req(`mint${i}`, { now: 1000 + DEFAULT_LEASE_LIFETIME_MS, isConnected: connected }));
+      assert.equal(result.ok, false, `mint${i} took an address`);
+      assert.match(!result.ok ? result.reason : '', /within their lease lifetime of 30 days \(1 connected, 4 offline but seen since\); use a larger subnet, or .*mnedcctl release ID.*mnedcctl forget ID/);
+    }
+    assert.deepEqual([...pool.leases()].map((l) => l.deviceId), ['a', 'b', 'c', 'd', 'e']);
+    // One millisecond past a's lifetime, a's address (and only a's) may go.
+    const late = pool.acquire(req('late', { now: 1001 + DEFAULT_LEASE_LIFETIME_MS, isConnected: connected }));
+    assert.ok(late.ok);
+    assert.equal(late.reclaimedFrom?.deviceId, 'a');
+    const again = pool.acquire(req('again', { now: 1001 + DEFAULT_LEASE_LIFETIME_MS, isConnected: connected }));
+    assert.equal(again.ok, false, 'b was seen 1 ms after a: still within its lifetime');
+    // A device seen recently (it reconnected and left) is within its lifetime again.
+    pool.touch('b', 2 * DEFAULT_LEASE_LIFETIME_MS);
+    const afterTouch = pool.acquire(req('after', { now: 2 * DEFAULT_LEASE_LIFETIME_MS + 10, isConnected: connected }));
+    assert.equal(afterTouch.ok && afterTouch.reclaimedFrom?.deviceId, 'c', 'c, not the freshly seen b');
+  });
+
+  it('takes a lifetime per call and refuses one that is not a duration', () => {
+    const pool = new LeasePool(parseSubnet('10.0.0.0/30'));
+    acquireIp(pool, req('old', { now: 0 }));
+    const short = pool.acquire(req('x', { now: 7_200_000, leaseLifetimeMs: 3_600_000 }));
+    assert.equal(short.ok && short.reclaimedFrom?.deviceId, 'old');
+    const long = pool.acquire(req('y', { now: 7_200_000, leaseLifetimeMs: 12 * 3_600_000 }));
+    assert.match(!long.ok ? long.reason : '', /lease lifetime of 12 hours/);
+    for (const bad of [-1, Number.NaN]) {
+      assert.throws(() => pool.acquire(req('z', { now: 7_200_000, leaseLifetimeMs: bad })), /lease lifetime .* is not a duration/);
+    }
   });
 
   it('stays fast at a /16: 65533 devices lease, release and re-lease', () => {

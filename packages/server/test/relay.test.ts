@@ -223,7 +223,7 @@ describe('relay server over loopback', () => {
     const again = await WireClient.join(port, joinString, 'dev-a', {}, original.key);
     clients.push(again);
     assert.equal(again.welcome?.ip, original.welcome!.ip);
-    server.forget('dev-a');
+    await server.forget('dev-a');
     const reinstalled = await joinAs(port, 'dev-a');
     assert.ok(reinstalled.welcome, 'a forgotten ID binds to the next key');
   });
