@@ -9,6 +9,7 @@ import { CLIENT_LIVE_KEYS, DEFAULT_CONFIG_PATH, parseClientConfig, type ClientCo
 import { clientMethods } from './control-api';
 import { DiscoveryHandoff, type DiscoveryConfig } from './discovery';
 import type { PeerChanges } from './peer-table';
+import { checkSecretFile } from './secret-file';
 import { loadOrCreateDeviceKey, type Credentials } from './secure';
 import { loadClientState, saveClientState, statePath } from './state';
 
@@ -50,6 +51,8 @@ async function main(): Promise<void> {
   const args = parseDaemonArgs(PROGRAM, process.argv.slice(2), DEFAULT_CONFIG_PATH, VERSION);
   let config = loadConfigOrExit(PROGRAM, args.configPath, parseClientConfig);
   const log = createLogger(PROGRAM, config.log.level, args.logFormat);
+  const exposure = checkSecretFile(args.configPath);
+  if (exposure) log.warn({ path: args.configPath, mode: exposure.mode, owner: exposure.owner, group: exposure.group }, exposure.message);
   let deviceId = config.client.device_id;
   if (!deviceId) {
     try {
