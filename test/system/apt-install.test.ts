@@ -3,7 +3,9 @@
  * tree in a clean Debian 12 chroot, boots three Debian 12 containers with real systemd inside the lab (the
  * server under the main NAT, clients c and d behind different NATs), installs with apt from local file:
  * repositories only (the lab has no internet: scripts/system-rootfs.sh keeps Debian's nodejs beside ours),
- * and lives through restart, reload, reboot, a wrong join string, upgrade and purge.
+ * and lives through restart, reload, reboot, a wrong join string, upgrade and purge. Along the way: the units'
+ * resource limits, and the modes of the files holding secrets (client.ini 0640 root:mnedc, also after an
+ * upgrade from the 0644 earlier versions left).
  *
  * The steps depend on each other and run in order; a failed step reports the containers' mnedc journals.
  */
@@ -30,6 +32,23 @@ const CLIENTS: readonly Client[] = ['c', 'd'];
 
 interface ClientStatus { state: string; ip: string; deviceId: string; reconnects: number }
 interface ServerPeer { deviceId: string; ip: string; since: number }
+
+const CLIENT_INI = '/etc/mnedc/client.ini';
+/** What client.ini must be, installed and upgraded: it holds the join secret, the daemon reads it as group mnedc. */
+const CLIENT_INI_MODE = '640 root:mnedc';
+type Unit = 'mnedcd-server' | 'mnedcd-client';
+interface UnitLimits { MemoryHigh: number; MemoryMax: number; TasksMax: number }
+
+/** The resource limits a unit file in systemd/ sets, in the units `systemctl show` reports (bytes, tasks). */
+function unitLimits(unit: Unit): UnitLimits {
+  const text = fs.readFileSync(path.join(REPO_ROOT, 'systemd', `${unit}.service`), 'utf8');
+  const value = (key: keyof UnitLimits): number => {
+    const match = new RegExp(`^${key}=(\\d+)([KMGT]?)$`, 'm').exec(text);
+    assert.ok(match, `${unit}.service sets no ${key}= (a number with K, M, G or T)`);
+    return Number(match[1]) * 1024 ** ' KMGT'.indexOf(match[2] || ' ');
+  };
+  return { MemoryHigh: value('MemoryHigh'), MemoryMax: value('MemoryMax'), TasksMax: value('TasksMax') };
+}
 
 async function buildRepository(out: string, version: string): Promise<string> {
   const result = await runCommand('bash', ['-c',
@@ -169,8 +188,10 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
       assert.equal((await client.run('systemctl show -p NRestarts --value mnedcd-client')).trim(), '0');
       assert.match(await client.run('journalctl -u mnedcd-client -p err -q --no-pager -o cat'), /\[client\] server/);
       await client.run('systemctl reset-failed mnedcd-client');
+      assert.equal((await client.run(`stat -c '%a %U:%G' ${CLIENT_INI}`)).trim(), CLIENT_INI_MODE, `${node}: installed ${CLIENT_INI}`);
       // The walkthrough's own edit of the conffile (README: Install).
-      await client.run(`sed -i -e 's|^;server =.*|server = ${SERVER_ADDRESS}|' -e 's|^;join =.*|join = ${join}|' /etc/mnedc/client.ini`);
+      await client.run(`sed -i -e 's|^;server =.*|server = ${SERVER_ADDRESS}|' -e 's|^;join =.*|join = ${join}|' ${CLIENT_INI}`);
+      assert.equal((await client.run(`stat -c '%a %U:%G' ${CLIENT_INI}`)).trim(), CLIENT_INI_MODE, `${node}: ${CLIENT_INI} with the secret`);
       await client.run('systemctl enable --now mnedcd-client');
       const status = await clientStatus(node);
       assert.equal(status.state, 'connected', `${node}: ${JSON.stringify(status)}`);
@@ -223,6 +244,37 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
     await server.waitExit(10_000);
   });
 
+  step('the daemons run in their units\' cgroups under MemoryHigh=, MemoryMax= and TasksMax=, with room to spare; secrets 0600', 2 * MINUTE, async () => {
+    for (const [node, unit] of [['srv', 'mnedcd-server'], ['c', 'mnedcd-client'], ['d', 'mnedcd-client']] as const) {
+      const limits = unitLimits(unit);
+      const shown = await box[node].run(`systemctl show -p MemoryHigh -p MemoryMax -p TasksMax ${unit}`);
+      assert.deepEqual(Object.fromEntries(shown.trim().split('\n').map((line) => [line.split('=')[0], Number(line.split('=')[1])])), limits,
+        `${unit} on ${node}: systemctl show against systemd/${unit}.service`);
+      const group = (await box[node].run(`systemctl show -p ControlGroup --value ${unit}`)).trim();
+      const pid = (await box[node].run(`systemctl show -p MainPID --value ${unit}`)).trim();
+      assert.match(await box[node].run(`cat /proc/${pid}/cgroup`), new RegExp(`:${group.replace(/\./g, '\\.')}$`, 'm'), `${unit} runs in its cgroup`);
+      // cgroup v2 files, or v1's: whichever controllers the container was given carry the limits.
+      const expected: Record<string, number> = {
+        [`.${group}/memory.high`]: limits.MemoryHigh, [`.${group}/memory.max`]: limits.MemoryMax, [`.${group}/pids.max`]: limits.TasksMax,
+        [`memory${group}/memory.limit_in_bytes`]: limits.MemoryMax, [`pids${group}/pids.max`]: limits.TasksMax,
+      };
+      const found = await box[node].run(`cd /sys/fs/cgroup && for f in ${Object.keys(expected).join(' ')}; do [ -f "$f" ] && echo "$f $(cat "$f")"; done; true`);
+      const enforced = found.trim().split('\n').filter(Boolean).map((line) => line.split(' ') as [string, string]);
+      for (const [file, value] of enforced) assert.equal(Number(value), expected[file], `${unit} on ${node}: /sys/fs/cgroup/${file}`);
+      const controllers = ['memory', 'pids'].filter((c) => enforced.some(([file]) => file.includes(`${c}.`) || file.startsWith(`${c}/`)));
+      // The daemon itself, on Debian's Node 18 and after the iperf3 run, stays far inside both limits.
+      const status = await box[node].run(`cat /proc/${pid}/status`);
+      const peakMib = Number(/^VmHWM:\s+(\d+) kB/m.exec(status)?.[1]) / 1024;
+      const threads = Number(/^Threads:\s+(\d+)$/m.exec(status)?.[1]);
+      assert.ok(peakMib * 2 < limits.MemoryHigh / 2 ** 20, `${unit} on ${node}: peak RSS ${peakMib.toFixed(0)} MiB against MemoryHigh`);
+      assert.ok(threads * 2 <= limits.TasksMax, `${unit} on ${node}: ${threads} threads against TasksMax=${limits.TasksMax}`);
+      process.stdout.write(`# ${unit} on ${node}: peak RSS ${peakMib.toFixed(0)} MiB, ${threads} threads; cgroup limits enforced by ` +
+        `${controllers.length ? controllers.join(' and ') : 'no controller: this host gives the container none, only systemctl show was checked'}\n`);
+    }
+    assert.equal(await box.srv.run('cd /var/lib/mnedc && stat -c "%a %U:%G %n" join.secret server.key'), '600 mnedc:mnedc join.secret\n600 mnedc:mnedc server.key\n');
+    for (const node of CLIENTS) assert.equal(await box[node].run('stat -c "%a %U:%G" /var/lib/mnedc/device.key'), '600 mnedc:mnedc\n');
+  });
+
   step('a wrong join secret: the unit stays up and says why, journalctl -p warning shows the error; the right one rejoins', 5 * MINUTE, async () => {
     const d = box.d;
     const wrong = `${join.slice(0, join.lastIndexOf('.'))}.${randomBytes(32).toString('base64url')}`;
@@ -271,8 +323,17 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
     await box.c.run(`ping -c 3 -i 0.2 -W 2 ${ips.d}`, 30_000);
   });
 
+  step('a client.ini as earlier versions left it (0644 root:root): the client warns at start, naming mode, owner, group and fix', 5 * MINUTE, async () => {
+    await box.c.run(`chown root:root ${CLIENT_INI} && chmod 0644 ${CLIENT_INI} && systemctl restart mnedcd-client`);
+    const invocation = (await box.c.run('systemctl show -p InvocationID --value mnedcd-client')).trim();
+    const warnings = await box.c.run(`journalctl _SYSTEMD_INVOCATION_ID=${invocation} -p warning -q --no-pager -o cat`);
+    assert.match(warnings, new RegExp(`^${CLIENT_INI} holds the join secret but every user and group root can read it ` +
+      `\\(mode 0644, owner root, group root\\);.* Fix: chgrp mnedc ${CLIENT_INI} && chmod 0640 ${CLIENT_INI}( |$)`, 'm'));
+    assert.equal((await clientStatus('c')).state, 'connected', 'a warning, not a refusal');
+  });
+
   step('apt upgrade to a rebuilt higher version restarts the daemons and keeps leases, keys and bindings', 15 * MINUTE, async () => {
-    const state = (node: 'srv' | Client) => box[node].run('cd /var/lib/mnedc && ls && sha256sum $(ls | grep -v -e "\\.json$")');
+    const state = (node: 'srv' | Client) => box[node].run('cd /var/lib/mnedc && stat -c "%a %U:%G %n" * && sha256sum $(ls | grep -v -e "\\.json$")');
     const leases = async () => (JSON.parse(await box.srv.run('mnedcctl leases --json')) as Array<{ deviceId: string; ip: string }>)
       .map((l) => `${l.deviceId} ${l.ip}`).sort();
     const mainPid = (node: 'srv' | Client, unit: string) => box[node].run(`systemctl show -p MainPID --value ${unit}`);
@@ -294,6 +355,10 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
     for (const node of CLIENTS) assert.equal(await state(node), before[node], `${node}: device key kept`);
     assert.deepEqual(await leases(), before.leases, 'leases kept');
     for (const node of CLIENTS) assert.equal((await clientStatus(node)).ip, ips[node]);
+    // c had the file earlier versions left (the step before): the upgrade gave it the group, before the restart.
+    for (const node of CLIENTS) assert.equal((await box[node].run(`stat -c '%a %U:%G' ${CLIENT_INI}`)).trim(), CLIENT_INI_MODE, `${node} upgraded`);
+    const invocation = (await box.c.run('systemctl show -p InvocationID --value mnedcd-client')).trim();
+    assert.doesNotMatch(await box.c.run(`journalctl _SYSTEMD_INVOCATION_ID=${invocation} -p warning -q --no-pager -o cat`), /holds the join secret/);
     const bound = await box.srv.run('journalctl -u mnedcd-server -q --no-pager -o cat | grep -c "^Bound device ID" || true');
     assert.equal(bound.trim(), '2', 'no device was bound anew after the upgrade');
     await box.d.run(`ping -c 3 -i 0.2 -W 2 ${ips.c}`, 30_000);

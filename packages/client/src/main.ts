@@ -10,6 +10,7 @@ import { clientMethods } from './control-api';
 import { DiscoveryHandoff, type DiscoveryConfig } from './discovery';
 import { HookUserError } from './hook-runner';
 import type { PeerChanges } from './peer-table';
+import { checkSecretFile } from './secret-file';
 import { loadOrCreateDeviceKey, type Credentials } from './secure';
 import { loadClientState, saveClientState, statePath } from './state';
 
@@ -51,6 +52,8 @@ async function main(): Promise<void> {
   const args = parseDaemonArgs(PROGRAM, process.argv.slice(2), DEFAULT_CONFIG_PATH, VERSION);
   let config = loadConfigOrExit(PROGRAM, args.configPath, parseClientConfig);
   const log = createLogger(PROGRAM, config.log.level, args.logFormat);
+  const exposure = checkSecretFile(args.configPath);
+  if (exposure) log.warn({ path: args.configPath, mode: exposure.mode, owner: exposure.owner, group: exposure.group }, exposure.message);
   let deviceId = config.client.device_id;
   if (!deviceId) {
     try {
