@@ -5,25 +5,43 @@
  *   node attack.js pin-chunks  PORT JOIN SECONDS [VICTIMS]   victim devices that never read (default 1), and a
  *                                                  sender whose every 16 KiB TLS record carries one tiny
  *                                                  packet for a victim and padding the relay drops (no route)
+ *   node attack.js slot-flood  PORT -    SECONDS SOURCES   no join string: from 127.0.0.2 .. 127.0.0.(SOURCES+1),
+ *                                                  max_handshakes_per_source (64) idle connections each,
+ *                                                  each reopened as soon as the relay closes it
  * Runs for SECONDS, then prints one JSON line of what it did and exits.
  */
-import { once } from 'node:events';
+import { connect } from 'node:net';
 import { encodeFrame, FrameType, HEADER_BYTES, PING_BYTES } from '@mnedc/protocol';
 import { ipPacket, WireClient } from './wire-client';
 
-const [mode, portText, join, secondsText, victimsText] = process.argv.slice(2);
+const [mode, portText, join, secondsText, countText] = process.argv.slice(2);
 const port = Number(portText);
 const deadline = Date.now() + Number(secondsText) * 1000;
 /** Plaintext of one TLS record at most: one write of this size is one record. */
 const RECORD_BYTES = 16 * 1024;
 
-async function joined(deviceId: string): Promise<WireClient> {
+async function joinOnce(deviceId: string): Promise<WireClient> {
   const device = new WireClient(port, join!);
-  await once(device.socket, 'secureConnect');
+  await new Promise<void>((resolve, reject) => {
+    device.socket.once('secureConnect', resolve);
+    device.socket.once('close', () => reject(new Error(`${deviceId}: connection closed before TLS`)));
+  });
   device.hello(deviceId);
   await device.until(() => device.welcome !== null || device.reject !== null || device.closed, `WELCOME for ${deviceId}`, 10_000);
   if (!device.welcome) throw new Error(`${deviceId} did not join: ${device.reject?.reason ?? 'closed'}`);
   return device;
+}
+
+/** Joins, trying again while the relay turns connections away at its per-source rate (an attacker would). */
+async function joined(deviceId: string): Promise<WireClient> {
+  for (;;) {
+    try {
+      return await joinOnce(deviceId);
+    } catch (err) {
+      if (Date.now() >= deadline || !/closed/.test((err as Error).message)) throw err;
+      await new Promise((resolve) => setTimeout(resolve, REOPEN_MS));
+    }
+  }
 }
 
 function drainedOrClosed(device: WireClient): Promise<void> {
@@ -66,7 +84,7 @@ async function pongFlood(): Promise<object> {
 
 async function pinChunks(): Promise<object> {
   const victims: WireClient[] = [];
-  for (let i = 0; i < Number(victimsText ?? 1); i++) {
+  for (let i = 0; i < Number(countText ?? 1); i++) {
     const victim = await joined(`victim-${process.pid}-${i}`);
     victim.socket.pause();
     victims.push(victim);
@@ -87,9 +105,34 @@ async function pinChunks(): Promise<object> {
   return { mode, records: written, victims: victims.length, victimsClosed: victims.filter((v) => v.closed).length, senderClosed: sender.closed };
 }
 
-const run = mode === 'pong-flood' ? pongFlood : mode === 'pin-chunks' ? pinChunks : null;
+/** Connections a source keeps open: the relay's default per-source limit. */
+const SLOTS_PER_SOURCE = 64;
+/** A connection the relay closed is reopened after this long: a loop of refusals must not spin. */
+const REOPEN_MS = 20;
+
+async function slotFlood(): Promise<object> {
+  const sources = Number(countText);
+  let opened = 0;
+  let closed = 0;
+  const open = (localAddress: string): void => {
+    if (Date.now() >= deadline) return;
+    opened++;
+    const socket = connect({ host: '127.0.0.1', port, localAddress });
+    socket.on('error', () => {});
+    socket.resume();
+    socket.on('close', () => {
+      closed++;
+      setTimeout(() => open(localAddress), REOPEN_MS);
+    });
+  };
+  for (let s = 0; s < sources; s++) for (let i = 0; i < SLOTS_PER_SOURCE; i++) open(`127.0.0.${s + 2}`);
+  await new Promise((resolve) => setTimeout(resolve, deadline - Date.now()));
+  return { mode, sources, opened, closed };
+}
+
+const run = mode === 'pong-flood' ? pongFlood : mode === 'pin-chunks' ? pinChunks : mode === 'slot-flood' ? slotFlood : null;
 if (!run || !(port > 0) || !join || !(Number(secondsText) > 0)) {
-  process.stderr.write('usage: attack.js pong-flood|pin-chunks PORT JOIN SECONDS\n');
+  process.stderr.write('usage: attack.js pong-flood|pin-chunks PORT JOIN SECONDS [VICTIMS] | slot-flood PORT - SECONDS SOURCES\n');
   process.exit(2);
 }
 run().then((result) => {
