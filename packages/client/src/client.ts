@@ -5,7 +5,8 @@ import { formatHostPort, RateLimitedWarning, type Logger } from '@mnedc/common';
 import {
   CAPABILITY_GSO, checkOffloadPacket, encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, frameName, GSO_HEADER_BYTES,
   HANDSHAKE_TIMEOUT_MS, HEADER_BYTES, MAX_GSO_PAYLOAD, MIN_IPV4_PACKET, parseGoodbye, parsePeerUpdate, parseReject,
-  parseWelcome, PING_BYTES, PROTOCOL_VERSION, ProtocolError, toDataFrames, type Hello, type Welcome,
+  inSubnet, ipv4ToInt, isIpv4, parseWelcome, PING_BYTES, prefixMask, PROTOCOL_VERSION, ProtocolError, toDataFrames, type Hello,
+  type Welcome,
 } from '@mnedc/protocol';
 import { PacketBatch } from '@mnedc/tun';
 import { Backoff } from './backoff';
@@ -224,10 +225,15 @@ export class RelayClient extends EventEmitter {
     try {
       this.decoder.push(chunk, (frame) => this.onFrame(socket, frame));
     } catch (err) {
-      if (!(err instanceof ProtocolError)) throw err;
-      this.fail(socket, `protocol error from ${this.server}: ${err.message}`);
+      if (err instanceof ProtocolError) this.fail(socket, `protocol error from ${this.server}: ${err.message}`);
+      // Anything else (the TUN refusing an address, a bug) costs this connection, never the daemon.
+      else this.fail(socket, `cannot handle what ${this.server} sent: ${(err as Error).message}`, err as Error);
     } finally {
-      this.toDevice.flush(this.deps.device);
+      try {
+        this.toDevice.flush(this.deps.device);
+      } catch (err) {
+        this.fail(socket, `cannot write to ${this.deps.device.name}: ${(err as Error).message}`, err as Error);
+      }
     }
   }
 
@@ -268,7 +274,7 @@ export class RelayClient extends EventEmitter {
           throw new ProtocolError('unexpected', `${frameName(type)} from the server`);
       }
     }
-    if (type === FrameType.Welcome) this.onWelcome(socket, parseWelcome(payload));
+    if (type === FrameType.Welcome) this.onWelcome(socket, this.checkedWelcome(socket, payload));
     else if (type === FrameType.Reject) {
       const reject = parseReject(payload);
       this.retryHintMs = reject.retryAfterMs ?? null;
@@ -276,6 +282,31 @@ export class RelayClient extends EventEmitter {
       this.deps.log.error({ code: reject.code, reason: reject.reason }, `Server ${this.server} rejected this device: ${reject.reason}`);
       socket.end();
     } else throw new ProtocolError('unexpected', `${frameName(type)} before WELCOME`);
+  }
+
+  /**
+   * The lease as the relay offers it, refused (an error in the log and status, then the usual retry) when
+   * acting on it would be unsafe: parseWelcome's rules, and a subnet that would route the relay itself
+   * into the tunnel.
+   */
+  private checkedWelcome(socket: TLSSocket, payload: Buffer): Welcome {
+    let welcome: Welcome;
+    try {
+      welcome = parseWelcome(payload);
+      const relay = (socket.remoteAddress ?? '').replace(/^::ffff:/, '');
+      const network = (ipv4ToInt(welcome.ip) & prefixMask(welcome.prefix)) >>> 0;
+      if (isIpv4(relay) && inSubnet(ipv4ToInt(relay), network, welcome.prefix)) {
+        throw new ProtocolError('bad-message', `WELCOME: ${welcome.ip}/${welcome.prefix} covers the relay's own address ${relay}, ` +
+          'so the route to the relay would lead into the tunnel');
+      }
+    } catch (err) {
+      if (err instanceof ProtocolError) {
+        this.deps.log.error({ server: this.server, problem: err.message }, `Refusing the lease ${this.server} offered: ${err.message}`);
+        throw new ProtocolError(err.code, `refused the lease: ${err.message}`);
+      }
+      throw err;
+    }
+    return welcome;
   }
 
   private onWelcome(socket: TLSSocket, welcome: Welcome): void {
@@ -351,10 +382,12 @@ export class RelayClient extends EventEmitter {
     }, welcome.keepaliveMs);
   }
 
-  private fail(socket: TLSSocket, why: string): void {
+  /** Ends a connection on purpose; with `err` (something went wrong on our side) it is logged as an error. */
+  private fail(socket: TLSSocket, why: string, err?: Error): void {
     if (socket !== this.socket) return;
     this.lastError = why;
-    this.deps.log.warn({ server: this.server }, `Dropping the connection: ${why}`);
+    if (err) this.deps.log.error({ server: this.server, err }, `Dropping the connection: ${why}`);
+    else this.deps.log.warn({ server: this.server }, `Dropping the connection: ${why}`);
     socket.destroy();
   }
 

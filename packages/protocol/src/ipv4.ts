@@ -16,6 +16,17 @@ export function intToIpv4(value: number): string {
   return `${value >>> 24}.${(value >>> 16) & 255}.${(value >>> 8) & 255}.${value & 255}`;
 }
 
+/** Neither "this network" (0/8), loopback (127/8), multicast nor reserved (224/3 and up). */
+export function isUnicast(ip: number): boolean {
+  const first = ip >>> 24;
+  return first !== 0 && first !== 127 && first < 224;
+}
+
+/** Whether `ip` lies in network/prefix. */
+export function inSubnet(ip: number, network: number, prefix: number): boolean {
+  return ((ip & prefixMask(prefix)) >>> 0) === network;
+}
+
 export function prefixMask(prefix: number): number {
   return prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
 }

@@ -1,4 +1,4 @@
-import { isIpv4 } from './ipv4';
+import { intToIpv4, ipv4ToInt, isIpv4, isUnicast, prefixMask } from './ipv4';
 import { sanitizeHostname } from './names';
 import { ProtocolError } from './wire';
 
@@ -174,17 +174,37 @@ export function parseHello(payload: Buffer): Hello {
   return hello;
 }
 
+/** Overlay prefix lengths a relay may use and a client accepts: a /16 holds 65,533 devices, a /30 one. */
+export const OVERLAY_PREFIX = { min: 16, max: 30 } as const;
+
+/**
+ * The client acts on a WELCOME as root would: it puts the address and its prefix route on the TUN. So a
+ * WELCOME is held to what a relay can legitimately say: a subnet the relay could be configured with, the
+ * device and the relay as two distinct host addresses inside it, timers a session can live with.
+ */
 export function parseWelcome(payload: Buffer): Welcome {
   const f = new Fields('WELCOME', decodeJson(payload, 'WELCOME'));
-  return {
+  const welcome: Welcome = {
     ip: f.ipv4('ip'),
-    prefix: f.int('prefix', 1, 32),
+    prefix: f.int('prefix', OVERLAY_PREFIX.min, OVERLAY_PREFIX.max),
     mtu: f.int('mtu', 576, 65535),
     serverIp: f.ipv4('serverIp'),
     keepaliveMs: f.int('keepaliveMs', 100, 600_000),
     deadAfterMs: f.int('deadAfterMs', 200, 3_600_000),
     capabilities: f.stringList('capabilities', LIMITS.capabilities, LIMITS.capabilityLength, CAPABILITY),
   };
+  const ip = ipv4ToInt(welcome.ip);
+  const mask = prefixMask(welcome.prefix);
+  const network = (ip & mask) >>> 0;
+  const broadcast = (network | ~mask) >>> 0;
+  const subnet = `${intToIpv4(network)}/${welcome.prefix}`;
+  if (!isUnicast(ip)) f.fail('ip', `${welcome.ip} is not a unicast address`);
+  if (ip === network || ip === broadcast) f.fail('ip', `${welcome.ip} is the network or broadcast address of ${subnet}`);
+  const server = ipv4ToInt(welcome.serverIp);
+  if (((server & mask) >>> 0) !== network) f.fail('serverIp', `${welcome.serverIp} is outside the announced subnet ${subnet}`);
+  if (server === network || server === broadcast || server === ip) f.fail('serverIp', `${welcome.serverIp} cannot be the relay's address in ${subnet} next to ${welcome.ip}`);
+  if (welcome.deadAfterMs < 2 * welcome.keepaliveMs) f.fail('deadAfterMs', `${welcome.deadAfterMs} is less than twice keepaliveMs (${welcome.keepaliveMs})`);
+  return welcome;
 }
 
 const REJECT_CODES: readonly RejectCode[] = ['version', 'bad-hello', 'pool-full', 'auth', 'busy', 'forbidden'];

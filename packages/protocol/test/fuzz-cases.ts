@@ -14,6 +14,7 @@
 import { strict as assert } from 'node:assert';
 import * as fc from 'fast-check';
 import { FrameDecoder } from '../src/decoder';
+import { intToIpv4, ipv4ToInt, isUnicast, prefixMask } from '../src/ipv4';
 import { isDnsName, sanitizeHostname } from '../src/names';
 import {
   parseGoodbye, parseHello, parsePeerUpdate, parseReject, parseWelcome,
@@ -457,8 +458,17 @@ function checkWelcomeResult(r: Record<string, unknown>, src: Record<string, unkn
   assert.ok(isList(r.capabilities, 32, (c) => isStr(c, 64) && CAPABILITY_RE.test(c as string)), 'WELCOME.capabilities');
   sameAs(r, src, 'capabilities', []);
   assert.ok(isDottedIpv4(r.ip) && isDottedIpv4(r.serverIp), 'WELCOME addresses');
-  assert.ok(isInt(r.prefix, 1, 32) && isInt(r.mtu, 576, 65535), 'WELCOME prefix/mtu');
+  assert.ok(isInt(r.prefix, 16, 30) && isInt(r.mtu, 576, 65535), 'WELCOME prefix/mtu');
   assert.ok(isInt(r.keepaliveMs, 100, 600_000) && isInt(r.deadAfterMs, 200, 3_600_000), 'WELCOME timers');
+  assert.ok((r.deadAfterMs as number) >= 2 * (r.keepaliveMs as number), 'WELCOME deadAfterMs below twice keepaliveMs');
+  // What the client will put on its TUN: two distinct unicast hosts of one subnet, never its edges.
+  const mask = prefixMask(r.prefix as number);
+  const [ip, server] = [ipv4ToInt(r.ip as string), ipv4ToInt(r.serverIp as string)];
+  const network = (ip & mask) >>> 0;
+  const broadcast = (network | ~mask) >>> 0;
+  assert.ok(isUnicast(ip), 'WELCOME.ip not unicast');
+  assert.ok(((server & mask) >>> 0) === network, 'WELCOME.serverIp outside the subnet');
+  assert.ok(ip !== server && ![network, broadcast].includes(ip) && ![network, broadcast].includes(server), 'WELCOME edge addresses');
   for (const key of ['ip', 'prefix', 'mtu', 'serverIp', 'keepaliveMs', 'deadAfterMs']) sameAs(r, src, key, undefined);
 }
 
@@ -765,15 +775,30 @@ export const validHelloArb: fc.Arbitrary<Entries> = fc.tuple(
   optionalEntry('software', fc.string({ maxLength: 128 })),
 ).map(([base, ...rest]) => [...base, ...rest.flat()]);
 
+/** A WELCOME a relay could send: a unicast /16../30, two distinct host addresses in it, sane timers. */
 export const validWelcomeArb: fc.Arbitrary<Entries> = fc.tuple(
   fc.record({
-    ip: fc.ipV4(),
-    prefix: fc.integer({ min: 1, max: 32 }),
+    prefix: fc.integer({ min: 16, max: 30 }),
+    base: fc.integer({ min: 1, max: 223 }).filter((first) => first !== 127).chain((first) => fc.tuple(fc.constant(first), fc.integer({ min: 0, max: 0xffffff }))),
+    hosts: fc.tuple(fc.nat(), fc.nat()),
     mtu: fc.integer({ min: 576, max: 65535 }),
-    serverIp: fc.ipV4(),
     keepaliveMs: fc.integer({ min: 100, max: 600_000 }),
-    deadAfterMs: fc.integer({ min: 200, max: 3_600_000 }),
-  }).map((r) => Object.entries(r).map(([k, v]): [string, Fragment] => [k, j(v)])),
+    slack: fc.integer({ min: 0, max: 2_400_000 }),
+  }).map((r) => {
+    const size = 2 ** (32 - r.prefix);
+    const network = (((r.base[0] << 24) | r.base[1]) & ~(size - 1)) >>> 0;
+    const first = 1 + (r.hosts[0] % (size - 2));
+    const second = 1 + ((first - 1 + 1 + (r.hosts[1] % (size - 3))) % (size - 2));
+    const fields = {
+      ip: intToIpv4(network + first),
+      prefix: r.prefix,
+      mtu: r.mtu,
+      serverIp: intToIpv4(network + second),
+      keepaliveMs: r.keepaliveMs,
+      deadAfterMs: Math.min(3_600_000, 2 * r.keepaliveMs + r.slack),
+    };
+    return Object.entries(fields).map(([k, v]): [string, Fragment] => [k, j(v)]);
+  }),
   optionalEntry('capabilities', fc.array(fc.stringMatching(/^[a-z0-9-]{1,16}$/), { maxLength: 6 })),
 ).map(([base, capabilities]) => [...base, ...capabilities]);
 

@@ -46,6 +46,25 @@ describe('handshake messages', () => {
     assert.deepEqual(parsePeerUpdate(json({ reset: true, more: true, up: [peer], down: ['q'] })), { reset: true, more: true, up: [peer], down: ['q'] });
     assert.throws(() => parsePeerUpdate(json({ up: [{ ...peer, ip: 'nope' }] })), isBad('PEERS.up[0].ip'));
   });
+
+  it('refuses a WELCOME that would make the client route what is not the overlay into its TUN', () => {
+    const welcome = { ip: '10.0.0.2', prefix: 24, mtu: 1400, serverIp: '10.0.0.1', keepaliveMs: 2000, deadAfterMs: 6000 };
+    const refused: Array<[object, string, RegExp]> = [
+      [{ prefix: 1 }, 'WELCOME.prefix', /1 is outside 16\.\.30/],
+      [{ prefix: 31 }, 'WELCOME.prefix', /outside 16\.\.30/],
+      [{ ip: '10.0.1.2' }, 'WELCOME.serverIp', /10\.0\.0\.1 is outside the announced subnet 10\.0\.1\.0\/24/],
+      [{ ip: '10.0.0.0' }, 'WELCOME.ip', /network or broadcast/],
+      [{ ip: '10.0.0.255' }, 'WELCOME.ip', /network or broadcast/],
+      [{ ip: '224.0.0.2', serverIp: '224.0.0.1' }, 'WELCOME.ip', /not a unicast address/],
+      [{ ip: '127.0.0.2', serverIp: '127.0.0.1' }, 'WELCOME.ip', /not a unicast address/],
+      [{ serverIp: '10.0.0.2' }, 'WELCOME.serverIp', /cannot be the relay's address/],
+      [{ keepaliveMs: 5000, deadAfterMs: 6000 }, 'WELCOME.deadAfterMs', /less than twice keepaliveMs/],
+    ];
+    for (const [change, field, why] of refused) {
+      assert.throws(() => parseWelcome(json({ ...welcome, ...change })), (e: unknown) => isBad(field)(e) && why.test((e as Error).message), JSON.stringify(change));
+    }
+    assert.equal(parseWelcome(json({ ...welcome, ip: '172.16.3.4', serverIp: '172.16.0.1', prefix: 16 })).prefix, 16);
+  });
 });
 
 describe('IPv4 helpers', () => {

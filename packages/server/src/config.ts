@@ -1,13 +1,14 @@
 import { ConfigError, key, LOG_LEVELS, parseConfig, parsers, type ConfigOf } from '@mnedc/common';
-import { parseSubnet, type Subnet } from '@mnedc/protocol';
+import { isUnicast, OVERLAY_PREFIX, parseSubnet, type Subnet } from '@mnedc/protocol';
 
 export const DEFAULT_CONFIG_PATH = '/etc/mnedc/server.ini';
 
 function overlaySubnet(text: string): Subnet {
   const subnet = parseSubnet(text);
-  if (subnet.prefix < 16 || subnet.prefix > 30) {
-    throw new Error(`/${subnet.prefix} is outside /16../30 (a /16 holds 65533 devices, a /30 one)`);
+  if (subnet.prefix < OVERLAY_PREFIX.min || subnet.prefix > OVERLAY_PREFIX.max) {
+    throw new Error(`/${subnet.prefix} is outside /${OVERLAY_PREFIX.min}../${OVERLAY_PREFIX.max} (a /16 holds 65533 devices, a /30 one)`);
   }
+  if (!isUnicast(subnet.network)) throw new Error(`${text} is not unicast address space (clients would refuse it)`);
   return subnet;
 }
 

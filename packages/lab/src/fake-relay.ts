@@ -1,0 +1,47 @@
+/**
+ * A hostile relay for client tests: the real relay's identity (so the client's pin matches), but it says
+ * what the test scripts.
+ *   node fake-relay.js PORT STATE_DIR SCRIPT
+ * STATE_DIR holds server.key and server.crt (made by `mnedcd-server --print-join`). SCRIPT is a JSON list
+ * of WELCOME payloads, one per connection in order (the last repeats); an entry {"hold": true, ...} waits
+ * for SIGUSR1 before it is sent. Every connection's HELLO is logged as {"msg":"hello N", deviceId};
+ * PINGs are answered, so a connection that got a sound WELCOME stays up.
+ */
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:tls';
+import path from 'node:path';
+import { encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, HEADER_BYTES, parseHello } from '@mnedc/protocol';
+
+const [portText, stateDir, scriptText] = process.argv.slice(2);
+const script = JSON.parse(scriptText!) as Array<Record<string, unknown>>;
+const log = (msg: string, fields: Record<string, unknown> = {}): void => {
+  process.stdout.write(`${JSON.stringify({ msg, ...fields })}\n`);
+};
+
+const releases: Array<() => void> = [];
+process.on('SIGUSR1', () => releases.splice(0).forEach((release) => release()));
+
+let connections = 0;
+const server = createServer({
+  key: readFileSync(path.join(stateDir!, 'server.key')),
+  cert: readFileSync(path.join(stateDir!, 'server.crt')),
+  minVersion: 'TLSv1.3',
+}, (socket) => {
+  const n = ++connections;
+  const { hold, ...welcome } = script[Math.min(n, script.length) - 1]!;
+  const decoder = new FrameDecoder();
+  socket.on('error', () => {});
+  socket.on('close', () => log(`closed ${n}`));
+  socket.on('data', (chunk: Buffer) => decoder.push(chunk, (frame) => {
+    if (frame[0] === FrameType.Ping) socket.write(encodeFrame(FrameType.Pong, frame.subarray(HEADER_BYTES)));
+    if (frame[0] !== FrameType.Hello) return;
+    log(`hello ${n}`, { deviceId: parseHello(frame.subarray(HEADER_BYTES)).deviceId });
+    const send = (): void => {
+      socket.write(encodeJsonFrame(FrameType.Welcome, welcome));
+      log(`sent welcome ${n}`, welcome);
+    };
+    if (hold) releases.push(send);
+    else send();
+  }));
+});
+server.listen(Number(portText), () => log('listening'));
