@@ -1,6 +1,6 @@
-import type { Logger } from './log';
+import { escapeControl, type Logger } from './log';
 
-interface SdNotify {
+export interface SdNotify {
   ready(): void;
   stopping(pid: number): void;
   watchdog(): void;
@@ -19,8 +19,8 @@ export class SystemdNotifier {
   private watchdogTimer: NodeJS.Timeout | null = null;
   private isReady = false;
 
-  constructor(private readonly log: Logger, env: NodeJS.ProcessEnv = process.env) {
-    this.sd = env.NOTIFY_SOCKET ? loadSdNotify(log) : null;
+  constructor(private readonly log: Logger, env: NodeJS.ProcessEnv = process.env, sd?: SdNotify) {
+    this.sd = sd ?? (env.NOTIFY_SOCKET ? loadSdNotify(log) : null);
   }
 
   get enabled(): boolean {
@@ -37,7 +37,9 @@ export class SystemdNotifier {
   status(text: string): void {
     if (text === this.lastStatus) return;
     this.lastStatus = text;
-    this.sd?.sendState(`STATUS=${text}`);
+    // STATUS can carry what a relay said (a REJECT reason): a newline in it would start another
+    // assignment (MAINPID=, STOPPING=1) on the daemon's behalf.
+    this.sd?.sendState(`STATUS=${escapeControl(text)}`);
   }
 
   reloading(): void {

@@ -1,5 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -218,7 +218,9 @@ export class Overlay {
       `[client]\nserver = ${UNDERLAY.srv}:${SERVER_PORT}\njoin = ${this.join}\ndevice_id = device-${name}\ninterface = mnedc0\nstate_dir = ${files('-state')}\n` +
       `[control]\nsocket = ${files('.sock')}\n` +
       `[discovery]\nhook_dir = ${files('-hooks')}\npeers_file = ${files('-peers.json')}\nhosts_file = ${files('-hosts')}\n`,
-      options.extra));
+      options.extra), { mode: 0o600 });
+    // It holds the join secret: the client warns about a file others can read, as an operator's would.
+    chmodSync(config, 0o600);
     const daemon = new Daemon(`client ${name}`, this.lab.spawn(node,
       [process.execPath, CLIENT_BIN, '--config', config, '--log-format', 'json'], { pipe: true, env: { ...process.env, ...options.env } }));
     if (!options.noWait) await daemon.waitFor(/^Connected to /);

@@ -1,8 +1,17 @@
 import { formatHostPort, RPC_ERRORS, RpcError, stringParam, type RpcMethods } from '@mnedc/common';
-import { intToIpv4, showFingerprint } from '@mnedc/protocol';
+import { intToIpv4, isValidDeviceId, showFingerprint } from '@mnedc/protocol';
 import type { ServerConfig } from './config';
 import type { PeerEvent, RelayServer } from './server';
 import type { Session, SessionCounters } from './session';
+
+/** A device ID operand, checked like the relay checks HELLO's: anything else names no device. */
+function deviceIdParam(params: unknown): string {
+  const deviceId = stringParam(params, 'deviceId');
+  if (!isValidDeviceId(deviceId)) {
+    throw new RpcError(RPC_ERRORS.invalidParams, `deviceId ${JSON.stringify(deviceId.slice(0, 64))} is not a device ID (1..128 of A-Z a-z 0-9 . _ : @ -)`);
+  }
+  return deviceId;
+}
 
 /**
  * mnedcctl's view of the relay. Field names are the contract with mnedcctl --json and scripts: add
@@ -78,20 +87,20 @@ export function serverMethods(server: RelayServer, config: () => ServerConfig, v
     }),
 
     kick: (params) => {
-      const deviceId = stringParam(params, 'deviceId');
+      const deviceId = deviceIdParam(params);
       if (!server.kick(deviceId)) throw new RpcError(RPC_ERRORS.notFound, `device ${deviceId} is not connected`);
       return { kicked: true, deviceId };
     },
 
     release: (params) => {
-      const deviceId = stringParam(params, 'deviceId');
+      const deviceId = deviceIdParam(params);
       const lease = server.release(deviceId);
       if (!lease) throw new RpcError(RPC_ERRORS.notFound, `device ${deviceId} has no lease`);
       return { released: true, deviceId, ip: intToIpv4(lease.ip) };
     },
 
     forget: async (params) => {
-      const deviceId = stringParam(params, 'deviceId');
+      const deviceId = deviceIdParam(params);
       const { lease, binding } = await server.forget(deviceId);
       if (!lease && !binding) throw new RpcError(RPC_ERRORS.notFound, `device ${deviceId} is not known`);
       return { forgotten: true, deviceId, ip: lease ? intToIpv4(lease.ip) : null, binding };

@@ -9,6 +9,7 @@ import { after, afterEach, describe, it } from 'node:test';
 import pino from 'pino';
 import { encodeFrame, FrameType, intToIpv4, ipv4ToInt } from '@mnedc/protocol';
 import { parseServerConfig, RelayServer } from '../src';
+import { serverMethods } from '../src/control-api';
 import { ipPacket, WireClient } from '@mnedc/lab';
 
 const stateDirs: string[] = [];
@@ -273,5 +274,18 @@ describe('relay server over loopback', () => {
     const second = await joinAs(port, 'dev-b');
     assert.equal(second.reject?.code, 'busy');
     assert.equal(server.refused.maxClients, 1);
+  });
+});
+
+describe('control API', () => {
+  it('refuses device ID operands that name no device (control characters, empty, overlong)', async () => {
+    const { server } = await startServer();
+    const methods = serverMethods(server, () => parseServerConfig('[server]\ninterface =\n', 't.ini'), 'test');
+    for (const deviceId of ['dev\nforged log line', '', 'x'.repeat(129), '-leading-dash']) {
+      for (const method of ['kick', 'release', 'forget'] as const) {
+        await assert.rejects(async () => methods[method]!({ deviceId }, {} as never),
+          (err: Error & { code?: number }) => err.code === -32602 && /is not a device ID/.test(err.message), `${method} ${JSON.stringify(deviceId)}`);
+      }
+    }
   });
 });
