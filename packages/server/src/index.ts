@@ -8,3 +8,5 @@ export * from './server';
 export * from './admission';
 export * from './identity';
 export * from './journal';
+export * from './join-gate';
+export * from './rate';

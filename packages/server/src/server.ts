@@ -7,12 +7,12 @@ import { RateLimitedWarning, type Logger } from '@mnedc/common';
 import {
   buildIcmpUnreachable, CAPABILITY_GSO, checkOffloadPacket, encodeFrame, encodeJsonFrame, EXPORTER_BYTES, EXPORTER_CONTEXT,
   EXPORTER_LABEL, FrameType, frameName, GSO_HEADER_BYTES, HEADER_BYTES, ICMP_HOST_UNREACHABLE, intToIpv4, ipv4ToInt,
-  MAX_GSO_PAYLOAD, MIN_IPV4_PACKET, parseHello, PING_BYTES, PROTOCOL_VERSION, ProtocolError, segmentCount, showFingerprint,
-  toDataFrames, verifyHelloAuth, type Hello, type PeerInfo, type Reject, type Welcome,
+  MAX_GSO_PAYLOAD, MIN_IPV4_PACKET, parseHello, PING_BYTES, ProtocolError, segmentCount, showFingerprint,
+  toDataFrames, verifyHelloAuth, type Hello, type PeerInfo, type Welcome,
 } from '@mnedc/protocol';
 import { PacketBatch } from '@mnedc/tun';
 import { Admission, type AdmissionLimits, type Refusal } from './admission';
-import { KeyedRate, type Rate } from './rate';
+import { identify, JoinLimits, newRefusalCounters, type JoinLimitSettings, type RefusalCounters, type Turnaway } from './join-gate';
 import { DeviceBindings, JoinSecret, loadOrCreateIdentity, type ServerIdentity } from './identity';
 import type { ServerConfig } from './config';
 import { LeasePool, type AcquireResult, type Lease } from './lease-pool';
@@ -56,11 +56,6 @@ const REFUSAL_TEXT: Record<Refusal, string> = {
   tooManyHandshakes: 'too many handshakes in progress ([limits] max_handshakes)',
   tooManyFromSource: 'too many handshakes in progress from this address ([limits] max_handshakes_per_source)',
 };
-/**
- * Bound devices allowed per address when [limits] max_devices is 0: bindings outlive leases (an address
- * is reclaimed from a device gone past its lease lifetime, its binding stays), but not without bound.
- */
-const DEVICES_PER_ADDRESS = 4;
 /** How long a stopping relay waits for its GOODBYEs to be taken before closing connections regardless. */
 const STOP_FLUSH_MS = 1_000;
 /** Unreachables are a courtesy: a source spraying unknown addresses gets at most this many per second. */
@@ -74,37 +69,13 @@ export interface PeerEvent {
   at: number;
 }
 
-export interface ServerLimits extends AdmissionLimits {
+export interface ServerLimits extends AdmissionLimits, JoinLimitSettings {
   sendQueueKib: number;
   keepaliveMs: number;
   deadAfterMs: number;
   handshakeTimeoutMs: number;
-  /** 0: as many as the pool has addresses. */
-  maxClients: number;
   /** An offline device keeps its address this long after it was last seen, even when the pool is full. */
   leaseLifetimeMs: number;
-  /** Bound devices at most; 0: DEVICES_PER_ADDRESS per address of the pool. */
-  maxDevices: number;
-  deviceJoins: Rate;
-  newDevices: Rate;
-}
-
-/** Connections turned away, by reason: each also logs a rate-limited warning. */
-export interface RefusalCounters extends Record<Refusal, number> {
-  /** A device joining again sooner than [limits] device_joins_per_minute allows. */
-  deviceJoinRate: number;
-  /** A new device beyond [limits] max_devices bound devices. */
-  maxDevices: number;
-  /** A new device beyond the [limits] new_devices_per_minute rate. */
-  newDeviceRate: number;
-  /** Unfinished handshakes closed to make room for newer ones (admission.ts says which go first). */
-  evicted: number;
-  handshakeTimeout: number;
-  tlsFailed: number;
-  authFailed: number;
-  boundToOtherKey: number;
-  maxClients: number;
-  poolFull: number;
 }
 
 export function limitsFromConfig(config: ServerConfig): ServerLimits {
@@ -162,15 +133,10 @@ export class RelayServer extends EventEmitter {
   private readonly joinSecret: JoinSecret;
   private readonly bindings: DeviceBindings;
   private readonly admission: Admission;
-  /** Joins per device ID, and new device IDs overall (one key: ''). */
-  private readonly deviceJoins: KeyedRate;
-  private readonly newDevices: KeyedRate;
+  private readonly joinLimits: JoinLimits;
   /** Sessions the relay closed to protect itself, by reason. */
   readonly cut = { overBudget: 0 };
-  readonly refused: RefusalCounters = {
-    rateLimited: 0, tooManyHandshakes: 0, tooManyFromSource: 0, evicted: 0, handshakeTimeout: 0, deviceJoinRate: 0, maxDevices: 0, newDeviceRate: 0, tlsFailed: 0, authFailed: 0,
-    boundToOtherKey: 0, maxClients: 0, poolFull: 0,
-  };
+  readonly refused = newRefusalCounters();
 
   constructor(private readonly deps: ServerDeps) {
     super();
@@ -189,8 +155,7 @@ export class RelayServer extends EventEmitter {
         'the relay stopped mid-write; that binding was never confirmed to its device');
     }
     this.admission = new Admission(this.limits);
-    this.deviceJoins = new KeyedRate(this.limits.deviceJoins);
-    this.newDevices = new KeyedRate(this.limits.newDevices);
+    this.joinLimits = new JoinLimits(this.limits);
 
     this.store = new LeaseStore(config.server.state_dir, log);
     this.pool = this.store.load(config.server.subnet);
@@ -300,8 +265,7 @@ export class RelayServer extends EventEmitter {
     const keepaliveChanged = limits.keepaliveMs !== this.limits.keepaliveMs;
     this.limits = limits;
     this.admission.limits = limits;
-    this.deviceJoins.rate = limits.deviceJoins;
-    this.newDevices.rate = limits.newDevices;
+    this.joinLimits.limits = limits;
     for (const session of this.sessions) session.queueLimit = limits.sendQueueKib * 1024;
     if (keepaliveChanged && this.keepaliveTimer) {
       clearInterval(this.keepaliveTimer);
@@ -453,96 +417,46 @@ export class RelayServer extends EventEmitter {
     this.onHello(session, parseHello(frame.subarray(HEADER_BYTES)));
   }
 
-  /** Turns a session away: counted and logged (rate-limited) under `reason`, REJECT sent, connection closed. */
-  private rejectSession(session: Session, reason: keyof RefusalCounters, fields: Record<string, unknown>, message: string, reject: Reject): void {
-    this.refuse(reason, { remote: session.remote, ...fields }, message);
-    session.reject(reject);
+  /** Turns a session away: counted and logged (rate-limited) under its reason, REJECT sent, connection closed. */
+  private turnAway(session: Session, turnaway: Turnaway, fields: Record<string, unknown>): void {
+    this.refuse(turnaway.reason, { remote: session.remote, ...fields }, turnaway.message);
+    session.reject(turnaway.reject);
   }
 
-  /**
-   * Who the device is gets settled before anything it could take (a lease, a takeover of a session): the
-   * fingerprint of its proven key, or null once it has been turned away.
-   */
-  private authenticate(session: Session, hello: Hello): string | null {
-    const id = hello.deviceId;
-    if (hello.version !== PROTOCOL_VERSION) {
-      this.deps.log.warn({ remote: session.remote, deviceId: id, version: hello.version },
-        `Rejected ${id}: protocol version ${hello.version}, this server speaks ${PROTOCOL_VERSION}`);
-      session.reject({ code: 'version', reason: `protocol version ${hello.version} is not supported; this server speaks version ${PROTOCOL_VERSION}` });
-      return null;
-    }
-    if (id === this.deps.serverDeviceId) {
-      session.reject({ code: 'forbidden', reason: `device ID ${id} is the server's own` });
-      return null;
-    }
+  /** The fingerprint of the key the device proved, or null once it has been turned away. */
+  private identify(session: Session, hello: Hello): string | null {
     const ekm = (session.socket as TLSSocket).exportKeyingMaterial(EXPORTER_BYTES, EXPORTER_LABEL, EXPORTER_CONTEXT);
-    const verdict = verifyHelloAuth(hello.auth, this.joinSecret.current, ekm, id);
-    if (!verdict.ok) {
-      const reason = verdict.failure === 'device'
-        ? 'the device key proof is invalid'
-        : verdict.failure === 'missing'
-          ? 'this server requires a join string (the HELLO carried no credentials)'
-          : 'the join secret is wrong or was rotated; get the current join string from the server (mnedcd-server --print-join)';
-      this.rejectSession(session, 'authFailed', { deviceId: id, failure: verdict.failure }, `Rejected ${id} from ${session.remote}: ${reason}`, { code: 'auth', reason });
-      return null;
-    }
-    const key = verdict.device.keyFingerprint;
-    const bound = this.bindings.get(id);
-    if (bound !== undefined && bound !== key) {
-      this.rejectSession(session, 'boundToOtherKey', { deviceId: id, key },
-        `Rejected ${id} from ${session.remote}: its key ${key} is not the bound ${bound}`,
-        { code: 'auth', reason: `device ID ${id} belongs to another device key; if this device was reinstalled, run "mnedcctl forget ${id}" on the server` });
+    const auth = verifyHelloAuth(hello.auth, this.joinSecret.current, ekm, hello.deviceId);
+    const verdict = identify(hello, auth, this.bindings.get(hello.deviceId), this.deps.serverDeviceId, session.remote);
+    if (typeof verdict !== 'string') {
+      this.turnAway(session, verdict, { deviceId: hello.deviceId, ...(auth.ok ? {} : { failure: auth.failure }) });
       return null;
     }
     this.admission.authenticated(session.socket.remoteAddress ?? '?');
-    return key;
-  }
-
-  /**
-   * What even an authenticated device may not do: rejoin in a loop (each join costs a lease lookup, log
-   * lines and a peer snapshot, the one way to ask for the peer list), crowd out others beyond max_clients,
-   * or, unbound yet, mint new device IDs faster or further than the limits allow.
-   */
-  private withinLimits(session: Session, id: string, key: string): boolean {
-    const rejoin = this.deviceJoins.take(id);
-    if (!rejoin.ok) {
-      this.rejectSession(session, 'deviceJoinRate', { deviceId: id },
-        `Rejected ${id}: it joins too often ([limits] device_joins_per_minute)`,
-        { code: 'busy', reason: `device ${id} joined too often; wait before joining again`, retryAfterMs: rejoin.retryAfterMs });
-      return false;
-    }
-    if (this.overCapacity(session, id)) return false;
-    if (this.bindings.get(id) === key) return true;
-    const { maxDevices } = this.limits;
-    const cap = maxDevices > 0 ? maxDevices : DEVICES_PER_ADDRESS * this.pool.capacity;
-    if (this.bindings.size >= cap) {
-      this.rejectSession(session, 'maxDevices', { deviceId: id },
-        `Rejected new device ${id}: ${this.bindings.size} devices are bound, the limit is ${cap} ([limits] max_devices); "mnedcctl forget" removes unused ones`,
-        { code: 'busy', reason: `the server has as many devices as it takes (${cap}); an operator must forget unused ones first`, retryAfterMs: 600_000 });
-      return false;
-    }
-    const fresh = this.newDevices.take('');
-    if (!fresh.ok) {
-      this.rejectSession(session, 'newDeviceRate', { deviceId: id },
-        `Rejected new device ${id}: new devices arrive faster than [limits] new_devices_per_minute`,
-        { code: 'busy', reason: 'too many new devices are joining; retrying later', retryAfterMs: fresh.retryAfterMs });
-      return false;
-    }
-    return true;
+    return verdict;
   }
 
   private overCapacity(session: Session, id: string): boolean {
-    const maxClients = this.limits.maxClients;
-    if (this.byDevice.has(id) || maxClients <= 0 || this.byDevice.size < maxClients) return false;
-    this.rejectSession(session, 'maxClients', { deviceId: id }, `Rejected ${id}: ${maxClients} devices are connected ([limits] max_clients)`,
-      { code: 'busy', reason: `the server accepts at most ${maxClients} devices at once`, retryAfterMs: 30_000 });
-    return true;
+    const full = this.joinLimits.capacity(id, { connected: this.byDevice.has(id), connectedCount: this.byDevice.size });
+    if (full) this.turnAway(session, full, { deviceId: id });
+    return full !== null;
   }
 
   private onHello(session: Session, hello: Hello): void {
     this.endHandshake(session);
-    const key = this.authenticate(session, hello);
-    if (key === null || !this.withinLimits(session, hello.deviceId, key)) return;
+    const key = this.identify(session, hello);
+    if (key === null) return;
+    const limited = this.joinLimits.check(hello.deviceId, {
+      known: this.bindings.get(hello.deviceId) === key,
+      connected: this.byDevice.has(hello.deviceId),
+      connectedCount: this.byDevice.size,
+      boundCount: this.bindings.size,
+      poolCapacity: this.pool.capacity,
+    });
+    if (limited) {
+      this.turnAway(session, limited, { deviceId: hello.deviceId });
+      return;
+    }
     const acquired = this.acquire(session, hello);
     if (!acquired) return;
     // No WELCOME before the binding is on disk: a crash after it must not free the ID for another key.
@@ -575,8 +489,8 @@ export class RelayServer extends EventEmitter {
       isConnected: (deviceId) => this.byDevice.has(deviceId),
     });
     if (result.ok) return result;
-    this.rejectSession(session, 'poolFull', { deviceId: hello.deviceId }, `Rejected ${hello.deviceId}: ${result.reason}`,
-      { code: 'pool-full', reason: result.reason, retryAfterMs: 30_000 });
+    this.turnAway(session, { reason: 'poolFull', message: `Rejected ${hello.deviceId}: ${result.reason}`,
+      reject: { code: 'pool-full', reason: result.reason, retryAfterMs: 30_000 } }, { deviceId: hello.deviceId });
     return undefined;
   }
 
@@ -677,8 +591,7 @@ export class RelayServer extends EventEmitter {
     const { keepaliveMs: keepalive, deadAfterMs: deadAfter } = this.limits;
     const now = Date.now();
     this.admission.sweep();
-    this.deviceJoins.sweep();
-    this.newDevices.sweep();
+    this.joinLimits.sweep();
     const ping = Buffer.alloc(HEADER_BYTES + PING_BYTES);
     ping.writeUInt32BE(((FrameType.Ping << 24) | PING_BYTES) >>> 0);
     ping.writeDoubleBE(performance.now(), HEADER_BYTES);
