@@ -37,6 +37,11 @@ const CLIENT_INI = '/etc/mnedc/client.ini';
 /** What client.ini must be, installed and upgraded: it holds the join secret, the daemon reads it as group mnedc. */
 const CLIENT_INI_MODE = '640 root:mnedc';
 type Unit = 'mnedcd-server' | 'mnedcd-client';
+const HOOK_DIR = '/etc/mnedc/peer.d';
+/** The syslog tag of the test's hook records. */
+const HOOK_TAG = 'mnedc-hook-caps';
+const NO_CAPS = '0000000000000000';
+const NET_ADMIN = '0000000000001000';
 interface UnitLimits { MemoryHigh: number; MemoryMax: number; TasksMax: number }
 
 /** The resource limits a unit file in systemd/ sets, in the units `systemctl show` reports (bytes, tasks). */
@@ -225,6 +230,33 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
         `warnings from ${unit} on ${node}`);
       assert.notEqual(await box[node].run(`journalctl _SYSTEMD_INVOCATION_ID=${invocation} -q --no-pager -o cat`), '', 'the filter matches its lines');
     }
+  });
+
+  step('a hook in /etc/mnedc/peer.d runs on a peer event without capabilities, under the unit\'s seccomp filter', 5 * MINUTE, async () => {
+    const c = box.c;
+    const hook = [
+      '#!/bin/sh',
+      `caps=$(awk '/^Cap/ { printf "%s=%s ", substr($1, 1, length($1) - 1), $2 }' /proc/self/status)`,
+      // logger(1), so the record reaches the journal under its own tag whatever the daemon's log level.
+      `logger -t ${HOOK_TAG} "$1 $MNEDC_PEER_IP uid=$(id -u) $caps"`,
+    ].join('\n');
+    await c.run(`mkdir -p ${HOOK_DIR} && cat > ${HOOK_DIR}/50-caps <<'EOF'\n${hook}\nEOF\nchmod 0755 ${HOOK_DIR}/50-caps`);
+    const records = c.follow(`exec journalctl -t ${HOOK_TAG} -f -n all -o cat`);
+    await box.d.run('systemctl restart mnedcd-client');
+    const up = await records.waitForRaw(new RegExp(`^up ${ips.d.replace(/\./g, '\\.')} `), MINUTE);
+    const got = Object.fromEntries(up.trim().split(/\s+/).slice(2).map((field) => field.split('=') as [string, string]));
+    assert.equal(got.uid, (await c.run('id -u mnedc')).trim(), up);
+    // Nothing usable: CapInh keeps CAP_NET_ADMIN (systemd puts ambient capabilities there; dropping it needs
+    // capset, which SystemCallFilter=~@privileged denies), inert for files without file capabilities.
+    assert.deepEqual([got.CapPrm, got.CapEff, got.CapAmb, got.CapInh], [NO_CAPS, NO_CAPS, NO_CAPS, NET_ADMIN], up);
+    // The daemon itself still holds CAP_NET_ADMIN for its TUN; only its ambient set is empty.
+    const pid = (await c.run('systemctl show -p MainPID --value mnedcd-client')).trim();
+    const daemon = Object.fromEntries([...(await c.run(`cat /proc/${pid}/status`)).matchAll(/^(Cap\w+):\s*([0-9a-f]+)$/gm)].map((m) => [m[1], m[2]]));
+    assert.deepEqual([daemon.CapPrm, daemon.CapEff, daemon.CapAmb, daemon.CapInh], [NET_ADMIN, NET_ADMIN, NO_CAPS, NET_ADMIN], JSON.stringify(daemon));
+    const invocation = (await c.run('systemctl show -p InvocationID --value mnedcd-client')).trim();
+    assert.equal(await c.run(`journalctl _SYSTEMD_INVOCATION_ID=${invocation} -p warning -q --no-pager -o cat`), '', 'no hook failed to start');
+    // The purge step finds every file named mnedc that is left.
+    await c.run(`rm -r ${HOOK_DIR}`);
   });
 
   step('iperf3 from c to d through the installed daemons: Debian\'s Node 18, TUN offloads on', 5 * MINUTE, async () => {

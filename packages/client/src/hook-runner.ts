@@ -1,18 +1,27 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { clearAmbientCapabilities, clearInheritableCapabilities } from '@mnedc/tun';
+import type { Logger } from 'pino';
 
 /**
  * One hook process, without the daemon's privileges. The client holds CAP_NET_ADMIN (as user mnedc with
  * it as an ambient capability under systemd, or as root from a source tree), and a child would inherit
- * it. So every hook is started through util-linux setpriv(1), which execs the hook in place (same pid, so
- * the process-group kill on timeout still reaches it) after:
+ * it. Two ways keep it from hooks:
  *
- * - no_new_privs, so nothing the hook runs can gain privileges through setuid bits or file capabilities;
- * - empty inheritable and ambient sets: a non-root exec then gets no capability at all (unless the hook
- *   executable itself carries file capabilities: no_new_privs still lets it have those the daemon holds);
- * - an empty bounding set when the daemon may change it (CAP_SETPCAP, i.e. root): root's exec is given
- *   its bounding set, so this is what leaves a root hook without capabilities;
- * - optionally another user (`[discovery] hook_user`) with that user's groups.
+ * - At start the daemon empties its own ambient set (withholdCapabilitiesFromChildren), keeping its
+ *   permitted and effective CAP_NET_ADMIN for the TUN. A non-root exec then gets no capability, so a
+ *   non-root daemon execs its hooks directly. This is the packaged unit's case, whose seccomp filter
+ *   (SystemCallFilter=~@privileged) denies capset(2) and with it every use of setpriv.
+ * - Otherwise (a root daemon, hook_user, a daemon still holding ambient capabilities or CAP_SETPCAP) the
+ *   hook is started through util-linux setpriv(1), which execs it in place (same pid, so the process-group
+ *   kill on timeout still reaches it) after no_new_privs (no gain through setuid bits), empty inheritable
+ *   and ambient sets, an empty bounding set where the daemon may change it (CAP_SETPCAP, i.e. root: root's
+ *   exec is given its bounding set, so this is what leaves a root hook without capabilities), and
+ *   optionally another user (`[discovery] hook_user`) with that user's groups.
+ *
+ * Either way a program a hook runs that carries file capabilities gets those of them the daemon holds
+ * (no_new_privs only caps file capabilities at the daemon's permitted set); only an empty bounding set,
+ * i.e. a root daemon, rules that out.
  */
 
 export const SETPRIV = 'setpriv';
@@ -57,20 +66,53 @@ export function hasCapability(set: bigint, capability: number): boolean {
 /** Who the daemon is, as far as starting hooks is concerned. */
 export interface Privileges {
   uid: number;
+  /** The effective uid: 0 makes an exec root's too. */
+  euid: number;
   gid: number;
   effective: bigint;
+  /** What a non-root exec passes on as permitted and effective capabilities. */
+  ambient: bigint;
 }
 
 export function currentPrivileges(): Privileges {
   const uid = process.getuid?.() ?? -1;
-  let effective: bigint;
+  const euid = process.geteuid?.() ?? uid;
+  let caps: Pick<CapabilitySets, 'effective' | 'ambient'>;
   try {
-    effective = parseCapabilities(readFileSync('/proc/self/status', 'utf8')).effective;
+    caps = parseCapabilities(readFileSync('/proc/self/status', 'utf8'));
   } catch {
-    // No /proc: assume what the uid usually means, so a root daemon still empties the bounding set.
-    effective = uid === 0 ? (1n << 64n) - 1n : 0n;
+    // No /proc: assume the worst the uid allows, so hooks go through setpriv and a root daemon still
+    // empties the bounding set.
+    caps = { effective: uid === 0 ? (1n << 64n) - 1n : 0n, ambient: (1n << 64n) - 1n };
   }
-  return { uid, gid: process.getgid?.() ?? -1, effective };
+  return { uid, euid, gid: process.getgid?.() ?? -1, effective: caps.effective, ambient: caps.ambient };
+}
+
+/**
+ * Called once at daemon start, before any hook can run (the choice between setpriv and a direct exec reads
+ * the ambient set): empties the ambient set, so children get no capability, while the daemon keeps its own.
+ *
+ * The inheritable set is emptied too where capset(2) is allowed. It matters only to a program carrying
+ * inheritable file capabilities: it gets those also in our inheritable set, no_new_privs notwithstanding
+ * (the kernel then caps file capabilities at the daemon's permitted set, which holds CAP_NET_ADMIN).
+ * Under the packaged unit capset is denied and CAP_NET_ADMIN stays inheritable (systemd puts ambient
+ * capabilities there, and the kernel keeps ambient ⊆ inheritable); hooks then show it in CapInh, inert
+ * for every file without file capabilities. Files with them can only be made by root, who can as well give
+ * permitted ones, which no unprivileged setting stops (see the top of this file); so this is no reason to
+ * fail, nor to widen the unit's filter. Per thread: call on the main thread, the one that forks children.
+ */
+export function withholdCapabilitiesFromChildren(log: Pick<Logger, 'debug' | 'warn'>): void {
+  try {
+    clearAmbientCapabilities();
+  } catch (err) {
+    // Hooks then keep going through setpriv, which empties the set for each of them where it can run.
+    log.warn({ err }, `Cannot clear this process's ambient capabilities: ${(err as Error).message}; hooks are started through setpriv`);
+  }
+  try {
+    if (!clearInheritableCapabilities()) log.debug('capset(2) is denied (a seccomp filter): the inheritable capability set stays as it is');
+  } catch (err) {
+    log.warn({ err }, `Cannot clear this process's inheritable capabilities: ${(err as Error).message}`);
+  }
 }
 
 export interface HookUser {
@@ -111,16 +153,23 @@ export function hookUserProblem(user: HookUser, self: Privileges): string | null
     `(uid ${user.uid}); leave hook_user empty (hooks then run as the daemon's own user, without its capabilities) or run the daemon as root`;
 }
 
-/** setpriv's options (up to and including '--') for a daemon with `self`'s privileges. */
+/**
+ * setpriv's options (up to and including '--') for a daemon with `self`'s privileges, or [] where an exec
+ * passes the hook no capability anyway: neither uid 0, no ambient capability, no bounding set to empty,
+ * no user to switch to. That exec needs no capset(2), which the packaged unit's seccomp filter denies.
+ */
 export function sandboxArgs(self: Privileges, user: HookUser | null): string[] {
+  const switchUser = user !== null && (user.uid !== self.uid || user.gid !== self.gid);
+  const setpcap = hasCapability(self.effective, CAP_SETPCAP);
+  if (self.uid !== 0 && self.euid !== 0 && self.ambient === 0n && !setpcap && !switchUser) return [];
   const args = ['--no-new-privs', '--inh-caps=-all', '--ambient-caps=-all'];
-  if (hasCapability(self.effective, CAP_SETPCAP)) args.push('--bounding-set=-all');
-  if (user && (user.uid !== self.uid || user.gid !== self.gid)) args.push(`--reuid=${user.uid}`, `--regid=${user.gid}`, '--init-groups');
+  if (setpcap) args.push('--bounding-set=-all');
+  if (switchUser) args.push(`--reuid=${user.uid}`, `--regid=${user.gid}`, '--init-groups');
   args.push('--');
   return args;
 }
 
-/** The setpriv options for `hookUser` ('' = the daemon's own user); throws HookUserError when unusable. */
+/** The setpriv options for `hookUser` ('' = the daemon's own user), or [] (see sandboxArgs); throws HookUserError when unusable. */
 export function hookSandbox(hookUser: string, self: Privileges = currentPrivileges()): string[] {
   if (hookUser === '') return sandboxArgs(self, null);
   const user = lookupUser(hookUser);
@@ -159,7 +208,7 @@ export interface HookSpec {
   args: string[];
   env: NodeJS.ProcessEnv;
   timeoutMs: number;
-  /** setpriv's options, from hookSandbox(). */
+  /** setpriv's options, from hookSandbox(); [] execs the hook directly. */
   sandbox: readonly string[];
 }
 
@@ -172,14 +221,26 @@ export type HookOutcome =
  * setpriv reports a hook it could not exec (missing interpreter, not executable) or a sandbox it could not
  * set up as exit 126 or 127 with its own "setpriv: …" message: a hook that could not be started, not one
  * that failed. setpriv always calls capset(2), so a seccomp filter denying it (systemd's
- * SystemCallFilter=~@privileged does) stops every hook: the message says so. Such hooks are never started
- * without the sandbox instead.
+ * SystemCallFilter=~@privileged does) stops every hook that needs setpriv: the message says so. Such hooks
+ * are never started without it instead.
  */
 function setprivFailure(code: number | null, stderr: string): Error | null {
   if ((code !== 126 && code !== 127) || !stderr.startsWith(`${SETPRIV}: `)) return null;
   const said = stderr.split('\n')[0]!;
   const capset = /capabilit/.test(said) && /not permitted/i.test(said);
   return new Error(capset ? `${said} (is capset(2) denied by a seccomp filter? Under systemd, SystemCallFilter= must allow capset)` : said.slice(SETPRIV.length + 2));
+}
+
+function setprivMissing(err: NodeJS.ErrnoException): Error {
+  return err.code === 'ENOENT' ? new Error(`${SETPRIV} (util-linux) is not installed: hooks run through it here, without the daemon's capabilities`) : err;
+}
+
+/** A hook exec'd directly that could not be: the path is there (it was listed), so ENOENT means its #! line. */
+function execFailure(path: string, err: NodeJS.ErrnoException): Error {
+  const why = err.code === 'ENOENT' ? 'ENOENT (is the interpreter on its #! line installed?)' : err.code ?? err.message;
+  const failure: NodeJS.ErrnoException = new Error(`cannot execute ${path}: ${why}`);
+  if (err.code) failure.code = err.code;
+  return failure;
 }
 
 /**
@@ -212,9 +273,11 @@ export class HookProcess {
 
   private start(spec: HookSpec, resolve: (outcome: HookOutcome) => void): void {
     const { timeoutMs } = spec;
+    const direct = spec.sandbox.length === 0;
     let child: ChildProcess;
     try {
-      child = spawn(SETPRIV, [...spec.sandbox, spec.path, ...spec.args], { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: spec.env });
+      const options = { detached: true, stdio: ['ignore', 'pipe', 'pipe'] as ['ignore', 'pipe', 'pipe'], env: spec.env };
+      child = direct ? spawn(spec.path, spec.args, options) : spawn(SETPRIV, [...spec.sandbox, spec.path, ...spec.args], options);
     } catch (err) {
       resolve({ kind: 'unstarted', error: err as Error });
       return;
@@ -258,10 +321,7 @@ export class HookProcess {
     };
 
     child.on('error', (err) => {
-      if (child.pid === undefined) {
-        const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
-        finish(missing ? new Error(`${SETPRIV} (util-linux) is not installed: hooks only run through it, without the daemon's capabilities`) : err);
-      }
+      if (child.pid === undefined) finish(direct ? execFailure(spec.path, err as NodeJS.ErrnoException) : setprivMissing(err as NodeJS.ErrnoException));
     });
     if (child.pid === undefined) return; // 'error' follows
     child.on('exit', (code, signal) => {

@@ -8,7 +8,7 @@ import { RelayClient } from './client';
 import { CLIENT_LIVE_KEYS, DEFAULT_CONFIG_PATH, parseClientConfig, type ClientConfig } from './config';
 import { clientMethods } from './control-api';
 import { DiscoveryHandoff, type DiscoveryConfig } from './discovery';
-import { HookUserError } from './hook-runner';
+import { HookUserError, withholdCapabilitiesFromChildren } from './hook-runner';
 import type { PeerChanges } from './peer-table';
 import { checkSecretFile } from './secret-file';
 import { loadOrCreateDeviceKey, type Credentials } from './secure';
@@ -52,6 +52,8 @@ async function main(): Promise<void> {
   const args = parseDaemonArgs(PROGRAM, process.argv.slice(2), DEFAULT_CONFIG_PATH, VERSION);
   let config = loadConfigOrExit(PROGRAM, args.configPath, parseClientConfig);
   const log = createLogger(PROGRAM, config.log.level, args.logFormat);
+  // Before any hook or other child: they are to get none of the CAP_NET_ADMIN this daemon keeps for its TUN.
+  withholdCapabilitiesFromChildren(log);
   const exposure = checkSecretFile(args.configPath);
   if (exposure) log.warn({ path: args.configPath, mode: exposure.mode, owner: exposure.owner, group: exposure.group }, exposure.message);
   let deviceId = config.client.device_id;

@@ -7,16 +7,19 @@ import { after, describe, it } from 'node:test';
 import pino from 'pino';
 import { DiscoveryHandoff } from '../src/discovery';
 import {
-  CAP_SETGID, CAP_SETPCAP, CAP_SETUID, hookUserProblem, HookUserError, lookupUser, parseCapabilities, sandboxArgs, type Privileges,
+  CAP_SETGID, CAP_SETPCAP, CAP_SETUID, HookProcess, hookUserProblem, HookUserError, KILL_GRACE_MS, lookupUser, parseCapabilities, sandboxArgs,
+  type Privileges,
 } from '../src/hook-runner';
 
 const skipUnlessRoot = process.getuid?.() !== 0 ? 'needs root to check dropped capabilities and switch users' : false;
 const CAP_NET_ADMIN = 12;
 const bit = (cap: number): bigint => 1n << BigInt(cap);
 const ALL = (1n << 41n) - 1n;
-const ROOT: Privileges = { uid: 0, gid: 0, effective: ALL };
-/** The packaged client: user mnedc with CAP_NET_ADMIN as an ambient capability. */
-const PACKAGED: Privileges = { uid: 998, gid: 998, effective: bit(CAP_NET_ADMIN) };
+const ROOT: Privileges = { uid: 0, euid: 0, gid: 0, effective: ALL, ambient: 0n };
+/** The packaged client as systemd starts it: user mnedc with CAP_NET_ADMIN as an ambient capability. */
+const PACKAGED: Privileges = { uid: 998, euid: 998, gid: 998, effective: bit(CAP_NET_ADMIN), ambient: bit(CAP_NET_ADMIN) };
+/** The packaged client once it emptied its ambient set (withholdCapabilitiesFromChildren). */
+const WITHHELD: Privileges = { ...PACKAGED, ambient: 0n };
 const NOBODY = { name: 'nobody', uid: 65534, gid: 65534 };
 
 const dirs: string[] = [];
@@ -62,6 +65,22 @@ async function runHooks(hookDir: string, hookUser = ''): Promise<DiscoveryHandof
 
 const ZERO = '0000000000000000';
 
+/** Whether `pid` is gone (or a zombie) within `ms`: polled, no event tells of another process's end. */
+async function gone(pid: number, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    let state: string;
+    try {
+      state = /^State:\s*(\S)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? '';
+    } catch {
+      return true;
+    }
+    if (state === 'Z') return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 /**
  * Execs argv[1:] under a seccomp filter that fails capset(2) with EPERM and allows everything else, as the
  * packaged unit's SystemCallFilter=@system-service ~@privileged with SystemCallErrorNumber=EPERM does.
@@ -100,6 +119,16 @@ describe('hook sandbox', () => {
     assert.deepEqual(sandboxArgs(PACKAGED, { name: 'mnedc', uid: 998, gid: 998 }), sandboxArgs(PACKAGED, null));
   });
 
+  it('execs hooks directly only where an exec passes nothing on: not root, no ambient capability, nothing to drop or switch', () => {
+    assert.deepEqual(sandboxArgs(WITHHELD, null), []);
+    assert.deepEqual(sandboxArgs(WITHHELD, { name: 'mnedc', uid: 998, gid: 998 }), []);
+    assert.deepEqual(sandboxArgs({ ...WITHHELD, effective: 0n }, null), []);
+    assert.deepEqual(sandboxArgs(WITHHELD, NOBODY), ['--no-new-privs', '--inh-caps=-all', '--ambient-caps=-all', '--reuid=65534', '--regid=65534', '--init-groups', '--']);
+    assert.deepEqual(sandboxArgs({ ...WITHHELD, effective: WITHHELD.effective | bit(CAP_SETPCAP) }, null).slice(3, 4), ['--bounding-set=-all']);
+    assert.deepEqual(sandboxArgs({ ...WITHHELD, euid: 0 }, null), ['--no-new-privs', '--inh-caps=-all', '--ambient-caps=-all', '--']);
+    assert.deepEqual(sandboxArgs({ ...ROOT, effective: 0n }, null), ['--no-new-privs', '--inh-caps=-all', '--ambient-caps=-all', '--']);
+  });
+
   it('says clearly when the daemon cannot run hooks as hook_user', () => {
     const problem = hookUserProblem(NOBODY, PACKAGED);
     assert.match(problem ?? '', /runs as uid 998 without CAP_SETUID and CAP_SETGID, so it cannot run hooks as nobody \(uid 65534\); leave hook_user empty/);
@@ -124,6 +153,33 @@ describe('hook sandbox', () => {
     await h.idle();
     await h.close();
     assert.equal(fields(readFileSync(record, 'utf8')).Uid, String(process.getuid?.()));
+  });
+});
+
+describe('hooks exec\'d directly', () => {
+  const env = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
+
+  it('a hook whose interpreter is missing could not be started, and the error says so', async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'badinterp'), '#!/nonexistent/interpreter\n');
+    chmodSync(join(dir, 'badinterp'), 0o755);
+    const outcome = await new HookProcess({ path: join(dir, 'badinterp'), args: ['up'], env, timeoutMs: 10_000, sandbox: [] }, () => {}).done;
+    assert.equal(outcome.kind, 'unstarted');
+    assert.match(outcome.kind === 'unstarted' ? outcome.error.message : '',
+      new RegExp(`^cannot execute ${dir}/badinterp: ENOENT \\(is the interpreter on its #! line installed\\?\\)$`));
+  });
+
+  it('runs in its own process group, which a timeout kills whole', async () => {
+    const dir = tempDir();
+    const pids = join(dir, 'pids');
+    writeFileSync(join(dir, 'slow'), `#!/bin/sh\nsleep 1000 &\necho "$$ $! $(cut -d' ' -f5 /proc/$$/stat)" > ${pids}\nwait\n`);
+    chmodSync(join(dir, 'slow'), 0o755);
+    const hook = new HookProcess({ path: join(dir, 'slow'), args: ['up'], env, timeoutMs: 500, sandbox: [] }, () => {});
+    const outcome = await hook.done;
+    assert.equal(outcome.kind, 'timeout');
+    const [shell, background, group] = readFileSync(pids, 'utf8').trim().split(/\s+/).map(Number);
+    assert.deepEqual([shell, group], [hook.pid, hook.pid], 'the hook itself leads its own group');
+    assert.equal(await gone(background!, KILL_GRACE_MS + 5000), true, `background process ${background} killed with the group`);
   });
 });
 
@@ -165,7 +221,7 @@ describe('hooks run without the daemon\'s capabilities', { skip: skipUnlessRoot 
     assert.notEqual(got.CapBnd, ZERO, 'a non-root daemon cannot empty the bounding set; no_new_privs makes it moot');
   });
 
-  it('where capset(2) is denied, as the packaged unit\'s SystemCallFilter=~@privileged does, hooks fail closed and each failure says why', { skip: SECCOMP_SKIP }, () => {
+  it('a daemon still holding ambient capabilities where capset(2) is denied (as by SystemCallFilter=~@privileged): hooks fail closed and each failure says why', { skip: SECCOMP_SKIP }, () => {
     const { hookDir, record } = recordingHooks();
     const asPackaged = ['--securebits=+no_setuid_fixup', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=+net_admin', '--ambient-caps=+net_admin'];
     const child = spawnSync('setpriv', [...asPackaged, PYTHON, '-c', DENY_CAPSET, process.execPath, join(__dirname, 'hook-child.js'), hookDir],
@@ -177,6 +233,34 @@ describe('hooks run without the daemon\'s capabilities', { skip: skipUnlessRoot 
     const logged = child.stderr.trim().split('\n').map((l) => JSON.parse(l) as { level: number; msg: string });
     assert.match(logged.find((l) => l.level === 40)?.msg ?? '',
       /^Hook caps could not be started for peer p up: setpriv: activate capabilities: Operation not permitted \(is capset\(2\) denied by a seccomp filter\? Under systemd, SystemCallFilter= must allow capset\)/);
+  });
+
+  it('a packaged daemon that withheld its capabilities runs hooks under a filter denying capset(2), with none usable', { skip: SECCOMP_SKIP }, () => {
+    const { hookDir, record } = recordingHooks();
+    const asPackaged = ['--securebits=+no_setuid_fixup', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=+net_admin', '--ambient-caps=+net_admin'];
+    const child = spawnSync('setpriv', [...asPackaged, PYTHON, '-c', DENY_CAPSET, process.execPath, join(__dirname, 'hook-child.js'), hookDir, '', 'withhold'],
+      { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(child.status, 0, child.stderr);
+    assert.equal(child.stderr, '', 'nothing logged at warning level');
+    const daemon = JSON.parse(child.stdout) as { ambient: string; inheritable: string; permitted: string; effective: string; stats: { hookRuns: number; hookFailures: number } };
+    // The daemon keeps CAP_NET_ADMIN for its TUN; capset being denied, it stays inheritable too.
+    assert.deepEqual([daemon.ambient, daemon.inheritable, daemon.permitted, daemon.effective], ['0', '1000', '1000', '1000']);
+    assert.deepEqual([daemon.stats.hookRuns, daemon.stats.hookFailures], [1, 0]);
+    const got = fields(readFileSync(record, 'utf8'));
+    assert.deepEqual([got.Uid, got.CapPrm, got.CapEff, got.CapAmb], ['65534', ZERO, ZERO, ZERO], JSON.stringify(got));
+    assert.equal(got.CapInh, '0000000000001000', 'inert without a file carrying inheritable file capabilities; capset, needed to drop it, is denied');
+  });
+
+  it('where capset(2) is allowed, a packaged daemon that withheld its capabilities runs hooks directly with every set empty but the bounding set', () => {
+    const { hookDir, record } = recordingHooks();
+    const asPackaged = ['--securebits=+no_setuid_fixup', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=+net_admin', '--ambient-caps=+net_admin'];
+    const child = spawnSync('setpriv', [...asPackaged, process.execPath, join(__dirname, 'hook-child.js'), hookDir, '', 'withhold'], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(child.status, 0, child.stderr);
+    const daemon = JSON.parse(child.stdout) as { ambient: string; inheritable: string; permitted: string; effective: string; stats: { hookRuns: number; hookFailures: number } };
+    assert.deepEqual([daemon.ambient, daemon.inheritable, daemon.permitted, daemon.effective], ['0', '0', '1000', '1000']);
+    assert.deepEqual([daemon.stats.hookRuns, daemon.stats.hookFailures], [1, 0]);
+    const got = fields(readFileSync(record, 'utf8'));
+    assert.deepEqual([got.Uid, got.CapInh, got.CapPrm, got.CapEff, got.CapAmb], ['65534', ZERO, ZERO, ZERO, ZERO], JSON.stringify(got));
   });
 
   it('a non-root daemon asked to run hooks as another user refuses with a configuration error', () => {

@@ -29,8 +29,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -704,7 +707,65 @@ static napi_value m_close(napi_env env, napi_callback_info info) {
   return undef(env);
 }
 
+/* ---------- capabilities passed on to children ----------
+ *
+ * Not TUN as such, but this is the daemon's one native addon, and Node has no prctl(2) or capset(2).
+ * Both act on the calling thread only: Node calls these on its main thread, which is also the thread
+ * child_process forks from, so that is the thread whose sets children start from.
+ */
+
+/* Older kernel headers (Linux < 4.3) lack the ambient set; the kernel then fails with EINVAL. */
+#ifndef PR_CAP_AMBIENT
+#define PR_CAP_AMBIENT 47
+#endif
+#ifndef PR_CAP_AMBIENT_CLEAR_ALL
+#define PR_CAP_AMBIENT_CLEAR_ALL 4
+#endif
+
+/* prctl(PR_CAP_AMBIENT_CLEAR_ALL). Needs no privilege, and prctl is in systemd's @system-service. */
+static napi_value f_clear_ambient(napi_env env, napi_callback_info info) {
+  if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0) {
+    throw_sys(env, "prctl", "prctl", "PR_CAP_AMBIENT_CLEAR_ALL", errno);
+    return NULL;
+  }
+  return undef(env);
+}
+
+/*
+ * Empties the inheritable set, keeping permitted and effective. Returns false where capset(2) is refused
+ * (EPERM, EACCES): lowering the inheritable set never needs a privilege, so that is a seccomp filter or
+ * an LSM, which the caller may live with. Anything else is thrown.
+ */
+static napi_value f_clear_inheritable(napi_env env, napi_callback_info info) {
+  struct __user_cap_header_struct head = {_LINUX_CAPABILITY_VERSION_3, 0};
+  struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+  memset(data, 0, sizeof data);
+  napi_value result;
+  if (syscall(SYS_capget, &head, data) != 0) {
+    throw_sys(env, "capget", "capget", "(this thread)", errno);
+    return NULL;
+  }
+  for (size_t i = 0; i < _LINUX_CAPABILITY_U32S_3; i++) data[i].inheritable = 0;
+  if (syscall(SYS_capset, &head, data) != 0) {
+    int e = errno;
+    if (e != EPERM && e != EACCES) {
+      throw_sys(env, "capset", "capset", "(inheritable set)", e);
+      return NULL;
+    }
+    napi_get_boolean(env, false, &result);
+    return result;
+  }
+  napi_get_boolean(env, true, &result);
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
+  napi_value fn;
+  if (napi_create_function(env, "clearAmbientCapabilities", NAPI_AUTO_LENGTH, f_clear_ambient, NULL, &fn) != napi_ok ||
+      napi_set_named_property(env, exports, "clearAmbientCapabilities", fn) != napi_ok ||
+      napi_create_function(env, "clearInheritableCapabilities", NAPI_AUTO_LENGTH, f_clear_inheritable, NULL, &fn) != napi_ok ||
+      napi_set_named_property(env, exports, "clearInheritableCapabilities", fn) != napi_ok)
+    return NULL;
   napi_property_descriptor props[] = {
     {"getName", NULL, m_name, NULL, NULL, NULL, napi_default, NULL},
     {"setMtu", NULL, m_set_mtu, NULL, NULL, NULL, napi_default, NULL},

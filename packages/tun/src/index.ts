@@ -100,6 +100,8 @@ interface NativeTunHandle {
 
 interface NativeAddon {
   TunHandle: new (name: string, vnetHeader: boolean) => NativeTunHandle;
+  clearAmbientCapabilities(): void;
+  clearInheritableCapabilities(): boolean;
 }
 
 let addon: NativeAddon | undefined;
@@ -128,6 +130,28 @@ function loadAddon(): NativeAddon {
   }
   addon = require(found) as NativeAddon;
   return addon;
+}
+
+/**
+ * Empties the calling thread's ambient capability set (prctl PR_CAP_AMBIENT_CLEAR_ALL); its permitted and
+ * effective sets stay. A non-root process gets its capabilities across execve only through the ambient
+ * set (or file capabilities), so a daemon that holds CAP_NET_ADMIN as an ambient capability, as systemd's
+ * AmbientCapabilities= gives it, passes nothing on to the programs it starts once this ran. Per thread:
+ * call it on the main thread, the one child_process forks from. Throws a system error (e.g. EINVAL on a
+ * kernel without ambient capabilities).
+ */
+export function clearAmbientCapabilities(): void {
+  loadAddon().clearAmbientCapabilities();
+}
+
+/**
+ * Empties the calling thread's inheritable capability set (capset(2)), keeping permitted and effective;
+ * that empties the ambient set too. Returns false, changing nothing, where capset is refused: it never
+ * needs a privilege for this, so refusal means a seccomp filter (systemd's SystemCallFilter=~@privileged)
+ * or an LSM. Per thread, like clearAmbientCapabilities().
+ */
+export function clearInheritableCapabilities(): boolean {
+  return loadAddon().clearInheritableCapabilities();
 }
 
 const IFNAMSIZ = 16;
