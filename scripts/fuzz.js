@@ -1,36 +1,45 @@
 #!/usr/bin/env node
 'use strict';
 /**
- * Long fuzz run of the frame decoder and the message parsers: the same fast-check properties as
- * packages/protocol/test/fuzz.test.ts (defined in fuzz-cases.ts), with far more cases.
+ * Long fuzz run, with far more cases than `npm test`, of the same fast-check properties:
+ *   - the frame decoder and the message parsers (packages/protocol/test/fuzz-cases.ts, run in npm test by
+ *     packages/protocol/test/fuzz.test.ts);
+ *   - the client side: a real RelayClient fed hostile relay traffic through a fake socket and checked
+ *     against a model after every read (packages/client/test/fuzz-cases.ts and fuzz-harness.ts, run in
+ *     npm test by packages/client/test/fuzz.test.ts).
  *
  *   node scripts/fuzz.js [--runs N|Nx] [--seed S|random] [--minutes M] [--only TEXT] [--path P]
  *
- *   --runs N      total cases over all properties (default 2,000,000), split by each property's share;
+ *   --runs N      total cases over all properties of both files (default 2,000,000), split by each
+ *                 property's share (the client's properties, whose runs cost ~10× more, get ~10%);
  *                 "4x" multiplies the default. Env MNEDC_FUZZ_RUNS is read the same way.
  *   --seed S      fast-check seed (default: MNEDC_FUZZ_SEED, else the fixed seed of the test run);
  *                 "random" picks one and prints it.
  *   --minutes M   time budget for the whole run, split by share (fast-check's interruptAfterTimeLimit);
  *                 with --minutes and no --runs the run is bounded by time alone.
- *   --only TEXT   only the properties whose name contains TEXT.
+ *   --only TEXT   only the properties whose name contains TEXT ("client:" for the client side alone).
  *   --path P      replay the fast-check path P printed by a failure (use with --only and --seed).
  *   --max-heap-growth-mb N   fail when the heap, after GC, grew more than N MiB over the run (default 64).
  *
- * Needs the build (packages/protocol/dist/test/fuzz-cases.js): `npm run fuzz` builds first.
+ * Needs the build (packages/{protocol,client}/dist/test/fuzz-cases.js): `npm run fuzz` builds first.
  * Exit status 1 on any failure, with the shrunk counterexample, the seed and the replay path.
  */
 const path = require('node:path');
 const v8 = require('node:v8');
 const vm = require('node:vm');
 
-const casesPath = path.join(__dirname, '..', 'packages', 'protocol', 'dist', 'test', 'fuzz-cases.js');
-let cases;
-try {
-  cases = require(casesPath);
-} catch (err) {
-  console.error(`fuzz: cannot load ${casesPath} (${err.message}); build first: ./node_modules/.bin/tsc -b`);
-  process.exit(2);
-}
+const CASE_FILES = ['protocol', 'client'].map((pkg) => path.join(__dirname, '..', 'packages', pkg, 'dist', 'test', 'fuzz-cases.js'));
+const caseModules = CASE_FILES.map((file) => {
+  try {
+    return require(file);
+  } catch (err) {
+    console.error(`fuzz: cannot load ${file} (${err.message}); build first: ./node_modules/.bin/tsc -b`);
+    process.exit(2);
+  }
+});
+// The settings helpers and the default totals are the protocol file's; the client file re-exports them.
+const cases = caseModules[0];
+const ALL_CASES = caseModules.flatMap((m) => m.FUZZ_CASES);
 const fc = require('fast-check');
 
 function usage(message) {
@@ -76,7 +85,7 @@ try {
   usage(err.message);
 }
 
-const selected = cases.FUZZ_CASES.filter((c) => !args.only || c.name.includes(args.only));
+const selected = ALL_CASES.filter((c) => !args.only || c.name.includes(args.only));
 if (selected.length === 0) usage(`no property name contains ${JSON.stringify(args.only)}`);
 if (args.path && selected.length !== 1) usage('--path replays one property: narrow it down with --only');
 const shareSum = selected.reduce((sum, c) => sum + c.share, 0);

@@ -49,6 +49,8 @@ export interface ClientDeps {
   /** Called when the lease changes, to persist it. */
   onLease?: (welcome: Welcome) => void;
   backoff?: Backoff;
+  /** How the connection is made; default openTunnel (secure.ts). A seam for tests that play the relay without a network. */
+  openTunnel?: typeof openTunnel;
 }
 
 export interface ClientCounters {
@@ -178,7 +180,7 @@ export class RelayClient extends EventEmitter {
     const { host, port } = this.deps.config.client.server;
     // The chunk is a view of a reused buffer: onChunk consumes it before returning (frames split across
     // chunks are copied by the decoder, and DATA views are written to the TUN at the end of the chunk).
-    const socket: TLSSocket = openTunnel(host, port, (chunk) => this.onChunk(socket, chunk));
+    const socket: TLSSocket = (this.deps.openTunnel ?? openTunnel)(host, port, (chunk) => this.onChunk(socket, chunk));
     this.socket = socket;
     this.decoder = new FrameDecoder();
     socket.setNoDelay(true);
@@ -254,7 +256,8 @@ export class RelayClient extends EventEmitter {
           this.toDevice.push(payload, true);
           return;
         case FrameType.Ping:
-          socket.write(encodeFrame(FrameType.Pong, payload));
+          // Not after a GOODBYE ended our side: a write after end() errors the socket and buries the reason.
+          if (!socket.writableEnded) socket.write(encodeFrame(FrameType.Pong, payload));
           return;
         case FrameType.Pong:
           this.rttMs = performance.now() - payload.readDoubleBE(0);

@@ -31,7 +31,10 @@ export class PeerTable {
   apply(update: PeerUpdate): PeerChanges {
     const changes: PeerChanges = { up: [], down: [] };
     if (update.reset) {
-      this.previous = this.previous ?? this.peers;
+      // A reset inside an unfinished snapshot (a second reset, or a reconnect mid-snapshot): the peers the
+      // first part announced were reported up, so they must be diffed against too, or they vanish unreported.
+      if (this.previous) for (const [id, info] of this.peers) this.previous.set(id, info);
+      else this.previous = this.peers;
       this.peers = new Map();
     }
     for (const info of update.up) {

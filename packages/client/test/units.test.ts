@@ -39,6 +39,17 @@ describe('PeerTable', () => {
     assert.deepEqual(changes.down.map((p) => p.deviceId), ['leaves']);
     assert.equal(table.size, 2);
   });
+
+  it('a reset inside an unfinished snapshot (a reconnect mid-snapshot) still reports who the first part announced and the second lacks', () => {
+    const table = new PeerTable('me');
+    let changes = table.apply({ reset: true, more: true, up: [peer('a', '10.0.0.3'), peer('b', '10.0.0.4')], down: [] });
+    assert.deepEqual(changes.up.map((p) => p.deviceId), ['a', 'b']);
+    changes = table.apply({ reset: true, more: true, up: [peer('b', '10.0.0.4')], down: [] });
+    assert.deepEqual(changes, { up: [], down: [] }, 'b was reported up already');
+    changes = table.apply({ reset: false, more: false, up: [], down: [] });
+    assert.deepEqual(changes.down.map((p) => p.deviceId), ['a'], 'a was reported up, so its absence must be reported');
+    assert.deepEqual(table.list().map((p) => p.deviceId), ['b']);
+  });
 });
 
 const JOIN = `mnedc1.${Buffer.alloc(32, 1).toString('base64url')}.${Buffer.alloc(32, 2).toString('base64url')}`;

@@ -976,4 +976,98 @@ export const FUZZ_CASES: readonly FuzzCase[] = [
       },
     ),
   },
+  {
+    name: 'parsers: WELCOME at its subnet rules\' edges (prefix 15/16/30/31, network/broadcast/equal/outside/non-unicast addresses, deadAfterMs ≈ 2 × keepaliveMs) → refused exactly when a rule is broken',
+    share: 0.04,
+    property: () => fc.property(welcomeProbeArb, ({ probe, entries }) => {
+      const text = entriesText(entries);
+      const broken = welcomeRuleBroken(JSON.parse(text) as Record<string, unknown>);
+      const outcome = checkParse(PARSERS[1]!, Buffer.from(text));
+      assert.equal(outcome, broken ? 'rejected' : 'ok', `probe ${probe}: ${broken ?? 'no rule broken'}, but the WELCOME was ${outcome}`);
+    }),
+  },
 ];
+
+// ---------------------------------------------------------------------------------------------------
+// WELCOME's subnet rules at their edges. A random mutation almost never lands exactly on the network
+// address of the subnet it announces, or on /31; these probes move one value of a sound WELCOME there.
+
+type WelcomeProbe = 'prefix' | 'ip-network' | 'ip-broadcast' | 'server-network' | 'server-broadcast' | 'server-equal' |
+  'server-outside' | 'not-unicast' | 'dead-edge';
+const WELCOME_PROBES: readonly WelcomeProbe[] = ['prefix', 'ip-network', 'ip-broadcast', 'server-network', 'server-broadcast',
+  'server-equal', 'server-outside', 'not-unicast', 'dead-edge'];
+
+function entryValue(entries: Entries, key: string): fc.JsonValue | undefined {
+  const entry = entries.find(([k]) => k === key)?.[1];
+  return entry && 'j' in entry ? entry.j : undefined;
+}
+
+/** Dotted quad → integer, by arithmetic rather than ipv4.ts. */
+function quad(text: string): number {
+  return text.split('.').reduce((sum, part) => sum * 256 + Number(part), 0);
+}
+
+function dotted(n: number): string {
+  return [24, 16, 8, 0].map((shift) => Math.floor(n / 2 ** shift) % 256).join('.');
+}
+
+export const welcomeProbeArb: fc.Arbitrary<{ probe: WelcomeProbe; entries: Entries }> = fc.tuple(
+  validWelcomeArb, fc.constantFrom(...WELCOME_PROBES), fc.nat(),
+).map(([entries, probe, n]) => {
+  const ip = quad(entryValue(entries, 'ip') as string);
+  const server = quad(entryValue(entries, 'serverIp') as string);
+  const prefix = entryValue(entries, 'prefix') as number;
+  const keepalive = entryValue(entries, 'keepaliveMs') as number;
+  const size = 2 ** (32 - prefix);
+  const network = ip - (ip % size);
+  const set = (key: string, value: fc.JsonValue): Entries => mutate(entries, [{ op: 'set', key, value: j(value) }]);
+  switch (probe) {
+    case 'prefix': return { probe, entries: set('prefix', [15, 16, 30, 31][n % 4]!) };
+    case 'ip-network': return { probe, entries: set('ip', dotted(network)) };
+    case 'ip-broadcast': return { probe, entries: set('ip', dotted(network + size - 1)) };
+    case 'server-network': return { probe, entries: set('serverIp', dotted(network)) };
+    case 'server-broadcast': return { probe, entries: set('serverIp', dotted(network + size - 1)) };
+    case 'server-equal': return { probe, entries: set('serverIp', dotted(ip)) };
+    // Flipping the lowest network bit keeps the host part and leaves the subnet.
+    case 'server-outside': {
+      const flipped = Math.floor(server / size) % 2 === 0 ? server + size : server - size;
+      return { probe, entries: set('serverIp', dotted(flipped)) };
+    }
+    case 'not-unicast': {
+      // Both addresses move to the same first octet, so they stay in one subnet (prefix ≥ 16).
+      const first = [0, 127, 224, 239, 240, 255][n % 6]!;
+      const move = (a: number): string => dotted(first * 2 ** 24 + (a % 2 ** 24));
+      return { probe, entries: mutate(entries, [{ op: 'set', key: 'ip', value: j(move(ip)) }, { op: 'set', key: 'serverIp', value: j(move(server)) }]) };
+    }
+    case 'dead-edge': return { probe, entries: set('deadAfterMs', 2 * keepalive - 1 + (n % 3)) };
+  }
+});
+
+/** The WELCOME rules of messages.ts, restated without its code, over the parsed JSON: null when a relay may say this. */
+export function welcomeRuleBroken(fields: Record<string, unknown>): string | null {
+  const v = (key: string) => fields[key];
+  const int = (x: unknown, min: number, max: number) => typeof x === 'number' && Number.isInteger(x) && x >= min && x <= max;
+  if (!isDottedIpv4(v('ip')) || !isDottedIpv4(v('serverIp'))) return 'address syntax';
+  if (!int(v('prefix'), 16, 30)) return 'prefix outside 16..30';
+  if (!int(v('mtu'), 576, 65535) || !int(v('keepaliveMs'), 100, 600_000) || !int(v('deadAfterMs'), 200, 3_600_000)) return 'range';
+  if ((v('deadAfterMs') as number) < 2 * (v('keepaliveMs') as number)) return 'deadAfterMs below 2 × keepaliveMs';
+  const [ip, server, size] = [quad(v('ip') as string), quad(v('serverIp') as string), 2 ** (32 - (v('prefix') as number))];
+  const first = Math.floor(ip / 2 ** 24);
+  if (first === 0 || first === 127 || first >= 224) return 'ip not unicast';
+  const network = ip - (ip % size);
+  if (server - (server % size) !== network) return 'serverIp outside the subnet';
+  const edges = [network, network + size - 1];
+  if (edges.includes(ip) || edges.includes(server) || ip === server) return 'edge or equal addresses';
+  return null;
+}
+
+/** For the client's fuzz cases (packages/client/test/fuzz-cases.ts), which send these to a RelayClient. */
+export const validRejectArb: fc.Arbitrary<Entries> = codeReasonArb(REJECT_CODES, 'retryAfterMs');
+export const validGoodbyeArb: fc.Arbitrary<Entries> = codeReasonArb(GOODBYE_CODES, 'reconnectMs');
+export const MESSAGE_FIELDS: Readonly<Record<'WELCOME' | 'REJECT' | 'PEERS' | 'GOODBYE', readonly string[]>> = {
+  WELCOME: MESSAGES[1]!.fields,
+  REJECT: MESSAGES[2]!.fields,
+  PEERS: MESSAGES[3]!.fields,
+  GOODBYE: MESSAGES[4]!.fields,
+};
+export { mutatedPeerListArb, mutationsArb };
