@@ -62,6 +62,8 @@ export interface ClientCounters {
   dropsOffline: number;
   /** TUN packets whose virtio header or lengths did not hold (never expected from the kernel). */
   dropsMalformed: number;
+  /** DATA_GSO from the relay whose virtio header or lengths did not hold: never written to the TUN. */
+  dropsFromRelay: number;
   reconnects: number;
 }
 
@@ -82,7 +84,7 @@ export class RelayClient extends EventEmitter {
   lease: Welcome | null = null;
   lastError = '';
   rttMs = -1;
-  readonly counters: ClientCounters = { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, dropsOffline: 0, dropsMalformed: 0, reconnects: 0 };
+  readonly counters: ClientCounters = { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, dropsOffline: 0, dropsMalformed: 0, dropsFromRelay: 0, reconnects: 0 };
   readonly peers: PeerTable;
   private socket: TLSSocket | null = null;
   private decoder = new FrameDecoder();
@@ -251,6 +253,7 @@ export class RelayClient extends EventEmitter {
           return;
         case FrameType.DataGso:
           if (!this.gso) throw new ProtocolError('unexpected', 'DATA_GSO without the gso capability');
+          if (!this.offloadHolds(frame)) return;
           this.counters.rxPackets++;
           this.counters.rxBytes += payload.length - GSO_HEADER_BYTES;
           this.toDevice.push(payload, true);
@@ -477,6 +480,21 @@ export class RelayClient extends EventEmitter {
       socket.write(frames);
     }
     socket.uncork();
+  }
+
+  /**
+   * The relay is not trusted with the kernel either: a virtio header goes to the TUN only if it holds
+   * what the relay checks of its senders (gso.ts), else the packet is dropped and counted.
+   */
+  private offloadHolds(frame: Buffer): boolean {
+    const problem = checkOffloadPacket(frame, HEADER_BYTES, frame.length);
+    if (problem === null) return true;
+    this.counters.dropsFromRelay++;
+    this.warnings.warn('relay-malformed', () => ({
+      fields: { server: this.server, problem },
+      message: `Dropped packets from ${this.server} that ${this.deps.device.name} must not be given, e.g.: ${problem}`,
+    }));
+    return false;
   }
 
   private dropMalformed(problem: string): void {

@@ -4,7 +4,7 @@
  */
 import { strict as assert } from 'node:assert';
 import {
-  CAPABILITY_GSO, FrameType, frameName, parseGoodbye, parsePeerUpdate, parseReject, parseWelcome, ProtocolError, type Welcome,
+  CAPABILITY_GSO, checkOffloadPacket, FrameType, frameName, parseGoodbye, parsePeerUpdate, parseReject, parseWelcome, ProtocolError, type Welcome,
 } from '@mnedc/protocol';
 import { welcomeRuleBroken } from '@mnedc/protocol/dist/test/fuzz-cases';
 
@@ -104,6 +104,8 @@ export class Model {
         return;
       case FrameType.DataGso:
         if (!this.gso) return this.fail('protocol error', 'DATA_GSO');
+        // A virtio header that does not hold never reaches the TUN.
+        if (checkOffloadPacket(payload, 0, payload.length) !== null) return;
         this.pending.push({ packet: payload, gso: true });
         return;
       case FrameType.Ping:
