@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { ControlServer, type RpcMethods } from '@mnedc/common';
 import { formatClock, run, type RunIo } from '../src';
 import {
-  NOW, clientPeers, clientStats, clientStatus, fakeClient, fakeServer, leases, serverPeers, serverStats, serverStatus,
+  Capture, NOW, clientPeers, clientStats, clientStatus, fakeClient, fakeServer, leases, serverPeers, serverStats, serverStatus,
 } from './fixtures';
 
 const TIMEOUT = { timeout: 10_000 };
@@ -17,21 +17,6 @@ const socketPath = (name = 'd') => join(dir, `${name}${++counter}.sock`);
 before(() => { dir = mkdtempSync(join(tmpdir(), 'mnedcctl-')); });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-/** Collects what mnedcctl writes, and lets a test wait for a given text to appear. */
-class Capture {
-  text = '';
-  private waiters: Array<{ pattern: RegExp; resolve: () => void }> = [];
-
-  write(chunk: string): void {
-    this.text += chunk;
-    this.waiters = this.waiters.filter((w) => (w.pattern.test(this.text) ? (w.resolve(), false) : true));
-  }
-
-  until(pattern: RegExp): Promise<void> {
-    if (pattern.test(this.text)) return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push({ pattern, resolve }));
-  }
-}
 
 interface Result { code: number; stdout: string; stderr: string }
 

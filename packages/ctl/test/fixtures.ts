@@ -115,3 +115,19 @@ export function fakeClient(): Fake {
     watched,
   };
 }
+
+/** Collects what mnedcctl writes, and lets a test wait for a given text to appear. */
+export class Capture {
+  text = '';
+  private waiters: Array<{ pattern: RegExp; resolve: () => void }> = [];
+
+  write(chunk: string): void {
+    this.text += chunk;
+    this.waiters = this.waiters.filter((w) => (w.pattern.test(this.text) ? (w.resolve(), false) : true));
+  }
+
+  until(pattern: RegExp): Promise<void> {
+    if (pattern.test(this.text)) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push({ pattern, resolve }));
+  }
+}

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ControlServer, RpcError, RPC_ERRORS, type CallContext, type RpcMethods } from '@mnedc/common';
 import { run } from '../src';
-import { NOW, clientPeers, clientStats, clientStatus, leases, serverPeers, serverStats, serverStatus } from './fixtures';
+import { Capture, NOW, clientPeers, clientStats, clientStatus, leases, serverPeers, serverStats, serverStatus } from './fixtures';
 
 const TIMEOUT = { timeout: 10_000 };
 /** A newline with a fake line behind it, a colour escape, CR, BEL, a C1 CSI, a right-to-left override. */
@@ -28,20 +28,6 @@ function poison<T>(value: T): T {
   return value;
 }
 
-class Capture {
-  text = '';
-  private waiters: Array<{ pattern: RegExp; resolve: () => void }> = [];
-
-  write(chunk: string): void {
-    this.text += chunk;
-    this.waiters = this.waiters.filter((w) => (w.pattern.test(this.text) ? (w.resolve(), false) : true));
-  }
-
-  until(pattern: RegExp): Promise<void> {
-    if (pattern.test(this.text)) return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push({ pattern, resolve }));
-  }
-}
 
 let dir: string;
 let counter = 0;

@@ -6,47 +6,21 @@ import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import { once } from 'node:events';
-import { closeSync, constants, mkdtempSync, openSync, readSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { closeSync, constants, openSync, readSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, afterEach, describe, it } from 'node:test';
-import pino from 'pino';
+import { describe, it } from 'node:test';
 import { encodeJsonFrame, FrameType, helloAuth, parseJoin, PROTOCOL_VERSION, EXPORTER_BYTES, EXPORTER_CONTEXT, EXPORTER_LABEL, showFingerprint } from '@mnedc/protocol';
-import { parseServerConfig, RelayServer } from '../src';
 import { newDeviceKey, WireClient } from '@mnedc/lab';
+import { inProcessRelays } from './in-process-relay';
 
-const stateDirs: string[] = [];
-const servers: RelayServer[] = [];
-const clients: WireClient[] = [];
-let joinString = '';
-
-async function startServer(extra = '', stateDir?: string): Promise<{ server: RelayServer; port: number; dir: string }> {
-  const dir = stateDir ?? mkdtempSync(join(tmpdir(), 'mnedc-bind-'));
-  if (!stateDir) stateDirs.push(dir);
-  const config = parseServerConfig(`[server]\nlisten = 127.0.0.1:0\ninterface =\nstate_dir = ${dir}\n${extra}`, 'test.ini');
-  const server = new RelayServer({ config, log: pino({ level: 'silent' }), serverDeviceId: 'server-test' });
-  servers.push(server);
-  const address = await server.start();
-  joinString = server.joinString;
-  return { server, port: address.port, dir };
-}
-
-async function joinAs(port: number, deviceId: string, key?: KeyObject): Promise<WireClient> {
-  const client = await WireClient.join(port, joinString, deviceId, {}, key);
-  clients.push(client);
-  return client;
-}
+const relays = inProcessRelays('mnedc-bind-');
+const startServer = (extra = '', stateDir?: string) => relays.start(extra, stateDir);
+const joinAs = (port: number, deviceId: string, key?: KeyObject) => relays.join(port, deviceId, {}, key);
 
 /** The fingerprint the relay binds a device ID to: SHA-256 of the device's public key (SPKI DER). */
 function fingerprintOf(key: KeyObject): string {
   return showFingerprint(createHash('sha256').update(createPublicKey(key).export({ format: 'der', type: 'spki' })).digest());
 }
-
-afterEach(async () => {
-  clients.splice(0).forEach((c) => c.close());
-  await Promise.all(servers.splice(0).map((s) => s.stop()));
-});
-after(() => stateDirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
 describe('relay: leases and bindings against minted device IDs', () => {
   it('a newcomer cannot take the address of an offline device within its lease lifetime', async () => {
@@ -69,8 +43,7 @@ describe('relay: leases and bindings against minted device IDs', () => {
   });
 
   it('welcomes no device before its binding is durable: a failed write refuses new devices, not bound ones', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'mnedc-bind-'));
-    stateDirs.push(dir);
+    const dir = relays.stateDir();
     // A device bound by an older relay, in the version 1 file, with no journal yet.
     const oldKey = newDeviceKey();
     writeFileSync(join(dir, 'bindings.json'), JSON.stringify({ version: 1, bindings: { 'dev-old': fingerprintOf(oldKey) } }), { mode: 0o600 });
@@ -101,13 +74,13 @@ describe('relay: leases and bindings against minted device IDs', () => {
 
   it('treats anything after a HELLO and before the WELCOME as a protocol error', async () => {
     const { server, port } = await startServer();
-    const client = new WireClient(port, joinString);
-    clients.push(client);
+    const client = new WireClient(port, relays.joinString);
+    relays.keep(client);
     await once(client.socket, 'secureConnect');
     const ekm = client.socket.exportKeyingMaterial(EXPORTER_BYTES, EXPORTER_LABEL, EXPORTER_CONTEXT);
     const hello = encodeJsonFrame(FrameType.Hello, {
       version: PROTOCOL_VERSION, deviceId: 'dev-twice', hostname: 'h', underlay: [],
-      auth: helloAuth(parseJoin(joinString).secret, client.key, ekm, 'dev-twice'),
+      auth: helloAuth(parseJoin(relays.joinString).secret, client.key, ekm, 'dev-twice'),
     });
     // Two HELLOs in one write reach the relay together, the second while the first binding is being written.
     client.socket.write(Buffer.concat([hello, hello]));

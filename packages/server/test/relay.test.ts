@@ -1,45 +1,19 @@
 import { strict as assert } from 'node:assert';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
-import { after, afterEach, describe, it } from 'node:test';
-import pino from 'pino';
+import { describe, it } from 'node:test';
 import { encodeFrame, FrameType, intToIpv4, ipv4ToInt } from '@mnedc/protocol';
-import { parseServerConfig, RelayServer } from '../src';
+import { parseServerConfig } from '../src';
 import { serverMethods } from '../src/control-api';
 import { ipPacket, WireClient } from '@mnedc/lab';
+import { inProcessRelays } from './in-process-relay';
 
-const stateDirs: string[] = [];
-const servers: RelayServer[] = [];
-const clients: WireClient[] = [];
-
-async function startServer(extra = '', stateDir?: string): Promise<{ server: RelayServer; port: number; stateDir: string }> {
-  const dir = stateDir ?? mkdtempSync(join(tmpdir(), 'mnedc-relay-'));
-  if (!stateDir) stateDirs.push(dir);
-  const config = parseServerConfig(`[server]\nlisten = 127.0.0.1:0\ninterface =\nstate_dir = ${dir}\n${extra}`, 'test.ini');
-  const server = new RelayServer({ config, log: pino({ level: 'silent' }), serverDeviceId: 'server-test' });
-  servers.push(server);
-  const address = await server.start();
-  joinString = server.joinString;
-  return { server, port: address.port, stateDir: dir };
-}
-
-let joinString = '';
-
-async function joinAs(port: number, deviceId: string, extra: Record<string, unknown> = {}): Promise<WireClient> {
-  const client = await WireClient.join(port, joinString, deviceId, extra);
-  clients.push(client);
-  return client;
-}
-
-afterEach(async () => {
-  clients.splice(0).forEach((c) => c.close());
-  await Promise.all(servers.splice(0).map((s) => s.stop()));
-});
-after(() => stateDirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+const relays = inProcessRelays();
+const startServer = (extra = '', stateDir?: string) => relays.start(extra, stateDir);
+const joinAs = (port: number, deviceId: string, extra: Record<string, unknown> = {}) => relays.join(port, deviceId, extra);
 
 describe('relay server over loopback', () => {
   it('leases distinct addresses, announces peers and relays packets byte for byte', async () => {
@@ -106,8 +80,8 @@ describe('relay server over loopback', () => {
     const peersFrames = () => observer.frames.filter((f) => f[0] === FrameType.Peers).length;
     const before = peersFrames();
     // The same device (same key) on a new connection.
-    const fresh = await WireClient.join(port, joinString, 'dev-a', {}, old.key);
-    clients.push(fresh);
+    const fresh = await WireClient.join(port, relays.joinString, 'dev-a', {}, old.key);
+    relays.keep(fresh);
     await old.until(() => old.closed, 'the old session to close');
     assert.equal(old.goodbye?.code, 'replaced');
     assert.equal(fresh.welcome!.ip, old.welcome!.ip);
@@ -130,8 +104,8 @@ describe('relay server over loopback', () => {
     const saved = JSON.parse(readFileSync(join(first.stateDir, 'leases.json'), 'utf8')) as { leases: Array<{ deviceId: string; ip: string }> };
     assert.deepEqual(saved.leases.map((l) => [l.deviceId, l.ip]), [['dev-a', ips[0]], ['dev-b', ips[1]]]);
     const second = await startServer('', first.stateDir);
-    const b2 = await WireClient.join(second.port, joinString, 'dev-b', {}, b.key);
-    clients.push(b2);
+    const b2 = await WireClient.join(second.port, relays.joinString, 'dev-b', {}, b.key);
+    relays.keep(b2);
     assert.equal(b2.welcome!.ip, ips[1], 'b gets its old address although it joined first');
     const empty = await startServer();
     const c = await joinAs(empty.port, 'dev-c', { previousIp: '10.0.0.42' });
@@ -139,8 +113,7 @@ describe('relay server over loopback', () => {
   });
 
   it('refuses a corrupt lease file instead of starting empty', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'mnedc-relay-'));
-    stateDirs.push(dir);
+    const dir = relays.stateDir();
     writeFileSync(join(dir, 'leases.json'), '{"version":1,"leases":[{"deviceId":"x"');
     await assert.rejects(startServer('', dir), /lease file .*leases\.json is corrupt: not valid JSON.*move it away/);
   });
@@ -158,8 +131,8 @@ describe('relay server over loopback', () => {
 
   it('cuts a silent device after dead_after_ms', async () => {
     const { server, port } = await startServer('keepalive_ms = 100\ndead_after_ms = 300\n');
-    const mute = new WireClient(port, joinString, undefined, false);
-    clients.push(mute);
+    const mute = new WireClient(port, relays.joinString, undefined, false);
+    relays.keep(mute);
     await once(mute.socket, 'secureConnect');
     mute.hello('dev-mute');
     await mute.until(() => mute.welcome !== null, 'welcome');
@@ -188,8 +161,8 @@ describe('relay server over loopback', () => {
 
   it('rejects frames other than HELLO before the handshake', async () => {
     const { port } = await startServer();
-    const early = new WireClient(port, joinString);
-    clients.push(early);
+    const early = new WireClient(port, relays.joinString);
+    relays.keep(early);
     await once(early.socket, 'secureConnect');
     early.socket.write(encodeFrame(FrameType.Ping, Buffer.alloc(8)));
     await early.until(() => early.closed, 'close');
@@ -199,7 +172,7 @@ describe('relay server over loopback', () => {
   it('rejects a wrong or missing join secret with a reason, taking no lease', async () => {
     const { server, port } = await startServer();
     const wrong = await WireClient.join(port, 'mnedc1.' + 'A'.repeat(43) + '.' + 'B'.repeat(43), 'dev-w');
-    clients.push(wrong);
+    relays.keep(wrong);
     assert.equal(wrong.reject?.code, 'auth');
     assert.match(wrong.reject!.reason, /join secret is wrong or was rotated/);
     const bare = await joinAs(port, 'dev-bare', { auth: undefined });
@@ -221,8 +194,8 @@ describe('relay server over loopback', () => {
     original.send(ipPacket(original.ip, peer.ip, 'still mine'));
     await peer.until(() => peer.data.length === 1, 'traffic from the original');
     // The same key may come back (takeover); after forget, a new key may claim the ID.
-    const again = await WireClient.join(port, joinString, 'dev-a', {}, original.key);
-    clients.push(again);
+    const again = await WireClient.join(port, relays.joinString, 'dev-a', {}, original.key);
+    relays.keep(again);
     assert.equal(again.welcome?.ip, original.welcome!.ip);
     await server.forget('dev-a');
     const reinstalled = await joinAs(port, 'dev-a');
@@ -231,16 +204,16 @@ describe('relay server over loopback', () => {
 
   it('rotating the join secret stops old join strings, not connected devices', async () => {
     const { server, port } = await startServer();
-    const before = joinString;
+    const before = relays.joinString;
     const connected = await joinAs(port, 'dev-a');
     const rotated = server.rotateJoin();
     assert.notEqual(rotated, before);
     assert.equal(rotated.split('.')[1], before.split('.')[1], 'same server identity');
     const late = await WireClient.join(port, before, 'dev-late');
-    clients.push(late);
+    relays.keep(late);
     assert.equal(late.reject?.code, 'auth');
     const fresh = await WireClient.join(port, rotated, 'dev-new');
-    clients.push(fresh);
+    relays.keep(fresh);
     assert.ok(fresh.welcome);
     assert.ok(!connected.closed);
   });
