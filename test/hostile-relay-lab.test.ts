@@ -80,6 +80,24 @@ describe('a client facing a lying relay', { skip: skipUnlessRoot, timeout: 120_0
     await stop(client, relay);
   });
 
+  it('finding 4: warns at start, naming the fix, when every user can read the file holding the join secret', async () => {
+    const relay = await fakeRelay([SOUND]);
+    const client = await overlay.startClientAs('c', 'lax', { noWait: true, configMode: 0o644, extra: '[client]\ninterface = mnedc6\n' });
+    running.push(client);
+    const config = path.join(overlay.dir, 'lax.ini');
+    const warned = await client.waitFor(/holds the join secret but every user can read it/);
+    assert.equal(warned.level, 40);
+    assert.equal(warned.msg, `${config} holds the join secret but every user can read it (mode 0644, owner root, group root); ` +
+      `anyone holding the secret can join the network. Fix: chmod 0640 ${config}`);
+    await client.waitFor(/^Connected to /, { timeoutMs: 20_000 });
+    await stop(client);
+    const tight = await overlay.startClientAs('c', 'tight', { noWait: true, extra: '[client]\ninterface = mnedc6\n' });
+    running.push(tight);
+    await tight.waitFor(/^Connected to /, { timeoutMs: 20_000 });
+    assert.ok(!tight.lines.some((l) => /holds the join secret/.test(l.msg)), 'a 0600 file draws no warning');
+    await stop(tight, relay);
+  });
+
   it('survives an error that is not the relay\'s fault (its TUN gone when the lease arrives) and keeps retrying', async () => {
     const relay = await fakeRelay([{ ...SOUND, hold: true }]);
     const client = await overlay.startClientAs('c', 'c2', { noWait: true, extra: '[client]\ninterface = mnedc5\n' });

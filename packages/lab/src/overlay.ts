@@ -120,6 +120,8 @@ export interface DaemonOptions {
   env?: NodeJS.ProcessEnv;
   /** Resolve once the process runs instead of waiting for it to connect/listen. */
   noWait?: boolean;
+  /** A client's configuration file mode (it holds the join secret): 0600 unless a test wants it laxer. */
+  configMode?: number;
 }
 
 /**
@@ -220,7 +222,7 @@ export class Overlay {
       `[discovery]\nhook_dir = ${files('-hooks')}\npeers_file = ${files('-peers.json')}\nhosts_file = ${files('-hosts')}\n`,
       options.extra), { mode: 0o600 });
     // It holds the join secret: the client warns about a file others can read, as an operator's would.
-    chmodSync(config, 0o600);
+    chmodSync(config, options.configMode ?? 0o600);
     const daemon = new Daemon(`client ${name}`, this.lab.spawn(node,
       [process.execPath, CLIENT_BIN, '--config', config, '--log-format', 'json'], { pipe: true, env: { ...process.env, ...options.env } }));
     if (!options.noWait) await daemon.waitFor(/^Connected to /);
