@@ -66,7 +66,7 @@ async function flood(relay: RelayProcess, from: WireClient, targets: WireClient[
   const pump = async () => {
     for (let i = 0; !stop; i++) {
       if (!from.socket.write(frames[i % frames.length]!)) {
-        await new Promise((resolve) => { from.socket.once('drain', resolve); from.socket.once('close', resolve); });
+        await from.drained();
         if (from.closed) throw new Error('the relay closed the flooding device');
       }
     }

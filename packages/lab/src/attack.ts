@@ -44,23 +44,11 @@ async function joined(deviceId: string): Promise<WireClient> {
   }
 }
 
-function drainedOrClosed(device: WireClient): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      device.socket.off('drain', done);
-      device.socket.off('close', done);
-      resolve();
-    };
-    device.socket.on('drain', done);
-    device.socket.on('close', done);
-  });
-}
-
 /** Writes `next()` while the socket takes it, until the deadline or the connection ends. */
 async function pump(device: WireClient, next: () => Buffer): Promise<number> {
   let writes = 0;
   while (Date.now() < deadline && !device.closed && !device.socket.destroyed) {
-    if (!device.socket.write(next())) await drainedOrClosed(device);
+    if (!device.socket.write(next())) await device.drained();
     if (++writes % 64 === 0) await new Promise((resolve) => setImmediate(resolve));
   }
   return writes;

@@ -117,6 +117,19 @@ export class WireClient {
     }
   }
 
+  /** Resolves once the socket takes writes again, or has closed: a sender's wait after write() said false. */
+  drained(): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        this.socket.off('drain', done);
+        this.socket.off('close', done);
+        resolve();
+      };
+      this.socket.on('drain', done);
+      this.socket.on('close', done);
+    });
+  }
+
   close(): void {
     this.socket.destroy();
   }

@@ -1,4 +1,4 @@
-import { intToIpv4, ipv4ToInt, isIpv4, isUnicast, prefixMask } from './ipv4';
+import { inSubnet, intToIpv4, ipv4ToInt, isIpv4, isUnicast, prefixMask } from './ipv4';
 import { sanitizeHostname } from './names';
 import { ProtocolError } from './wire';
 
@@ -201,7 +201,7 @@ export function parseWelcome(payload: Buffer): Welcome {
   if (!isUnicast(ip)) f.fail('ip', `${welcome.ip} is not a unicast address`);
   if (ip === network || ip === broadcast) f.fail('ip', `${welcome.ip} is the network or broadcast address of ${subnet}`);
   const server = ipv4ToInt(welcome.serverIp);
-  if (((server & mask) >>> 0) !== network) f.fail('serverIp', `${welcome.serverIp} is outside the announced subnet ${subnet}`);
+  if (!inSubnet(server, network, welcome.prefix)) f.fail('serverIp', `${welcome.serverIp} is outside the announced subnet ${subnet}`);
   if (server === network || server === broadcast || server === ip) f.fail('serverIp', `${welcome.serverIp} cannot be the relay's address in ${subnet} next to ${welcome.ip}`);
   if (welcome.deadAfterMs < 2 * welcome.keepaliveMs) f.fail('deadAfterMs', `${welcome.deadAfterMs} is less than twice keepaliveMs (${welcome.keepaliveMs})`);
   return welcome;
