@@ -3,7 +3,14 @@ import { DEFAULT_CLIENT_SOCKET, DEFAULT_SERVER_SOCKET, hasControl } from '@mnedc
 
 export const PROGRAM = 'mnedcctl';
 
-export type CommandName = 'status' | 'peers' | 'leases' | 'stats' | 'kick' | 'release' | 'forget' | 'join' | 'rotate-join' | 'watch';
+export type CommandName = 'status' | 'peers' | 'leases' | 'stats' | 'kick' | 'release' | 'forget' | 'join' | 'rotate-join' | 'watch'
+  | 'wait-online' | 'sync-hosts';
+
+/** Commands that are not one RPC call and a rendering of its answer (system-commands.ts runs them). */
+export type SystemCommandName = 'wait-online' | 'sync-hosts';
+
+/** wait-online's bound when --timeout is not given; 0 waits forever. */
+export const DEFAULT_WAIT_ONLINE_SEC = 60;
 
 interface CommandSpec {
   /** The positional argument, if the command takes one. */
@@ -76,6 +83,21 @@ const COMMANDS: Record<CommandName, CommandSpec> = {
     description: 'Prints one line per peer event until interrupted (exit 0) or until the daemon stops (exit 3).\n' +
       'With --json each line is one JSON object {"method", "params"}.',
   },
+  'wait-online': {
+    serverOnly: false,
+    summary: 'wait until the client is connected and its address is on its TUN',
+    description: 'Waits until the client daemon (default socket: the client\'s) is connected and its leased address\n' +
+      'is on its interface: exit 0, or exit 1 after --timeout SEC (default 60; 0 waits forever).\n' +
+      'mnedcd-client-wait-online.service runs it to reach mnedc-online.target at boot.',
+  },
+  'sync-hosts': {
+    serverOnly: false,
+    summary: 'merge the client\'s /run/mnedc/hosts into /etc/hosts (root)',
+    description: 'Replaces the block between "# BEGIN mnedc peers" and "# END mnedc peers" in /etc/hosts with the\n' +
+      '<name>.mnedc entries of /run/mnedc/hosts (checked line by line: an IPv4 address and names under .mnedc),\n' +
+      'or removes it when that file is absent or with --remove. Every other line is kept as it is.\n' +
+      'mnedcd-client-hosts.path runs it whenever the client rewrites its file.',
+  },
 };
 
 export function isServerOnly(command: CommandName): boolean {
@@ -96,6 +118,8 @@ export class UsageError extends Error {
 
 function synopsis(command?: CommandName): string {
   if (!command) return `usage: ${PROGRAM} [--socket PATH] <command> [args] [--json]`;
+  if (command === 'wait-online') return `usage: ${PROGRAM} [--socket PATH] wait-online [--timeout SEC]`;
+  if (command === 'sync-hosts') return `usage: ${PROGRAM} sync-hosts [--remove]`;
   const operand = COMMANDS[command].operand;
   return `usage: ${PROGRAM} [--socket PATH] ${command}${operand ? ` ${operand}` : ''} [--json]`;
 }
@@ -134,6 +158,10 @@ export type Invocation =
     /** Sockets to try; more than one only when none was named, and then every live one is used. */
     sockets: string[];
     json: boolean;
+    /** wait-online's bound in seconds (0: none). */
+    timeoutSec?: number;
+    /** sync-hosts --remove. */
+    remove?: boolean;
   };
 
 function isCommand(name: string): name is CommandName {
@@ -146,7 +174,7 @@ function isCommand(name: string): name is CommandName {
  */
 export function parseCommandLine(argv: string[], env: Record<string, string | undefined>,
   defaultSockets: string[] = [DEFAULT_SERVER_SOCKET, DEFAULT_CLIENT_SOCKET]): Invocation {
-  let values: { socket?: string; json?: boolean; help?: boolean };
+  let values: { socket?: string; json?: boolean; help?: boolean; timeout?: string; remove?: boolean };
   let positionals: string[];
   try {
     ({ values, positionals } = parseArgs({
@@ -155,6 +183,8 @@ export function parseCommandLine(argv: string[], env: Record<string, string | un
         socket: { type: 'string' },
         json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
+        timeout: { type: 'string' },
+        remove: { type: 'boolean' },
       },
       strict: true,
       allowPositionals: true,
@@ -166,7 +196,9 @@ export function parseCommandLine(argv: string[], env: Record<string, string | un
     const unknown = /^Unknown option '([^']+)'/.exec(message);
     let text = message;
     if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && unknown) text = `unknown option '${unknown[1]}'`;
-    else if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && /argument missing/.test(message)) text = '--socket needs a path';
+    else if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && /argument missing/.test(message)) {
+      text = /--timeout/.test(message) ? '--timeout needs a number of seconds' : '--socket needs a path';
+    }
     throw new UsageError(text, argv.find(isCommand));
   }
 
@@ -190,6 +222,18 @@ export function parseCommandLine(argv: string[], env: Record<string, string | un
   }
   if (operands.length > 0) throw new UsageError(`unexpected argument '${operands[0]}'`, name);
 
+  if (values.timeout !== undefined && name !== 'wait-online') throw new UsageError(`--timeout is an option of wait-online, not of ${name}`, name);
+  if (values.remove !== undefined && name !== 'sync-hosts') throw new UsageError(`--remove is an option of sync-hosts, not of ${name}`, name);
+  let timeoutSec: number | undefined;
+  if (name === 'wait-online') {
+    timeoutSec = values.timeout === undefined ? DEFAULT_WAIT_ONLINE_SEC : Number(values.timeout);
+    if (values.timeout?.trim() === '' || !Number.isFinite(timeoutSec) || timeoutSec < 0 || timeoutSec > 86_400) {
+      throw new UsageError(`--timeout ${JSON.stringify(values.timeout)}: not a number of seconds from 0 to 86400`, name);
+    }
+    // Only the client has an overlay address to wait for.
+    defaultSockets = defaultSockets.slice(-1);
+  }
+  const extra = { ...(timeoutSec !== undefined ? { timeoutSec } : {}), ...(values.remove ? { remove: true } : {}) };
   let sockets = defaultSockets;
   if (values.socket !== undefined) {
     if (values.socket === '') throw new UsageError('--socket needs a path', name);
@@ -197,5 +241,5 @@ export function parseCommandLine(argv: string[], env: Record<string, string | un
   } else if (env.MNEDC_SOCKET) {
     sockets = [env.MNEDC_SOCKET];
   }
-  return { kind: 'command', command: name, ...(id !== undefined ? { id } : {}), sockets, json: values.json === true };
+  return { kind: 'command', command: name, ...(id !== undefined ? { id } : {}), sockets, json: values.json === true, ...extra };
 }

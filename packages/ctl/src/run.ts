@@ -2,6 +2,7 @@ import { ControlClient, ControlConnectionClosed, escapeControl, escapeJsonText, 
 import type { DaemonKind, Status } from './api';
 import { type CommandName, type Invocation, isServerOnly, parseCommandLine, PROGRAM, rpcMethod, shortUsage, UsageError } from './args';
 import { renderNotification, renderResult } from './render';
+import { isSystemCommand, runSystemCommand } from './system-commands';
 
 export const EXIT = { ok: 0, daemonError: 1, usage: 2, noDaemon: 3, interrupted: 130 } as const;
 
@@ -131,7 +132,7 @@ function byDaemon(daemons: Daemon[], results: unknown[]): Record<string, unknown
   return Object.fromEntries(daemons.map((d, i) => [unique ? d.kind : d.path, results[i]]));
 }
 
-type QueryInvocation = Extract<Invocation, { kind: 'command' }> & { command: Exclude<CommandName, 'watch'> };
+type QueryInvocation = Extract<Invocation, { kind: 'command' }> & { command: Exclude<CommandName, 'watch' | 'wait-online' | 'sync-hosts'> };
 
 async function query(invocation: QueryInvocation, daemons: Daemon[], io: RunIo, now: () => number): Promise<number> {
   const { command } = invocation;
@@ -218,6 +219,7 @@ export async function run(argv: string[], io: RunIo): Promise<number> {
     return EXIT.ok;
   }
 
+  if (isSystemCommand(invocation.command)) return runSystemCommand(invocation, io);
   const { command, json, sockets } = invocation;
   const now = io.now ?? Date.now;
   const timeoutMs = io.timeoutMs ?? DEFAULT_TIMEOUT_MS;
@@ -226,7 +228,7 @@ export async function run(argv: string[], io: RunIo): Promise<number> {
     const daemons = await connections.open(sockets, timeoutMs, io.stderr);
     return command === 'watch'
       ? watch(json, daemons, io, now)
-      : query({ ...invocation, command }, daemons, io, now);
+      : query({ ...invocation, command: command as QueryInvocation['command'] }, daemons, io, now);
   })();
   // Whatever `work` does after an interruption (typically failing because its connections were closed)
   // no longer matters, and must not surface as an unhandled rejection.
