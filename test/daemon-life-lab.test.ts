@@ -3,7 +3,7 @@
  * peer events handed to hooks, peers.json and a hosts file; SIGHUP applying a new log level live.
  */
 import { strict as assert } from 'node:assert';
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Lab, namespacesWithPrefix, notifySocket, Overlay, pings } from '@mnedc/lab';
@@ -24,15 +24,37 @@ describe('daemon life in the lab', { skip: skipUnlessRoot, timeout: 180_000 }, (
     if (lab) assert.deepEqual(await namespacesWithPrefix(lab.prefix), []);
   });
 
-  it('sd_notify: READY after the first attempt, STATUS on (dis)connect, WATCHDOG at the asked rate, STOPPING on SIGTERM', async () => {
+  it('sd_notify: READY waits for the first lease: a relay that comes up after the client, READY once the address is on the TUN', async () => {
+    await overlay.printJoin();
+    const socketPath = path.join(overlay.dir, 'notify-b.sock');
+    const notify = await notifySocket(lab, 'b', socketPath);
+    const client = await overlay.startClient('b', { env: { NOTIFY_SOCKET: socketPath }, noWait: true });
+    await notify.waitFor(/^STATUS=reconnecting in \d+ s: /);
+    await overlay.startServer();
+    // The relay is up within the client's bounded wait (10 s), so the first READY is the lease's.
+    const ready = await notify.waitFor(/^READY=1$/, { timeoutMs: 20_000 });
+    const before = notify.lines.slice(0, notify.lines.indexOf(ready)).filter((l) => l.msg.startsWith('STATUS='));
+    assert.match(before.at(-1)?.msg ?? '', /^STATUS=connected to /, `READY came with: ${before.map((l) => l.msg).join(' | ')}`);
+    assert.match(await overlay.overlayIp('b'), /^10\.0\.0\.\d+$/, 'the address is on the interface at READY');
+    client.signal('SIGTERM');
+    await client.waitExit();
+    overlay.server.signal('SIGTERM');
+    await overlay.server.waitExit();
+  });
+
+  it('sd_notify: READY after a bounded wait without a relay, STATUS on (dis)connect, WATCHDOG at the asked rate, STOPPING on SIGTERM', async () => {
     await overlay.printJoin();
     const socketPath = path.join(overlay.dir, 'notify-a.sock');
     const notify = await notifySocket(lab, 'a', socketPath);
-    // No server yet: the client is up and retrying on its own, so it is READY, and its STATUS says it is not joined.
+    // No server: the client is up and retrying on its own; after its bounded wait it is READY, and its
+    // STATUS says it is not joined (boot and `systemctl start` must not hang on the relay).
     const client = await overlay.startClient('a', { env: { NOTIFY_SOCKET: socketPath, WATCHDOG_USEC: '400000' }, noWait: true });
-    const ready = await notify.waitFor(/^READY=1$/);
-    assert.ok(notify.lines.slice(0, notify.lines.indexOf(ready) + 2).some((l) => /^STATUS=reconnecting in \d+ s: /.test(l.msg)),
-      'READY comes with the STATUS of the failed attempt');
+    const ready = await notify.waitFor(/^READY=1$/, { timeoutMs: 30_000 });
+    const failed = notify.lines.find((l) => /^STATUS=reconnecting in \d+ s: /.test(l.msg));
+    assert.ok(failed && notify.lines.indexOf(failed) < notify.lines.indexOf(ready), 'attempts failed before READY');
+    assert.ok((ready.t as number) - (failed.t as number) > 5, `READY ${((ready.t as number) - (failed.t as number)).toFixed(1)} s after the first failure, expected ~10 s`);
+    const lastStatus = notify.lines.slice(0, notify.lines.indexOf(ready)).filter((l) => l.msg.startsWith('STATUS=')).at(-1);
+    assert.match(lastStatus?.msg ?? '', /^STATUS=reconnecting in \d+ s: /, 'READY comes with the STATUS of the failed attempt');
     assert.equal(notify.lines.filter((l) => l.msg === 'READY=1').length, 1);
     // Everything the client says once a server exists comes after this mark (it may be quick about it).
     const beforeServer = notify.lines.length;
@@ -88,8 +110,11 @@ describe('daemon life in the lab', { skip: skipUnlessRoot, timeout: 180_000 }, (
     assert.match(readFileSync(overlay.hostsFile('a'), 'utf8'), new RegExp(`^${bIp.replace(/\./g, '\\.')}\\s.*device-b\\.mnedc`, 'm'));
 
     const mark = a.lines.length;
+    assert.ok(existsSync(overlay.hostsFile('b')));
     b.signal('SIGTERM');
     await b.waitExit();
+    // A stopped client's names go with it (the packaged path unit then takes them out of /etc/hosts).
+    assert.equal(existsSync(overlay.hostsFile('b')), false, 'b left its hosts file behind');
     await a.waitFor(/^Peer device-b .* is down/, { from: mark });
     await a.waitFor(/^Hook 20-hang timed out after 800 ms: killed \(peer device-b down\)/, { from: mark, timeoutMs: 10_000 });
     assert.ok(readFileSync(record, 'utf8').trim().split('\n').some((l) => l.startsWith(`down down device-b ${bIp} `)));

@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import { hostname, networkInterfaces } from 'node:os';
 import {
   ControlServer, createLogger, EXIT_CONFIG, EXIT_USAGE, loadConfigOrExit, machineDeviceId, parseDaemonArgs, reloadConfig,
@@ -15,6 +16,8 @@ import { loadOrCreateDeviceKey, type Credentials } from './secure';
 import { loadClientState, saveClientState, statePath } from './state';
 
 const PROGRAM = 'mnedcd-client';
+/** The longest a start waits for the first lease before the daemon says READY anyway. */
+const READY_WAIT_MS = 10_000;
 const VERSION: string = (require('../../package.json') as { version: string }).version;
 
 function fatal(message: string, status: number): never {
@@ -114,12 +117,19 @@ async function main(): Promise<void> {
   });
   const self = () => (client.lease ? { deviceId, ip: client.lease.ip, hostname: hostname() } : null);
   client.on('peers', (changes: PeerChanges) => discovery.update(self(), client.peers.list(), changes));
+  // READY once the leased address is on the TUN, so units ordered after this one find it; but at the latest
+  // READY_WAIT_MS after start, with STATUS saying it is not connected yet. Waiting for the relay without a
+  // bound would hang boot, `systemctl start` and apt's postinst on a network problem until the start
+  // timeout, then restart a client that was only waiting. Units that need the overlay order themselves after
+  // mnedc-online.target, which mnedcctl wait-online holds back until the address is there.
+  const readyBound = setTimeout(() => notifier.ready(client.statusLine), READY_WAIT_MS);
   client.on('state', (next: string) => {
-    // READY once the device has joined, or its first attempt has failed: from then on it runs and retries on
-    // its own, and STATUS tells which. Waiting for the relay would hang boot and `systemctl start` on a
-    // network problem (or a wrong join string) until the start timeout, then restart-loop the unit.
-    if (next === 'connected' || next === 'waiting') notifier.ready(client.statusLine);
-    else notifier.status(client.statusLine);
+    if (next === 'connected') {
+      clearTimeout(readyBound);
+      notifier.ready(client.statusLine);
+    } else {
+      notifier.status(client.statusLine);
+    }
   });
 
   let control: ControlServer | null = null;
@@ -147,9 +157,14 @@ async function main(): Promise<void> {
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
+    clearTimeout(readyBound);
     notifier.stopping();
     log.info({ signal }, `Received ${signal}: leaving the overlay`);
-    Promise.all([client.stop(), control?.close(), discovery.close()]).then(() => process.exit(0), () => process.exit(1));
+    Promise.all([client.stop(), control?.close(), discovery.close()])
+      // The overlay leaves with this daemon, and so do its names (mnedcd-client-hosts.path then takes them
+      // out of /etc/hosts); a restart writes the file again at its first lease.
+      .then(() => { if (config.discovery.hosts_file) rmSync(config.discovery.hosts_file, { force: true }); })
+      .then(() => process.exit(0), () => process.exit(1));
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
