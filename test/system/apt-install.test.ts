@@ -15,6 +15,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Container, CONTAINER_ROOT, Lab, namespacesWithPrefix, REPO_ROOT, runCommand, UNDERLAY, type Daemon } from '@mnedc/lab';
+import { BOUND_UNIT, bootOrder, checkBound, namesResolve } from './overlay-units';
 
 const skip = process.getuid?.() !== 0 ? 'needs root (debootstrap, systemd-nspawn, network namespaces)' : false;
 const VERSION = (JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
@@ -232,6 +233,9 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
     }
   });
 
+  step('getent hosts <peer>.mnedc resolves out of the box (mnedcd-client-hosts.path); the name goes when the peer leaves', 5 * MINUTE,
+    () => namesResolve(box, ips));
+
   step('a hook in /etc/mnedc/peer.d runs on a peer event without capabilities, under the unit\'s seccomp filter', 5 * MINUTE, async () => {
     const c = box.c;
     const hook = [
@@ -346,8 +350,12 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
     await box.c.run(`ping -c 3 -i 0.2 -W 2 ${ips.d}`, 30_000);
   });
 
-  step('a rebooted client container rejoins with its IP on its own', 10 * MINUTE, async () => {
+  step('a service ordered after mnedc-online.target starts only once the overlay address is there, also with the relay up later', 5 * MINUTE,
+    () => bootOrder(box, ips));
+
+  step(`a rebooted client container rejoins with its IP on its own; ${BOUND_UNIT} (enabled) binds the overlay address at boot`, 10 * MINUTE, async () => {
     await box.c.reboot();
+    await checkBound(box, ips);
     assert.equal((await box.c.run('systemctl is-active mnedcd-client')).trim(), 'active');
     const status = await clientStatus('c');
     assert.equal(status.state, 'connected', JSON.stringify(status));
@@ -411,6 +419,7 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
       assert.notEqual((await container.exec('getent group mnedc')).code, 0, `group mnedc left on ${node}`);
       assert.equal(await container.run("systemctl list-unit-files --no-legend 'mnedc*' || true"), '', `unit files left on ${node}`);
       assert.equal(await container.run("dpkg -l | awk '$2 ~ /mnedc/' "), '', `packages left on ${node}`);
+      assert.doesNotMatch(await container.run('cat /etc/hosts 2>/dev/null || true'), /mnedc/, `peer names left in /etc/hosts on ${node}`);
     }
   });
 });
