@@ -10,7 +10,7 @@ export function leaseOverlap(welcome: Welcome, host: HostNetworks, tunName: stri
   relay: { address: string; source: string }, log: Logger): string {
   const subnet = { network: (ipv4ToInt(welcome.ip) & prefixMask(welcome.prefix)) >>> 0, prefix: welcome.prefix };
   const report = findOverlaps(subnet, host, { ownInterface: tunName, allowed, relay });
-  for (const overlap of report.allowed) log.warn({ overlap }, `Taking the lease although the ${overlap} ([client] allow_overlap)`);
+  for (const overlap of report.allowed) log.warn(`Taking the lease although the ${overlap} ([client] allow_overlap)`);
   if (report.refused.length === 0) return '';
   return `${report.refused.join('; ')}; accept that in [client] allow_overlap, or give the relay another [server] subnet`;
 }

@@ -39,7 +39,7 @@ function checkSubnetFree(config: ServerConfig, configPath: string, log: Logger):
   const report = findOverlaps(subnet, hostNetworks(state), { ownInterface: name, allowed });
   for (const overlap of report.allowed) log.warn(`Starting although the ${overlap} ([server] allow_overlap)`);
   if (report.refused.length === 0) return;
-  log.fatal({ subnet: `${intToIpv4(subnet.network)}/${subnet.prefix}`, overlaps: report.refused },
+  log.fatal({ subnet: `${intToIpv4(subnet.network)}/${subnet.prefix}` },
     `${configPath}: [server] subnet: refusing to start: the ${report.refused.join('; the ')}. ` +
     'Choose a subnet this host does not use, or accept these networks in [server] allow_overlap');
   process.exit(EXIT_CONFIG);
