@@ -2,7 +2,7 @@
 import { strict as assert } from 'node:assert';
 import path from 'node:path';
 import { after, before } from 'node:test';
-import { Lab, namespacesWithPrefix, Overlay, REPO_ROOT, type Device } from '@mnedc/lab';
+import { Lab, namespacesWithPrefix, Overlay, REPO_ROOT, type Daemon, type Device } from '@mnedc/lab';
 
 type OverlayOptions = Parameters<typeof Overlay.start>[1];
 
@@ -27,10 +27,29 @@ export function withOverlayLab(options?: OverlayOptions): LabContext {
     context.overlay = await Overlay.start(context.lab, options);
     context.ips = await context.overlay.overlayIps();
   });
+  after(() => tearDown(context));
+  return context;
+}
+
+/**
+ * Like withOverlayLab, but no daemon runs: each test starts its own on `overlay`. `daemons` are
+ * SIGKILLed first if a failed test left them running.
+ */
+export function withBareLab(daemons: Daemon[] = []): Omit<LabContext, 'ips'> {
+  const context = {} as LabContext;
+  before(async () => {
+    context.lab = await Lab.create();
+    context.overlay = new Overlay(context.lab);
+  });
   after(async () => {
-    await context.lab?.destroy();
-    context.overlay?.dispose();
-    if (context.lab) assert.deepEqual(await namespacesWithPrefix(context.lab.prefix), [], 'the lab left namespaces behind');
+    for (const d of daemons) if (!d.exited) d.signal('SIGKILL');
+    await tearDown(context);
   });
   return context;
+}
+
+async function tearDown(context: Partial<LabContext>): Promise<void> {
+  await context.lab?.destroy();
+  context.overlay?.dispose();
+  if (context.lab) assert.deepEqual(await namespacesWithPrefix(context.lab.prefix), [], 'the lab left namespaces behind');
 }

@@ -6,11 +6,12 @@ import {
   CAPABILITY_GSO, checkOffloadPacket, encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, frameName, GSO_HEADER_BYTES,
   HANDSHAKE_TIMEOUT_MS, HEADER_BYTES, MAX_GSO_PAYLOAD, MIN_IPV4_PACKET, parseGoodbye, parsePeerUpdate, parseReject,
   inSubnet, ipv4ToInt, isIpv4, parseWelcome, PING_BYTES, prefixMask, PROTOCOL_VERSION, ProtocolError, toDataFrames, type Hello,
-  type Welcome,
+  type HostNetworks, type Welcome,
 } from '@mnedc/protocol';
 import { PacketBatch } from '@mnedc/tun';
 import { Backoff } from './backoff';
 import type { ClientConfig } from './config';
+import { leaseOverlap } from './lease-overlap';
 import { PeerTable, type PeerChanges } from './peer-table';
 import { openTunnel, proveIdentity, serverMismatch, type Credentials } from './secure';
 
@@ -51,6 +52,8 @@ export interface ClientDeps {
   backoff?: Backoff;
   /** How the connection is made; default openTunnel (secure.ts). A seam for tests that play the relay without a network. */
   openTunnel?: typeof openTunnel;
+  /** This host's addresses and routes, read at each WELCOME to refuse a subnet that overlaps them; absent: no check. */
+  localNetworks?: () => HostNetworks;
 }
 
 export interface ClientCounters {
@@ -292,8 +295,8 @@ export class RelayClient extends EventEmitter {
 
   /**
    * The lease as the relay offers it, refused (an error in the log and status, then the usual retry) when
-   * acting on it would be unsafe: parseWelcome's rules, and a subnet that would route the relay itself
-   * into the tunnel.
+   * acting on it would be unsafe: parseWelcome's rules, a subnet that would route the relay itself into
+   * the tunnel, or one that overlaps this device's own networks.
    */
   private checkedWelcome(socket: TLSSocket, payload: Buffer): Welcome {
     let welcome: Welcome;
@@ -305,6 +308,9 @@ export class RelayClient extends EventEmitter {
         throw new ProtocolError('bad-message', `WELCOME: ${welcome.ip}/${welcome.prefix} covers the relay's own address ${relay}, ` +
           'so the route to the relay would lead into the tunnel');
       }
+      const overlap = this.deps.localNetworks ? leaseOverlap(welcome, this.deps.localNetworks(), this.deps.device.name,
+        this.deps.config.client.allow_overlap, { address: relay, source: (socket.localAddress ?? '').replace(/^::ffff:/, '') }, this.deps.log) : '';
+      if (overlap) throw new ProtocolError('bad-message', `WELCOME: ${overlap}`);
     } catch (err) {
       if (err instanceof ProtocolError) {
         this.deps.log.error({ server: this.server, problem: err.message }, `Refusing the lease ${this.server} offered: ${err.message}`);

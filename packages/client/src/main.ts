@@ -1,8 +1,9 @@
 import { hostname, networkInterfaces } from 'node:os';
 import {
-  ControlServer, createLogger, EXIT_CONFIG, EXIT_USAGE, loadConfigOrExit, machineDeviceId, parseDaemonArgs, reloadConfig,
+  ControlServer, createLogger, EXIT_CONFIG, EXIT_USAGE, loadConfigOrExit, machineDeviceId, parseDaemonArgs, readHostState, reloadConfig,
   startupError, SystemdNotifier,
 } from '@mnedc/common';
+import { hostNetworks } from '@mnedc/protocol';
 import { Tun } from '@mnedc/tun';
 import { RelayClient } from './client';
 import { CLIENT_LIVE_KEYS, DEFAULT_CONFIG_PATH, parseClientConfig, type ClientConfig } from './config';
@@ -93,6 +94,7 @@ async function main(): Promise<void> {
   } catch (err) {
     fatal(`cannot load or create the device key: ${(err as Error).message}`, EXIT_CONFIG);
   }
+  let routesProblem = '';
   const client = new RelayClient({
     config,
     log,
@@ -102,6 +104,14 @@ async function main(): Promise<void> {
     device: tun,
     credentials,
     ...(state.lastIp ? { previousIp: state.lastIp } : {}),
+    localNetworks: () => {
+      const host = readHostState();
+      if (host.routesProblem && host.routesProblem !== routesProblem) {
+        log.warn(`Checking leases against this device's addresses only: ${host.routesProblem}`);
+      }
+      routesProblem = host.routesProblem;
+      return hostNetworks(host);
+    },
     onLease: (welcome) => {
       // The files list this device too, so they change with its address even when no peer did.
       discovery.update({ deviceId, ip: welcome.ip, hostname: hostname() }, client.peers.list(), { up: [], down: [] });

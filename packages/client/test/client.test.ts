@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { once } from 'node:events';
 import { after, afterEach, describe, it } from 'node:test';
 import pino from 'pino';
-import { ipv4ToInt } from '@mnedc/protocol';
+import { ipv4ToInt, type HostNetworks } from '@mnedc/protocol';
 import { parseServerConfig, RelayServer } from '@mnedc/server';
 import { Backoff, parseClientConfig, RelayClient, type ClientConfig } from '../src';
 import { FakeDevice } from './fake-device';
@@ -55,9 +55,10 @@ async function relay(stateDir?: string, port = 0): Promise<{ server: RelayServer
   return { server, port: address.port, dir };
 }
 
-function client(port: number, deviceId: string, device: FakeDevice): RelayClient {
-  const config = parseClientConfig(`[client]\nserver = 127.0.0.1:${port}\njoin = ${joinString}\ndevice_id = ${deviceId}\n`, 'c.ini');
-  const c = new RelayClient({ config, log: pino({ level: 'silent' }), deviceId, hostname: deviceId, underlay: () => ['192.168.9.9'], device, credentials: credentialsFor(deviceId, config), backoff: new Backoff(50, 400) });
+function client(port: number, deviceId: string, device: FakeDevice, more: { ini?: string; localNetworks?: () => HostNetworks } = {}): RelayClient {
+  const config = parseClientConfig(`[client]\nserver = 127.0.0.1:${port}\njoin = ${joinString}\ndevice_id = ${deviceId}\n${more.ini ?? ''}`, 'c.ini');
+  const c = new RelayClient({ config, log: pino({ level: 'silent' }), deviceId, hostname: deviceId, underlay: () => ['192.168.9.9'], device, credentials: credentialsFor(deviceId, config), backoff: new Backoff(50, 400),
+    ...(more.localNetworks ? { localNetworks: more.localNetworks } : {}) });
   c.start();
   cleanups.push(() => c.stop());
   return c;
@@ -133,5 +134,33 @@ describe('RelayClient against a relay on loopback', () => {
     assert.match(c.lastError, /^server identity changed: it presented SHA256:\S+ but the join string pins SHA256:\S+\. If the server was reinstalled, get a new join string/);
     assert.equal(impostor.server.pool.size, 0, 'the impostor learned nothing and leased nothing');
     assert.equal(dev.configured.length, 0);
+  });
+
+  it('refuses a lease that overlaps its own LAN, keeps retrying, and takes it once allowed or the LAN is gone', async () => {
+    const { port } = await relay();
+    // The relay leases from 10.0.0.0/24; this device's LAN is 10.0.0.0/16 with its gateway at 10.0.0.1.
+    let host: HostNetworks = {
+      addresses: [{ interface: 'eth1', address: '10.0.7.7', prefix: 16 }],
+      routes: [{ interface: 'eth1', destination: '0.0.0.0', prefix: 0, gateway: '10.0.0.1' }],
+    };
+    let reads = 0;
+    const dev = new FakeDevice();
+    const c = client(port, 'dev-o', dev, { localNetworks: () => { reads++; return host; } });
+    await reach(c, 'waiting');
+    assert.match(c.lastError, /refused the lease: WELCOME: subnet 10\.0\.0\.0\/24 overlaps eth1's address 10\.0\.7\.7\/16; subnet 10\.0\.0\.0\/24 contains 10\.0\.0\.1, /);
+    assert.match(c.lastError, /accept that in \[client\] allow_overlap/);
+    assert.equal(dev.configured.length, 0, 'nothing of the lease reached the TUN');
+    await reach(c, 'connecting');
+    await reach(c, 'waiting');
+    assert.ok(reads >= 2, 'checked again on the retry');
+    host = { addresses: [{ interface: 'eth1', address: '192.168.1.7', prefix: 24 }], routes: [] };
+    await reach(c, 'connected');
+    assert.deepEqual(dev.configured, [{ address: '10.0.0.2', prefix: 24, mtu: 1400, up: true }]);
+
+    const allowedDev = new FakeDevice();
+    const overlapping: HostNetworks = { addresses: [{ interface: 'eth1', address: '10.0.7.7', prefix: 16 }], routes: [] };
+    const allowed = client(port, 'dev-ok', allowedDev, { ini: 'allow_overlap = 10.0.0.0/16\n', localNetworks: () => overlapping });
+    await reach(allowed, 'connected');
+    assert.equal(allowedDev.configured.length, 1);
   });
 });

@@ -1,7 +1,8 @@
 import {
-  ControlServer, createLogger, EXIT_CONFIG, loadConfigOrExit, machineDeviceId, parseDaemonArgs, reloadConfig,
-  SystemdNotifier,
+  ControlServer, createLogger, EXIT_CONFIG, loadConfigOrExit, machineDeviceId, parseDaemonArgs, readHostState, reloadConfig,
+  SystemdNotifier, type Logger,
 } from '@mnedc/common';
+import { findOverlaps, hostNetworks, intToIpv4 } from '@mnedc/protocol';
 import { Tun } from '@mnedc/tun';
 import { DEFAULT_CONFIG_PATH, parseServerConfig, SERVER_LIVE_KEYS, type ServerConfig } from './config';
 import { serverMethods } from './control-api';
@@ -23,6 +24,25 @@ function serverDeviceId(): string {
 function statusLine(server: RelayServer): string {
   const clients = server.connected().length;
   return `${clients} client${clients === 1 ? '' : 's'}, ${server.pool.size}/${server.pool.capacity} leases`;
+}
+
+/**
+ * The subnet's connected route would shadow any host network it overlaps (a LAN address on the TUN can
+ * cut the host off its gateway), so the relay refuses to start unless [server] allow_overlap accepts it.
+ * Without a TUN the relay adds nothing to the host's routing, so there is nothing to check.
+ */
+function checkSubnetFree(config: ServerConfig, configPath: string, log: Logger): void {
+  const { subnet, interface: name, allow_overlap: allowed } = config.server;
+  if (!name) return;
+  const state = readHostState();
+  if (state.routesProblem) log.warn(`Checking [server] subnet against this host's addresses only: ${state.routesProblem}`);
+  const report = findOverlaps(subnet, hostNetworks(state), { ownInterface: name, allowed });
+  for (const overlap of report.allowed) log.warn(`Starting although the ${overlap} ([server] allow_overlap)`);
+  if (report.refused.length === 0) return;
+  log.fatal({ subnet: `${intToIpv4(subnet.network)}/${subnet.prefix}` },
+    `${configPath}: [server] subnet: refusing to start: the ${report.refused.join('; the ')}. ` +
+    'Choose a subnet this host does not use, or accept these networks in [server] allow_overlap');
+  process.exit(EXIT_CONFIG);
 }
 
 /** What a SIGHUP can change on the running relay; everything else keeps its running value. */
@@ -69,6 +89,7 @@ async function main(): Promise<void> {
     process.stdout.write(`${server.joinString}\n`);
     process.exit(0);
   }
+  checkSubnetFree(config, args.configPath, log);
   let control: ControlServer | null = null;
   try {
     await server.start();
