@@ -18,12 +18,14 @@ export interface LabContext {
 
 /**
  * Registers before/after hooks in the current describe block and returns the context they fill. The lab
- * is torn down also when tests fail, and the after hook checks that nothing was left behind.
+ * is torn down also when tests fail, and the after hook checks that nothing was left behind. `prepare`
+ * runs on the lab before any daemon starts.
  */
-export function withOverlayLab(options?: OverlayOptions): LabContext {
+export function withOverlayLab(options?: OverlayOptions, prepare?: (lab: Lab) => Promise<void>): LabContext {
   const context = {} as LabContext;
   before(async () => {
     context.lab = await Lab.create();
+    await prepare?.(context.lab);
     context.overlay = await Overlay.start(context.lab, options);
     context.ips = await context.overlay.overlayIps();
   });

@@ -4,7 +4,7 @@ import {
   startupError, SystemdNotifier,
 } from '@mnedc/common';
 import { hostNetworks } from '@mnedc/protocol';
-import { Tun } from '@mnedc/tun';
+import { explainTakenName, Tun } from '@mnedc/tun';
 import { RelayClient } from './client';
 import { CLIENT_LIVE_KEYS, DEFAULT_CONFIG_PATH, parseClientConfig, type ClientConfig } from './config';
 import { clientMethods } from './control-api';
@@ -83,9 +83,13 @@ async function main(): Promise<void> {
   try {
     tun = Tun.open(config.client.interface, { offload: config.client.offload === 'on' });
   } catch (err) {
-    log.fatal({ err }, `Cannot create TUN interface ${config.client.interface}: ${(err as Error).message}`);
+    const taken = explainTakenName(err, config.client.interface, `[client] interface in ${args.configPath}`);
+    log.fatal({ err }, `Cannot create TUN interface ${config.client.interface}: ${taken ?? (err as Error).message}`);
     process.exit(1);
   }
+  // The overlay carries IPv4 only; what IPv6 still comes (e.g. where this is refused) is dropped and counted.
+  const ipv6 = tun.disableIpv6();
+  if (ipv6) log.warn({ interface: tun.name }, `IPv6 stays on for ${tun.name} (${ipv6}); its IPv6 packets are dropped here and counted as dropsIpv6`);
   let credentials: Credentials;
   try {
     const { key, created } = loadOrCreateDeviceKey(config.client.state_dir);

@@ -83,6 +83,25 @@ describe('RelayClient against a relay on loopback', () => {
     assert.equal(b.counters.rxPackets, 2);
   });
 
+  it('drops IPv6 read from the TUN itself, counted as dropsIpv6, and relays the IPv4 around it', async () => {
+    const { server, port } = await relay();
+    const devA = new FakeDevice();
+    const devG = new FakeDevice(true);
+    const devB = new FakeDevice();
+    const [a, g, b] = [client(port, 'dev-a', devA), client(port, 'dev-g', devG), client(port, 'dev-b', devB)];
+    await Promise.all([reach(a, 'connected'), reach(g, 'connected'), reach(b, 'connected')]);
+    const ipv6 = Buffer.alloc(48);
+    ipv6[0] = 0x60; ipv6.writeUInt16BE(8, 4); ipv6[6] = 17; ipv6[7] = 255; ipv6[8] = 0xfe; ipv6[9] = 0x80; ipv6[24] = 0xff; ipv6[25] = 0x02;
+    const vnet = (packet: Buffer) => Buffer.concat([Buffer.alloc(10), packet]);
+    devA.inject([udp(a.lease!.ip, b.lease!.ip, 'one'), ipv6, udp(a.lease!.ip, b.lease!.ip, 'two'), ipv6]);
+    devG.inject([vnet(ipv6), vnet(udp(g.lease!.ip, b.lease!.ip, 'three'))]);
+    await devB.until(() => devB.written.length === 3, 'the IPv4 packets at b');
+    assert.deepEqual(devB.written.map((p) => p.subarray(20).toString()).sort(), ['one', 'three', 'two']);
+    assert.deepEqual([a.counters.dropsIpv6, a.counters.txPackets, a.counters.dropsMalformed], [2, 2, 0]);
+    assert.deepEqual([g.counters.dropsIpv6, g.counters.txPackets], [1, 1]);
+    assert.deepEqual([server.totals.drops.ipv6, server.totals.drops.malformed], [0, 0], 'nothing IPv6 reached the relay');
+  });
+
   it('keeps its address across a relay restart without reconfiguring the device', async () => {
     const first = await relay();
     const dev = new FakeDevice();

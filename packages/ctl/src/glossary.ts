@@ -20,6 +20,9 @@ export const DROP_TERMS: Record<string, Term> = {
   spoofed: term('SPOOFED', 'packets whose source address is not the sending device\'s own'),
   malformed: term('MALFORMED', 'packets that are not well-formed IPv4, or whose offload header does not hold'),
   queueFull: term('QUEUE FULL', 'packets from the device dropped because the destination\'s send queue was full'),
+  multicast: term('MULTICAST', 'packets to multicast addresses (224.0.0.0/4): not carried yet, never answered with ICMP'),
+  broadcast: term('BROADCAST', 'packets to 255.255.255.255 or the subnet\'s broadcast or network address: not carried, never answered with ICMP'),
+  ipv6: term('IPV6', 'IPv6 packets (the overlay carries IPv4 only; clients of this version drop them themselves)'),
 };
 
 /** Connections the relay turned away (`refused` in stats), by reason. */
@@ -57,6 +60,7 @@ export const SESSION_TERMS: Record<string, Term> = {
   dropsOffline: term('offline drops', 'packets from the TUN dropped while not connected to the relay'),
   dropsMalformed: term('malformed drops', 'packets from the TUN that cannot be framed (never expected from the kernel)'),
   dropsFromRelay: term('drops from relay', 'offloaded packets from the relay whose header does not hold: never written to the TUN'),
+  dropsIpv6: term('ipv6 drops', 'IPv6 packets read from the TUN, dropped there: the overlay carries IPv4 only'),
   reconnects: term('reconnects', 'connections lost and made again'),
 };
 

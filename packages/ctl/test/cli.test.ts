@@ -91,10 +91,10 @@ describe('against a server daemon', () => {
     const human = await ctl(on('stats'));
     assert.equal(human.code, 0);
     assert.equal(human.stdout,
-      'DEVICE    IP        RX PKTS  RX BYTES  TX PKTS  TX BYTES  NO ROUTE  SPOOFED  MALFORMED  QUEUE FULL  MISSED\n' +
-      '(total)   -            1200   1.5 MiB      803   500 KiB         1        0          0           2       -\n' +
-      '(local)   -              10     840 B       12    1008 B         0        0          0           0       -\n' +
-      'device-a  10.0.0.2     1200   1.5 MiB      800   500 KiB         1        0          0           2       0\n' +
+      'DEVICE    IP        RX PKTS  RX BYTES  TX PKTS  TX BYTES  NO ROUTE  SPOOFED  MALFORMED  QUEUE FULL  MULTICAST  BROADCAST  IPV6  MISSED\n' +
+      '(total)   -            1200   1.5 MiB      803   500 KiB         1        0          0           2          0          0     0       -\n' +
+      '(local)   -              10     840 B       12    1008 B         0        0          0           0          0          0     0       -\n' +
+      'device-a  10.0.0.2     1200   1.5 MiB      800   500 KiB         1        0          0           2          0          0     0       0\n' +
       '\n' +
       'refused (connections turned away):\n' +
       '  rate limited          101\n' +
@@ -187,6 +187,7 @@ describe('against a client daemon', () => {
       'offline drops      4\n' +
       'malformed drops    5\n' +
       'drops from relay   6\n' +
+      'ipv6 drops         7\n' +
       'reconnects         1\n' +
       'rtt                3.3 ms\n');
     assert.deepEqual(JSON.parse((await ctl(on('stats', '--json'))).stdout), clientStats);

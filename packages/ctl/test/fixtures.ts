@@ -6,7 +6,7 @@ import type {
 /** The fixed "now" every relative time in the tests is computed against. */
 export const NOW = Date.UTC(2024, 0, 15, 12, 0, 0);
 
-const drops = (noRoute = 0, spoofed = 0, malformed = 0, queueFull = 0) => ({ noRoute, spoofed, malformed, queueFull });
+const drops = (noRoute = 0, spoofed = 0, malformed = 0, queueFull = 0) => ({ noRoute, spoofed, malformed, queueFull, multicast: 0, broadcast: 0, ipv6: 0 });
 
 export const serverStatus: ServerStatus = {
   daemon: 'server', version: '0.1.0', pid: 4242, uptimeSec: 7500, startedAt: NOW - 7_500_000,
@@ -62,7 +62,7 @@ export const clientPeers: ClientPeer[] = [
 
 export const clientStats: ClientStats = {
   tunnel: { rxPackets: 500, rxBytes: 64_000, txPackets: 450, txBytes: 2_097_152, txDrops: 0, rxErrors: 0, rxBatches: 120 },
-  session: { txPackets: 500, txBytes: 70_000, rxPackets: 450, rxBytes: 2_200_000, dropsOffline: 4, dropsMalformed: 5, dropsFromRelay: 6, reconnects: 1 },
+  session: { txPackets: 500, txBytes: 70_000, rxPackets: 450, rxBytes: 2_200_000, dropsOffline: 4, dropsMalformed: 5, dropsFromRelay: 6, dropsIpv6: 7, reconnects: 1 },
   rttMs: 3.25,
 };
 

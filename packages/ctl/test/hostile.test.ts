@@ -95,7 +95,7 @@ describe('mnedcctl against a hostile daemon', () => {
     const result = await ctl(['--socket', client.path, 'stats']);
     assert.equal(result.code, 0, result.stderr);
     assert.doesNotMatch(result.stdout, RAW);
-    assert.equal(result.stdout.split('\n').length - 1, 13, result.stdout);
+    assert.equal(result.stdout.split('\n').length - 1, 14, result.stdout);
     assert.match(result.stdout, /^new\\nmnedcctl: fake\\x1b\[31m\\r\\x07\\x9b\\u202e +3$/m);
   });
 

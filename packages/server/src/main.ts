@@ -3,7 +3,7 @@ import {
   SystemdNotifier, type Logger,
 } from '@mnedc/common';
 import { findOverlaps, hostNetworks, intToIpv4 } from '@mnedc/protocol';
-import { Tun } from '@mnedc/tun';
+import { explainTakenName, Tun } from '@mnedc/tun';
 import { DEFAULT_CONFIG_PATH, parseServerConfig, SERVER_LIVE_KEYS, type ServerConfig } from './config';
 import { serverMethods } from './control-api';
 import { LeaseStateError } from './lease-store';
@@ -73,7 +73,16 @@ async function main(): Promise<void> {
       serverDeviceId: serverDeviceId(),
       openDevice: (name, address, prefix, mtu) => {
         // Offloads: the server's own traffic moves in super-packets like any offloading client's.
-        const tun = Tun.open(name, { offload: true });
+        let tun: Tun;
+        try {
+          tun = Tun.open(name, { offload: true });
+        } catch (err) {
+          const taken = explainTakenName(err, name, `[server] interface in ${args.configPath}`);
+          throw taken ? new Error(taken) : err;
+        }
+        // The overlay carries IPv4 only: no link-local address, no router solicitations or MLD into it.
+        const ipv6 = tun.disableIpv6();
+        if (ipv6) log.warn({ interface: tun.name }, `IPv6 stays on for ${tun.name} (${ipv6}); the relay drops IPv6 and counts it as drops.ipv6`);
         tun.configure({ address, prefix, mtu, up: true });
         log.debug({ interface: tun.name, offloads: tun.offloads }, `TUN ${tun.name} offloads 0x${tun.offloads.toString(16)}`);
         return tun;
