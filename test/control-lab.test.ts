@@ -6,6 +6,9 @@ import { strict as assert } from 'node:assert';
 import { connect } from 'node:net';
 import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
+import {
+  counterLabel, CUT_TERMS, DROP_TERMS, REFUSAL_TERMS, SESSION_TERMS, statusLabel, TUNNEL_TERMS, type Term,
+} from '@mnedc/ctl';
 import { DEVICES, pings, type Device } from '@mnedc/lab';
 import { skipUnlessRoot, withOverlayLab } from './lab-suite';
 
@@ -68,6 +71,43 @@ describe('control plane in the lab', { skip: skipUnlessRoot, timeout: 180_000 },
     const human = await ctx.overlay.ctl('srv', ['peers']);
     assert.equal(human.code, 0);
     assert.match(human.stdout, /device-c/);
+  });
+
+  it('human status and stats on both daemons show every field and counter --json has, each one explained', async () => {
+    const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    const explained = (terms: Record<string, Term>, key: string, where: string) =>
+      assert.ok(Object.prototype.hasOwnProperty.call(terms, key), `${where}.${key} has no term in packages/ctl/src/glossary.ts`);
+    for (const device of ['srv', 'c'] as const) {
+      const status = (await ctx.overlay.ctl(device, ['status', '--json'])).json as Record<string, unknown>;
+      const statusText = (await ctx.overlay.ctl(device, ['status'])).stdout;
+      for (const key of Object.keys(status)) {
+        assert.match(statusText, new RegExp(`^${escape(statusLabel(key))}  `, 'm'), `${device} status: ${key} is not shown:\n${statusText}`);
+      }
+    }
+    const stats = (await ctx.overlay.ctl('srv', ['stats', '--json'])).json as {
+      refused: Record<string, number>; cut: Record<string, number>; totals: Counters; local: Counters; clients: Counters[];
+    };
+    const text = (await ctx.overlay.ctl('srv', ['stats'])).stdout;
+    const header = text.split('\n')[0]!;
+    for (const key of Object.keys(stats.totals.drops)) {
+      explained(DROP_TERMS, key, 'drops');
+      assert.ok(header.includes(counterLabel(DROP_TERMS, key, true)), `drops.${key} has no column: ${header}`);
+    }
+    for (const [group, terms] of [['refused', REFUSAL_TERMS], ['cut', CUT_TERMS]] as const) {
+      for (const [key, value] of Object.entries(stats[group])) {
+        explained(terms, key, group);
+        assert.match(text, new RegExp(`^  ${escape(counterLabel(terms, key))} +${value}$`, 'm'), `${group}.${key} is not shown:\n${text}`);
+      }
+    }
+    const client = (await ctx.overlay.ctl('c', ['stats', '--json'])).json as { tunnel: Record<string, number>; session: Record<string, number> };
+    const clientText = (await ctx.overlay.ctl('c', ['stats'])).stdout;
+    const traffic = ['rxPackets', 'rxBytes', 'txPackets', 'txBytes'];
+    for (const [group, terms] of [['tunnel', TUNNEL_TERMS], ['session', SESSION_TERMS]] as const) {
+      for (const key of Object.keys(client[group]).filter((k) => !traffic.includes(k))) {
+        explained(terms, key, group);
+        assert.match(clientText, new RegExp(`^${escape(counterLabel(terms, key))}  `, 'm'), `${group}.${key} is not shown:\n${clientText}`);
+      }
+    }
   });
 
   it('kick disconnects a client, which comes back with the same address', async () => {

@@ -160,7 +160,8 @@ describe('security in the lab', { skip: skipUnlessRoot, timeout: 300_000 }, () =
     await late.waitFor(/rejected this device: the join secret is wrong or was rotated/);
     late.signal('SIGTERM');
     await late.waitExit();
-    const welcome = await ctx.overlay.startClientAs('a', 'welcome', { extra: `[client]\njoin = ${fresh}\ninterface = mnedc6\n` });
+    // A second device on a's machine: a's own mnedc0 already holds the overlay subnet, which it must accept.
+    const welcome = await ctx.overlay.startClientAs('a', 'welcome', { extra: `[client]\njoin = ${fresh}\ninterface = mnedc6\nallow_overlap = 10.0.0.0/24\n` });
     welcome.signal('SIGTERM');
     await welcome.waitExit();
     assert.ok(await pings(ctx.lab, 'c', ctx.ips.d), 'connected devices keep working');

@@ -6,11 +6,12 @@ import {
   CAPABILITY_GSO, checkOffloadPacket, encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, frameName, GSO_HEADER_BYTES,
   HANDSHAKE_TIMEOUT_MS, HEADER_BYTES, MAX_GSO_PAYLOAD, MIN_IPV4_PACKET, parseGoodbye, parsePeerUpdate, parseReject,
   inSubnet, ipv4ToInt, isIpv4, parseWelcome, PING_BYTES, prefixMask, PROTOCOL_VERSION, ProtocolError, toDataFrames, type Hello,
-  type Welcome,
+  type HostNetworks, type Welcome,
 } from '@mnedc/protocol';
 import { PacketBatch } from '@mnedc/tun';
 import { Backoff } from './backoff';
 import type { ClientConfig } from './config';
+import { leaseOverlap } from './lease-overlap';
 import { PeerTable, type PeerChanges } from './peer-table';
 import { openTunnel, proveIdentity, serverMismatch, type Credentials } from './secure';
 
@@ -51,6 +52,8 @@ export interface ClientDeps {
   backoff?: Backoff;
   /** How the connection is made; default openTunnel (secure.ts). A seam for tests that play the relay without a network. */
   openTunnel?: typeof openTunnel;
+  /** This host's addresses and routes, read at each WELCOME to refuse a subnet that overlaps them; absent: no check. */
+  localNetworks?: () => HostNetworks;
 }
 
 export interface ClientCounters {
@@ -64,6 +67,8 @@ export interface ClientCounters {
   dropsMalformed: number;
   /** DATA_GSO from the relay whose virtio header or lengths did not hold: never written to the TUN. */
   dropsFromRelay: number;
+  /** IPv6 packets read from the TUN: the overlay carries IPv4 only, so they never leave this device. */
+  dropsIpv6: number;
   reconnects: number;
 }
 
@@ -84,7 +89,7 @@ export class RelayClient extends EventEmitter {
   lease: Welcome | null = null;
   lastError = '';
   rttMs = -1;
-  readonly counters: ClientCounters = { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, dropsOffline: 0, dropsMalformed: 0, dropsFromRelay: 0, reconnects: 0 };
+  readonly counters: ClientCounters = { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, dropsOffline: 0, dropsMalformed: 0, dropsFromRelay: 0, dropsIpv6: 0, reconnects: 0 };
   readonly peers: PeerTable;
   private socket: TLSSocket | null = null;
   private decoder = new FrameDecoder();
@@ -292,8 +297,8 @@ export class RelayClient extends EventEmitter {
 
   /**
    * The lease as the relay offers it, refused (an error in the log and status, then the usual retry) when
-   * acting on it would be unsafe: parseWelcome's rules, and a subnet that would route the relay itself
-   * into the tunnel.
+   * acting on it would be unsafe: parseWelcome's rules, a subnet that would route the relay itself into
+   * the tunnel, or one that overlaps this device's own networks.
    */
   private checkedWelcome(socket: TLSSocket, payload: Buffer): Welcome {
     let welcome: Welcome;
@@ -305,6 +310,9 @@ export class RelayClient extends EventEmitter {
         throw new ProtocolError('bad-message', `WELCOME: ${welcome.ip}/${welcome.prefix} covers the relay's own address ${relay}, ` +
           'so the route to the relay would lead into the tunnel');
       }
+      const overlap = this.deps.localNetworks ? leaseOverlap(welcome, this.deps.localNetworks(), this.deps.device.name,
+        this.deps.config.client.allow_overlap, { address: relay, source: (socket.localAddress ?? '').replace(/^::ffff:/, '') }, this.deps.log) : '';
+      if (overlap) throw new ProtocolError('bad-message', `WELCOME: ${overlap}`);
     } catch (err) {
       if (err instanceof ProtocolError) {
         this.deps.log.error({ server: this.server, problem: err.message }, `Refusing the lease ${this.server} offered: ${err.message}`);
@@ -442,17 +450,22 @@ export class RelayClient extends EventEmitter {
       const type = this.vnet ? FrameType.DataGso : FrameType.Data;
       const min = this.vnet ? GSO_HEADER_BYTES + MIN_IPV4_PACKET : MIN_IPV4_PACKET;
       const max = this.vnet ? MAX_GSO_PAYLOAD : 0xffff;
+      const version = HEADER_BYTES + (this.vnet ? GSO_HEADER_BYTES : 0);
       let offset = 0;
       let valid = true;
       for (let i = 0; i < count; i++) {
         const length = batch.readUInt32BE(offset);
-        if (length < min || length > max) valid = false;
+        if (length < min || length > max || batch[offset + version]! >> 4 !== 4) valid = false;
         batch[offset] = type;
         offset += HEADER_BYTES + length;
       }
-      this.counters.txPackets += count;
-      this.counters.txBytes += offset - count * (HEADER_BYTES + (this.vnet ? GSO_HEADER_BYTES : 0));
-      socket.write(valid ? batch.subarray(0, offset) : this.withoutRunts(batch, count, min, max));
+      if (valid) {
+        this.counters.txPackets += count;
+        this.counters.txBytes += offset - count * version;
+        socket.write(batch.subarray(0, offset));
+      } else {
+        socket.write(this.withoutRunts(batch, count, min, max, version));
+      }
     }
     if (socket.writableLength > this.queueLimit && !this.paused) {
       // Let the kernel's TUN queue absorb and drop, as a congested link would, rather than buffering here.
@@ -469,6 +482,10 @@ export class RelayClient extends EventEmitter {
       const length = batch.readUInt32BE(offset);
       const start = offset + HEADER_BYTES;
       offset = start + length;
+      if (batch[start + GSO_HEADER_BYTES]! >> 4 === 6) {
+        this.counters.dropsIpv6++;
+        continue;
+      }
       const problem = checkOffloadPacket(batch, start, offset);
       if (problem !== null) {
         this.dropMalformed(problem);
@@ -505,16 +522,26 @@ export class RelayClient extends EventEmitter {
     }));
   }
 
-  /** The records that can be frames, copied together; the others are counted and dropped. */
-  private withoutRunts(batch: Buffer, count: number, min: number, max: number): Buffer {
+  /**
+   * The records that can be frames, copied together; the others are counted and dropped: IPv6 (the
+   * overlay carries IPv4 only), other non-IPv4 and runts. `version`: where a record's IP version is.
+   */
+  private withoutRunts(batch: Buffer, count: number, min: number, max: number, version: number): Buffer {
     const kept: Buffer[] = [];
     let offset = 0;
+    let bytes = 0;
     for (let i = 0; i < count; i++) {
       const length = batch.readUInt32BE(offset) & 0xffffff;
-      if (length >= min && length <= max) kept.push(batch.subarray(offset, offset + HEADER_BYTES + length));
-      else this.dropMalformed(`a record of ${length} bytes`);
+      const ip = length >= min && length <= max ? batch[offset + version]! >> 4 : -1;
+      if (ip === 4) {
+        kept.push(batch.subarray(offset, offset + HEADER_BYTES + length));
+        bytes += HEADER_BYTES + length - version;
+      } else if (ip === 6) this.counters.dropsIpv6++;
+      else this.dropMalformed(ip < 0 ? `a record of ${length} bytes` : `an IP version ${ip} packet`);
       offset += HEADER_BYTES + length;
     }
+    this.counters.txPackets += kept.length;
+    this.counters.txBytes += bytes;
     return Buffer.concat(kept);
   }
 }

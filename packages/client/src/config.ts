@@ -1,5 +1,5 @@
 import { ConfigError, key, LOG_LEVELS, parseConfig, parsers, type ConfigOf } from '@mnedc/common';
-import { isValidDeviceId, parseJoin } from '@mnedc/protocol';
+import { isValidDeviceId, parseJoin, parseSubnetList } from '@mnedc/protocol';
 import { isUserName } from './hook-runner';
 
 export const DEFAULT_CONFIG_PATH = '/etc/mnedc/client.ini';
@@ -30,6 +30,8 @@ export const clientSchema = {
     send_queue_kib: key(parsers.integer(16, 65_536), '1024'),
     /** TUN offloads (virtio-net header, TSO/USO): 64 KB super-packets instead of MTU-sized ones. */
     offload: key(parsers.oneOf('on', 'off'), 'on'),
+    /** Local networks (CIDRs) a leased subnet may overlap; empty = none (see [server] allow_overlap). */
+    allow_overlap: key(parseSubnetList, ''),
   },
   control: {
     /** JSON-RPC for mnedcctl; empty disables it. */

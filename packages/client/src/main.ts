@@ -1,10 +1,11 @@
 import { rmSync } from 'node:fs';
 import { hostname, networkInterfaces } from 'node:os';
 import {
-  ControlServer, createLogger, EXIT_CONFIG, EXIT_USAGE, loadConfigOrExit, machineDeviceId, parseDaemonArgs, reloadConfig,
+  ControlServer, createLogger, EXIT_CONFIG, EXIT_USAGE, loadConfigOrExit, machineDeviceId, parseDaemonArgs, readHostState, reloadConfig,
   startupError, SystemdNotifier,
 } from '@mnedc/common';
-import { Tun } from '@mnedc/tun';
+import { hostNetworks } from '@mnedc/protocol';
+import { explainTakenName, Tun } from '@mnedc/tun';
 import { RelayClient } from './client';
 import { CLIENT_LIVE_KEYS, DEFAULT_CONFIG_PATH, parseClientConfig, type ClientConfig } from './config';
 import { clientMethods } from './control-api';
@@ -85,9 +86,13 @@ async function main(): Promise<void> {
   try {
     tun = Tun.open(config.client.interface, { offload: config.client.offload === 'on' });
   } catch (err) {
-    log.fatal({ err }, `Cannot create TUN interface ${config.client.interface}: ${(err as Error).message}`);
+    const taken = explainTakenName(err, config.client.interface, `[client] interface in ${args.configPath}`);
+    log.fatal({ err }, `Cannot create TUN interface ${config.client.interface}: ${taken ?? (err as Error).message}`);
     process.exit(1);
   }
+  // The overlay carries IPv4 only; what IPv6 still comes (e.g. where this is refused) is dropped and counted.
+  const ipv6 = tun.disableIpv6();
+  if (ipv6) log.warn({ interface: tun.name }, `IPv6 stays on for ${tun.name} (${ipv6}); its IPv6 packets are dropped here and counted as dropsIpv6`);
   let credentials: Credentials;
   try {
     const { key, created } = loadOrCreateDeviceKey(config.client.state_dir);
@@ -96,6 +101,7 @@ async function main(): Promise<void> {
   } catch (err) {
     fatal(`cannot load or create the device key: ${(err as Error).message}`, EXIT_CONFIG);
   }
+  let routesProblem = '';
   const client = new RelayClient({
     config,
     log,
@@ -105,6 +111,14 @@ async function main(): Promise<void> {
     device: tun,
     credentials,
     ...(state.lastIp ? { previousIp: state.lastIp } : {}),
+    localNetworks: () => {
+      const host = readHostState();
+      if (host.routesProblem && host.routesProblem !== routesProblem) {
+        log.warn(`Checking leases against this device's addresses only: ${host.routesProblem}`);
+      }
+      routesProblem = host.routesProblem;
+      return hostNetworks(host);
+    },
     onLease: (welcome) => {
       // The files list this device too, so they change with its address even when no peer did.
       discovery.update({ deviceId, ip: welcome.ip, hostname: hostname() }, client.peers.list(), { up: [], down: [] });

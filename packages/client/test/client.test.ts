@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { once } from 'node:events';
 import { after, afterEach, describe, it } from 'node:test';
 import pino from 'pino';
-import { ipv4ToInt } from '@mnedc/protocol';
+import { ipv4ToInt, type HostNetworks } from '@mnedc/protocol';
 import { parseServerConfig, RelayServer } from '@mnedc/server';
 import { Backoff, parseClientConfig, RelayClient, type ClientConfig } from '../src';
 import { FakeDevice } from './fake-device';
@@ -55,9 +55,10 @@ async function relay(stateDir?: string, port = 0): Promise<{ server: RelayServer
   return { server, port: address.port, dir };
 }
 
-function client(port: number, deviceId: string, device: FakeDevice): RelayClient {
-  const config = parseClientConfig(`[client]\nserver = 127.0.0.1:${port}\njoin = ${joinString}\ndevice_id = ${deviceId}\n`, 'c.ini');
-  const c = new RelayClient({ config, log: pino({ level: 'silent' }), deviceId, hostname: deviceId, underlay: () => ['192.168.9.9'], device, credentials: credentialsFor(deviceId, config), backoff: new Backoff(50, 400) });
+function client(port: number, deviceId: string, device: FakeDevice, more: { ini?: string; localNetworks?: () => HostNetworks } = {}): RelayClient {
+  const config = parseClientConfig(`[client]\nserver = 127.0.0.1:${port}\njoin = ${joinString}\ndevice_id = ${deviceId}\n${more.ini ?? ''}`, 'c.ini');
+  const c = new RelayClient({ config, log: pino({ level: 'silent' }), deviceId, hostname: deviceId, underlay: () => ['192.168.9.9'], device, credentials: credentialsFor(deviceId, config), backoff: new Backoff(50, 400),
+    ...(more.localNetworks ? { localNetworks: more.localNetworks } : {}) });
   c.start();
   cleanups.push(() => c.stop());
   return c;
@@ -80,6 +81,25 @@ describe('RelayClient against a relay on loopback', () => {
     assert.deepEqual(devB.written.map((p) => p.subarray(20).toString()), ['one', 'two']);
     assert.equal(a.counters.txPackets, 2);
     assert.equal(b.counters.rxPackets, 2);
+  });
+
+  it('drops IPv6 read from the TUN itself, counted as dropsIpv6, and relays the IPv4 around it', async () => {
+    const { server, port } = await relay();
+    const devA = new FakeDevice();
+    const devG = new FakeDevice(true);
+    const devB = new FakeDevice();
+    const [a, g, b] = [client(port, 'dev-a', devA), client(port, 'dev-g', devG), client(port, 'dev-b', devB)];
+    await Promise.all([reach(a, 'connected'), reach(g, 'connected'), reach(b, 'connected')]);
+    const ipv6 = Buffer.alloc(48);
+    ipv6[0] = 0x60; ipv6.writeUInt16BE(8, 4); ipv6[6] = 17; ipv6[7] = 255; ipv6[8] = 0xfe; ipv6[9] = 0x80; ipv6[24] = 0xff; ipv6[25] = 0x02;
+    const vnet = (packet: Buffer) => Buffer.concat([Buffer.alloc(10), packet]);
+    devA.inject([udp(a.lease!.ip, b.lease!.ip, 'one'), ipv6, udp(a.lease!.ip, b.lease!.ip, 'two'), ipv6]);
+    devG.inject([vnet(ipv6), vnet(udp(g.lease!.ip, b.lease!.ip, 'three'))]);
+    await devB.until(() => devB.written.length === 3, 'the IPv4 packets at b');
+    assert.deepEqual(devB.written.map((p) => p.subarray(20).toString()).sort(), ['one', 'three', 'two']);
+    assert.deepEqual([a.counters.dropsIpv6, a.counters.txPackets, a.counters.dropsMalformed], [2, 2, 0]);
+    assert.deepEqual([g.counters.dropsIpv6, g.counters.txPackets], [1, 1]);
+    assert.deepEqual([server.totals.drops.ipv6, server.totals.drops.malformed], [0, 0], 'nothing IPv6 reached the relay');
   });
 
   it('keeps its address across a relay restart without reconfiguring the device', async () => {
@@ -133,5 +153,33 @@ describe('RelayClient against a relay on loopback', () => {
     assert.match(c.lastError, /^server identity changed: it presented SHA256:\S+ but the join string pins SHA256:\S+\. If the server was reinstalled, get a new join string/);
     assert.equal(impostor.server.pool.size, 0, 'the impostor learned nothing and leased nothing');
     assert.equal(dev.configured.length, 0);
+  });
+
+  it('refuses a lease that overlaps its own LAN, keeps retrying, and takes it once allowed or the LAN is gone', async () => {
+    const { port } = await relay();
+    // The relay leases from 10.0.0.0/24; this device's LAN is 10.0.0.0/16 with its gateway at 10.0.0.1.
+    let host: HostNetworks = {
+      addresses: [{ interface: 'eth1', address: '10.0.7.7', prefix: 16 }],
+      routes: [{ interface: 'eth1', destination: '0.0.0.0', prefix: 0, gateway: '10.0.0.1' }],
+    };
+    let reads = 0;
+    const dev = new FakeDevice();
+    const c = client(port, 'dev-o', dev, { localNetworks: () => { reads++; return host; } });
+    await reach(c, 'waiting');
+    assert.match(c.lastError, /refused the lease: WELCOME: subnet 10\.0\.0\.0\/24 overlaps eth1's address 10\.0\.7\.7\/16; subnet 10\.0\.0\.0\/24 contains 10\.0\.0\.1, /);
+    assert.match(c.lastError, /accept that in \[client\] allow_overlap/);
+    assert.equal(dev.configured.length, 0, 'nothing of the lease reached the TUN');
+    await reach(c, 'connecting');
+    await reach(c, 'waiting');
+    assert.ok(reads >= 2, 'checked again on the retry');
+    host = { addresses: [{ interface: 'eth1', address: '192.168.1.7', prefix: 24 }], routes: [] };
+    await reach(c, 'connected');
+    assert.deepEqual(dev.configured, [{ address: '10.0.0.2', prefix: 24, mtu: 1400, up: true }]);
+
+    const allowedDev = new FakeDevice();
+    const overlapping: HostNetworks = { addresses: [{ interface: 'eth1', address: '10.0.7.7', prefix: 16 }], routes: [] };
+    const allowed = client(port, 'dev-ok', allowedDev, { ini: 'allow_overlap = 10.0.0.0/16\n', localNetworks: () => overlapping });
+    await reach(allowed, 'connected');
+    assert.equal(allowedDev.configured.length, 1);
   });
 });

@@ -6,3 +6,4 @@ export * from './identity';
 export * from './systemd';
 export * from './control';
 export * from './reload';
+export * from './host-state';

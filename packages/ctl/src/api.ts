@@ -5,11 +5,13 @@
 
 export type DaemonKind = 'server' | 'client';
 
+/** Drops by reason; a newer relay may count more reasons than these. */
 export interface Drops {
   noRoute: number;
   spoofed: number;
   malformed: number;
   queueFull: number;
+  [reason: string]: number;
 }
 
 export interface Counters {
@@ -32,6 +34,9 @@ export interface ServerStatus {
   interface: string;
   clients: number;
   leases: { used: number; free: number; capacity: number };
+  /** The relay's certificate fingerprint, as in the join string. */
+  fingerprint?: string;
+  boundDevices?: number;
 }
 
 export interface ClientStatus {
@@ -48,6 +53,8 @@ export interface ClientStatus {
   since: number;
   reconnects: number;
   lastError: string;
+  /** Segmentation offload in use with the relay. */
+  offload?: boolean;
 }
 
 export type Status = ServerStatus | ClientStatus;
@@ -92,14 +99,18 @@ export interface ClientPeer {
 }
 
 export interface ServerStats {
+  /** Connections turned away, by reason. */
+  refused?: Record<string, number>;
+  /** Sessions the relay ended itself, by reason. */
+  cut?: Record<string, number>;
   totals: Counters;
   local: Counters;
   clients: Array<Counters & { deviceId: string; ip: string; missed: number }>;
 }
 
 export interface ClientStats {
-  tunnel: { rxPackets: number; rxBytes: number; txPackets: number; txBytes: number; txDrops: number; rxErrors: number; rxBatches: number };
-  session: { txPackets: number; txBytes: number; rxPackets: number; rxBytes: number; dropsOffline: number; reconnects: number };
+  tunnel: { rxPackets: number; rxBytes: number; txPackets: number; txBytes: number; [counter: string]: number };
+  session: { txPackets: number; txBytes: number; rxPackets: number; rxBytes: number; [counter: string]: number };
   rttMs: number;
 }
 

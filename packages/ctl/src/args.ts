@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { DEFAULT_CLIENT_SOCKET, DEFAULT_SERVER_SOCKET, hasControl } from '@mnedc/common';
+import { outputHelp } from './glossary';
 
 export const PROGRAM = 'mnedcctl';
 
@@ -135,7 +136,10 @@ const EXIT_HELP = 'Exit status: 0 ok, 1 the daemon reported an error, 2 usage er
 
 /** Full help, for --help. */
 export function helpText(command?: CommandName): string {
-  if (command) return `${synopsis(command)}\n\n${COMMANDS[command].description}\n\n${OPTIONS_HELP}\n${EXIT_HELP}`;
+  if (command) {
+    const output = outputHelp(command);
+    return `${synopsis(command)}\n\n${COMMANDS[command].description}\n\n${output ? `${output}\n` : ''}${OPTIONS_HELP}\n${EXIT_HELP}`;
+  }
   const names = Object.entries(COMMANDS).map(([name, spec]) => [spec.operand ? `${name} ${spec.operand}` : name, spec.summary]);
   const width = Math.max(...names.map(([name]) => name.length));
   const commands = names.map(([name, summary]) => `  ${name.padEnd(width)}  ${summary}`).join('\n');

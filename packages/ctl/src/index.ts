@@ -4,3 +4,4 @@ export { helpText, parseCommandLine, UsageError, type CommandName, type Invocati
 export * from './format';
 export * from './render';
 export { EXIT, run, type Output, type RunIo } from './run';
+export * from './glossary';

@@ -2,6 +2,7 @@ import type {
   ClientPeer, ClientStats, ClientStatus, Counters, DaemonKind, Drops, ForgetResult, JoinResult, KickResult, Lease, PeerEvent, ReleaseResult, ServerPeer,
   ServerStats, ServerStatus, Status,
 } from './api';
+import { counterLabel, CUT_TERMS, labelFromKey, DROP_TERMS, REFUSAL_TERMS, SESSION_TERMS, TUNNEL_TERMS, type Term } from './glossary';
 import {
   formatAgo, formatBytes, formatClock, formatCount, formatDuration, formatFields, formatRate, formatRtt, formatTable,
   orDash, printable, type Align,
@@ -17,9 +18,30 @@ function since(at: number, now: number): string {
   return at > 0 ? ` (since ${formatAgo(at, now)})` : '';
 }
 
+/** Status fields shown under another key's line (startedAt is what uptime says; prefix is in ip, since in state). */
+const STATUS_SHOWN_WITH: Record<string, string> = { uptimeSec: 'uptime', startedAt: 'uptime', serverIp: 'server ip', boundDevices: 'bound devices',
+  deviceId: 'device', prefix: 'ip', since: 'state', lastError: 'last error' };
+
+/** The label a status field appears under. */
+export function statusLabel(key: string): string {
+  return STATUS_SHOWN_WITH[key] ?? labelFromKey(key);
+}
+
+/** The known fields, then any field a newer daemon added, so human status never hides what --json shows. */
+function withUnknownFields(status: object, fields: Array<[string, string]>): string {
+  const shown = new Set(fields.map(([label]) => label));
+  for (const [key, value] of Object.entries(status)) {
+    const label = statusLabel(key);
+    if (shown.has(label)) continue;
+    shown.add(label);
+    fields.push([printable(label), typeof value === 'string' ? orDash(value) : typeof value === 'number' ? formatCount(value) : printable(value)]);
+  }
+  return formatFields(fields);
+}
+
 export function renderServerStatus(s: ServerStatus): string {
   const leases = s.leases ?? { used: NaN, free: NaN, capacity: NaN };
-  return formatFields([
+  return withUnknownFields(s, [
     ['daemon', 'server'],
     ['version', orDash(s.version)],
     ['pid', formatCount(s.pid)],
@@ -30,11 +52,13 @@ export function renderServerStatus(s: ServerStatus): string {
     ['interface', orDash(s.interface)],
     ['clients', formatCount(s.clients)],
     ['leases', `${formatCount(leases.used)} used, ${formatCount(leases.free)} free of ${formatCount(leases.capacity)}`],
+    ['bound devices', s.boundDevices === undefined ? '-' : formatCount(s.boundDevices)],
+    ['fingerprint', orDash(s.fingerprint)],
   ]);
 }
 
 export function renderClientStatus(s: ClientStatus, now: number): string {
-  return formatFields([
+  return withUnknownFields(s, [
     ['daemon', 'client'],
     ['version', orDash(s.version)],
     ['pid', formatCount(s.pid)],
@@ -44,6 +68,7 @@ export function renderClientStatus(s: ClientStatus, now: number): string {
     ['device', orDash(s.deviceId)],
     ['ip', s.ip ? (s.prefix ? `${s.ip}/${s.prefix}` : s.ip) : '-'],
     ['interface', orDash(s.interface)],
+    ['offload', s.offload === undefined ? '-' : s.offload ? 'on' : 'off'],
     ['reconnects', formatCount(s.reconnects)],
     ['last error', orDash(s.lastError)],
   ]);
@@ -55,7 +80,27 @@ export function renderStatus(status: Status, now: number): string {
 
 function totalDrops(drops: Drops | undefined): number {
   if (!drops) return NaN;
-  return drops.noRoute + drops.spoofed + drops.malformed + drops.queueFull;
+  return Object.values(drops).reduce((sum, n) => sum + n, 0);
+}
+
+/** The keys of these counter records, the known ones (in `terms` order) first, then any a newer daemon added. */
+function counterKeys(terms: Record<string, Term>, records: Array<Record<string, unknown> | undefined>): string[] {
+  const keys = new Set(Object.keys(terms));
+  for (const record of records) for (const key of Object.keys(record ?? {})) keys.add(key);
+  return [...keys];
+}
+
+/** A counter by its JSON name: bytes in binary units, everything else as a plain count. */
+function formatCounter(key: string, value: number | undefined): string {
+  if (value === undefined) return '-';
+  return /Bytes$/.test(key) ? formatBytes(value) : formatCount(value);
+}
+
+/** One "label  value" line per counter, every key the daemon sent included. */
+function counterFields(terms: Record<string, Term>, record: Record<string, number> | undefined, skip: readonly string[] = []): Array<[string, string]> {
+  if (!record) return [];
+  return counterKeys(terms, [record]).filter((key) => !skip.includes(key))
+    .map((key) => [printable(counterLabel(terms, key)), formatCounter(key, record[key])]);
 }
 
 function list(values: string[] | undefined): string {
@@ -88,19 +133,32 @@ export function renderLeases(leases: Lease[], now: number): string {
   ]));
 }
 
+/**
+ * The traffic table (one drop column per reason, including reasons this mnedcctl does not know yet), then
+ * every refusal and cut counter, zeros included: an operator looking for a reason should find it listed.
+ */
 export function renderServerStats(stats: ServerStats): string {
-  const headers = ['DEVICE', 'IP', 'RX PKTS', 'RX BYTES', 'TX PKTS', 'TX BYTES', 'NO ROUTE', 'SPOOFED', 'MALFORMED', 'QUEUE FULL', 'MISSED'];
-  const align: Align[] = ['left', 'left', ...Array<Align>(9).fill('right')];
+  const counters: Counters[] = [stats.totals, stats.local, ...stats.clients];
+  const dropKeys = counterKeys(DROP_TERMS, counters.map((c) => c.drops));
+  const headers = ['DEVICE', 'IP', 'RX PKTS', 'RX BYTES', 'TX PKTS', 'TX BYTES',
+    ...dropKeys.map((key) => printable(counterLabel(DROP_TERMS, key, true))), 'MISSED'];
+  const align: Align[] = ['left', 'left', ...Array<Align>(headers.length - 2).fill('right')];
   const row = (name: string, ip: string, c: Counters, missed: string) => {
     const d: Partial<Drops> = c.drops ?? {};
     return [name, ip, formatCount(c.rxPackets), formatBytes(c.rxBytes), formatCount(c.txPackets), formatBytes(c.txBytes),
-      formatCount(d.noRoute ?? NaN), formatCount(d.spoofed ?? NaN), formatCount(d.malformed ?? NaN), formatCount(d.queueFull ?? NaN), missed];
+      ...dropKeys.map((key) => formatCount(d[key] ?? NaN)), missed];
   };
-  return formatTable(headers, [
+  const table = formatTable(headers, [
     row('(total)', '-', stats.totals, '-'),
     row('(local)', '-', stats.local, '-'),
     ...stats.clients.map((c) => row(c.deviceId, orDash(c.ip), c, formatCount(c.missed))),
   ], align);
+  const sections = [
+    ['refused (connections turned away)', counterFields(REFUSAL_TERMS, stats.refused)],
+    ['cut (sessions the relay ended)', counterFields(CUT_TERMS, stats.cut)],
+  ] as const;
+  return table + sections.filter(([, fields]) => fields.length > 0)
+    .map(([title, fields]) => `\n${title}:\n${formatFields(fields.map(([label, value]) => [`  ${label}`, value]))}`).join('');
 }
 
 export function renderClientStats(stats: ClientStats): string {
@@ -110,12 +168,11 @@ export function renderClientStats(stats: ClientStats): string {
     ['tunnel', formatCount(t.rxPackets), formatBytes(t.rxBytes), formatCount(t.txPackets), formatBytes(t.txBytes)],
     ['session', formatCount(s.rxPackets), formatBytes(s.rxBytes), formatCount(s.txPackets), formatBytes(s.txBytes)],
   ], align);
+  const traffic = ['rxPackets', 'rxBytes', 'txPackets', 'txBytes'];
   return `${table}\n${formatFields([
-    ['tunnel tx drops', formatCount(t.txDrops)],
-    ['tunnel rx errors', formatCount(t.rxErrors)],
-    ['tunnel rx batches', formatCount(t.rxBatches)],
-    ['offline drops', formatCount(s.dropsOffline)],
-    ['reconnects', formatCount(s.reconnects)],
+    ...counterFields(TUNNEL_TERMS, t, traffic).map(([label, value]): [string, string] =>
+      [label.startsWith('tunnel ') ? label : `tunnel ${label}`, value]),
+    ...counterFields(SESSION_TERMS, s, traffic),
     ['rtt', formatRtt(stats.rttMs)],
   ])}`;
 }

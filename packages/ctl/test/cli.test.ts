@@ -49,16 +49,18 @@ describe('against a server daemon', () => {
     assert.equal(human.code, 0);
     assert.equal(human.stderr, '');
     assert.equal(human.stdout,
-      'daemon     server\n' +
-      'version    0.1.0\n' +
-      'pid        4242\n' +
-      'uptime     2h 5m\n' +
-      'listen     0.0.0.0:3334\n' +
-      'subnet     10.0.0.0/24\n' +
-      'server ip  10.0.0.1\n' +
-      'interface  mnedc0\n' +
-      'clients    2\n' +
-      'leases     3 used, 250 free of 253\n');
+      'daemon         server\n' +
+      'version        0.1.0\n' +
+      'pid            4242\n' +
+      'uptime         2h 5m\n' +
+      'listen         0.0.0.0:3334\n' +
+      'subnet         10.0.0.0/24\n' +
+      'server ip      10.0.0.1\n' +
+      'interface      mnedc0\n' +
+      'clients        2\n' +
+      'leases         3 used, 250 free of 253\n' +
+      'bound devices  5\n' +
+      'fingerprint    sha256:9f2c1ab0\n');
     const json = await ctl(on('status', '--json'));
     assert.equal(json.code, 0);
     assert.deepEqual(JSON.parse(json.stdout), serverStatus);
@@ -89,10 +91,29 @@ describe('against a server daemon', () => {
     const human = await ctl(on('stats'));
     assert.equal(human.code, 0);
     assert.equal(human.stdout,
-      'DEVICE    IP        RX PKTS  RX BYTES  TX PKTS  TX BYTES  NO ROUTE  SPOOFED  MALFORMED  QUEUE FULL  MISSED\n' +
-      '(total)   -            1200   1.5 MiB      803   500 KiB         1        0          0           2       -\n' +
-      '(local)   -              10     840 B       12    1008 B         0        0          0           0       -\n' +
-      'device-a  10.0.0.2     1200   1.5 MiB      800   500 KiB         1        0          0           2       0\n');
+      'DEVICE    IP        RX PKTS  RX BYTES  TX PKTS  TX BYTES  NO ROUTE  SPOOFED  MALFORMED  QUEUE FULL  MULTICAST  BROADCAST  IPV6  MISSED\n' +
+      '(total)   -            1200   1.5 MiB      803   500 KiB         1        0          0           2          0          0     0       -\n' +
+      '(local)   -              10     840 B       12    1008 B         0        0          0           0          0          0     0       -\n' +
+      'device-a  10.0.0.2     1200   1.5 MiB      800   500 KiB         1        0          0           2          0          0     0       0\n' +
+      '\n' +
+      'refused (connections turned away):\n' +
+      '  rate limited          101\n' +
+      '  too many handshakes   102\n' +
+      '  too many from source  103\n' +
+      '  evicted               104\n' +
+      '  handshake timeout     105\n' +
+      '  tls failed            106\n' +
+      '  bad hello             107\n' +
+      '  auth failed           108\n' +
+      '  bound to other key    109\n' +
+      '  device join rate      110\n' +
+      '  max clients           111\n' +
+      '  max devices           112\n' +
+      '  new device rate       113\n' +
+      '  pool full             114\n' +
+      '\n' +
+      'cut (sessions the relay ended):\n' +
+      '  over budget  115\n');
     assert.deepEqual(JSON.parse((await ctl(on('stats', '--json'))).stdout), serverStats);
   });
 
@@ -141,6 +162,7 @@ describe('against a client daemon', () => {
       'device      device-a\n' +
       'ip          10.0.0.2/24\n' +
       'interface   mnedc0\n' +
+      'offload     on\n' +
       'reconnects  1\n' +
       'last error  -\n');
     assert.deepEqual(JSON.parse((await ctl(on('status', '--json'))).stdout), clientStatus);
@@ -163,6 +185,9 @@ describe('against a client daemon', () => {
       'tunnel rx errors   0\n' +
       'tunnel rx batches  120\n' +
       'offline drops      4\n' +
+      'malformed drops    5\n' +
+      'drops from relay   6\n' +
+      'ipv6 drops         7\n' +
       'reconnects         1\n' +
       'rtt                3.3 ms\n');
     assert.deepEqual(JSON.parse((await ctl(on('stats', '--json'))).stdout), clientStats);
@@ -195,7 +220,7 @@ describe('with both default sockets live', () => {
   test('status, peers and stats show both daemons', TIMEOUT, async () => {
     const human = await ctl(['status'], io);
     assert.equal(human.code, 0);
-    assert.match(human.stdout, new RegExp(`^server daemon \\(${server.path}\\):\ndaemon     server\n`));
+    assert.match(human.stdout, new RegExp(`^server daemon \\(${server.path}\\):\ndaemon         server\n`));
     assert.match(human.stdout, new RegExp(`\n\nclient daemon \\(${client.path}\\):\ndaemon      client\n`));
     assert.deepEqual(JSON.parse((await ctl(['status', '--json'], io)).stdout), { server: serverStatus, client: clientStatus });
     assert.deepEqual(JSON.parse((await ctl(['peers', '--json'], io)).stdout), { server: serverPeers, client: clientPeers });

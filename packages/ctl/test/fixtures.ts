@@ -6,12 +6,12 @@ import type {
 /** The fixed "now" every relative time in the tests is computed against. */
 export const NOW = Date.UTC(2024, 0, 15, 12, 0, 0);
 
-const drops = (noRoute = 0, spoofed = 0, malformed = 0, queueFull = 0) => ({ noRoute, spoofed, malformed, queueFull });
+const drops = (noRoute = 0, spoofed = 0, malformed = 0, queueFull = 0) => ({ noRoute, spoofed, malformed, queueFull, multicast: 0, broadcast: 0, ipv6: 0 });
 
 export const serverStatus: ServerStatus = {
   daemon: 'server', version: '0.1.0', pid: 4242, uptimeSec: 7500, startedAt: NOW - 7_500_000,
   listen: '0.0.0.0:3334', subnet: '10.0.0.0/24', serverIp: '10.0.0.1', interface: 'mnedc0', clients: 2,
-  leases: { used: 3, free: 250, capacity: 253 },
+  leases: { used: 3, free: 250, capacity: 253 }, fingerprint: 'sha256:9f2c1ab0', boundDevices: 5,
 };
 
 export const serverPeers: ServerPeer[] = [
@@ -39,6 +39,11 @@ export const leases: Lease[] = [
 ];
 
 export const serverStats: ServerStats = {
+  refused: {
+    rateLimited: 101, tooManyHandshakes: 102, tooManyFromSource: 103, evicted: 104, handshakeTimeout: 105, tlsFailed: 106, badHello: 107,
+    authFailed: 108, boundToOtherKey: 109, deviceJoinRate: 110, maxClients: 111, maxDevices: 112, newDeviceRate: 113, poolFull: 114,
+  },
+  cut: { overBudget: 115 },
   totals: { rxPackets: 1200, rxBytes: 1_572_864, txPackets: 803, txBytes: 512_252, drops: drops(1, 0, 0, 2) },
   local: { rxPackets: 10, rxBytes: 840, txPackets: 12, txBytes: 1008, drops: drops() },
   clients: [
@@ -48,7 +53,7 @@ export const serverStats: ServerStats = {
 
 export const clientStatus: ClientStatus = {
   daemon: 'client', version: '0.1.0', pid: 777, uptimeSec: 65, state: 'connected', server: 'relay.example:3334',
-  deviceId: 'device-a', ip: '10.0.0.2', prefix: 24, interface: 'mnedc0', since: NOW - 42_000, reconnects: 1, lastError: '',
+  deviceId: 'device-a', ip: '10.0.0.2', prefix: 24, interface: 'mnedc0', since: NOW - 42_000, reconnects: 1, lastError: '', offload: true,
 };
 
 export const clientPeers: ClientPeer[] = [
@@ -57,7 +62,7 @@ export const clientPeers: ClientPeer[] = [
 
 export const clientStats: ClientStats = {
   tunnel: { rxPackets: 500, rxBytes: 64_000, txPackets: 450, txBytes: 2_097_152, txDrops: 0, rxErrors: 0, rxBatches: 120 },
-  session: { txPackets: 500, txBytes: 70_000, rxPackets: 450, rxBytes: 2_200_000, dropsOffline: 4, reconnects: 1 },
+  session: { txPackets: 500, txBytes: 70_000, rxPackets: 450, rxBytes: 2_200_000, dropsOffline: 4, dropsMalformed: 5, dropsFromRelay: 6, dropsIpv6: 7, reconnects: 1 },
   rttMs: 3.25,
 };
 

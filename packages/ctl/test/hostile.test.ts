@@ -53,17 +53,23 @@ describe('mnedcctl against a hostile daemon', () => {
   const watching = new Promise<void>((resolve) => { watched = resolve; });
   const hostileError = (params: unknown) => new RpcError(RPC_ERRORS.notFound, `device ${String((params as { deviceId: string }).deviceId)}${EVIL} is gone`);
   const serverMethods: RpcMethods = {
-    status: () => poison(serverStatus),
+    // Field names a newer (or hostile) daemon adds are shown too, so they are escaped like values.
+    status: () => poison({ ...serverStatus, [`extra${EVIL}`]: 'x' }),
     peers: () => poison(serverPeers),
     leases: () => poison(leases),
-    stats: () => poison(serverStats),
+    stats: () => poison({ ...serverStats, refused: { ...serverStats.refused, [`new${EVIL}`]: 1 },
+      totals: { ...serverStats.totals, drops: { ...serverStats.totals.drops, [`new${EVIL}`]: 2 } } }),
     kick: (params) => ({ kicked: true, deviceId: `${(params as { deviceId: string }).deviceId}${EVIL}` }),
     release: (params) => { throw hostileError(params); },
     forget: () => poison({ forgotten: true, deviceId: 'device-c', ip: '10.0.0.4', binding: true }),
     join: () => poison({ join: 'mnedc1.x.y', fingerprint: 'SHA256:x' }),
     watch: (_params, context) => { watchers.push(context); watched(); return { watching: true }; },
   };
-  const clientMethods: RpcMethods = { status: () => poison(clientStatus), peers: () => poison(clientPeers), stats: () => poison(clientStats) };
+  const clientMethods: RpcMethods = {
+    status: () => poison(clientStatus),
+    peers: () => poison(clientPeers),
+    stats: () => ({ ...clientStats, session: { ...clientStats.session, [`new${EVIL}`]: 3 } }),
+  };
   let server: ControlServer;
   let client: ControlServer;
   before(async () => {
@@ -74,9 +80,9 @@ describe('mnedcctl against a hostile daemon', () => {
 
   test('every human-readable command escapes what the daemon sent, one value per line', TIMEOUT, async () => {
     const expectedLines: Array<[ControlServer, string[], number]> = [
-      [server, ['status'], 10], [server, ['peers'], 3], [server, ['leases'], 3], [server, ['stats'], 4],
+      [server, ['status'], 13], [server, ['peers'], 3], [server, ['leases'], 3], [server, ['stats'], 24],
       [server, ['kick', 'device-a'], 1], [server, ['forget', 'device-c'], 1], [server, ['join'], 1],
-      [client, ['status'], 11], [client, ['peers'], 2],
+      [client, ['status'], 12], [client, ['peers'], 2],
     ];
     for (const [daemon, argv, lines] of expectedLines) {
       const result = await ctl(['--socket', daemon.path, ...argv]);
@@ -85,8 +91,16 @@ describe('mnedcctl against a hostile daemon', () => {
     }
   });
 
+  test('a counter name is escaped like a value', TIMEOUT, async () => {
+    const result = await ctl(['--socket', client.path, 'stats']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.doesNotMatch(result.stdout, RAW);
+    assert.equal(result.stdout.split('\n').length - 1, 14, result.stdout);
+    assert.match(result.stdout, /^new\\nmnedcctl: fake\\x1b\[31m\\r\\x07\\x9b\\u202e +3$/m);
+  });
+
   test('--json carries the same values, with nothing unprintable left raw', TIMEOUT, async () => {
-    for (const [argv, expected] of [[['peers'], poison(serverPeers)], [['leases'], poison(leases)], [['status'], poison(serverStatus)]] as const) {
+    for (const [argv, expected] of [[['peers'], poison(serverPeers)], [['leases'], poison(leases)], [['status'], poison({ ...serverStatus, [`extra${EVIL}`]: 'x' })]] as const) {
       const result = await ctl(['--socket', server.path, ...argv, '--json']);
       assert.equal(result.code, 0, result.stderr);
       assert.deepEqual(JSON.parse(result.stdout), expected);

@@ -5,3 +5,4 @@ export * from './names';
 export * from './ipv4';
 export * from './auth';
 export * from './gso';
+export * from './overlap';

@@ -22,6 +22,17 @@ export function isUnicast(ip: number): boolean {
   return first !== 0 && first !== 127 && first < 224;
 }
 
+/**
+ * Why a destination names no single host of the overlay, or null for one that may: multicast (224/4),
+ * or broadcast — the limited broadcast 255.255.255.255, and the subnet's own broadcast and (old BSD
+ * style) network addresses. RFC 1122 3.2.2 forbids ICMP errors for all of these.
+ */
+export function nonUnicastDestination(ip: number, subnet: Subnet): 'multicast' | 'broadcast' | null {
+  if (ip >>> 28 === 0xe) return 'multicast';
+  if (ip === 0xffffffff || ip === subnet.broadcast || ip === subnet.network) return 'broadcast';
+  return null;
+}
+
 /** Whether `ip` lies in network/prefix. */
 export function inSubnet(ip: number, network: number, prefix: number): boolean {
   return ((ip & prefixMask(prefix)) >>> 0) === network;
@@ -79,7 +90,9 @@ export const ICMP_HOST_UNREACHABLE = 1;
 
 /**
  * Builds "destination unreachable" from `from` back to the sender of `original`, or null where RFC 1122
- * forbids one (ICMP errors, fragments other than the first, broadcast/multicast sources).
+ * 3.2.2 forbids one: ICMP errors, fragments other than the first, and packets from or to an address that
+ * is no single host (0/8, 127/8, multicast, 240/4 and broadcast; a subnet's broadcast is the caller's to
+ * check, see nonUnicastDestination).
  */
 export function buildIcmpUnreachable(original: Buffer, from: number, code: number): Buffer | null {
   const headerLength = (original[0]! & 0x0f) * 4;
@@ -87,7 +100,7 @@ export function buildIcmpUnreachable(original: Buffer, from: number, code: numbe
   const fragmentOffset = original.readUInt16BE(6) & 0x1fff;
   const source = ipSource(original);
   if (fragmentOffset !== 0 || isIcmpError(original, headerLength)) return null;
-  if (source === 0 || source >>> 28 === 0xe || source === 0xffffffff) return null;
+  if (!isUnicast(source) || !isUnicast(original.readUInt32BE(16))) return null;
   const quoted = original.subarray(0, Math.min(original.length, headerLength + 8));
   const packet = Buffer.alloc(20 + 8 + quoted.length);
   packet[0] = 0x45;

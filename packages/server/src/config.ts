@@ -1,5 +1,5 @@
 import { ConfigError, key, LOG_LEVELS, parseConfig, parsers, type ConfigOf } from '@mnedc/common';
-import { isUnicast, OVERLAY_PREFIX, parseSubnet, type Subnet } from '@mnedc/protocol';
+import { isUnicast, OVERLAY_PREFIX, parseSubnet, parseSubnetList, type Subnet } from '@mnedc/protocol';
 
 export const DEFAULT_CONFIG_PATH = '/etc/mnedc/server.ini';
 
@@ -27,6 +27,11 @@ export const serverSchema = {
     send_queue_kib: key(parsers.integer(128, 65_536), '2048'),
     /** An offline device's address is never given to another device until it has been gone this long. */
     lease_lifetime_days: key(parsers.integer(1, 36_500), '30'),
+    /**
+     * Host networks (CIDRs) the subnet may overlap; empty = none. A list, not a yes/no: the operator names
+     * what they accept losing, and a new collision (another LAN, a VPN route) is still refused.
+     */
+    allow_overlap: key(parseSubnetList, ''),
   },
   limits: {
     /** From TCP accept to HELLO, TLS handshake included (slowloris). */

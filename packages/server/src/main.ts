@@ -1,8 +1,9 @@
 import {
-  ControlServer, createLogger, EXIT_CONFIG, loadConfigOrExit, machineDeviceId, parseDaemonArgs, reloadConfig,
-  SystemdNotifier,
+  ControlServer, createLogger, EXIT_CONFIG, loadConfigOrExit, machineDeviceId, parseDaemonArgs, readHostState, reloadConfig,
+  SystemdNotifier, type Logger,
 } from '@mnedc/common';
-import { Tun } from '@mnedc/tun';
+import { findOverlaps, hostNetworks, intToIpv4 } from '@mnedc/protocol';
+import { explainTakenName, Tun } from '@mnedc/tun';
 import { DEFAULT_CONFIG_PATH, parseServerConfig, SERVER_LIVE_KEYS, type ServerConfig } from './config';
 import { serverMethods } from './control-api';
 import { LeaseStateError } from './lease-store';
@@ -23,6 +24,25 @@ function serverDeviceId(): string {
 function statusLine(server: RelayServer): string {
   const clients = server.connected().length;
   return `${clients} client${clients === 1 ? '' : 's'}, ${server.pool.size}/${server.pool.capacity} leases`;
+}
+
+/**
+ * The subnet's connected route would shadow any host network it overlaps (a LAN address on the TUN can
+ * cut the host off its gateway), so the relay refuses to start unless [server] allow_overlap accepts it.
+ * Without a TUN the relay adds nothing to the host's routing, so there is nothing to check.
+ */
+function checkSubnetFree(config: ServerConfig, configPath: string, log: Logger): void {
+  const { subnet, interface: name, allow_overlap: allowed } = config.server;
+  if (!name) return;
+  const state = readHostState();
+  if (state.routesProblem) log.warn(`Checking [server] subnet against this host's addresses only: ${state.routesProblem}`);
+  const report = findOverlaps(subnet, hostNetworks(state), { ownInterface: name, allowed });
+  for (const overlap of report.allowed) log.warn(`Starting although the ${overlap} ([server] allow_overlap)`);
+  if (report.refused.length === 0) return;
+  log.fatal({ subnet: `${intToIpv4(subnet.network)}/${subnet.prefix}` },
+    `${configPath}: [server] subnet: refusing to start: the ${report.refused.join('; the ')}. ` +
+    'Choose a subnet this host does not use, or accept these networks in [server] allow_overlap');
+  process.exit(EXIT_CONFIG);
 }
 
 /** What a SIGHUP can change on the running relay; everything else keeps its running value. */
@@ -53,7 +73,16 @@ async function main(): Promise<void> {
       serverDeviceId: serverDeviceId(),
       openDevice: (name, address, prefix, mtu) => {
         // Offloads: the server's own traffic moves in super-packets like any offloading client's.
-        const tun = Tun.open(name, { offload: true });
+        let tun: Tun;
+        try {
+          tun = Tun.open(name, { offload: true });
+        } catch (err) {
+          const taken = explainTakenName(err, name, `[server] interface in ${args.configPath}`);
+          throw taken ? new Error(taken) : err;
+        }
+        // The overlay carries IPv4 only: no link-local address, no router solicitations or MLD into it.
+        const ipv6 = tun.disableIpv6();
+        if (ipv6) log.warn({ interface: tun.name }, `IPv6 stays on for ${tun.name} (${ipv6}); the relay drops IPv6 and counts it as drops.ipv6`);
         tun.configure({ address, prefix, mtu, up: true });
         log.debug({ interface: tun.name, offloads: tun.offloads }, `TUN ${tun.name} offloads 0x${tun.offloads.toString(16)}`);
         return tun;
@@ -69,6 +98,7 @@ async function main(): Promise<void> {
     process.stdout.write(`${server.joinString}\n`);
     process.exit(0);
   }
+  checkSubnetFree(config, args.configPath, log);
   let control: ControlServer | null = null;
   try {
     await server.start();

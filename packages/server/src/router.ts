@@ -13,7 +13,11 @@ export enum Verdict {
   Malformed,
 }
 
-export type DropReason = 'noRoute' | 'spoofed' | 'malformed' | 'queueFull';
+/**
+ * Why a packet was not delivered. multicast and broadcast are destinations the overlay does not carry
+ * (yet): dropped silently, never answered with ICMP; ipv6 likewise, the overlay carrying IPv4 only.
+ */
+export type DropReason = 'noRoute' | 'spoofed' | 'malformed' | 'queueFull' | 'multicast' | 'broadcast' | 'ipv6';
 
 /** Where the IPv4 header of a DATA or DATA_GSO frame starts. */
 export function packetOffset(frame: Buffer): number {

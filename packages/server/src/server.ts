@@ -7,7 +7,7 @@ import { RateLimitedWarning, type Logger } from '@mnedc/common';
 import {
   buildIcmpUnreachable, CAPABILITY_GSO, checkOffloadPacket, encodeFrame, encodeJsonFrame, EXPORTER_BYTES, EXPORTER_CONTEXT,
   EXPORTER_LABEL, FrameType, frameName, GSO_HEADER_BYTES, HEADER_BYTES, ICMP_HOST_UNREACHABLE, intToIpv4, ipv4ToInt,
-  MAX_GSO_PAYLOAD, MIN_IPV4_PACKET, parseHello, PING_BYTES, ProtocolError, segmentCount, showFingerprint,
+  MAX_GSO_PAYLOAD, MIN_IPV4_PACKET, nonUnicastDestination, parseHello, PING_BYTES, ProtocolError, segmentCount, showFingerprint,
   toDataFrames, verifyHelloAuth, type Hello, type PeerInfo, type Welcome,
 } from '@mnedc/protocol';
 import { PacketBatch } from '@mnedc/tun';
@@ -60,6 +60,8 @@ const REFUSAL_TEXT: Record<Refusal, string> = {
 const STOP_FLUSH_MS = 1_000;
 /** Unreachables are a courtesy: a source spraying unknown addresses gets at most this many per second. */
 const ICMP_PER_SECOND = 200;
+/** IPv6 from a device is an older client's (a current one drops it before sending): worth a line an hour. */
+const IPV6_NOTICE_MS = 3_600_000;
 
 export interface PeerEvent {
   event: 'up' | 'down';
@@ -124,6 +126,7 @@ export class RelayServer extends EventEmitter {
   private icmpRefill = Date.now();
   /** Drops, protocol errors and refusals, each rate-limited per reason. */
   private readonly warnings: RateLimitedWarning;
+  private readonly ipv6Notice: RateLimitedWarning;
   readonly startedAt = Date.now();
 
   private limits: ServerLimits;
@@ -167,6 +170,7 @@ export class RelayServer extends EventEmitter {
       },
     });
     this.warnings = new RateLimitedWarning(log);
+    this.ipv6Notice = new RateLimitedWarning(log, IPV6_NOTICE_MS);
   }
 
   async start(): Promise<AddressInfo> {
@@ -627,6 +631,10 @@ export class RelayServer extends EventEmitter {
     counters.rxBytes += bytes;
     this.totals.rxPackets++;
     this.totals.rxBytes += bytes;
+    if (frame[ip]! >> 4 === 6) {
+      this.dropIpv6(from);
+      return;
+    }
     if (gso) {
       const problem = checkOffloadPacket(frame, HEADER_BYTES, frame.length);
       if (problem !== null) {
@@ -639,8 +647,16 @@ export class RelayServer extends EventEmitter {
       this.drop(from, verdict === Verdict.Spoofed ? 'spoofed' : 'malformed', frame);
       return;
     }
-    const target = this.routes.get(frameDestination(frame, ip));
+    const destination = frameDestination(frame, ip);
+    const target = this.routes.get(destination);
     if (target === undefined) {
+      // Not carried (yet) and never answered: RFC 1122 forbids ICMP errors for these, and mDNS or
+      // SSDP chatter is no fault worth a log line.
+      const notCarried = nonUnicastDestination(destination, this.deps.config.server.subnet);
+      if (notCarried) {
+        this.countDrop(from, notCarried);
+        return;
+      }
       this.drop(from, 'noRoute', frame);
       this.unreachable(from, frame.subarray(ip));
       return;
@@ -684,6 +700,15 @@ export class RelayServer extends EventEmitter {
         message: `Dropped packets (${reason}), e.g. from ${from?.deviceId ?? 'the server'} to ${destination}${problem ? `: ${problem}` : ''}`,
       };
     });
+  }
+
+  private dropIpv6(from: Session | null): void {
+    this.countDrop(from, 'ipv6');
+    this.ipv6Notice.warn('ipv6', () => ({
+      fields: { deviceId: from?.deviceId ?? 'server', reason: 'ipv6' },
+      message: `Dropped IPv6 packets from ${from?.deviceId ?? 'the server\'s own interface'}: the overlay carries IPv4 only ` +
+        '(counted as drops.ipv6; clients of this version drop IPv6 before sending it)',
+    }));
   }
 
   private countDrop(from: Session | null, reason: DropReason): void {

@@ -16,7 +16,7 @@ export interface SessionCounters {
 }
 
 export function newCounters(): SessionCounters {
-  return { rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0, drops: { noRoute: 0, spoofed: 0, malformed: 0, queueFull: 0 } };
+  return { rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0, drops: { noRoute: 0, spoofed: 0, malformed: 0, queueFull: 0, multicast: 0, broadcast: 0, ipv6: 0 } };
 }
 
 /** Grace for a REJECT or GOODBYE to reach the peer before the socket is destroyed regardless. */

@@ -25,6 +25,9 @@ describe('server configuration', () => {
     assert.equal(config.server.state_dir, '/var/lib/mnedc');
     assert.equal(config.log.level, 'info');
     assert.equal(parseServerConfig('', F).server.subnet.prefix, 24);
+    assert.deepEqual(parseServerConfig('', F).server.allow_overlap, []);
+    assert.deepEqual(parseServerConfig('[server]\nallow_overlap = 192.168.0.0/16, 10.0.0.0/8\n', F).server.allow_overlap.map((s) => `${intToIpv4(s.network)}/${s.prefix}`),
+      ['192.168.0.0/16', '10.0.0.0/8']);
   });
 
   it('names file, section, key and the problem', () => {
@@ -32,6 +35,9 @@ describe('server configuration', () => {
     assert.match(problem('[server]\nlisten_port = 1\n'), /^\/etc\/mnedc\/server\.ini: \[server\] listen_port: unknown key; known keys are listen, subnet/);
     assert.equal(problem('[server]\nsubnet = 10.0.0.0/8\n'), `${F}: [server] subnet: /8 is outside /16../30 (a /16 holds 65533 devices, a /30 one)`);
     assert.match(problem('[server]\nsubnet = 10.0.0.7/24\n'), /\[server\] subnet: 10\.0\.0\.7\/24 has host bits set/);
+    assert.match(problem('[server]\nallow_overlap = 10.0.0.0/8, 192.168.0.1/24\n'), /^\/etc\/mnedc\/server\.ini: \[server\] allow_overlap: 192\.168\.0\.1\/24 has host bits set/);
+    // No blanket yes: the operator names the networks they accept.
+    assert.equal(problem('[server]\nallow_overlap = true\n'), `${F}: [server] allow_overlap: "true" is not an IPv4 prefix like 10.0.0.0/24`);
     assert.match(problem('[server]\nlisten = 3334\n'), /\[server\] listen: "3334" is not host:port/);
     assert.match(problem('[server]\nlisten = 0.0.0.0:70000\n'), /\[server\] listen: port 70000 is outside 0\.\.65535/);
     assert.match(problem('[server]\nmtu = big\n'), /\[server\] mtu: "big" is not a whole number/);

@@ -27,6 +27,8 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 
+export { explainTakenName, fdinfoInterface, findTunHolders, linkKind, takenMessage, type TakenFacts, type TunHolder } from './taken';
+
 export interface TunStats {
   rxPackets: number;
   rxBytes: number;
@@ -216,6 +218,24 @@ export class Tun {
     }
     this.handle.setOffload(flags);
     this.offloadFlags = flags;
+  }
+
+  /**
+   * Turns IPv6 off on this interface (its disable_ipv6 sysctl), best before it goes up: the kernel then
+   * gives it no link-local address and sends no IPv6 of its own (router solicitations, MLD) through it.
+   * Returns null when done or when the kernel has no IPv6 at all, else what stood in the way (e.g. a
+   * /proc/sys that is read-only or not mounted for this process).
+   */
+  disableIpv6(): string | null {
+    const file = `/proc/sys/net/ipv6/conf/${this.name}/disable_ipv6`;
+    try {
+      fs.writeFileSync(file, '1');
+      return null;
+    } catch (err) {
+      // /proc/net/if_inet6 exists whenever IPv6 does, also where /proc/sys is hidden.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !fs.existsSync('/proc/net/if_inet6')) return null;
+      return `cannot write ${file}: ${(err as Error).message}`;
+    }
   }
 
   /** Applies mtu, then address/prefix, then up/down. All arguments are validated before any change. */
