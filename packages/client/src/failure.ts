@@ -27,8 +27,8 @@ const OUTAGE_TEXT: Record<string, string> = {
 };
 
 /**
- * A socket error of an attempt. `secured`: TLS had been established (the error ended a session or a
- * handshake with the relay itself, not a probe of what the server is).
+ * A socket error of an attempt. `secured`: TLS was up, so an error is the link failing, not a sign of
+ * what the server is.
  */
 export function describeSocketError(err: { code?: unknown; message: string }, secured: boolean): Failure {
   const code = typeof err.code === 'string' ? err.code : '';
