@@ -51,6 +51,8 @@ export class Model {
   ended = false;
   error: string[] | null = null;
   retryHint: number | null = null;
+  /** This session ended with a REJECT only an operator can fix: the client waits on the long schedule. */
+  mistake = false;
   /** What lastError must contain after the chunk; [] with `exactEmpty` after a WELCOME. */
   lastErrorHas: string[] | null = null;
   lastErrorEmpty = false;
@@ -75,6 +77,7 @@ export class Model {
     this.connected = false;
     this.ended = false;
     this.error = null;
+    this.mistake = false;
     this.pongs = [];
   }
 
@@ -92,6 +95,7 @@ export class Model {
         let reject;
         try { reject = parseReject(payload); } catch (err) { return this.fail('protocol error', errorMessage(err)); }
         this.retryHint = reject.retryAfterMs ?? null;
+        this.mistake = ['auth', 'forbidden', 'version'].includes(reject.code);
         this.ended = true;
         this.lastErrorHas = ['rejected', reject.reason];
         this.lastErrorEmpty = false;
