@@ -255,6 +255,8 @@ export class RelayClient extends EventEmitter {
     try {
       this.decoder.push(chunk, (frame) => this.onFrame(socket, frame));
     } catch (err) {
+      // Bytes behind a refused WELCOME: the connection is already over, and the refusal is its reason.
+      if (socket.destroyed) return;
       if (err instanceof ProtocolError) this.fail(socket, `protocol error from ${this.server}: ${err.message}`);
       // Anything else (the TUN refusing an address, a bug) costs this connection, never the daemon.
       else this.fail(socket, `cannot handle what ${this.server} sent: ${(err as Error).message}`, err as Error);
@@ -268,6 +270,8 @@ export class RelayClient extends EventEmitter {
   }
 
   private onFrame(socket: TLSSocket, frame: Buffer): void {
+    // Frames behind a refused WELCOME in the same chunk: the connection is over, its reason already set.
+    if (socket.destroyed) return;
     const type = frame[0]!;
     const payload = frame.subarray(HEADER_BYTES);
     if (this.state === 'connected') {
@@ -306,7 +310,11 @@ export class RelayClient extends EventEmitter {
           throw new ProtocolError('unexpected', `${frameName(type)} from the server`);
       }
     }
-    if (type === FrameType.Welcome) this.onWelcome(socket, this.checkedWelcome(socket, payload));
+    if (type === FrameType.Welcome) {
+      const welcome = this.checkedWelcome(payload, socket);
+      if (welcome) this.onWelcome(socket, welcome);
+      else socket.destroy();
+    }
     else if (type === FrameType.Reject) {
       const reject = parseReject(payload);
       this.retryHintMs = reject.retryAfterMs ?? null;
@@ -317,11 +325,12 @@ export class RelayClient extends EventEmitter {
   }
 
   /**
-   * The lease as the relay offers it, refused (an error in the log and status, then the usual retry) when
-   * acting on it would be unsafe: parseWelcome's rules, a subnet that would route the relay itself into
-   * the tunnel, or one that overlaps this device's own networks.
+   * The lease as the relay offers it, or null, refused, when acting on it would be unsafe: parseWelcome's
+   * rules, a subnet that would route the relay itself into the tunnel, or one that overlaps this device's
+   * own networks. A refusal is an operator's to fix (or a hostile relay's doing): one error line per
+   * attempt, in status too, and retries on the slow schedule rather than every second.
    */
-  private checkedWelcome(socket: TLSSocket, payload: Buffer): Welcome {
+  private checkedWelcome(payload: Buffer, socket: TLSSocket): Welcome | null {
     let welcome: Welcome;
     try {
       welcome = parseWelcome(payload);
@@ -335,11 +344,10 @@ export class RelayClient extends EventEmitter {
         this.deps.config.client.allow_overlap, { address: relay, source: (socket.localAddress ?? '').replace(/^::ffff:/, '') }, this.deps.log) : '';
       if (overlap) throw new ProtocolError('bad-message', `WELCOME: ${overlap}`);
     } catch (err) {
-      if (err instanceof ProtocolError) {
-        this.deps.log.error({ server: this.server, problem: err.message }, `Refusing the lease ${this.server} offered: ${err.message}`);
-        throw new ProtocolError(err.code, `refused the lease: ${err.message}`);
-      }
-      throw err;
+      if (!(err instanceof ProtocolError)) throw err;
+      this.lastError = `refused the lease: ${err.message}`;
+      this.failure = { kind: 'mistake', line: `Refusing the lease ${this.server} offered: ${err.message}` };
+      return null;
     }
     return welcome;
   }
