@@ -60,9 +60,9 @@ describe('a client facing a lying relay', { skip: skipUnlessRoot, timeout: 120_0
     const client = await overlay.startClientAs('c', 'c', { noWait: true });
     running.push(client);
     const refusals = [
-      /^Refusing the lease 192\.168\.0\.10:3334 offered: WELCOME\.prefix: 1 is outside 16\.\.30$/,
+      /^Refusing the lease 192\.168\.0\.10:3334 offered: WELCOME\.prefix: 1 is outside 16\.\.30; retrying in \d+ ms$/,
       /^Refusing the lease 192\.168\.0\.10:3334 offered: WELCOME: 192\.168\.0\.77\/24 covers the relay's own address 192\.168\.0\.10/,
-      /^Refusing the lease 192\.168\.0\.10:3334 offered: WELCOME\.serverIp: 10\.0\.0\.1 is outside the announced subnet 10\.0\.1\.0\/24$/,
+      /^Refusing the lease 192\.168\.0\.10:3334 offered: WELCOME\.serverIp: 10\.0\.0\.1 is outside the announced subnet 10\.0\.1\.0\/24; retrying in \d+ ms$/,
     ];
     for (const refusal of refusals) {
       const line = await client.waitFor(refusal, { timeoutMs: 20_000 });

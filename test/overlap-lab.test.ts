@@ -58,12 +58,12 @@ describe('an overlay subnet overlapping a host network', { skip: skipUnlessRoot,
     const problem = "WELCOME: subnet 172.31.5.0/24 overlaps eth0's address 172.31.5.20/24; accept that in [client] allow_overlap, " +
       'or give the relay another [server] subnet';
     const first = await refusing.waitFor(/^Refusing the lease /, { timeoutMs: 20_000 });
-    assert.equal(first.msg, `Refusing the lease 192.168.0.10:3334 offered: ${problem}`);
-    assert.equal(first.level, 50);
+    assert.ok(first.msg.startsWith(`Refusing the lease 192.168.0.10:3334 offered: ${problem}; retrying in `), first.msg);
+    assert.equal(first.level, 50, 'an error, once per attempt');
     // Tried again later, and refused again: the host still has that network.
     await refusing.waitFor(/^Refusing the lease /, { from: refusing.lines.indexOf(first) + 1, timeoutMs: 20_000 });
     const status = await context.overlay.ctl('c', ['status', '--json']);
-    assert.equal((status.json as { lastError: string }).lastError, `protocol error from 192.168.0.10:3334: refused the lease: ${problem}`);
+    assert.equal((status.json as { lastError: string }).lastError, `refused the lease: ${problem}`);
     const human = await context.overlay.ctl('c', ['status']);
     assert.match(human.stdout, /refused the lease: WELCOME: subnet 172\.31\.5\.0\/24 overlaps eth0's address 172\.31\.5\.20\/24/);
     const addresses = await context.lab.exec('c', ['ip', '-4', 'addr', 'show', 'dev', 'mnedc0']);

@@ -25,3 +25,38 @@ export class Backoff {
     return this.attempt;
   }
 }
+
+/**
+ * Why an attempt failed, which decides how soon the next one comes:
+ * - `outage`: the relay is down, restarting, unreachable or shedding load. It will be back on its own, and
+ *   devices must be back within moments of it, so the wait stays short (jittered, spreading a fleet).
+ * - `mistake`: what only an operator fixes (wrong join secret, another server's identity, something that
+ *   is not an mnedc relay). Retrying does not help, so the wait grows to minutes instead of spinning.
+ */
+export type FailureKind = 'outage' | 'mistake';
+
+/** Outage: 125–250 ms first, then at most 1 s (500–1000 ms): back < 2 s after the relay listens again. */
+export const OUTAGE_BASE_MS = 250;
+export const OUTAGE_CAP_MS = 1_000;
+/** Operator mistake: 0.5–1 s first, doubling up to 2.5–5 min. */
+export const MISTAKE_BASE_MS = 1_000;
+export const MISTAKE_CAP_MS = 300_000;
+
+/** The client's retry schedule: one backoff per failure kind, both reset by a session that got through. */
+export class RetryPolicy {
+  constructor(
+    readonly outage = new Backoff(OUTAGE_BASE_MS, OUTAGE_CAP_MS),
+    readonly mistake = new Backoff(MISTAKE_BASE_MS, MISTAKE_CAP_MS),
+  ) {}
+
+  /** The delay before the next attempt: the relay's hint when it gave one (it knows its load), else the schedule's. */
+  next(kind: FailureKind, hintMs: number | null = null): number {
+    const scheduled = (kind === 'mistake' ? this.mistake : this.outage).next();
+    return hintMs ?? scheduled;
+  }
+
+  reset(): void {
+    this.outage.reset();
+    this.mistake.reset();
+  }
+}

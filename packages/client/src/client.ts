@@ -9,8 +9,9 @@ import {
   type HostNetworks, type Welcome,
 } from '@mnedc/protocol';
 import { PacketBatch } from '@mnedc/tun';
-import { Backoff } from './backoff';
+import { RetryPolicy, type FailureKind } from './backoff';
 import type { ClientConfig } from './config';
+import { describeSocketError, rejectKind } from './failure';
 import { leaseOverlap } from './lease-overlap';
 import { PeerTable, type PeerChanges } from './peer-table';
 import { openTunnel, proveIdentity, serverMismatch, type Credentials } from './secure';
@@ -49,7 +50,8 @@ export interface ClientDeps {
   previousIp?: string;
   /** Called when the lease changes, to persist it. */
   onLease?: (welcome: Welcome) => void;
-  backoff?: Backoff;
+  /** When to try again after a failed attempt; default: short for outages, long for operator mistakes. */
+  retry?: RetryPolicy;
   /** How the connection is made; default openTunnel (secure.ts). A seam for tests that play the relay without a network. */
   openTunnel?: typeof openTunnel;
   /** This host's addresses and routes, read at each WELCOME to refuse a subnet that overlaps them; absent: no check. */
@@ -69,7 +71,10 @@ export interface ClientCounters {
   dropsFromRelay: number;
   /** IPv6 packets read from the TUN: the overlay carries IPv4 only, so they never leave this device. */
   dropsIpv6: number;
+  /** Sessions established again after an earlier one ended: real reconnections, not attempts. */
   reconnects: number;
+  /** Connection attempts that ended without a session (relay unreachable, refused, rejected). */
+  failedAttempts: number;
 }
 
 /**
@@ -89,11 +94,17 @@ export class RelayClient extends EventEmitter {
   lease: Welcome | null = null;
   lastError = '';
   rttMs = -1;
-  readonly counters: ClientCounters = { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, dropsOffline: 0, dropsMalformed: 0, dropsFromRelay: 0, dropsIpv6: 0, reconnects: 0 };
+  readonly counters: ClientCounters = {
+    txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, dropsOffline: 0, dropsMalformed: 0, dropsFromRelay: 0, dropsIpv6: 0, reconnects: 0, failedAttempts: 0,
+  };
   readonly peers: PeerTable;
   private socket: TLSSocket | null = null;
   private decoder = new FrameDecoder();
-  private readonly backoff: Backoff;
+  private readonly retry: RetryPolicy;
+  /** How the current attempt failed, once known: the retry schedule, and the one line logged for it. */
+  private failure: { kind: FailureKind; line?: string } = { kind: 'outage' };
+  /** A session was established before: the next one is a reconnection. */
+  private joinedBefore = false;
   private retryTimer: NodeJS.Timeout | null = null;
   private keepaliveTimer: NodeJS.Timeout | null = null;
   private handshakeTimer: NodeJS.Timeout | null = null;
@@ -113,7 +124,7 @@ export class RelayClient extends EventEmitter {
   constructor(private readonly deps: ClientDeps) {
     super();
     this.peers = new PeerTable(deps.deviceId);
-    this.backoff = deps.backoff ?? new Backoff();
+    this.retry = deps.retry ?? new RetryPolicy();
     this.queueLimit = deps.config.client.send_queue_kib * 1024;
     this.vnet = deps.device.vnetHeader === GSO_HEADER_BYTES;
     this.warnings = new RateLimitedWarning(deps.log);
@@ -166,6 +177,8 @@ export class RelayClient extends EventEmitter {
 
   /** Says GOODBYE so the server frees the session at once; resolves when the socket is closed (≤ 500 ms). */
   stop(): Promise<void> {
+    // Before WELCOME a GOODBYE is a protocol error to the relay: an unjoined attempt is just closed.
+    const joined = this.state === 'connected';
     this.state = 'stopped';
     this.clearTimers();
     this.deps.device.close();
@@ -177,7 +190,8 @@ export class RelayClient extends EventEmitter {
         clearTimeout(timer);
         resolve();
       });
-      socket.end(encodeJsonFrame(FrameType.Goodbye, { code: 'shutdown', reason: 'client shutting down' }));
+      if (joined && !socket.writableEnded) socket.end(encodeJsonFrame(FrameType.Goodbye, { code: 'shutdown', reason: 'client shutting down' }));
+      else socket.destroy();
     });
   }
 
@@ -190,16 +204,19 @@ export class RelayClient extends EventEmitter {
     const socket: TLSSocket = (this.deps.openTunnel ?? openTunnel)(host, port, (chunk) => this.onChunk(socket, chunk));
     this.socket = socket;
     this.decoder = new FrameDecoder();
+    this.failure = { kind: 'outage' };
     socket.setNoDelay(true);
     this.handshakeTimer = setTimeout(() => {
       this.fail(socket, `no answer from ${this.server} within ${HANDSHAKE_TIMEOUT_MS} ms`);
     }, HANDSHAKE_TIMEOUT_MS);
+    let secured = false;
     socket.on('secureConnect', () => {
+      secured = true;
       const mismatch = serverMismatch(socket, this.deps.credentials.join.fingerprint);
       if (mismatch) {
         // Nothing has been sent yet: a wrong server learns neither the device ID nor any proof.
         this.lastError = mismatch;
-        this.deps.log.error({ server: this.server }, `Refusing ${this.server}: ${mismatch}`);
+        this.failure = { kind: 'mistake', line: `Refusing ${this.server}: ${mismatch}` };
         socket.destroy();
         return;
       }
@@ -223,7 +240,11 @@ export class RelayClient extends EventEmitter {
       }
     });
     socket.on('error', (err) => {
-      this.lastError = err.message;
+      // After the relay's REJECT or GOODBYE (our side ended), that is the reason, not how the socket went.
+      if (socket !== this.socket || socket.writableEnded) return;
+      const failure = describeSocketError(err, secured);
+      this.lastError = failure.text;
+      this.failure = { kind: failure.kind };
     });
     socket.on('close', () => this.onClose(socket));
   }
@@ -234,6 +255,8 @@ export class RelayClient extends EventEmitter {
     try {
       this.decoder.push(chunk, (frame) => this.onFrame(socket, frame));
     } catch (err) {
+      // Bytes behind a refused WELCOME: the connection is already over, and the refusal is its reason.
+      if (socket.destroyed) return;
       if (err instanceof ProtocolError) this.fail(socket, `protocol error from ${this.server}: ${err.message}`);
       // Anything else (the TUN refusing an address, a bug) costs this connection, never the daemon.
       else this.fail(socket, `cannot handle what ${this.server} sent: ${(err as Error).message}`, err as Error);
@@ -247,6 +270,8 @@ export class RelayClient extends EventEmitter {
   }
 
   private onFrame(socket: TLSSocket, frame: Buffer): void {
+    // Frames behind a refused WELCOME in the same chunk: the connection is over, its reason already set.
+    if (socket.destroyed) return;
     const type = frame[0]!;
     const payload = frame.subarray(HEADER_BYTES);
     if (this.state === 'connected') {
@@ -285,22 +310,27 @@ export class RelayClient extends EventEmitter {
           throw new ProtocolError('unexpected', `${frameName(type)} from the server`);
       }
     }
-    if (type === FrameType.Welcome) this.onWelcome(socket, this.checkedWelcome(socket, payload));
+    if (type === FrameType.Welcome) {
+      const welcome = this.checkedWelcome(payload, socket);
+      if (welcome) this.onWelcome(socket, welcome);
+      else socket.destroy();
+    }
     else if (type === FrameType.Reject) {
       const reject = parseReject(payload);
       this.retryHintMs = reject.retryAfterMs ?? null;
       this.lastError = `rejected (${reject.code}): ${reject.reason}`;
-      this.deps.log.error({ code: reject.code, reason: reject.reason }, `Server ${this.server} rejected this device: ${reject.reason}`);
+      this.failure = { kind: rejectKind(reject.code), line: `Server ${this.server} rejected this device: ${reject.reason}` };
       socket.end();
     } else throw new ProtocolError('unexpected', `${frameName(type)} before WELCOME`);
   }
 
   /**
-   * The lease as the relay offers it, refused (an error in the log and status, then the usual retry) when
-   * acting on it would be unsafe: parseWelcome's rules, a subnet that would route the relay itself into
-   * the tunnel, or one that overlaps this device's own networks.
+   * The lease as the relay offers it, or null, refused, when acting on it would be unsafe: parseWelcome's
+   * rules, a subnet that would route the relay itself into the tunnel, or one that overlaps this device's
+   * own networks. A refusal is an operator's to fix (or a hostile relay's doing): one error line per
+   * attempt, in status too, and retries on the slow schedule rather than every second.
    */
-  private checkedWelcome(socket: TLSSocket, payload: Buffer): Welcome {
+  private checkedWelcome(payload: Buffer, socket: TLSSocket): Welcome | null {
     let welcome: Welcome;
     try {
       welcome = parseWelcome(payload);
@@ -314,11 +344,10 @@ export class RelayClient extends EventEmitter {
         this.deps.config.client.allow_overlap, { address: relay, source: (socket.localAddress ?? '').replace(/^::ffff:/, '') }, this.deps.log) : '';
       if (overlap) throw new ProtocolError('bad-message', `WELCOME: ${overlap}`);
     } catch (err) {
-      if (err instanceof ProtocolError) {
-        this.deps.log.error({ server: this.server, problem: err.message }, `Refusing the lease ${this.server} offered: ${err.message}`);
-        throw new ProtocolError(err.code, `refused the lease: ${err.message}`);
-      }
-      throw err;
+      if (!(err instanceof ProtocolError)) throw err;
+      this.lastError = `refused the lease: ${err.message}`;
+      this.failure = { kind: 'mistake', line: `Refusing the lease ${this.server} offered: ${err.message}` };
+      return null;
     }
     return welcome;
   }
@@ -341,8 +370,10 @@ export class RelayClient extends EventEmitter {
     this.lease = welcome;
     this.state = 'connected';
     this.lastError = '';
-    this.backoff.reset();
+    this.retry.reset();
     this.retryHintMs = null;
+    if (this.joinedBefore) this.counters.reconnects++;
+    this.joinedBefore = true;
     if (changed) this.deps.onLease?.(welcome);
     this.startKeepalive(socket, welcome);
     this.deps.log.info({ server: this.server, ip: welcome.ip, prefix: welcome.prefix, interface: this.deps.device.name },
@@ -415,16 +446,21 @@ export class RelayClient extends EventEmitter {
     }
     if (this.state === 'stopped') return;
     const wasConnected = this.state === 'connected';
-    const delay = this.retryHintMs ?? this.backoff.next();
+    const { kind, line } = this.failure;
+    const delay = this.retry.next(kind, this.retryHintMs);
     this.retryHintMs = null;
     this.retryInMs = delay;
-    this.counters.reconnects++;
+    if (!wasConnected) this.counters.failedAttempts++;
     this.state = 'waiting';
     const why = this.lastError || 'connection closed';
+    const fields = { server: this.server, delayMs: delay, failure: kind };
     if (wasConnected) {
-      this.deps.log.warn({ server: this.server, delayMs: delay }, `Lost ${this.server} (${why}); reconnecting in ${delay} ms, keeping ${this.lease?.ip} on ${this.deps.device.name}`);
+      this.deps.log.warn(fields, `Lost ${this.server} (${why}); reconnecting in ${delay} ms, keeping ${this.lease?.ip} on ${this.deps.device.name}`);
+    } else if (kind === 'mistake') {
+      // One line per attempt, at one level: an operator has to act, and the waits grow to minutes meanwhile.
+      this.deps.log.error(fields, `${line ?? `Cannot join ${this.server}: ${why}`}; retrying in ${delay} ms`);
     } else {
-      this.deps.log.warn({ server: this.server, delayMs: delay }, `Cannot join ${this.server}: ${why}; retrying in ${delay} ms`);
+      this.deps.log.warn(fields, `${line ?? `Cannot join ${this.server}: ${why}`}; retrying in ${delay} ms`);
     }
     this.retryTimer = setTimeout(() => this.connect(), delay);
   }

@@ -20,6 +20,7 @@ export function clientMethods(client: RelayClient, info: { version: string; devi
       interface: info.interfaceName,
       since: client.stateSince,
       reconnects: client.counters.reconnects,
+      failedAttempts: client.counters.failedAttempts,
       lastError: client.lastError,
       offload: client.offloading,
     }),

@@ -1,6 +1,7 @@
 export * from './backoff';
 export * from './client';
 export * from './config';
+export * from './failure';
 export * from './peer-table';
 export * from './state';
 export * from './control-api';

@@ -74,7 +74,7 @@ export function serverMismatch(socket: TLSSocket, pinned: Buffer): string | null
   if (presented.equals(pinned)) return null;
   return `server identity changed: it presented ${showFingerprint(presented)} but the join string pins ${showFingerprint(pinned)}. ` +
     'If the server was reinstalled, get a new join string (mnedcd-server --print-join) and set [client] join; ' +
-    'otherwise someone may be intercepting the connection';
+    'if [client] server names another TLS server, not the mnedc relay, correct it; otherwise someone may be intercepting the connection';
 }
 
 export function proveIdentity(socket: TLSSocket, credentials: Credentials, deviceId: string): HelloAuth {

@@ -7,7 +7,7 @@ import { after, afterEach, describe, it } from 'node:test';
 import pino from 'pino';
 import { ipv4ToInt, type HostNetworks } from '@mnedc/protocol';
 import { parseServerConfig, RelayServer } from '@mnedc/server';
-import { Backoff, parseClientConfig, RelayClient, type ClientConfig } from '../src';
+import { Backoff, parseClientConfig, RelayClient, RetryPolicy, type ClientConfig } from '../src';
 import { FakeDevice } from './fake-device';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 
@@ -57,7 +57,7 @@ async function relay(stateDir?: string, port = 0): Promise<{ server: RelayServer
 
 function client(port: number, deviceId: string, device: FakeDevice, more: { ini?: string; localNetworks?: () => HostNetworks } = {}): RelayClient {
   const config = parseClientConfig(`[client]\nserver = 127.0.0.1:${port}\njoin = ${joinString}\ndevice_id = ${deviceId}\n${more.ini ?? ''}`, 'c.ini');
-  const c = new RelayClient({ config, log: pino({ level: 'silent' }), deviceId, hostname: deviceId, underlay: () => ['192.168.9.9'], device, credentials: credentialsFor(deviceId, config), backoff: new Backoff(50, 400),
+  const c = new RelayClient({ config, log: pino({ level: 'silent' }), deviceId, hostname: deviceId, underlay: () => ['192.168.9.9'], device, credentials: credentialsFor(deviceId, config), retry: new RetryPolicy(new Backoff(50, 400)),
     ...(more.localNetworks ? { localNetworks: more.localNetworks } : {}) });
   c.start();
   cleanups.push(() => c.stop());
@@ -146,7 +146,7 @@ describe('RelayClient against a relay on loopback', () => {
     const dev = new FakeDevice();
     // The join string of one relay, pointed at the other: same port semantics, different identity.
     const config = parseClientConfig(`[client]\nserver = 127.0.0.1:${impostor.port}\njoin = ${real.server.joinString}\ndevice_id = dev-x\n`, 'c.ini');
-    const c = new RelayClient({ config, log: pino({ level: 'silent' }), deviceId: 'dev-x', hostname: 'x', underlay: () => [], device: dev, credentials: credentialsFor('dev-x', config), backoff: new Backoff(50, 400) });
+    const c = new RelayClient({ config, log: pino({ level: 'silent' }), deviceId: 'dev-x', hostname: 'x', underlay: () => [], device: dev, credentials: credentialsFor('dev-x', config), retry: new RetryPolicy(new Backoff(50, 400)) });
     c.start();
     cleanups.push(() => c.stop());
     await reach(c, 'waiting');

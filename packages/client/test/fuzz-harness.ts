@@ -16,7 +16,7 @@ import {
   CAPABILITY_GSO, formatJoin, FrameType, frameName, HEADER_BYTES, parseGoodbye, parseHello, PING_BYTES, type PeerInfo,
 } from '@mnedc/protocol';
 import { referenceDecode } from '@mnedc/protocol/dist/test/fuzz-cases';
-import { Backoff, parseClientConfig, RelayClient, type ClientState } from '../src';
+import { Backoff, parseClientConfig, RelayClient, RetryPolicy, type ClientState, type FailureKind } from '../src';
 import { FakeDevice } from './fake-device';
 import { CONFIGURE_FAILURE, type DeviceFault, Model, type RunPlan, SELF_ID, WRITE_FAILURE } from './fuzz-model';
 
@@ -91,15 +91,17 @@ class FuzzDevice extends FakeDevice {
   }
 }
 
-/** Backoff whose last delay the harness can see. */
-class SeenBackoff extends Backoff {
+/** Retry policy whose last scheduled delay and failure kind the harness can see. */
+class SeenRetry extends RetryPolicy {
   last = -1;
+  lastKind: FailureKind | null = null;
   constructor() {
-    super(250, 15_000, () => 0.5);
+    super(new Backoff(250, 1_000, () => 0.5), new Backoff(1_000, 300_000, () => 0.5));
   }
-  override next(): number {
-    this.last = super.next();
-    return this.last;
+  override next(kind: FailureKind, hintMs: number | null = null): number {
+    this.lastKind = kind;
+    this.last = (kind === 'mistake' ? this.mistake : this.outage).next();
+    return hintMs ?? this.last;
   }
 }
 
@@ -135,14 +137,14 @@ export interface RunOutcome {
 export function runClient(plan: RunPlan): RunOutcome {
   const timersBefore = activeTimers();
   const device = new FuzzDevice(plan.vnet, plan.fault);
-  const backoff = new SeenBackoff();
+  const backoff = new SeenRetry();
   const model = new Model(plan);
   const sockets: FakeSocket[] = [];
   let onData: ((chunk: Buffer) => void) | undefined;
   let leaseCalls = 0;
   const client = new RelayClient({
     config: CONFIG, log: LOG, deviceId: SELF_ID, hostname: 'fuzz', underlay: () => ['192.168.7.7'], device,
-    credentials: CREDENTIALS, previousIp: plan.previousIp, onLease: () => leaseCalls++, backoff,
+    credentials: CREDENTIALS, previousIp: plan.previousIp, onLease: () => leaseCalls++, retry: backoff,
     openTunnel: (_host, _port, callback) => {
       onData = callback;
       const socket = new FakeSocket(plan.relay, CERT);
@@ -213,6 +215,8 @@ export function runClient(plan: RunPlan): RunOutcome {
 
   let live = false;
   let writesBeforeStop = 0;
+  let joined = 0;
+  let joinedAtStop = false;
   client.start();
   try {
     plan.sessions.forEach((session, index) => {
@@ -277,13 +281,19 @@ export function runClient(plan: RunPlan): RunOutcome {
       if (plan.stopLive && index === plan.sessions.length - 1) return;
       if (session.end === 'error' && !socket.destroyed) {
         socket.emit('error', new Error('read ECONNRESET'));
-        model.lastErrorHas = ['ECONNRESET'];
-        model.lastErrorEmpty = false;
+        // After a REJECT or GOODBYE the relay's word stays the reason.
+        if (!model.ended) {
+          model.lastErrorHas = ['ECONNRESET'];
+          model.lastErrorEmpty = false;
+        }
       }
-      const reconnects = client.counters.reconnects;
+      const failed = client.counters.failedAttempts;
       socket.close();
       assert.equal(client.state, 'waiting', 'state after the connection closed');
-      assert.equal(client.counters.reconnects, reconnects + 1);
+      if (model.connected) joined++;
+      assert.equal(client.counters.failedAttempts, failed + (model.connected ? 0 : 1), 'failedAttempts counts attempts that got no session');
+      assert.equal(client.counters.reconnects, Math.max(0, joined - 1), 'reconnects counts sessions after the first');
+      assert.equal(backoff.lastKind, session.wrongServer || model.mistake ? 'mistake' : 'outage', 'an operator mistake waits on the long schedule');
       assert.equal(client.retryInMs, model.retryHint ?? backoff.last, 'the retry delay is the relay\'s hint, else the backoff');
       model.retryHint = null;
       for (const part of model.lastErrorHas ?? []) assert.ok(client.lastError.includes(part), `lastError after close: ${client.lastError}`);
@@ -293,15 +303,18 @@ export function runClient(plan: RunPlan): RunOutcome {
     // Also after a failed check: stop() clears the client's timers, which would keep the process alive.
     const last = sockets.at(-1);
     live = last !== undefined && !last.destroyed;
+    joinedAtStop = client.state === 'connected' && last !== undefined && !last.writableEnded;
     writesBeforeStop = last?.written.length ?? 0;
     void client.stop();
     // stop() waits for the close of a live socket, which the relay side gives here.
     last?.close();
   }
   const last = sockets.at(-1)!;
-  if (live) {
-    assert.ok(last.writableEnded && last.written.length === writesBeforeStop + 1, 'stop() on a live connection ends it with one frame');
+  if (live && joinedAtStop) {
+    assert.ok(last.writableEnded && last.written.length === writesBeforeStop + 1, 'stop() on a live session ends it with one frame');
     assert.equal(parseGoodbye(last.written.at(-1)!.subarray(HEADER_BYTES)).code, 'shutdown', 'stop() says GOODBYE');
+  } else if (live) {
+    assert.equal(last.written.length, writesBeforeStop, 'stop() before WELCOME (or after the relay ended it) sends nothing');
   }
   assert.equal(client.state, 'stopped');
   assert.ok(device.closed, 'stop() closes the TUN');

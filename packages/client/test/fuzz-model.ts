@@ -51,6 +51,8 @@ export class Model {
   ended = false;
   error: string[] | null = null;
   retryHint: number | null = null;
+  /** This session ended with a REJECT or a refused lease only an operator can fix: the client waits on the long schedule. */
+  mistake = false;
   /** What lastError must contain after the chunk; [] with `exactEmpty` after a WELCOME. */
   lastErrorHas: string[] | null = null;
   lastErrorEmpty = false;
@@ -75,6 +77,7 @@ export class Model {
     this.connected = false;
     this.ended = false;
     this.error = null;
+    this.mistake = false;
     this.pongs = [];
   }
 
@@ -92,6 +95,7 @@ export class Model {
         let reject;
         try { reject = parseReject(payload); } catch (err) { return this.fail('protocol error', errorMessage(err)); }
         this.retryHint = reject.retryAfterMs ?? null;
+        this.mistake = ['auth', 'forbidden', 'version'].includes(reject.code);
         this.ended = true;
         this.lastErrorHas = ['rejected', reject.reason];
         this.lastErrorEmpty = false;
@@ -137,15 +141,21 @@ export class Model {
     }
   }
 
+  /** A lease the client must not take: an operator's to fix, so the client waits on the long schedule. */
+  private refuseLease(why: string): void {
+    this.fail('refused the lease', why);
+    this.mistake = true;
+  }
+
   private welcome(payload: Buffer): void {
     let welcome: Welcome;
-    try { welcome = parseWelcome(payload); } catch (err) { return this.fail('refused the lease', errorMessage(err)); }
+    try { welcome = parseWelcome(payload); } catch (err) { return this.refuseLease(errorMessage(err)); }
     // The relay's own address inside the offered subnet would route the tunnel into itself.
     const relay = (this.plan.relay ?? '').replace(/^::ffff:/, '');
     const size = 2 ** (32 - welcome.prefix);
     const quad = (a: string) => a.split('.').reduce((s, p) => s * 256 + Number(p), 0);
     if (/^\d+\.\d+\.\d+\.\d+$/.test(relay) && Math.floor(quad(relay) / size) === Math.floor(quad(welcome.ip) / size)) {
-      return this.fail('refused the lease', "covers the relay's own address");
+      return this.refuseLease("covers the relay's own address");
     }
     const address = `${welcome.ip}/${welcome.prefix}@${welcome.mtu}`;
     if (address !== this.configuredAddress) {

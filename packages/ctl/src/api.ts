@@ -51,7 +51,10 @@ export interface ClientStatus {
   prefix: number;
   interface: string;
   since: number;
+  /** Sessions established again after an earlier one ended. */
   reconnects: number;
+  /** Connection attempts that ended without a session. */
+  failedAttempts?: number;
   lastError: string;
   /** Segmentation offload in use with the relay. */
   offload?: boolean;

@@ -61,7 +61,8 @@ export const SESSION_TERMS: Record<string, Term> = {
   dropsMalformed: term('malformed drops', 'packets from the TUN that cannot be framed (never expected from the kernel)'),
   dropsFromRelay: term('drops from relay', 'offloaded packets from the relay whose header does not hold: never written to the TUN'),
   dropsIpv6: term('ipv6 drops', 'IPv6 packets read from the TUN, dropped there: the overlay carries IPv4 only'),
-  reconnects: term('reconnects', 'connections lost and made again'),
+  reconnects: term('reconnects', 'sessions established again after an earlier one ended'),
+  failedAttempts: term('failed attempts', 'connection attempts that ended without a session (relay unreachable, refused, rejected)'),
 };
 
 const DEVICE = term('DEVICE', 'the device ID (each bound to one device key)');
@@ -105,7 +106,8 @@ export const OUTPUT_TERMS: Record<'status' | 'peers' | 'leases' | 'stats', { ser
       term('ip', 'the overlay address leased to this device, with the subnet\'s prefix'),
       term('interface', 'the TUN interface carrying the overlay'),
       term('offload', 'whether segmentation offload is in use with the relay (on) or the kernel segments (off)'),
-      term('reconnects', 'connections lost and made again'),
+      SESSION_TERMS.reconnects!,
+      SESSION_TERMS.failedAttempts!,
       term('last error', 'why the last connection or attempt ended'),
     ],
   },

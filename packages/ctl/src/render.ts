@@ -70,6 +70,7 @@ export function renderClientStatus(s: ClientStatus, now: number): string {
     ['interface', orDash(s.interface)],
     ['offload', s.offload === undefined ? '-' : s.offload ? 'on' : 'off'],
     ['reconnects', formatCount(s.reconnects)],
+    ['failed attempts', s.failedAttempts === undefined ? '-' : formatCount(s.failedAttempts)],
     ['last error', orDash(s.lastError)],
   ]);
 }

@@ -153,18 +153,19 @@ describe('against a client daemon', () => {
     const human = await ctl(on('status'));
     assert.equal(human.code, 0);
     assert.equal(human.stdout,
-      'daemon      client\n' +
-      'version     0.1.0\n' +
-      'pid         777\n' +
-      'uptime      1m 5s\n' +
-      'state       connected (since 42s ago)\n' +
-      'server      relay.example:3334\n' +
-      'device      device-a\n' +
-      'ip          10.0.0.2/24\n' +
-      'interface   mnedc0\n' +
-      'offload     on\n' +
-      'reconnects  1\n' +
-      'last error  -\n');
+      'daemon           client\n' +
+      'version          0.1.0\n' +
+      'pid              777\n' +
+      'uptime           1m 5s\n' +
+      'state            connected (since 42s ago)\n' +
+      'server           relay.example:3334\n' +
+      'device           device-a\n' +
+      'ip               10.0.0.2/24\n' +
+      'interface        mnedc0\n' +
+      'offload          on\n' +
+      'reconnects       1\n' +
+      'failed attempts  7\n' +
+      'last error       -\n');
     assert.deepEqual(JSON.parse((await ctl(on('status', '--json'))).stdout), clientStatus);
   });
 
@@ -189,6 +190,7 @@ describe('against a client daemon', () => {
       'drops from relay   6\n' +
       'ipv6 drops         7\n' +
       'reconnects         1\n' +
+      'failed attempts    8\n' +
       'rtt                3.3 ms\n');
     assert.deepEqual(JSON.parse((await ctl(on('stats', '--json'))).stdout), clientStats);
   });
@@ -221,7 +223,7 @@ describe('with both default sockets live', () => {
     const human = await ctl(['status'], io);
     assert.equal(human.code, 0);
     assert.match(human.stdout, new RegExp(`^server daemon \\(${server.path}\\):\ndaemon         server\n`));
-    assert.match(human.stdout, new RegExp(`\n\nclient daemon \\(${client.path}\\):\ndaemon      client\n`));
+    assert.match(human.stdout, new RegExp(`\n\nclient daemon \\(${client.path}\\):\ndaemon           client\n`));
     assert.deepEqual(JSON.parse((await ctl(['status', '--json'], io)).stdout), { server: serverStatus, client: clientStatus });
     assert.deepEqual(JSON.parse((await ctl(['peers', '--json'], io)).stdout), { server: serverPeers, client: clientPeers });
     assert.deepEqual(JSON.parse((await ctl(['stats', '--json'], io)).stdout), { server: serverStats, client: clientStats });

@@ -53,7 +53,7 @@ export const serverStats: ServerStats = {
 
 export const clientStatus: ClientStatus = {
   daemon: 'client', version: '0.1.0', pid: 777, uptimeSec: 65, state: 'connected', server: 'relay.example:3334',
-  deviceId: 'device-a', ip: '10.0.0.2', prefix: 24, interface: 'mnedc0', since: NOW - 42_000, reconnects: 1, lastError: '', offload: true,
+  deviceId: 'device-a', ip: '10.0.0.2', prefix: 24, interface: 'mnedc0', since: NOW - 42_000, reconnects: 1, failedAttempts: 7, lastError: '', offload: true,
 };
 
 export const clientPeers: ClientPeer[] = [
@@ -62,7 +62,7 @@ export const clientPeers: ClientPeer[] = [
 
 export const clientStats: ClientStats = {
   tunnel: { rxPackets: 500, rxBytes: 64_000, txPackets: 450, txBytes: 2_097_152, txDrops: 0, rxErrors: 0, rxBatches: 120 },
-  session: { txPackets: 500, txBytes: 70_000, rxPackets: 450, rxBytes: 2_200_000, dropsOffline: 4, dropsMalformed: 5, dropsFromRelay: 6, dropsIpv6: 7, reconnects: 1 },
+  session: { txPackets: 500, txBytes: 70_000, rxPackets: 450, rxBytes: 2_200_000, dropsOffline: 4, dropsMalformed: 5, dropsFromRelay: 6, dropsIpv6: 7, reconnects: 1, failedAttempts: 8 },
   rttMs: 3.25,
 };
 

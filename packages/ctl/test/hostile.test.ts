@@ -82,7 +82,7 @@ describe('mnedcctl against a hostile daemon', () => {
     const expectedLines: Array<[ControlServer, string[], number]> = [
       [server, ['status'], 13], [server, ['peers'], 3], [server, ['leases'], 3], [server, ['stats'], 24],
       [server, ['kick', 'device-a'], 1], [server, ['forget', 'device-c'], 1], [server, ['join'], 1],
-      [client, ['status'], 12], [client, ['peers'], 2],
+      [client, ['status'], 13], [client, ['peers'], 2],
     ];
     for (const [daemon, argv, lines] of expectedLines) {
       const result = await ctl(['--socket', daemon.path, ...argv]);
@@ -95,7 +95,7 @@ describe('mnedcctl against a hostile daemon', () => {
     const result = await ctl(['--socket', client.path, 'stats']);
     assert.equal(result.code, 0, result.stderr);
     assert.doesNotMatch(result.stdout, RAW);
-    assert.equal(result.stdout.split('\n').length - 1, 14, result.stdout);
+    assert.equal(result.stdout.split('\n').length - 1, 15, result.stdout);
     assert.match(result.stdout, /^new\\nmnedcctl: fake\\x1b\[31m\\r\\x07\\x9b\\u202e +3$/m);
   });
 

@@ -34,6 +34,19 @@ export function newRefusalCounters(): RefusalCounters {
   };
 }
 
+/**
+ * A retry hint spread over [ms, 1.5·ms]: devices turned away (or told to come back) in the same moment do
+ * not all return in the same moment. Never sooner than asked: the limit that refused them holds until then.
+ */
+export function spreadRetry(ms: number, random: () => number = Math.random): number {
+  return Math.min(3_600_000, Math.round(ms + (random() * ms) / 2));
+}
+
+/** A REJECT with its retry hint, if any, spread by spreadRetry. */
+export function spreadReject(reject: Reject, random: () => number = Math.random): Reject {
+  return reject.retryAfterMs === undefined ? reject : { ...reject, retryAfterMs: spreadRetry(reject.retryAfterMs, random) };
+}
+
 /** A HELLO turned away: the counter, the operator's log line, and what the device is told. */
 export interface Turnaway {
   reason: keyof RefusalCounters;

@@ -7,12 +7,14 @@ import { RateLimitedWarning, type Logger } from '@mnedc/common';
 import {
   buildIcmpUnreachable, CAPABILITY_GSO, checkOffloadPacket, encodeFrame, encodeJsonFrame, EXPORTER_BYTES, EXPORTER_CONTEXT,
   EXPORTER_LABEL, FrameType, frameName, GSO_HEADER_BYTES, HEADER_BYTES, ICMP_HOST_UNREACHABLE, intToIpv4, ipv4ToInt,
-  MAX_GSO_PAYLOAD, MIN_IPV4_PACKET, nonUnicastDestination, parseHello, PING_BYTES, ProtocolError, segmentCount, showFingerprint,
+  MAX_GSO_PAYLOAD, MIN_IPV4_PACKET, nonUnicastDestination, parseGoodbye, parseHello, PING_BYTES, ProtocolError, segmentCount, showFingerprint,
   toDataFrames, verifyHelloAuth, type Hello, type PeerInfo, type Welcome,
 } from '@mnedc/protocol';
 import { PacketBatch } from '@mnedc/tun';
 import { Admission, type AdmissionLimits, type Refusal } from './admission';
-import { identify, JoinLimits, newRefusalCounters, type JoinLimitSettings, type RefusalCounters, type Turnaway } from './join-gate';
+import {
+  identify, JoinLimits, newRefusalCounters, spreadReject, spreadRetry, type JoinLimitSettings, type RefusalCounters, type Turnaway,
+} from './join-gate';
 import { DeviceBindings, JoinSecret, loadOrCreateIdentity, type ServerIdentity } from './identity';
 import type { ServerConfig } from './config';
 import { LeasePool, type AcquireResult, type Lease } from './lease-pool';
@@ -56,6 +58,11 @@ const REFUSAL_TEXT: Record<Refusal, string> = {
   tooManyHandshakes: 'too many handshakes in progress ([limits] max_handshakes)',
   tooManyFromSource: 'too many handshakes in progress from this address ([limits] max_handshakes_per_source)',
 };
+/**
+ * How a device's session ended, as the log says it: it said GOODBYE (stopped), it vanished (lost: crash,
+ * kill, network), or the relay ended it (left: kicked, replaced, relay stopping, protocol error, …).
+ */
+type Departure = 'stopped' | 'lost' | 'left';
 /** How long a stopping relay waits for its GOODBYEs to be taken before closing connections regardless. */
 const STOP_FLUSH_MS = 1_000;
 /** Unreachables are a courtesy: a source spraying unknown addresses gets at most this many per second. */
@@ -219,7 +226,7 @@ export class RelayServer extends EventEmitter {
     const sessions = [...this.sessions];
     for (const session of sessions) {
       if (session.state === 'established') {
-        session.goodbye({ code: 'shutdown', reason: 'server shutting down', reconnectMs: 1000 });
+        session.goodbye({ code: 'shutdown', reason: 'server shutting down', reconnectMs: spreadRetry(1000) });
         this.detach(session, 'server shutting down');
       } else {
         session.socket.destroy();
@@ -281,7 +288,7 @@ export class RelayServer extends EventEmitter {
   kick(deviceId: string, reason = 'disconnected by the operator'): boolean {
     const session = this.byDevice.get(deviceId);
     if (!session) return false;
-    session.goodbye({ code: 'kicked', reason, reconnectMs: 1000 });
+    session.goodbye({ code: 'kicked', reason, reconnectMs: spreadRetry(1000) });
     this.detach(session, reason);
     return true;
   }
@@ -362,7 +369,7 @@ export class RelayServer extends EventEmitter {
     socket.on('close', () => {
       this.sessions.delete(session);
       this.endHandshake(session);
-      this.detach(session, 'connection closed');
+      this.detach(session, 'connection closed without a goodbye', 'lost');
     });
   }
 
@@ -411,7 +418,7 @@ export class RelayServer extends EventEmitter {
         this.forward(session, frame, session.ip);
       } else if (type === FrameType.Ping) session.sendControl(encodeFrame(FrameType.Pong, frame.subarray(HEADER_BYTES)), this.corked);
       else if (type === FrameType.Pong) session.rttMs = performance.now() - frame.readDoubleBE(HEADER_BYTES);
-      else if (type === FrameType.Goodbye) session.socket.end();
+      else if (type === FrameType.Goodbye) this.onGoodbye(session, frame.subarray(HEADER_BYTES));
       else throw new ProtocolError('unexpected', `${frameName(type)} from a client`);
       return;
     }
@@ -421,10 +428,17 @@ export class RelayServer extends EventEmitter {
     this.onHello(session, parseHello(frame.subarray(HEADER_BYTES)));
   }
 
+  /** The device leaves on purpose (its daemon stopped): gone for its peers now, not once the socket closed. */
+  private onGoodbye(session: Session, payload: Buffer): void {
+    const goodbye = parseGoodbye(payload);
+    this.detach(session, `said goodbye: ${goodbye.reason}`, 'stopped');
+    session.socket.end();
+  }
+
   /** Turns a session away: counted and logged (rate-limited) under its reason, REJECT sent, connection closed. */
   private turnAway(session: Session, turnaway: Turnaway, fields: Record<string, unknown>): void {
     this.refuse(turnaway.reason, { remote: session.remote, ...fields }, turnaway.message);
-    session.reject(turnaway.reject);
+    session.reject(spreadReject(turnaway.reject));
   }
 
   /** The fingerprint of the key the device proved, or null once it has been turned away. */
@@ -477,7 +491,7 @@ export class RelayServer extends EventEmitter {
     }, (err: Error) => {
       this.deps.log.error({ err, deviceId: hello.deviceId }, `Rejected ${hello.deviceId}: cannot record its key binding: ${err.message}`);
       if (session.state !== 'closed') {
-        session.reject({ code: 'busy', reason: 'the server cannot record device bindings (storage error)', retryAfterMs: 30_000 });
+        session.reject({ code: 'busy', reason: 'the server cannot record device bindings (storage error)', retryAfterMs: spreadRetry(30_000) });
       }
     });
   }
@@ -555,7 +569,7 @@ export class RelayServer extends EventEmitter {
   }
 
   /** Takes a session off the routing table and the directory; safe to call more than once. */
-  private detach(session: Session, why: string): void {
+  private detach(session: Session, why: string, how: Departure = 'left'): void {
     if (session.state !== 'established') {
       session.state = 'closed';
       return;
@@ -573,8 +587,8 @@ export class RelayServer extends EventEmitter {
       }
       this.emit('sessions');
     }
-    this.deps.log.info({ deviceId: session.deviceId, ip: intToIpv4(session.ip), why, rxPackets: session.counters.rxPackets, txPackets: session.counters.txPackets },
-      `Device ${session.deviceId} (${intToIpv4(session.ip)}) left: ${why}`);
+    this.deps.log.info({ deviceId: session.deviceId, ip: intToIpv4(session.ip), how, why, rxPackets: session.counters.rxPackets, txPackets: session.counters.txPackets },
+      how === 'stopped' ? `Device ${session.deviceId} (${intToIpv4(session.ip)}) stopped (${why})` : `Device ${session.deviceId} (${intToIpv4(session.ip)}) ${how}: ${why}`);
   }
 
   /** A device that keeps talking but stops reading: what it is owed would outgrow its budget. */
@@ -608,7 +622,7 @@ export class RelayServer extends EventEmitter {
       } else if (++session.silentRounds * keepalive >= deadAfter) {
         this.deps.log.warn({ deviceId: session.deviceId, remote: session.remote },
           `Device ${session.deviceId} silent for ${deadAfter} ms: closing its session`);
-        this.detach(session, `silent for ${deadAfter} ms`);
+        this.detach(session, `silent for ${deadAfter} ms`, 'lost');
         session.socket.destroy();
         continue;
       }

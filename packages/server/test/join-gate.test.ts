@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import { PROTOCOL_VERSION, type Hello } from '@mnedc/protocol';
-import { identify, JoinLimits, type JoinContext, type Turnaway } from '../src';
+import { identify, JoinLimits, spreadReject, spreadRetry, type JoinContext, type Turnaway } from '../src';
 
 const hello = (deviceId: string, version = PROTOCOL_VERSION): Hello => ({ version, deviceId, hostname: '', underlay: [], capabilities: [] });
 const proven = (key: string) => ({ ok: true as const, device: { keyFingerprint: key } });
@@ -52,5 +52,17 @@ describe('JoinLimits', () => {
     const limits = new JoinLimits(settings, () => 0);
     assert.equal(reason(limits.check('x', { ...base, known: false, boundCount: 4 * 253 })), 'maxDevices');
     assert.equal(reason(limits.check('y', { ...base, known: false, boundCount: 4 * 253 - 1 })), 'ok');
+  });
+});
+
+describe('spreadRetry', () => {
+  it('never sooner than asked, at most half again later, so a fleet turned away together returns spread out', () => {
+    assert.equal(spreadRetry(1000, () => 0), 1000);
+    assert.equal(spreadRetry(1000, () => 0.999999), 1500);
+    assert.equal(spreadRetry(3_000_000, () => 0.999999), 3_600_000, 'within what a REJECT may carry');
+    const hints = Array.from({ length: 200 }, () => spreadRetry(10_000));
+    assert.ok(Math.min(...hints) >= 10_000 && Math.max(...hints) <= 15_000 && new Set(hints).size > 100, 'spread');
+    assert.deepEqual(spreadReject({ code: 'busy', reason: 'r', retryAfterMs: 30_000 }, () => 0.5), { code: 'busy', reason: 'r', retryAfterMs: 37_500 });
+    assert.deepEqual(spreadReject({ code: 'auth', reason: 'r' }), { code: 'auth', reason: 'r' }, 'no hint, none made up');
   });
 });
