@@ -117,6 +117,8 @@ export async function bootOrder(box: Box, ips: Ips): Promise<void> {
 /** The bound service runs and answers on c's overlay address, from d, across the overlay. */
 export async function checkBound(box: Box, ips: Ips): Promise<void> {
   const { c, d } = box;
+  // Type=simple is active once forked: the bind is done when the service says so (this boot only).
+  await c.follow(`exec journalctl -u ${BOUND_UNIT} -b -f -n all -o cat`).waitForRaw(new RegExp(`^listening on ${escape(ips.c)}$`), 30_000);
   assert.equal((await c.run(`systemctl is-active ${BOUND_UNIT} || true`)).trim(), 'active',
     `${BOUND_UNIT}: ${await c.run(`journalctl -u ${BOUND_UNIT} -b --no-pager -o cat || true`)}`);
   const reply = await d.run(`node -e "require('net').connect(${BOUND_PORT}, '${ips.c}').on('data', (b) => { process.stdout.write(b); process.exit(0); })"`, 30_000);
