@@ -42,6 +42,18 @@ export const OUTAGE_CAP_MS = 1_000;
 export const MISTAKE_BASE_MS = 1_000;
 export const MISTAKE_CAP_MS = 300_000;
 
+/** The longest wait a relay's hint can impose: a hostile relay must not park its devices for an hour. */
+export const MAX_HINT_MS = 900_000;
+
+/**
+ * A relay's retryAfterMs/reconnectMs may lengthen a wait (it knows its load), up to MAX_HINT_MS, but never
+ * shorten it below the schedule: a relay answering every attempt with "retry in 0 ms" must not make its
+ * devices spin.
+ */
+export function retryDelay(scheduledMs: number, hintMs: number | null): number {
+  return hintMs === null ? scheduledMs : Math.max(scheduledMs, Math.min(hintMs, MAX_HINT_MS));
+}
+
 /** The client's retry schedule: one backoff per failure kind, both reset by a session that got through. */
 export class RetryPolicy {
   constructor(
@@ -49,10 +61,9 @@ export class RetryPolicy {
     readonly mistake = new Backoff(MISTAKE_BASE_MS, MISTAKE_CAP_MS),
   ) {}
 
-  /** The delay before the next attempt: the relay's hint when it gave one (it knows its load), else the schedule's. */
+  /** The delay before the next attempt: the schedule's, or longer when the relay asks for it (retryDelay). */
   next(kind: FailureKind, hintMs: number | null = null): number {
-    const scheduled = (kind === 'mistake' ? this.mistake : this.outage).next();
-    return hintMs ?? scheduled;
+    return retryDelay((kind === 'mistake' ? this.mistake : this.outage).next(), hintMs);
   }
 
   reset(): void {

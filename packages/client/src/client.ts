@@ -6,7 +6,7 @@ import {
   CAPABILITY_GSO, checkOffloadPacket, encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, frameName, GSO_HEADER_BYTES,
   HANDSHAKE_TIMEOUT_MS, HEADER_BYTES, MAX_GSO_PAYLOAD, MIN_IPV4_PACKET, parseGoodbye, parsePeerUpdate, parseReject,
   inSubnet, ipv4ToInt, isIpv4, parseWelcome, PING_BYTES, prefixMask, PROTOCOL_VERSION, ProtocolError, toDataFrames, type Hello,
-  type HostNetworks, type Welcome,
+  type HostNetworks, type Subnet, type Welcome,
 } from '@mnedc/protocol';
 import { PacketBatch } from '@mnedc/tun';
 import { RetryPolicy, type FailureKind } from './backoff';
@@ -296,7 +296,7 @@ export class RelayClient extends EventEmitter {
           this.rttMs = performance.now() - payload.readDoubleBE(0);
           return;
         case FrameType.Peers:
-          this.onPeerChanges(this.peers.apply(parsePeerUpdate(payload)));
+          this.onPeerChanges(this.peers.apply(parsePeerUpdate(payload), this.overlay()));
           return;
         case FrameType.Goodbye: {
           const goodbye = parseGoodbye(payload);
@@ -398,7 +398,21 @@ export class RelayClient extends EventEmitter {
     this.gso = gso;
   }
 
+  /** The leased subnet, which every peer's address must be a host of. */
+  private overlay(): Subnet | null {
+    if (!this.lease) return null;
+    const mask = prefixMask(this.lease.prefix);
+    const network = (ipv4ToInt(this.lease.ip) & mask) >>> 0;
+    return { network, prefix: this.lease.prefix, broadcast: (network | ~mask) >>> 0 };
+  }
+
   private onPeerChanges(changes: PeerChanges): void {
+    if (changes.offOverlay) {
+      this.warnings.warn('peer-off-overlay', () => ({
+        fields: { server: this.server, ignored: changes.offOverlay },
+        message: `Ignored peers ${this.server} announced at addresses outside the overlay subnet ${this.lease?.ip}/${this.lease?.prefix}`,
+      }));
+    }
     for (const peer of changes.up) {
       this.deps.log.info({ peer: peer.deviceId, ip: peer.ip, hostname: peer.hostname }, `Peer ${peer.deviceId} (${peer.hostname || 'no hostname'}) is up at ${peer.ip}`);
     }

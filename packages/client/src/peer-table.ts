@@ -1,8 +1,17 @@
-import type { PeerInfo, PeerUpdate } from '@mnedc/protocol';
+import { inSubnet, ipv4ToInt, isIpv4, nonUnicastDestination, type PeerInfo, type PeerUpdate, type Subnet } from '@mnedc/protocol';
 
 export interface PeerChanges {
   up: PeerInfo[];
   down: PeerInfo[];
+  /** Peers announced at an address off the overlay, ignored. */
+  offOverlay?: number;
+}
+
+/** Whether `ip` can be a device on `overlay`: one of its host addresses, not its network or broadcast address. */
+export function onOverlay(ip: string, overlay: Subnet): boolean {
+  if (!isIpv4(ip)) return false;
+  const value = ipv4ToInt(ip);
+  return inSubnet(value, overlay.network, overlay.prefix) && nonUnicastDestination(value, overlay) === null;
 }
 
 /**
@@ -28,7 +37,12 @@ export class PeerTable {
     return this.peers.get(deviceId);
   }
 
-  apply(update: PeerUpdate): PeerChanges {
+  /**
+   * With `overlay`, a peer announced at an address off it is left out (and one known before is reported
+   * down): whatever a relay announces reaches /etc/hosts, hooks and peers.json, so it must not name, say,
+   * a LAN host or a public address.
+   */
+  apply(update: PeerUpdate, overlay: Subnet | null = null): PeerChanges {
     const changes: PeerChanges = { up: [], down: [] };
     if (update.reset) {
       // A reset inside an unfinished snapshot (a second reset, or a reconnect mid-snapshot): the peers the
@@ -39,6 +53,12 @@ export class PeerTable {
     }
     for (const info of update.up) {
       if (info.deviceId === this.selfId) continue;
+      if (overlay && !onOverlay(info.ip, overlay)) {
+        changes.offOverlay = (changes.offOverlay ?? 0) + 1;
+        const before = this.peers.get(info.deviceId);
+        if (before && this.peers.delete(info.deviceId)) changes.down.push(before);
+        continue;
+      }
       const before = this.peers.get(info.deviceId) ?? this.previous?.get(info.deviceId);
       this.peers.set(info.deviceId, info);
       this.previous?.delete(info.deviceId);

@@ -16,7 +16,7 @@ import {
   CAPABILITY_GSO, formatJoin, FrameType, frameName, HEADER_BYTES, parseGoodbye, parseHello, PING_BYTES, type PeerInfo,
 } from '@mnedc/protocol';
 import { referenceDecode } from '@mnedc/protocol/dist/test/fuzz-cases';
-import { Backoff, parseClientConfig, RelayClient, RetryPolicy, type ClientState, type FailureKind } from '../src';
+import { Backoff, parseClientConfig, RelayClient, RetryPolicy, retryDelay, type ClientState, type FailureKind } from '../src';
 import { FakeDevice } from './fake-device';
 import { CONFIGURE_FAILURE, type DeviceFault, Model, type RunPlan, SELF_ID, WRITE_FAILURE } from './fuzz-model';
 
@@ -101,7 +101,7 @@ class SeenRetry extends RetryPolicy {
   override next(kind: FailureKind, hintMs: number | null = null): number {
     this.lastKind = kind;
     this.last = (kind === 'mistake' ? this.mistake : this.outage).next();
-    return hintMs ?? this.last;
+    return retryDelay(this.last, hintMs);
   }
 }
 
@@ -294,7 +294,7 @@ export function runClient(plan: RunPlan): RunOutcome {
       assert.equal(client.counters.failedAttempts, failed + (model.connected ? 0 : 1), 'failedAttempts counts attempts that got no session');
       assert.equal(client.counters.reconnects, Math.max(0, joined - 1), 'reconnects counts sessions after the first');
       assert.equal(backoff.lastKind, session.wrongServer || model.mistake ? 'mistake' : 'outage', 'an operator mistake waits on the long schedule');
-      assert.equal(client.retryInMs, model.retryHint ?? backoff.last, 'the retry delay is the relay\'s hint, else the backoff');
+      assert.equal(client.retryInMs, retryDelay(backoff.last, model.retryHint), 'the retry delay is the backoff, lengthened (never shortened) by the relay\'s hint');
       model.retryHint = null;
       for (const part of model.lastErrorHas ?? []) assert.ok(client.lastError.includes(part), `lastError after close: ${client.lastError}`);
       checkPeers(`after session ${index}`);

@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import {
-  Backoff, describeSocketError, MISTAKE_BASE_MS, MISTAKE_CAP_MS, OUTAGE_BASE_MS, OUTAGE_CAP_MS, rejectKind, RetryPolicy,
+  Backoff, describeSocketError, MAX_HINT_MS, MISTAKE_BASE_MS, MISTAKE_CAP_MS, OUTAGE_BASE_MS, OUTAGE_CAP_MS, rejectKind, RetryPolicy,
 } from '../src';
 
 /** The shipped schedules with the jitter fixed at `r` (0: the low end of each range, ~1: the high end). */
@@ -29,14 +29,16 @@ describe('RetryPolicy', () => {
     assert.equal(Array.from({ length: 12 }, () => low.next('mistake')).at(-1), 150_000);
   });
 
-  it('keeps a schedule per kind, takes the relay\'s hint over either, and a session resets both', () => {
+  it('keeps a schedule per kind, lets the relay\'s hint lengthen either within a bound, and a session resets both', () => {
     const p = policy(0.999999);
     p.next('mistake');
     p.next('mistake');
     assert.equal(p.next('outage'), 250, 'an outage after mistakes still starts short');
     assert.equal(p.next('mistake'), 4000, 'and the mistake schedule kept growing');
-    assert.equal(p.next('outage', 30_000), 30_000, 'the relay knows its load: its hint wins');
-    assert.equal(p.next('mistake', 0), 0);
+    assert.equal(p.next('outage', 30_000), 30_000, 'the relay knows its load: its hint lengthens the wait');
+    assert.equal(p.next('mistake', 0), 8000, 'a hint never shortens the schedule: "retry at once" from a relay does not make a spin');
+    assert.equal(p.next('outage', 0), 1000);
+    assert.equal(p.next('outage', 3_600_000), MAX_HINT_MS, 'nor parks the device for longer than MAX_HINT_MS');
     p.reset();
     assert.equal(p.next('outage'), 250);
     assert.equal(p.next('mistake'), 1000);

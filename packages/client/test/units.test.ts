@@ -2,7 +2,8 @@ import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import { ConfigError } from '@mnedc/common';
 import type { PeerInfo } from '@mnedc/protocol';
-import { Backoff, parseClientConfig, PeerTable } from '../src';
+import { parseSubnet } from '@mnedc/protocol';
+import { Backoff, onOverlay, parseClientConfig, PeerTable } from '../src';
 
 describe('Backoff', () => {
   it('doubles up to the cap, with jitter in the upper half, and resets', () => {
@@ -18,6 +19,21 @@ describe('Backoff', () => {
 const peer = (id: string, ip: string, since = 1): PeerInfo => ({ deviceId: id, ip, hostname: id, underlay: [], since });
 
 describe('PeerTable', () => {
+  it('leaves out peers a relay announces off the overlay (a LAN host, a public address, the broadcast address)', () => {
+    const table = new PeerTable('me');
+    const overlay = parseSubnet('10.0.0.0/24');
+    let changes = table.apply({ reset: true, more: false, up: [peer('a', '10.0.0.3'), peer('lan', '192.168.0.1'), peer('dns', '8.8.8.8'),
+      peer('bcast', '10.0.0.255'), peer('net', '10.0.0.0'), peer('v6', 'fd00::1')], down: [] }, overlay);
+    assert.deepEqual(changes.up.map((p) => p.deviceId), ['a']);
+    assert.equal(changes.offOverlay, 5);
+    assert.deepEqual(table.list().map((p) => p.deviceId), ['a']);
+    // A known peer moved off the overlay is gone, not left at its old address.
+    changes = table.apply({ reset: false, more: false, up: [peer('a', '127.0.0.1')], down: [] }, overlay);
+    assert.deepEqual(changes.down.map((p) => p.deviceId), ['a']);
+    assert.equal(table.size, 0);
+    assert.equal(onOverlay('10.0.0.254', overlay), true);
+  });
+
   it('builds from a chunked snapshot, ignores itself and reports only real changes', () => {
     const table = new PeerTable('me');
     let changes = table.apply({ reset: true, more: true, up: [peer('me', '10.0.0.2'), peer('a', '10.0.0.3')], down: [] });

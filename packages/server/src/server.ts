@@ -432,7 +432,7 @@ export class RelayServer extends EventEmitter {
   private onGoodbye(session: Session, payload: Buffer): void {
     const goodbye = parseGoodbye(payload);
     this.detach(session, `said goodbye: ${goodbye.reason}`, 'stopped');
-    session.socket.end();
+    session.finish();
   }
 
   /** Turns a session away: counted and logged (rate-limited) under its reason, REJECT sent, connection closed. */
@@ -520,7 +520,7 @@ export class RelayServer extends EventEmitter {
   private establish(session: Session, hello: Hello, key: string, acquired: AcquireResult & { ok: true }): void {
     if (session.state === 'closed') return;
     if (this.bindings.get(hello.deviceId) !== key) {
-      session.reject({ code: 'auth', reason: `the binding of device ID ${hello.deviceId} changed while it joined; try again` });
+      session.reject({ code: 'busy', reason: `the binding of device ID ${hello.deviceId} changed while it joined; try again`, retryAfterMs: 1000 });
       return;
     }
     if (this.overCapacity(session, hello.deviceId)) return;

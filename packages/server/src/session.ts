@@ -168,8 +168,11 @@ export class Session implements PeerSubscriber {
     this.finish();
   }
 
-  /** Flushes what is queued and closes; destroys after LINGER_MS if the peer does not take it. */
-  private finish(): void {
+  /**
+   * Flushes what is queued and closes; destroys after LINGER_MS if the peer does not take it (a device
+   * holding its half of the connection open must not keep a descriptor of the relay's for ever).
+   */
+  finish(): void {
     if (this.socket.destroyed) return;
     this.socket.end();
     setTimeout(() => this.socket.destroy(), LINGER_MS).unref();

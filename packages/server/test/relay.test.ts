@@ -5,7 +5,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { describe, it } from 'node:test';
-import { encodeFrame, FrameType, intToIpv4, ipv4ToInt } from '@mnedc/protocol';
+import { encodeFrame, encodeJsonFrame, FrameType, intToIpv4, ipv4ToInt } from '@mnedc/protocol';
 import { parseServerConfig } from '../src';
 import { serverMethods } from '../src/control-api';
 import { ipPacket, WireClient } from '@mnedc/lab';
@@ -70,6 +70,23 @@ describe('relay server over loopback', () => {
     await b.until(() => b.data.length === 1, 'traffic between the others');
     assert.equal(server.sessionCount, 2);
     assert.ok(!a.closed && !b.closed);
+  });
+
+  it('closes the connection of a device that said GOODBYE even when the device never closes its side', async () => {
+    const { server, port } = await startServer();
+    const device = await joinAs(port, 'dev-a');
+    const session = [...(server as unknown as { sessions: Set<{ deviceId: string; socket: import('node:net').Socket }> }).sessions]
+      .find((s) => s.deviceId === 'dev-a')!;
+    // A device that keeps its half open after its GOODBYE: before, the relay only ended its own half and
+    // held the descriptor for as long as the device liked.
+    const tcp = (device.socket as unknown as { _parent?: import('node:net').Socket })._parent;
+    device.socket.allowHalfOpen = true;
+    if (tcp) tcp.allowHalfOpen = true;
+    device.socket.write(encodeJsonFrame(FrameType.Goodbye, { code: 'shutdown', reason: 'bye' }));
+    const closed = once(session.socket, 'close');
+    const deadline = new Promise((_, reject) => setTimeout(() => reject(new Error('the relay still holds the connection 5 s after GOODBYE')), 5_000).unref());
+    await Promise.race([closed, deadline]);
+    assert.equal(server.sessionCount, 0);
   });
 
   it('lets a reconnecting device take over its lingering session, keeping its address', async () => {

@@ -111,9 +111,13 @@ function link(file: string): string | null {
   }
 }
 
+/** Enough of a command line to tell which daemon and config it is; a log line is no place for all of it. */
+const MAX_COMMAND_LINE = 512;
+
 function commandLine(file: string): string {
   try {
-    return fs.readFileSync(file, 'utf8').replace(/\0+$/, '').split('\0').join(' ');
+    const text = fs.readFileSync(file, 'utf8').replace(/\0+$/, '').split('\0').join(' ');
+    return text.length > MAX_COMMAND_LINE ? `${text.slice(0, MAX_COMMAND_LINE)}…` : text;
   } catch {
     return '';
   }
