@@ -10,9 +10,13 @@ export const BLOCK_END = '# END mnedc peers';
 /** Any line starting so opens a block: a later version may word the rest of the line differently. */
 const BEGIN_PREFIX = '# BEGIN mnedc peers';
 
-/** The largest source read: a /16 overlay (65,534 devices) at about 60 bytes a line, with room to spare. */
-export const MAX_SOURCE_BYTES = 8 << 20;
-export const MAX_ENTRIES = 65_536;
+/**
+ * The largest source read, and the most entries merged. A /16 overlay could list 65,534 devices, but every
+ * lookup of any name on the device scans /etc/hosts, so a hostile relay must not be able to make it
+ * megabytes long: 16,384 devices at about 60 bytes a line fit, larger overlays need DNS.
+ */
+export const MAX_SOURCE_BYTES = 1 << 20;
+export const MAX_ENTRIES = 16_384;
 /** The renderer writes at most three names a line (`<id>.mnedc <host>.mnedc <host>`). */
 const MAX_NAMES_PER_LINE = 4;
 
@@ -36,6 +40,8 @@ export interface PeerHosts {
   lines: string[];
   /** Lines that were neither blank, a comment, nor a valid entry (each named once in the log). */
   skipped: number;
+  /** Names that are no DNS name, dropped from lines that were otherwise taken. */
+  badNames: number;
 }
 
 /** The entries of the client's hosts file; throws when it is too large to be what the client writes. */
@@ -44,21 +50,25 @@ export function parsePeerHosts(text: string): PeerHosts {
   const lines: string[] = [];
   const seen = new Set<string>();
   let skipped = 0;
+  let badNames = 0;
   for (const line of text.split('\n')) {
     if (line === '' || line.startsWith('#')) continue;
-    // Not trimmed: \r, NUL, leading or other whitespace, or a comment after the names is not what the
-    // renderer writes, so the line is skipped whole.
+    // Not trimmed: leading whitespace or a comment after the names is not what the renderer writes, so the
+    // line is skipped whole. One odd name (a \r, a NUL, an underscore) costs that name, not its device's
+    // other names.
     const [ip, ...names] = line.split(/[ \t]+/);
-    const ok = IPV4.test(ip!) && names.length > 0 && names.length <= MAX_NAMES_PER_LINE && names.every(isDnsName);
-    const fresh = ok ? names.filter((n) => isOverlayName(n) && !seen.has(n)) : [];
+    const ok = IPV4.test(ip!) && names.length > 0 && names.length <= MAX_NAMES_PER_LINE && !names.some((n) => n.startsWith('#'));
+    const good = ok ? names.filter(isDnsName) : [];
+    const fresh = good.filter((n) => isOverlayName(n) && !seen.has(n));
     if (fresh.length === 0 || lines.length >= MAX_ENTRIES) {
       skipped++;
       continue;
     }
+    badNames += names.length - good.length;
     for (const n of fresh) seen.add(n);
     lines.push(`${ip}\t${fresh.join(' ')}`);
   }
-  return { lines, skipped };
+  return { lines, skipped, badNames };
 }
 
 /**

@@ -4,10 +4,16 @@ import { MAX_SOURCE_BYTES, mergeHostsBlock, parsePeerHosts } from './hosts-merge
 
 export const PEER_HOSTS_FILE = '/run/mnedc/hosts';
 export const SYSTEM_HOSTS_FILE = '/etc/hosts';
+/**
+ * /etc/hosts as one byte a character: the administrator's lines may be in any encoding (a Latin-1 comment),
+ * and UTF-8 would turn what it cannot decode into U+FFFD on the way back. Our block is ASCII.
+ */
+const TARGET_ENCODING = 'latin1';
 
 export interface SyncResult {
   entries: number;
   skipped: number;
+  badNames: number;
   changed: boolean;
 }
 
@@ -42,6 +48,25 @@ function readSource(file: string): string {
 }
 
 /**
+ * The target's text, null when there is none. A symbolic link is refused before anything is done: the
+ * rename (or the removal of an emptied file) would replace the link itself, and writing through it would
+ * have root write wherever the link points.
+ */
+function readTarget(file: string): string | null {
+  let stat: fs.Stats;
+  try {
+    stat = fs.lstatSync(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  if (stat.isSymbolicLink()) {
+    throw new Error(`${file} is a symbolic link to ${fs.readlinkSync(file)}: not changed (merge into the file it points to by hand, or make ${file} a regular file)`);
+  }
+  return fs.readFileSync(file, TARGET_ENCODING);
+}
+
+/**
  * Replaces the target in one rename, keeping its mode and owner, so a resolver never reads half a file. A
  * target that is a mount point (a container runtime's bind-mounted /etc/hosts) cannot be renamed over:
  * it is rewritten in place.
@@ -49,7 +74,7 @@ function readSource(file: string): string {
 function writeTarget(file: string, text: string): void {
   let stat: fs.Stats | null = null;
   try {
-    stat = fs.statSync(file);
+    stat = fs.lstatSync(file);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
@@ -57,7 +82,7 @@ function writeTarget(file: string, text: string): void {
   try {
     const fd = fs.openSync(temporary, 'wx', stat ? stat.mode & 0o7777 : 0o644);
     try {
-      fs.writeFileSync(fd, text);
+      fs.writeFileSync(fd, text, TARGET_ENCODING);
       if (stat) fs.fchownSync(fd, stat.uid, stat.gid);
       fs.fchmodSync(fd, stat ? stat.mode & 0o7777 : 0o644);
       fs.fsyncSync(fd);
@@ -69,7 +94,7 @@ function writeTarget(file: string, text: string): void {
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code !== 'EBUSY' && code !== 'EXDEV') throw err;
-      fs.writeFileSync(file, text);
+      fs.writeFileSync(file, text, TARGET_ENCODING);
     }
   } finally {
     fs.rmSync(temporary, { force: true });
@@ -84,22 +109,17 @@ function writeTarget(file: string, text: string): void {
 export function syncHosts(options: { source?: string; target?: string; remove?: boolean } = {}): SyncResult {
   const source = options.source ?? PEER_HOSTS_FILE;
   const target = options.target ?? SYSTEM_HOSTS_FILE;
-  let result: SyncResult = { entries: 0, skipped: 0, changed: false };
+  let result: SyncResult = { entries: 0, skipped: 0, badNames: 0, changed: false };
   let text = options.remove ? '' : readSource(source);
   for (let round = 0; round < 5; round++) {
-    const { lines, skipped } = parsePeerHosts(text);
-    let current: string | null = null;
-    try {
-      current = fs.readFileSync(target, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    }
+    const { lines, skipped, badNames } = parsePeerHosts(text);
+    const current = readTarget(target);
     const next = mergeHostsBlock(current, lines);
     const changed = next !== (current ?? '');
     // Nothing but our block was there (minimal systems have no /etc/hosts): leave no empty file behind.
     if (changed && next === '') fs.rmSync(target, { force: true });
     else if (changed) writeTarget(target, next);
-    result = { entries: lines.length, skipped, changed: result.changed || changed };
+    result = { entries: lines.length, skipped, badNames, changed: result.changed || changed };
     if (options.remove) break;
     const again = readSource(source);
     if (again === text) break;

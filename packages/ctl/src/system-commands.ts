@@ -18,7 +18,9 @@ export async function runSystemCommand(invocation: CommandInvocation, io: RunIo)
   try {
     if (invocation.command === 'sync-hosts') {
       const result = syncHosts({ remove: invocation.remove === true });
-      const skipped = result.skipped > 0 ? `; skipped ${result.skipped} invalid lines of /run/mnedc/hosts` : '';
+      const dropped = [result.skipped > 0 ? `${result.skipped} invalid lines` : '', result.badNames > 0 ? `${result.badNames} invalid names` : '']
+        .filter(Boolean).join(' and ');
+      const skipped = dropped ? `; skipped ${dropped} of /run/mnedc/hosts` : '';
       io.stdout.write(`${PROGRAM}: /etc/hosts ${result.changed ? 'now lists' : 'already listed'} ${result.entries} mnedc devices${skipped}\n`);
       return 0;
     }

@@ -23,6 +23,19 @@ function within<T>(promise: Promise<T>, ms: number): Promise<T> {
   return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
+/** `ms`, or less when `signal` aborts; the abort listener goes with the pause, not with the whole wait. */
+function pause(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
 function why(status: ClientStatus): string {
   if (status.state === 'connected') return `connected as ${status.ip}, but ${status.ip} is not on ${status.interface} yet`;
   return `the client is ${status.state}${status.lastError ? `: ${status.lastError}` : ''}`;
@@ -55,10 +68,7 @@ export async function waitOnline(socket: string, timeoutMs: number, signal?: Abo
       }
       const left = deadline - Date.now();
       if (left <= 0) break;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, Math.min(POLL_MS, left));
-        signal?.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
-      });
+      await pause(Math.min(POLL_MS, left), signal);
     }
     return { online: false, detail };
   } finally {

@@ -1,5 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { getEventListeners } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -62,6 +63,26 @@ describe('mnedcctl wait-online', () => {
     const code = await run(['wait-online', '--timeout', '0.3', '--socket', join(dir, 'none.sock')], { stdout: new Capture(), stderr, env: {} });
     assert.equal(code, 1);
     assert.match(stderr.text, /^mnedcctl: the overlay is not up after 0\.3 s: no daemon listening on .*none\.sock/);
+  });
+
+  test('a long wait leaves no listener behind on the interrupt signal (no MaxListenersExceededWarning)', TIMEOUT, async () => {
+    const current = { status: { ...clientStatus, state: 'waiting', lastError: 'connect ETIMEDOUT' } as ClientStatus };
+    const server = await fakeClient(current);
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => { warnings.push(w); };
+    process.on('warning', onWarning);
+    try {
+      // 200 ms polls: over 3 s is more than the 10 listeners an EventTarget takes before it warns.
+      const interrupt = new AbortController();
+      const outcome = await waitOnline(server.path, 3200, interrupt.signal);
+      assert.equal(outcome.online, false);
+      assert.equal(getEventListeners(interrupt.signal, 'abort').length, 0);
+      await new Promise((r) => setImmediate(r)); // a warning is emitted on a later tick
+      assert.deepEqual(warnings.filter((w) => w.name === 'MaxListenersExceededWarning').map((w) => w.message), []);
+    } finally {
+      process.off('warning', onWarning);
+      await server.close();
+    }
   });
 
   test('a server daemon\'s socket is refused at once', TIMEOUT, async () => {
