@@ -95,6 +95,9 @@ function maskPrefix(mask: number): number | null {
   return prefixMask(prefix) === mask ? prefix : null;
 }
 
+/** RFC 1918 and the shared (CGNAT) space of RFC 6598: where an overlay belongs. */
+const PRIVATE_SPACE = [[0x0a000000, 8], [0xac100000, 12], [0xc0a80000, 16], [0x64400000, 10]].map(([network, prefix]) => ({ network: network!, prefix: prefix! }));
+
 export interface OverlapOptions {
   /** The overlay's own TUN: a restarted daemon finds its previous address and routes still on it. */
   ownInterface: string;
@@ -146,6 +149,14 @@ export function findOverlaps(subnet: Pick<Subnet, 'network' | 'prefix'>, host: H
         : r.prefix === 0 ? `the gateway of ${route}: the host would lose its default route` : `the gateway of ${route}`;
       note(ipv4ToInt(r.gateway), 32, `${name} contains ${r.gateway}, ${what}`);
     }
+  }
+  // Outside private space the subnet takes over real Internet addresses (a relay leasing 8.8.0.0/16 would
+  // draw this host's DNS queries into the tunnel), which no address or specific route shows.
+  const defaultRoute = routes.find((r) => r.prefix === 0);
+  if (defaultRoute && !PRIVATE_SPACE.some((p) => p.prefix <= subnet.prefix && ((subnet.network & prefixMask(p.prefix)) >>> 0) === p.network)) {
+    note(subnet.network, subnet.prefix, `${name} is not private address space (10/8, 172.16/12, 192.168/16, 100.64/10): this host reaches ` +
+      `those addresses through the default route${defaultRoute.gateway ? ` via ${defaultRoute.gateway}` : ''} dev ${defaultRoute.interface}, ` +
+      'and their traffic would go into the tunnel');
   }
   const source = options.relay?.source ?? '';
   if (isIpv4(source) && inside(ipv4ToInt(source)) && !addresses.some((a) => a.address === source)) {

@@ -73,8 +73,20 @@ describe('overlay subnet against the host networks', () => {
 
   it('ignores the default route itself, loopback and the overlay\'s own interface', () => {
     assert.deepEqual(check('10.0.0.0/24'), { refused: [], allowed: [] });
-    assert.deepEqual(check('127.0.0.0/16'), { refused: [], allowed: [] });
     assert.deepEqual(check('100.64.0.0/16'), { refused: [], allowed: [] });
+  });
+
+  it('refuses a subnet outside private space, which the default route reaches, unless allow_overlap names it', () => {
+    const publicSpace = "is not private address space (10/8, 172.16/12, 192.168/16, 100.64/10): this host reaches those addresses " +
+      'through the default route via 192.168.0.1 dev eth0, and their traffic would go into the tunnel';
+    assert.deepEqual(check('8.8.0.0/16').refused, [`subnet 8.8.0.0/16 ${publicSpace}`]);
+    assert.deepEqual(check('127.0.0.0/16').refused, [`subnet 127.0.0.0/16 ${publicSpace}`]);
+    assert.deepEqual(check('172.32.0.0/16').refused, [`subnet 172.32.0.0/16 ${publicSpace}`]);
+    assert.deepEqual(check('8.8.0.0/16', { allowed: '8.8.0.0/16' }).refused, []);
+    assert.deepEqual(check('8.8.0.0/16', { allowed: '8.8.0.0/24' }).refused.length, 1, 'the entry must cover the whole subnet');
+    // Without a default route those addresses were unreachable anyway: nothing is taken from the host.
+    const noDefault = { ...host(), routes: host().routes.filter((r) => r.prefix > 0) };
+    assert.deepEqual(findOverlaps(parseSubnet('8.8.0.0/16'), noDefault, { ownInterface: 'mnedc0', allowed: [] }).refused, []);
   });
 
   it('lets allow_overlap accept exactly the host networks it names', () => {
