@@ -65,6 +65,17 @@ describe('packets the overlay does not carry, and a TUN name already taken', { s
   });
   const serverStats = async (): Promise<ServerStats> => (await ctx.overlay.ctl('srv', ['stats', '--json'])).json as ServerStats;
 
+  it('stays quiet through a 60 s idle minute: no warning or error from the relay or any client', async () => {
+    // What an idle host sends on its own (IPv6 router solicitations and MLD reports, mDNS, broadcasts)
+    // once filled the relay's log with a WARN per packet. The minute is what is being observed, not a wait.
+    const daemons = [ctx.overlay.server, ...(['a', 'b', 'c', 'd'] as const).map((d) => ctx.overlay.client(d))];
+    await new Promise((resolve) => setTimeout(resolve, 60_000));
+    for (const daemon of daemons) {
+      const loud = daemon.lines.filter((l) => typeof l.level === 'number' && l.level >= 40);
+      assert.deepEqual(loud.map((l) => l.msg), [], `${daemon.name} logged warnings while idle`);
+    }
+  });
+
   it('answers multicast and broadcast with no ICMP error (tcpdump on the sender\'s TUN) and counts them', async () => {
     const before = await serverStats();
     const tcpdump = new Daemon('tcpdump', ctx.lab.spawn('a', ['tcpdump', '-i', 'mnedc0', '-n', '-l', '--immediate-mode', 'icmp'], { pipe: true }));
