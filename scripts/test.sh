@@ -3,7 +3,7 @@
 # without it the namespace lab tests run too (they need root and skip themselves otherwise).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mapfile -t unit < <(find packages/*/dist/test -name '*.test.js' | sort)
+mapfile -t unit < <(find packages/*/dist/test tools/*/dist/test -name '*.test.js' | sort)
 files=("${unit[@]}")
 if [[ "${1:-}" != unit ]]; then
   # test/system (npm run test:system) builds packages and boots containers: not part of npm test.

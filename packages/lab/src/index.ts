@@ -6,3 +6,4 @@ export * from './pcap';
 export * from './container';
 export * from './wire-client';
 export * from './relay-process';
+export * from './openvpn';

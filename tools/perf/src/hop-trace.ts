@@ -5,7 +5,7 @@
  *   - until it passed the packet on (wake → write);
  *   - until it slept again.
  * A round trip crosses six such wake-ups: c, srv and d going out, d, srv and c coming back.
- *   node packages/lab/dist/src/hop-trace.js [--interval S (0.2)] [--count N (20)] [--warm-up S (0)]
+ *   node tools/perf/dist/src/hop-trace.js [--interval S (0.2)] [--count N (20)] [--warm-up S (0)]
  * --warm-up runs iperf3 through the tunnel first, so that V8 has optimised mnedc's packet path.
  * Needs root and x86_64 (ftrace.ts knows x86_64's syscall numbers).
  *
@@ -14,11 +14,8 @@
  * looked for: with them running both tunnels measure the same.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { Lab, runCommand } from './lab';
+import { iperf, Lab, OpenVpn, Overlay, runCommand, stopDaemons, type Daemon } from '@mnedc/lab';
 import { median, parseSyscalls, wakes } from './ftrace';
-import { iperf } from './measure';
-import { OpenVpn, stopDaemons } from './openvpn';
-import { Overlay, type Daemon } from './overlay';
 
 const TRACEFS = '/sys/kernel/tracing';
 

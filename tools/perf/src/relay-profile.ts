@@ -2,16 +2,14 @@
  * Where a relayed byte's CPU goes: runs iperf3 c → d through the overlay (every packet relayed by the
  * server) with the daemons under the V8 CPU profiler (cpu-prof-hook.ts), then prints throughput, the CPU seconds each daemon
  * spent per GB moved, and each daemon's hottest functions by self time.
- *   node packages/lab/dist/src/relay-profile.js [--seconds N] [--streams N] [--no-profile]
+ *   node tools/perf/dist/src/relay-profile.js [--seconds N] [--streams N] [--no-profile]
  *        [--client-extra 'INI'] [--server-extra 'INI'] [--c-extra 'INI'] [--d-extra 'INI'] [--out DIR]
  * Root only (network namespaces). Numbers on a shared machine are noisy: compare runs back to back.
  */
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Lab } from './lab';
-import { cpuSeconds, iperf } from './measure';
-import { Overlay, type Daemon } from './overlay';
+import { cpuSeconds, iperf, Lab, Overlay, type Daemon } from '@mnedc/lab';
 
 function option(name: string): string | undefined {
   const index = process.argv.indexOf(name);
