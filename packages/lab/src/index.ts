@@ -7,3 +7,4 @@ export * from './container';
 export * from './wire-client';
 export * from './relay-process';
 export * from './openvpn';
+export * from './tls-records';

@@ -17,8 +17,9 @@ import { after, before, describe, it } from 'node:test';
 import * as fc from 'fast-check';
 import {
   containsBytes, LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW, parsePcap,
-  reassemble, readPcap, summarizeTls, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN, tcpStreams, type TcpSegment,
+  reassemble, readPcap, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN, tcpStreams, type TcpSegment,
 } from '../src/pcap';
+import { summarizeTls } from '../src/tls-records';
 
 // ------------------------------------------------------------------------------------ capture builders --
 
