@@ -2,8 +2,8 @@ import { promises as fs } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import {
-  JSONRPCClient, JSONRPCErrorCode, JSONRPCErrorException, JSONRPCServer,
-  createJSONRPCErrorResponse, createJSONRPCNotification, isJSONRPCResponse,
+  JSONRPCErrorCode, JSONRPCErrorException, JSONRPCServer,
+  createJSONRPCErrorResponse, createJSONRPCNotification,
   type JSONRPCErrorResponse, type JSONRPCID, type JSONRPCRequest,
 } from 'json-rpc-2.0';
 
@@ -19,7 +19,7 @@ export const DEFAULT_CLIENT_SOCKET = '/run/mnedc/client.sock';
 /** A request line may not exceed this many bytes (without its newline). */
 export const MAX_REQUEST_LINE = 1024 * 1024;
 /** Replies can be big (leases of a /16), but a runaway daemon must not exhaust mnedcctl's memory. */
-const MAX_REPLY_LINE = 64 * 1024 * 1024;
+export const MAX_REPLY_LINE = 64 * 1024 * 1024;
 /** A watcher that stops reading is dropped rather than letting its notifications pile up in the daemon. */
 const MAX_UNSENT_BYTES = 8 * 1024 * 1024;
 const PROBE_TIMEOUT_MS = 1000;
@@ -94,7 +94,7 @@ export function stringParam(params: unknown, name: string, position = 0): string
  * Splits a byte stream at newlines. Splitting bytes rather than decoded text is safe because no UTF-8
  * multi-byte sequence contains 0x0a, and it lets the length limit count bytes.
  */
-class LineSplitter {
+export class LineSplitter {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private stopped = false;
@@ -142,7 +142,7 @@ function errorResponse(id: JSONRPCID, error: unknown): JSONRPCErrorResponse {
   return createJSONRPCErrorResponse(id, JSONRPCErrorCode.InternalError, message || 'internal error');
 }
 
-function errnoCode(err: unknown): string | undefined {
+export function errnoCode(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | null)?.code;
 }
 
@@ -355,107 +355,5 @@ export class ControlServer {
     }
     socket.write(`${text}\n`);
     if (socket.writableLength > MAX_UNSENT_BYTES) socket.destroy();
-  }
-}
-
-/** One connection to a daemon's control socket. */
-export class ControlClient {
-  /** Resolves when the connection is closed, by either side. */
-  readonly closed: Promise<void>;
-  private readonly rpc: JSONRPCClient;
-  private readonly listeners: Array<(method: string, params: unknown) => void> = [];
-  private readonly closedFailure: Promise<never>;
-  private isClosed = false;
-
-  private constructor(readonly path: string, private readonly socket: Socket) {
-    this.rpc = new JSONRPCClient((payload) => {
-      socket.write(`${JSON.stringify(payload)}\n`);
-    });
-    let failPending: (err: Error) => void = () => undefined;
-    this.closedFailure = new Promise<never>((_, reject) => { failPending = reject; });
-    this.closedFailure.catch(() => undefined);
-    this.closed = new Promise<void>((resolve) => {
-      socket.on('close', () => {
-        this.isClosed = true;
-        // Rejecting the race first makes pending calls fail with ControlConnectionClosed rather than
-        // with the library's generic code-0 error.
-        failPending(new ControlConnectionClosed(path));
-        this.rpc.rejectAllPendingRequests('connection closed');
-        resolve();
-      });
-    });
-    const lines = new LineSplitter(MAX_REPLY_LINE, (line) => this.receive(line), () => socket.destroy());
-    socket.on('data', (chunk: Buffer) => lines.push(chunk));
-    socket.on('error', () => undefined);
-  }
-
-  /** Rejects with NoDaemonError when nothing listens on the path (missing, refused, not permitted, timed out). */
-  static connect(path: string, timeoutMs = 2000): Promise<ControlClient> {
-    return new Promise((resolve, reject) => {
-      const socket = createConnection(path);
-      const timer = setTimeout(() => {
-        socket.destroy();
-        reject(new NoDaemonError(path, `no answer within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const fail = (err: Error) => {
-        clearTimeout(timer);
-        reject(connectError(path, err));
-      };
-      socket.once('error', fail);
-      socket.once('connect', () => {
-        clearTimeout(timer);
-        socket.off('error', fail);
-        resolve(new ControlClient(path, socket));
-      });
-    });
-  }
-
-  /**
-   * Rejects with RpcError when the daemon answers with an error, ControlConnectionClosed when the
-   * connection closes first.
-   */
-  async call<T = unknown>(method: string, params?: unknown): Promise<T> {
-    if (this.isClosed) throw new ControlConnectionClosed(this.path);
-    try {
-      return await Promise.race([this.rpc.request(method, params) as Promise<T>, this.closedFailure]);
-    } catch (err) {
-      if (err instanceof JSONRPCErrorException) throw new RpcError(err.code, err.message, err.data);
-      throw err;
-    }
-  }
-
-  onNotification(callback: (method: string, params: unknown) => void): void {
-    this.listeners.push(callback);
-  }
-
-  close(): void {
-    this.socket.destroy();
-  }
-
-  private receive(line: string): void {
-    let message: unknown;
-    try {
-      message = JSON.parse(line);
-    } catch {
-      return;
-    }
-    if (message === null || typeof message !== 'object') return;
-    const { method, id, params } = message as { method?: unknown; id?: unknown; params?: unknown };
-    if (typeof method === 'string') {
-      // Requests from the daemon (with an id) are not part of the protocol.
-      if (id === undefined) for (const listener of this.listeners) listener(method, params);
-    } else if (isJSONRPCResponse(message)) {
-      this.rpc.receive(message);
-    }
-  }
-}
-
-function connectError(path: string, err: Error): Error {
-  switch (errnoCode(err)) {
-    case 'ENOENT': return new NoDaemonError(path, 'no such socket');
-    case 'ENOTDIR': return new NoDaemonError(path, 'not a directory');
-    case 'ECONNREFUSED': return new NoDaemonError(path, 'connection refused');
-    case 'EACCES': return new NoDaemonError(path, 'permission denied');
-    default: return err;
   }
 }

@@ -7,3 +7,4 @@ export * from './systemd';
 export * from './control';
 export * from './reload';
 export * from './host-state';
+export * from './control-client';

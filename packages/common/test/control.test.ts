@@ -5,9 +5,10 @@ import { createConnection, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  ControlClient, ControlConnectionClosed, ControlServer, ControlSocketInUse, MAX_REQUEST_LINE, NoDaemonError,
+  ControlConnectionClosed, ControlServer, ControlSocketInUse, MAX_REQUEST_LINE, NoDaemonError,
   RPC_ERRORS, RpcError, stringParam, type CallContext, type RpcMethods,
 } from '../src/control';
+import { ControlClient } from '../src/control-client';
 
 const TIMEOUT = { timeout: 5000 };
 let dir: string;
