@@ -3,8 +3,11 @@ import { join } from 'node:path';
 import { RateLimitedWarning, writeFileAtomic, type Logger } from '@mnedc/common';
 import type { PeerInfo } from '@mnedc/protocol';
 import { HookProcess, hookSandbox, KILL_GRACE_MS, REAP_GRACE_MS } from './hook-runner';
+import { EventQueue, hookCandidates, hookEnvironment, MAX_QUEUED_EVENTS, type QueuedEvent, type SelfInfo } from './hook-events';
 import { renderHosts, sortedPeers } from './hosts';
 import type { PeerChanges } from './peer-table';
+
+export { hookCandidates, MAX_QUEUED_EVENTS, type PeerEvent, type SelfInfo } from './hook-events';
 
 /**
  * The discovery hand-off: once the client learns which peers are on the overlay (and their virtual IPs),
@@ -31,12 +34,6 @@ export interface DiscoveryConfig {
   hostsFile: string;
 }
 
-export interface SelfInfo {
-  deviceId: string;
-  ip: string;
-  hostname: string;
-}
-
 export interface DiscoveryStats {
   /** Hook executions attempted (including those that could not be started). */
   hookRuns: number;
@@ -52,60 +49,9 @@ export interface DiscoveryStats {
   dropped: number;
 }
 
-export type PeerEvent = 'up' | 'down';
-
-/** More pending events than this and the oldest are dropped: bounded memory whatever the churn. */
-export const MAX_QUEUED_EVENTS = 10_000;
-/** run-parts skips these: editor backups, package manager leftovers. */
-const SKIPPED_SUFFIXES = ['~', '.dpkg-old', '.dpkg-dist', '.dpkg-new', '.swp'];
-
-/**
- * systemd hands these to the daemon alone: a hook inheriting them could notify or claim sockets on the
- * daemon's behalf. They are removed from the hooks' environment.
- */
-const DAEMON_ONLY_ENV = ['NOTIFY_SOCKET', 'WATCHDOG_PID', 'WATCHDOG_USEC', 'LISTEN_FDS', 'LISTEN_PID', 'LISTEN_FDNAMES'];
-
-interface QueuedEvent {
-  event: PeerEvent;
-  peer: PeerInfo;
-  self: SelfInfo | null;
-  /** Where peers.json was written for this event ('' if disabled then). */
-  peersFile: string;
-}
-
 interface HookRun {
   name: string;
   process: HookProcess;
-}
-
-/** A FIFO with O(1) push and shift, also from the front when dropping the oldest. */
-class EventQueue {
-  private items: Array<QueuedEvent | undefined> = [];
-  private head = 0;
-
-  get length(): number {
-    return this.items.length - this.head;
-  }
-
-  push(item: QueuedEvent): void {
-    this.items.push(item);
-  }
-
-  shift(): QueuedEvent | undefined {
-    if (this.head >= this.items.length) return undefined;
-    const item = this.items[this.head];
-    this.items[this.head++] = undefined;
-    if (this.head > 1024 && this.head * 2 > this.items.length) {
-      this.items = this.items.slice(this.head);
-      this.head = 0;
-    }
-    return item;
-  }
-
-  clear(): void {
-    this.items = [];
-    this.head = 0;
-  }
 }
 
 /** The peers.json document (without the trailing newline). */
@@ -118,18 +64,6 @@ export function renderPeersJson(self: SelfInfo | null, peers: readonly PeerInfo[
     })),
   };
   return JSON.stringify(doc, null, 2);
-}
-
-/** Hook names run-parts would run (before checking they are executable regular files), sorted. */
-export function hookCandidates(names: readonly string[]): string[] {
-  return names
-    .filter((n) => !n.startsWith('.') && !SKIPPED_SUFFIXES.some((s) => n.endsWith(s)))
-    .sort();
-}
-
-/** Environment values cannot hold NUL; a hostile hostname must not make spawn() throw. */
-function envSafe(value: string): string {
-  return value.includes('\0') ? value.replace(/\0/g, '') : value;
 }
 
 export class DiscoveryHandoff {
@@ -357,22 +291,10 @@ export class DiscoveryHandoff {
   }
 
   private runHook(dir: string, name: string, ev: QueuedEvent, timeoutMs: number): Promise<void> {
-    const { event, peer, self } = ev;
+    const { event, peer } = ev;
     const fields = { hook: name, event, peer: peer.deviceId, ip: peer.ip };
     this.counters.hookRuns++;
-    const env: NodeJS.ProcessEnv = {
-      ...process.env,
-      MNEDC_EVENT: event,
-      MNEDC_PEER_ID: envSafe(peer.deviceId),
-      MNEDC_PEER_IP: envSafe(peer.ip),
-      MNEDC_PEER_HOSTNAME: envSafe(peer.hostname),
-      MNEDC_PEER_UNDERLAY: envSafe(peer.underlay.join(' ')),
-      MNEDC_PEER_SINCE: String(peer.since),
-      MNEDC_SELF_ID: envSafe(self?.deviceId ?? ''),
-      MNEDC_SELF_IP: envSafe(self?.ip ?? ''),
-      MNEDC_PEERS_FILE: envSafe(ev.peersFile),
-    };
-    for (const key of DAEMON_ONLY_ENV) delete env[key];
+    const env = hookEnvironment(ev, process.env);
     const hook = new HookProcess({ path: join(dir, name), args: [event], env, timeoutMs, sandbox: this.sandbox }, (signal, err) => {
       this.log.warn({ hook: name, pgid: hook.pid, err }, `Could not send ${signal} to hook ${name} (process group ${hook.pid}): ${err.message}`);
     });
