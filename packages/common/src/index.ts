@@ -7,3 +7,5 @@ export * from './systemd';
 export * from './control';
 export * from './reload';
 export * from './host-state';
+export * from './rpc-schema';
+export * from './rpc-types';
