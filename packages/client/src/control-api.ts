@@ -1,13 +1,16 @@
-import type { RpcMethods } from '@mnedc/common';
+import {
+  exactly, type ClientPeer, type ClientResults, type ClientStats, type ClientStatus, type PeerEvent, type RpcMethods,
+  type RpcMethodsOf, type WatchResult,
+} from '@mnedc/common';
 import type { PeerInfo } from '@mnedc/protocol';
 import type { RelayClient } from './client';
 import type { PeerChanges } from './peer-table';
 
 /** mnedcctl's view of the client; field names are a contract (see the README). */
 export function clientMethods(client: RelayClient, info: { version: string; deviceId: string; interfaceName: string; startedAt: number }): RpcMethods {
-  const peerView = (p: PeerInfo) => ({ deviceId: p.deviceId, ip: p.ip, hostname: p.hostname, since: p.since, underlay: p.underlay });
-  return {
-    status: () => ({
+  const peerView = (p: PeerInfo): ClientPeer => ({ deviceId: p.deviceId, ip: p.ip, hostname: p.hostname, since: p.since, underlay: p.underlay });
+  const methods: RpcMethodsOf<ClientResults> = {
+    status: (): ClientStatus => ({
       daemon: 'client',
       version: info.version,
       pid: process.pid,
@@ -27,21 +30,26 @@ export function clientMethods(client: RelayClient, info: { version: string; devi
 
     peers: () => client.peers.list().map(peerView),
 
-    stats: () => ({
-      tunnel: client.deviceStats(),
+    stats: (): ClientStats => ({
+      // The TUN's own counters (TunStats); only a test's fake device has none and gives {}. The
+      // agreement test (rpc-agreement.test.ts) checks the real shape at run time.
+      tunnel: client.deviceStats() as ClientStats['tunnel'],
       session: { ...client.counters },
       rttMs: client.rttMs,
     }),
 
-    watch: (_params, context) => {
+    watch: (_params, context): WatchResult => {
       const forward = (changes: PeerChanges) => {
         const at = Date.now();
-        for (const p of changes.up) context.notify('peer', { event: 'up', deviceId: p.deviceId, ip: p.ip, hostname: p.hostname, at });
-        for (const p of changes.down) context.notify('peer', { event: 'down', deviceId: p.deviceId, ip: p.ip, hostname: p.hostname, at });
+        const notify = (event: PeerEvent['event'], p: PeerInfo) =>
+          context.notify('peer', exactly<PeerEvent>()({ event, deviceId: p.deviceId, ip: p.ip, hostname: p.hostname, at }));
+        for (const p of changes.up) notify('up', p);
+        for (const p of changes.down) notify('down', p);
       };
       client.on('peers', forward);
       context.onClose(() => client.off('peers', forward));
       return { watching: true };
     },
   };
+  return methods;
 }

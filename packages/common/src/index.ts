@@ -8,3 +8,5 @@ export * from './control';
 export * from './reload';
 export * from './host-state';
 export * from './control-client';
+export * from './rpc-schema';
+export * from './rpc-types';

@@ -1,4 +1,8 @@
-import { formatHostPort, RPC_ERRORS, RpcError, stringParam, type RpcMethods } from '@mnedc/common';
+import {
+  exactly, formatHostPort, RPC_ERRORS, RpcError, stringParam, type Counters, type ForgetResult, type JoinResult, type KickResult,
+  type Lease, type PeerEvent as PeerEventResult, type ReleaseResult, type RpcMethods, type RpcMethodsOf, type ServerPeer,
+  type ServerResults, type ServerStats, type ServerStatus, type WatchResult,
+} from '@mnedc/common';
 import { intToIpv4, isValidDeviceId, showFingerprint } from '@mnedc/protocol';
 import type { ServerConfig } from './config';
 import type { PeerEvent, RelayServer } from './server';
@@ -18,10 +22,10 @@ function deviceIdParam(params: unknown): string {
  * fields freely, never rename one. Documented in the README.
  */
 export function serverMethods(server: RelayServer, config: () => ServerConfig, version: string): RpcMethods {
-  const counterView = (c: SessionCounters) => ({
+  const counterView = (c: SessionCounters): Counters => ({
     rxPackets: c.rxPackets, rxBytes: c.rxBytes, txPackets: c.txPackets, txBytes: c.txBytes, drops: { ...c.drops },
   });
-  const peerView = (s: Session) => ({
+  const peerView = (s: Session): ServerPeer => exactly<ServerPeer>()({
     deviceId: s.deviceId,
     ip: intToIpv4(s.ip),
     hostname: s.hello?.hostname ?? '',
@@ -41,8 +45,8 @@ export function serverMethods(server: RelayServer, config: () => ServerConfig, v
     missed: s.missed,
   });
 
-  return {
-    status: () => {
+  const methods: RpcMethodsOf<ServerResults> = {
+    status: (): ServerStatus => {
       const { server: settings } = config();
       const listen = server.listenAddress;
       return {
@@ -62,7 +66,7 @@ export function serverMethods(server: RelayServer, config: () => ServerConfig, v
       };
     },
 
-    leases: () => [...server.pool.leases()].map((lease) => {
+    leases: () => [...server.pool.leases()].map((lease): Lease => {
       const session = server.session(lease.deviceId);
       return {
         deviceId: lease.deviceId,
@@ -78,28 +82,30 @@ export function serverMethods(server: RelayServer, config: () => ServerConfig, v
 
     peers: () => server.connected().map(peerView),
 
-    stats: () => ({
+    stats: (): ServerStats => ({
       refused: { ...server.refused },
       cut: { ...server.cut },
       totals: counterView(server.totals),
       local: counterView(server.local),
-      clients: server.connected().map((s) => ({ deviceId: s.deviceId, ip: intToIpv4(s.ip), ...counterView(s.counters), missed: s.missed })),
+      clients: server.connected().map((s) => exactly<ServerStats['clients'][number]>()({
+        deviceId: s.deviceId, ip: intToIpv4(s.ip), ...counterView(s.counters), missed: s.missed,
+      })),
     }),
 
-    kick: (params) => {
+    kick: (params): KickResult => {
       const deviceId = deviceIdParam(params);
       if (!server.kick(deviceId)) throw new RpcError(RPC_ERRORS.notFound, `device ${deviceId} is not connected`);
       return { kicked: true, deviceId };
     },
 
-    release: (params) => {
+    release: (params): ReleaseResult => {
       const deviceId = deviceIdParam(params);
       const lease = server.release(deviceId);
       if (!lease) throw new RpcError(RPC_ERRORS.notFound, `device ${deviceId} has no lease`);
       return { released: true, deviceId, ip: intToIpv4(lease.ip) };
     },
 
-    forget: async (params) => {
+    forget: async (params): Promise<ForgetResult> => {
       const deviceId = deviceIdParam(params);
       const { lease, binding } = await server.forget(deviceId);
       if (!lease && !binding) throw new RpcError(RPC_ERRORS.notFound, `device ${deviceId} is not known`);
@@ -107,15 +113,16 @@ export function serverMethods(server: RelayServer, config: () => ServerConfig, v
     },
 
     /** The join string carries the secret: the socket's 0660 root:mnedc mode is what guards it. */
-    join: () => ({ join: server.joinString, fingerprint: showFingerprint(server.identity.fingerprint) }),
+    join: (): JoinResult => ({ join: server.joinString, fingerprint: showFingerprint(server.identity.fingerprint) }),
 
-    rotateJoin: () => ({ join: server.rotateJoin(), fingerprint: showFingerprint(server.identity.fingerprint) }),
+    rotateJoin: (): JoinResult => ({ join: server.rotateJoin(), fingerprint: showFingerprint(server.identity.fingerprint) }),
 
-    watch: (_params, context) => {
-      const forward = (event: PeerEvent) => context.notify('peer', event);
+    watch: (_params, context): WatchResult => {
+      const forward = (event: PeerEvent) => context.notify('peer', exactly<PeerEventResult>()(event));
       server.on('peer', forward);
       context.onClose(() => server.off('peer', forward));
       return { watching: true };
     },
   };
+  return methods;
 }
