@@ -54,17 +54,6 @@ export interface VnetHeader {
   csumOffset: number;
 }
 
-export function readVnetHeader(buf: Uint8Array, at: number): VnetHeader {
-  return {
-    flags: buf[at]!,
-    gsoType: buf[at + 1]!,
-    hdrLen: buf[at + 2]! | (buf[at + 3]! << 8),
-    gsoSize: buf[at + 4]! | (buf[at + 5]! << 8),
-    csumStart: buf[at + 6]! | (buf[at + 7]! << 8),
-    csumOffset: buf[at + 8]! | (buf[at + 9]! << 8),
-  };
-}
-
 export function writeVnetHeader(buf: Uint8Array, at: number, h: VnetHeader): void {
   buf[at] = h.flags;
   buf[at + 1] = h.gsoType;
