@@ -17,6 +17,7 @@
  */
 import { FrameType, GSO_HEADER_BYTES, HEADER_BYTES } from './wire';
 
+/** The header as the TUN device reads and writes it, carried unchanged in DATA_GSO; the addon's size must agree (tun.test.ts). */
 export const VNET_HDR_BYTES = GSO_HEADER_BYTES;
 export const VNET_F_NEEDS_CSUM = 1;
 export const VNET_F_DATA_VALID = 2;
