@@ -8,32 +8,13 @@ import {
   inSubnet, ipv4ToInt, isIpv4, parseWelcome, PING_BYTES, prefixMask, PROTOCOL_VERSION, ProtocolError, toDataFrames, type Hello,
   type HostNetworks, type Subnet, type Welcome,
 } from '@mnedc/protocol';
-import { PacketBatch } from '@mnedc/tun';
+import { PacketBatch, type TunDevice } from '@mnedc/tun';
 import { RetryPolicy, type FailureKind } from './backoff';
 import type { ClientConfig } from './config';
 import { describeSocketError, rejectKind } from './failure';
 import { leaseOverlap } from './lease-overlap';
 import { PeerTable, type PeerChanges } from './peer-table';
 import { openTunnel, proveIdentity, serverMismatch, type Credentials } from './secure';
-
-/** What the client needs of its TUN device (the @mnedc/tun Tun satisfies it). */
-export interface TunnelDevice {
-  readonly name: string;
-  /** Bytes of virtio_net_hdr in front of every packet read and written (offloads); 0 or absent: none. */
-  readonly vnetHeader?: number;
-  /** TUN_F bits in force. */
-  readonly offloads?: number;
-  configure(cfg: { mtu?: number; address?: string; prefix?: number; up?: boolean }): void;
-  start(onBatch: (batch: Buffer, count: number) => void): void;
-  pause(): void;
-  resume(): void;
-  writeBatch(packets: readonly Buffer[], count?: number, kinds?: Uint8Array): number;
-  /** Offloads on (the richest set the kernel takes) or, with 0, off; headers stay either way. */
-  enableOffloads?(): number;
-  setOffload?(flags: number): void;
-  close(): void;
-  stats?(): object;
-}
 
 export type ClientState = 'connecting' | 'connected' | 'waiting' | 'stopped';
 
@@ -44,7 +25,7 @@ export interface ClientDeps {
   hostname: string;
   /** Underlay addresses to report, read at each connect (they change with DHCP). */
   underlay: () => string[];
-  device: TunnelDevice;
+  device: TunDevice;
   credentials: Credentials;
   /** The virtual IP from the last session, to ask for again. */
   previousIp?: string;

@@ -1,10 +1,10 @@
-import type { TunnelDevice } from '../src';
+import type { TunDevice } from '@mnedc/tun';
 
 /**
  * A TUN stand-in: records configuration, written packets (and whether each came with a virtio header)
  * and offload switches, and injects records as if read. `vnet` makes it a device with offloads.
  */
-export class FakeDevice implements TunnelDevice {
+export class FakeDevice implements TunDevice {
   readonly name = 'fake0';
   readonly vnetHeader: number;
   offloads: number;

@@ -17,6 +17,7 @@
  */
 import { FrameType, GSO_HEADER_BYTES, HEADER_BYTES } from './wire';
 
+/** The header as the TUN device reads and writes it, carried unchanged in DATA_GSO; the addon's size must agree (tun.test.ts). */
 export const VNET_HDR_BYTES = GSO_HEADER_BYTES;
 export const VNET_F_NEEDS_CSUM = 1;
 export const VNET_F_DATA_VALID = 2;
@@ -52,17 +53,6 @@ export interface VnetHeader {
   gsoSize: number;
   csumStart: number;
   csumOffset: number;
-}
-
-export function readVnetHeader(buf: Uint8Array, at: number): VnetHeader {
-  return {
-    flags: buf[at]!,
-    gsoType: buf[at + 1]!,
-    hdrLen: buf[at + 2]! | (buf[at + 3]! << 8),
-    gsoSize: buf[at + 4]! | (buf[at + 5]! << 8),
-    csumStart: buf[at + 6]! | (buf[at + 7]! << 8),
-    csumOffset: buf[at + 8]! | (buf[at + 9]! << 8),
-  };
 }
 
 export function writeVnetHeader(buf: Uint8Array, at: number, h: VnetHeader): void {

@@ -72,10 +72,6 @@ export class LeasePool {
     return this.byDeviceId.get(deviceId);
   }
 
-  byIp(ip: number): Lease | undefined {
-    return this.byAddress.get(ip);
-  }
-
   leases(): IterableIterator<Lease> {
     return this.byDeviceId.values();
   }

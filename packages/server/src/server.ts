@@ -10,7 +10,7 @@ import {
   MAX_GSO_PAYLOAD, MIN_IPV4_PACKET, nonUnicastDestination, parseGoodbye, parseHello, PING_BYTES, ProtocolError, segmentCount, showFingerprint,
   toDataFrames, verifyHelloAuth, type Hello, type PeerInfo, type Welcome,
 } from '@mnedc/protocol';
-import { PacketBatch } from '@mnedc/tun';
+import { PacketBatch, type TunDevice } from '@mnedc/tun';
 import { Admission, type AdmissionLimits, type Refusal } from './admission';
 import {
   identify, JoinLimits, newRefusalCounters, spreadReject, spreadRetry, type JoinLimitSettings, type RefusalCounters, type Turnaway,
@@ -23,16 +23,6 @@ import { PeerDirectory } from './peer-directory';
 import { checkFrame, frameDestination, packetOffset, RoutingTable, Verdict, type DropReason } from './router';
 import { newCounters, Session } from './session';
 
-/** What the server needs of its own TUN device (the @mnedc/tun Tun satisfies it). */
-export interface PacketDevice {
-  readonly name: string;
-  /** Bytes of virtio_net_hdr in front of every packet read and written (offloads); 0 or absent: none. */
-  readonly vnetHeader?: number;
-  start(onBatch: (batch: Buffer, count: number) => void): void;
-  writeBatch(packets: readonly Buffer[], count?: number, kinds?: Uint8Array): number;
-  close(): void;
-}
-
 /** Capabilities this server grants when a HELLO asks for them. */
 const SERVER_CAPABILITIES: readonly string[] = [CAPABILITY_GSO];
 
@@ -40,7 +30,7 @@ export interface ServerDeps {
   config: ServerConfig;
   log: Logger;
   /** Opens and configures the server's TUN; absent when [server] interface is empty. */
-  openDevice?: (name: string, address: string, prefix: number, mtu: number) => PacketDevice;
+  openDevice?: (name: string, address: string, prefix: number, mtu: number) => TunDevice;
   serverDeviceId: string;
 }
 
@@ -124,7 +114,7 @@ export class RelayServer extends EventEmitter {
   private readonly byDevice = new Map<string, Session>();
   private readonly corked: Session[] = [];
   private readonly toDevice = new PacketBatch();
-  private device: PacketDevice | null = null;
+  private device: TunDevice | null = null;
   /** The local TUN takes DATA_GSO payloads as they are. */
   private deviceGso = false;
   private listener: NetServer | null = null;

@@ -18,7 +18,8 @@
  *
  * Offloads (Tun.open(name, { offload: true })): the device is opened with
  * IFF_VNET_HDR and TUNSETOFFLOAD, so each record's packet is preceded by a
- * 10-byte virtio_net_hdr (little-endian, see VNET_HDR_BYTES) and may be a TCP
+ * 10-byte virtio_net_hdr (little-endian; its layout and size, VNET_HDR_BYTES,
+ * live with the codec in @mnedc/protocol gso.ts) and may be a TCP
  * or UDP super-packet of up to 64 KB whose segmentation and checksum are left
  * to us — or to the kernel at the far end, which takes the same header back.
  * The record length L then counts header + packet.
@@ -27,17 +28,10 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 
-export { explainTakenName, fdinfoInterface, findTunHolders, linkKind, takenMessage, type TakenFacts, type TunHolder } from './taken';
+import type { BatchHandler, BatchWriter, TunConfig, TunDevice, TunStats } from './device';
 
-export interface TunStats {
-  rxPackets: number;
-  rxBytes: number;
-  txPackets: number;
-  txBytes: number;
-  txDrops: number;
-  rxErrors: number;
-  rxBatches: number;
-}
+export type { BatchHandler, BatchWriter, TunConfig, TunDevice, TunStats } from './device';
+export { explainTakenName, fdinfoInterface, findTunHolders, linkKind, takenMessage, type TakenFacts, type TunHolder } from './taken';
 
 /** TUNSETOFFLOAD bits (linux/if_tun.h). */
 export const TUN_F = {
@@ -48,9 +42,6 @@ export const TUN_F = {
   USO4: 0x20,
   USO6: 0x40,
 } as const;
-
-/** Size of struct virtio_net_hdr as the device reads and writes it with offloads on. */
-export const VNET_HDR_BYTES = 10;
 
 /**
  * Offload sets tried in order: the kernel refuses unknown bits (USO is Linux 6.2+) and takes USO only
@@ -66,17 +57,6 @@ export interface TunOpenOptions {
   /** Open with a virtio_net_hdr per packet and enable checksum/TSO/USO offloads where the kernel has them. */
   offload?: boolean;
 }
-
-export interface TunConfig {
-  mtu?: number;
-  /** Dotted-quad IPv4; replaces the device's primary address. */
-  address?: string;
-  /** 0..32; defaults to 32 when address is given. */
-  prefix?: number;
-  up?: boolean;
-}
-
-export type BatchHandler = (batch: Buffer, count: number) => void;
 
 /** Size of the length prefix in front of every packet in a batch. */
 export const BATCH_HEADER_BYTES = 4;
@@ -158,9 +138,9 @@ export function clearInheritableCapabilities(): boolean {
 
 const IFNAMSIZ = 16;
 
-export class Tun {
+export class Tun implements TunDevice {
   readonly name: string;
-  /** VNET_HDR_BYTES when every packet read or written carries a virtio_net_hdr, else 0. */
+  /** VNET_HDR_BYTES (@mnedc/protocol) when every packet read or written carries a virtio_net_hdr, else 0. */
   readonly vnetHeader: number;
   private offloadFlags = 0;
   private readonly handle: NativeTunHandle;
@@ -338,11 +318,6 @@ export function forEachPacket(
     fn(batch.subarray(off + BATCH_HEADER_BYTES, end), off);
     off = end;
   }
-}
-
-/** The writing side of a device, as PacketBatch needs it. */
-export interface BatchWriter {
-  writeBatch(packets: readonly Buffer[], count?: number, kinds?: Uint8Array): number;
 }
 
 /**

@@ -11,7 +11,8 @@ import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import * as readline from 'node:readline';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { BATCH_HEADER_BYTES, TUN_F, Tun, VNET_HDR_BYTES, forEachPacket } from '../src/index';
+import { VNET_HDR_BYTES } from '@mnedc/protocol';
+import { BATCH_HEADER_BYTES, TUN_F, Tun, forEachPacket } from '../src/index';
 
 const LOCAL = '10.99.0.1';
 const PEER = '10.99.0.2';
@@ -324,6 +325,14 @@ const scenarios: Record<string, (args: string[]) => Promise<Record<string, unkno
     }
     plain.close();
     const result = { vnetHeader: tun.vnetHeader, offloads: tun.offloads, plainVnet: plain.vnetHeader, headers, outgoing, written, got: got.slice(0, 2), uso, plainKinds, stats: tun.stats() };
+    tun.close();
+    return result;
+  },
+
+  /** The header size the addon opens an offloading device with (its VNET_HDR #define). */
+  async vnet() {
+    const tun = Tun.open('', { offload: true });
+    const result = { vnetHeader: tun.vnetHeader };
     tun.close();
     return result;
   },

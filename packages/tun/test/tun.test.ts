@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { test } from 'node:test';
+import { VNET_HDR_BYTES } from '@mnedc/protocol';
 import { BATCH_HEADER_BYTES, forEachPacket } from '../src/index';
 import type { TunStats } from '../src';
 
@@ -307,6 +308,13 @@ function txBytesExpected(): number {
   for (let i = 0; i < 32; i++) n += `w-${i}`.length;
   return n;
 }
+
+// The C addon keeps its own #define; the codec that parses and writes the header must agree with it.
+test('the addon opens an offloading device with the virtio_net_hdr size @mnedc/protocol uses', opts, () =>
+  inNetns('vnet', [], async (child) => {
+    const r = await child.result<{ vnetHeader: number }>();
+    assert.equal(r.vnetHeader, VNET_HDR_BYTES);
+  }));
 
 test('offloads: reads carry a virtio header; writes take bare, partial-checksum and UDP super-packets', opts, () =>
   inNetns('offload', [], async (child) => {
