@@ -5,7 +5,7 @@ import { formatHostPort, RateLimitedWarning, type Logger } from '@mnedc/common';
 import {
   CAPABILITY_GSO, checkOffloadPacket, encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, frameName, GSO_HEADER_BYTES,
   HANDSHAKE_TIMEOUT_MS, HEADER_BYTES, MAX_GSO_PAYLOAD, MIN_IPV4_PACKET, parseGoodbye, parsePeerUpdate, parseReject,
-  inSubnet, ipv4ToInt, isIpv4, parseWelcome, PING_BYTES, prefixMask, PROTOCOL_VERSION, ProtocolError, toDataFrames, type Hello,
+  inSubnet, ipv4ToInt, isIpv4, parseWelcome, PING_BYTES, PROTOCOL_VERSION, ProtocolError, subnetOf, toDataFrames, type Hello,
   type HostNetworks, type Subnet, type Welcome,
 } from '@mnedc/protocol';
 import { PacketBatch, type TunDevice } from '@mnedc/tun';
@@ -316,7 +316,7 @@ export class RelayClient extends EventEmitter {
     try {
       welcome = parseWelcome(payload);
       const relay = (socket.remoteAddress ?? '').replace(/^::ffff:/, '');
-      const network = (ipv4ToInt(welcome.ip) & prefixMask(welcome.prefix)) >>> 0;
+      const { network } = subnetOf(ipv4ToInt(welcome.ip), welcome.prefix);
       if (isIpv4(relay) && inSubnet(ipv4ToInt(relay), network, welcome.prefix)) {
         throw new ProtocolError('bad-message', `WELCOME: ${welcome.ip}/${welcome.prefix} covers the relay's own address ${relay}, ` +
           'so the route to the relay would lead into the tunnel');
@@ -381,10 +381,7 @@ export class RelayClient extends EventEmitter {
 
   /** The leased subnet, which every peer's address must be a host of. */
   private overlay(): Subnet | null {
-    if (!this.lease) return null;
-    const mask = prefixMask(this.lease.prefix);
-    const network = (ipv4ToInt(this.lease.ip) & mask) >>> 0;
-    return { network, prefix: this.lease.prefix, broadcast: (network | ~mask) >>> 0 };
+    return this.lease ? subnetOf(ipv4ToInt(this.lease.ip), this.lease.prefix) : null;
   }
 
   private onPeerChanges(changes: PeerChanges): void {

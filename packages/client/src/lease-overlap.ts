@@ -1,5 +1,5 @@
 import type { Logger } from '@mnedc/common';
-import { findOverlaps, prefixMask, ipv4ToInt, type HostNetworks, type Subnet, type Welcome } from '@mnedc/protocol';
+import { findOverlaps, ipv4ToInt, subnetOf, type HostNetworks, type Subnet, type Welcome } from '@mnedc/protocol';
 
 /**
  * Why a leased subnet must not go on this device's TUN, or '' when it may: its connected route would
@@ -8,7 +8,7 @@ import { findOverlaps, prefixMask, ipv4ToInt, type HostNetworks, type Subnet, ty
  */
 export function leaseOverlap(welcome: Welcome, host: HostNetworks, tunName: string, allowed: readonly Subnet[],
   relay: { address: string; source: string }, log: Logger): string {
-  const subnet = { network: (ipv4ToInt(welcome.ip) & prefixMask(welcome.prefix)) >>> 0, prefix: welcome.prefix };
+  const subnet = subnetOf(ipv4ToInt(welcome.ip), welcome.prefix);
   const report = findOverlaps(subnet, host, { ownInterface: tunName, allowed, relay });
   for (const overlap of report.allowed) log.warn(`Taking the lease although the ${overlap} ([client] allow_overlap)`);
   if (report.refused.length === 0) return '';

@@ -4,16 +4,11 @@
  */
 import { strict as assert } from 'node:assert';
 import {
-  CAPABILITY_GSO, checkOffloadPacket, FrameType, frameName, parseGoodbye, parsePeerUpdate, parseReject, parseWelcome, ProtocolError, type Welcome,
+  CAPABILITY_GSO, checkOffloadPacket, FrameType, frameName, ipv4ToInt, parseGoodbye, parsePeerUpdate, parseReject, parseWelcome, ProtocolError, subnetOf,
+  type Welcome,
 } from '@mnedc/protocol';
 import { welcomeRuleBroken } from '@mnedc/protocol/dist/test/fuzz-cases';
 import { onOverlay } from '../src/peer-table';
-
-function leaseSubnet(lease: Welcome) {
-  const mask = lease.prefix === 0 ? 0 : (0xffffffff << (32 - lease.prefix)) >>> 0;
-  const network = (lease.ip.split('.').reduce((s, p) => s * 256 + Number(p), 0) & mask) >>> 0;
-  return { network, prefix: lease.prefix, broadcast: (network | ~mask) >>> 0 };
-}
 
 export const SELF_ID = 'self-device';
 export const CONFIGURE_FAILURE = 'fake configure failure: RTNETLINK answers: File exists';
@@ -133,7 +128,7 @@ export class Model {
         for (const p of update.up) {
           if (p.deviceId === SELF_ID) continue;
           // Only peers on the leased subnet: the client ignores (and forgets) the others.
-          if (this.lease && !onOverlay(p.ip, leaseSubnet(this.lease))) this.announced.delete(p.deviceId);
+          if (this.lease && !onOverlay(p.ip, subnetOf(ipv4ToInt(this.lease.ip), this.lease.prefix))) this.announced.delete(p.deviceId);
           else this.announced.set(p.deviceId, p.ip);
         }
         for (const id of update.down) this.announced.delete(id);

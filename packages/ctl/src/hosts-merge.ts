@@ -4,6 +4,7 @@
  * writes its input is an unprivileged daemon reachable by a hostile relay, so nothing in that file is
  * trusted: each line must be one IPv4 address and names under `.mnedc`, or it is skipped.
  */
+import { isDnsName, isIpv4 } from '@mnedc/protocol';
 
 export const BLOCK_BEGIN = '# BEGIN mnedc peers (mnedcctl sync-hosts from /run/mnedc/hosts; edits here are overwritten)';
 export const BLOCK_END = '# END mnedc peers';
@@ -20,19 +21,12 @@ export const MAX_ENTRIES = 16_384;
 /** The renderer writes at most three names a line (`<id>.mnedc <host>.mnedc <host>`). */
 const MAX_NAMES_PER_LINE = 4;
 
-const IPV4 = /^(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
-const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
-
 /**
  * Only names under `.mnedc`: the bare hostnames the client's file also carries would let any device holding
  * the join string shadow, system-wide, a name the device's DNS search domains resolve (`mail`, `proxy`).
  */
 export function isOverlayName(name: string): boolean {
   return name.endsWith('.mnedc') && isDnsName(name);
-}
-
-function isDnsName(name: string): boolean {
-  return name.length <= 253 && name.split('.').every((label) => LABEL.test(label));
 }
 
 export interface PeerHosts {
@@ -57,7 +51,7 @@ export function parsePeerHosts(text: string): PeerHosts {
     // line is skipped whole. One odd name (a \r, a NUL, an underscore) costs that name, not its device's
     // other names.
     const [ip, ...names] = line.split(/[ \t]+/);
-    const ok = IPV4.test(ip!) && names.length > 0 && names.length <= MAX_NAMES_PER_LINE && !names.some((n) => n.startsWith('#'));
+    const ok = isIpv4(ip!) && names.length > 0 && names.length <= MAX_NAMES_PER_LINE && !names.some((n) => n.startsWith('#'));
     const good = ok ? names.filter(isDnsName) : [];
     const fresh = good.filter((n) => isOverlayName(n) && !seen.has(n));
     if (fresh.length === 0 || lines.length >= MAX_ENTRIES) {

@@ -55,11 +55,17 @@ export function parseSubnet(text: string): Subnet {
   const prefix = Number(match[2]);
   if (prefix > 32) throw new Error(`prefix length /${prefix} is larger than 32`);
   const address = ipv4ToInt(match[1]!);
+  const subnet = subnetOf(address, prefix);
+  if (subnet.network !== address) {
+    throw new Error(`${text} has host bits set; the network is ${intToIpv4(subnet.network)}/${prefix}`);
+  }
+  return subnet;
+}
+
+/** The subnet an address with this prefix lies in (a lease's ip/prefix, say). */
+export function subnetOf(address: number, prefix: number): Subnet {
   const mask = prefixMask(prefix);
   const network = (address & mask) >>> 0;
-  if (network !== address) {
-    throw new Error(`${text} has host bits set; the network is ${intToIpv4(network)}/${prefix}`);
-  }
   return { network, prefix, broadcast: (network | ~mask) >>> 0 };
 }
 

@@ -2,7 +2,7 @@
  * Whether an overlay subnet would collide with the host's own networks. Pure: the daemons read the host
  * (os.networkInterfaces(), /proc/self/net/route) and hand the data in, so every case is unit-tested.
  */
-import { intToIpv4, ipv4ToInt, isIpv4, parseSubnet, prefixMask, type Subnet } from './ipv4';
+import { inSubnet, intToIpv4, ipv4ToInt, isIpv4, parseSubnet, prefixMask, type Subnet } from './ipv4';
 
 export interface HostAddress {
   interface: string;
@@ -119,10 +119,10 @@ export function findOverlaps(subnet: Pick<Subnet, 'network' | 'prefix'>, host: H
   const report: OverlapReport = { refused: [], allowed: [] };
   const name = `subnet ${intToIpv4(subnet.network)}/${subnet.prefix}`;
   const note = (hostNetwork: number, hostPrefix: number, message: string) => {
-    const allowed = options.allowed.some((a) => a.prefix <= hostPrefix && ((hostNetwork & prefixMask(a.prefix)) >>> 0) === a.network);
+    const allowed = options.allowed.some((a) => contains(a, hostNetwork, hostPrefix));
     (allowed ? report.allowed : report.refused).push(message);
   };
-  const inside = (ip: number) => ((ip & prefixMask(subnet.prefix)) >>> 0) === subnet.network;
+  const inside = (ip: number) => inSubnet(ip, subnet.network, subnet.prefix);
   const overlaps = (network: number, prefix: number) => {
     const common = prefixMask(Math.min(prefix, subnet.prefix));
     return ((network & common) >>> 0) === ((subnet.network & common) >>> 0);
@@ -141,7 +141,7 @@ export function findOverlaps(subnet: Pick<Subnet, 'network' | 'prefix'>, host: H
     const route = `the route ${r.prefix === 0 ? 'default' : `${r.destination}/${r.prefix}`}${r.gateway ? ` via ${r.gateway}` : ''} dev ${r.interface}`;
     // The kernel's connected route of an address says the same as the address did.
     const connected = !r.gateway && addresses.some((a) => a.interface === r.interface && a.prefix === r.prefix &&
-      ((ipv4ToInt(a.address) & prefixMask(a.prefix)) >>> 0) === destination);
+      inSubnet(ipv4ToInt(a.address), destination, a.prefix));
     // A default route overlaps every subnet by definition; it only breaks when its next hop is captured.
     if (r.prefix > 0 && !connected && overlaps(destination, r.prefix)) note(destination, r.prefix, `${name} overlaps ${route}`);
     if (r.gateway && inside(ipv4ToInt(r.gateway))) {
@@ -153,7 +153,7 @@ export function findOverlaps(subnet: Pick<Subnet, 'network' | 'prefix'>, host: H
   // Outside private space the subnet takes over real Internet addresses (a relay leasing 8.8.0.0/16 would
   // draw this host's DNS queries into the tunnel), which no address or specific route shows.
   const defaultRoute = routes.find((r) => r.prefix === 0);
-  if (defaultRoute && !PRIVATE_SPACE.some((p) => p.prefix <= subnet.prefix && ((subnet.network & prefixMask(p.prefix)) >>> 0) === p.network)) {
+  if (defaultRoute && !PRIVATE_SPACE.some((p) => contains(p, subnet.network, subnet.prefix))) {
     note(subnet.network, subnet.prefix, `${name} is not private address space (10/8, 172.16/12, 192.168/16, 100.64/10): this host reaches ` +
       `those addresses through the default route${defaultRoute.gateway ? ` via ${defaultRoute.gateway}` : ''} dev ${defaultRoute.interface}, ` +
       'and their traffic would go into the tunnel');
@@ -165,11 +165,16 @@ export function findOverlaps(subnet: Pick<Subnet, 'network' | 'prefix'>, host: H
   return report;
 }
 
+/** Whether `outer` holds all of network/prefix. */
+function contains(outer: Pick<Subnet, 'network' | 'prefix'>, network: number, prefix: number): boolean {
+  return outer.prefix <= prefix && inSubnet(network, outer.network, outer.prefix);
+}
+
 /** The main-table route the kernel would pick for `ip` (longest prefix; metrics aside). */
 function routeTo(ip: number, routes: readonly HostRoute[]): HostRoute | null {
   let best: HostRoute | null = null;
   for (const r of routes) {
-    if (((ip & prefixMask(r.prefix)) >>> 0) === ipv4ToInt(r.destination) && (!best || r.prefix > best.prefix)) best = r;
+    if (inSubnet(ip, ipv4ToInt(r.destination), r.prefix) && (!best || r.prefix > best.prefix)) best = r;
   }
   return best;
 }
