@@ -9,3 +9,5 @@ export * from './discovery';
 export * from './hosts';
 export * from './hook-runner';
 export * from './secure';
+export * from './counters';
+export * from './tun-bridge';

@@ -6,7 +6,8 @@ import {
 import { intToIpv4, isValidDeviceId, showFingerprint } from '@mnedc/protocol';
 import type { ServerConfig } from './config';
 import type { PeerEvent, RelayServer } from './server';
-import type { Session, SessionCounters } from './session';
+import type { Session } from './session';
+import type { TrafficCounters } from './dataplane/target';
 
 /** A device ID operand, checked like the relay checks HELLO's: anything else names no device. */
 function deviceIdParam(params: unknown): string {
@@ -22,7 +23,7 @@ function deviceIdParam(params: unknown): string {
  * fields freely, never rename one. Documented in the README.
  */
 export function serverMethods(server: RelayServer, config: () => ServerConfig, version: string): RpcMethods {
-  const counterView = (c: SessionCounters): Counters => ({
+  const counterView = (c: TrafficCounters): Counters => ({
     rxPackets: c.rxPackets, rxBytes: c.rxBytes, txPackets: c.txPackets, txBytes: c.txBytes, drops: { ...c.drops },
   });
   const peerView = (s: Session): ServerPeer => exactly<ServerPeer>()({
@@ -38,8 +39,8 @@ export function serverMethods(server: RelayServer, config: () => ServerConfig, v
     ...s.rates,
     queueBytes: s.socket.writableLength,
     /** What the device's send budget is charged with now: queued bytes plus what they keep alive. */
-    queueChargedBytes: s.queued,
-    queueBudgetBytes: s.budget.limit,
+    queueChargedBytes: s.link.queued,
+    queueBudgetBytes: s.link.budget.limit,
     rttMs: s.rttMs,
     drops: { ...s.counters.drops },
     missed: s.missed,

@@ -6,8 +6,8 @@ import { findOverlaps, hostNetworks, intToIpv4 } from '@mnedc/protocol';
 import { explainTakenName, Tun } from '@mnedc/tun';
 import { DEFAULT_CONFIG_PATH, parseServerConfig, SERVER_LIVE_KEYS, type ServerConfig } from './config';
 import { serverMethods } from './control-api';
-import { LeaseStateError } from './lease-store';
-import { IdentityError } from './identity';
+import { LeaseStateError } from './stores/lease-store';
+import { IdentityError } from './stores/identity';
 import { limitsFromConfig, RelayServer } from './server';
 
 const PROGRAM = 'mnedcd-server';

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import {
   compactionDue, crc32, encodeRecord, JournalCorrupt, journalGeneration, journalsToReplay, parseSnapshot, replayJournal,
   snapshotChunks, type JournalRecord, type ValueCheck,
-} from '../src/journal-codec';
+} from '../src/stores/journal-codec';
 
 const anyValue: ValueCheck<unknown> = (value) => value;
 const text: ValueCheck<string> = (value, key) => {

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, describe, it } from 'node:test';
 import { DeviceBindings } from '../src';
-import { journalGeneration } from '../src/journal-codec';
+import { journalGeneration } from '../src/stores/journal-codec';
 
 const CHILD = join(__dirname, 'journal-crash-child.js');
 const ROUNDS = 12;

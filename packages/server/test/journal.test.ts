@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { DeviceBindings, IdentityError, JournalError, JournalStore, type JournalOptions } from '../src';
-import { encodeRecord } from '../src/journal-codec';
+import { encodeRecord } from '../src/stores/journal-codec';
 
 const dirs: string[] = [];
 after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));

@@ -1,0 +1,162 @@
+import type { Logger, RateLimitedWarning } from '@mnedc/common';
+import { recordLength, tunFraming, type Link, type TunFraming } from '@mnedc/link';
+import { checkOffloadPacket, GSO_HEADER_BYTES, HEADER_BYTES, toDataFrames } from '@mnedc/protocol';
+import { PacketBatch, type TunDevice } from '@mnedc/tun';
+import type { ClientCounters } from './counters';
+
+/**
+ * The device's TUN on one side, the Link to the relay on the other. Up: the TUN's batch becomes frames
+ * in place and goes out in one write. Down: DATA payloads are gathered and written to the TUN in one
+ * native call per received chunk.
+ */
+export class TunBridge {
+  /** The TUN reads and writes virtio headers. */
+  readonly vnet: boolean;
+  /** This session negotiated "gso": DATA_GSO may flow both ways. */
+  gso = false;
+  private readonly framing: TunFraming;
+  private readonly toDevice = new PacketBatch();
+
+  constructor(private readonly device: TunDevice, private readonly counters: ClientCounters, private readonly warnings: RateLimitedWarning,
+    private readonly log: Logger, private readonly server: () => string) {
+    this.vnet = device.vnetHeader === GSO_HEADER_BYTES;
+    this.framing = tunFraming(this.vnet);
+  }
+
+  get name(): string {
+    return this.device.name;
+  }
+
+  /**
+   * With a server that takes no super-packets (an older version) the kernel is asked to segment and
+   * checksum again, which it does faster than JS could; packets already queued are converted here.
+   */
+  setOffloading(granted: boolean): void {
+    const gso = this.vnet && granted;
+    const device = this.device;
+    if (this.vnet && device.setOffload && device.enableOffloads) {
+      if (!gso && device.offloads !== 0) {
+        device.setOffload(0);
+        this.log.info({ server: this.server() }, `${this.server()} does not take offloaded packets; ${device.name} segments in the kernel`);
+      } else if (gso && device.offloads === 0) {
+        device.enableOffloads();
+      }
+    }
+    this.gso = gso;
+  }
+
+  /**
+   * TUN → relay. The batch's records become DATA frames by setting their type byte — DATA_GSO with
+   * offloads, the record then holding [virtio header][packet] — so the whole batch goes out in one
+   * write without copying.
+   */
+  send(link: Link, batch: Buffer, count: number): void {
+    if (this.vnet && !this.gso) {
+      this.sendConverted(link, batch, count);
+      return;
+    }
+    const { type, min, max, versionAt } = this.framing;
+    let offset = 0;
+    let valid = true;
+    for (let i = 0; i < count; i++) {
+      const length = batch.readUInt32BE(offset);
+      if (length < min || length > max || batch[offset + versionAt]! >> 4 !== 4) valid = false;
+      batch[offset] = type;
+      offset += HEADER_BYTES + length;
+    }
+    if (valid) {
+      this.counters.txPackets += count;
+      this.counters.txBytes += offset - count * versionAt;
+      link.writeData(batch.subarray(0, offset));
+    } else {
+      link.writeData(this.withoutRunts(batch, count));
+    }
+  }
+
+  /** Offloading TUN, server without "gso": each record becomes plain DATA frames (in place when it can). */
+  private sendConverted(link: Link, batch: Buffer, count: number): void {
+    link.socket.cork();
+    let offset = 0;
+    for (let i = 0; i < count; i++) {
+      const length = batch.readUInt32BE(offset);
+      const start = offset + HEADER_BYTES;
+      offset = start + length;
+      if (batch[start + GSO_HEADER_BYTES]! >> 4 === 6) {
+        this.counters.dropsIpv6++;
+        continue;
+      }
+      const problem = checkOffloadPacket(batch, start, offset);
+      if (problem !== null) {
+        this.dropMalformed(problem);
+        continue;
+      }
+      this.counters.txPackets++;
+      this.counters.txBytes += length - GSO_HEADER_BYTES;
+      link.writeData(toDataFrames(batch, start, offset));
+    }
+    link.socket.uncork();
+  }
+
+  /**
+   * The records that can be frames, copied together; the others are counted and dropped: IPv6 (the
+   * overlay carries IPv4 only), other non-IPv4 and runts.
+   */
+  private withoutRunts(batch: Buffer, count: number): Buffer {
+    const { min, max, versionAt } = this.framing;
+    const kept: Buffer[] = [];
+    let offset = 0;
+    let bytes = 0;
+    for (let i = 0; i < count; i++) {
+      const length = recordLength(batch, offset);
+      const ip = length >= min && length <= max ? batch[offset + versionAt]! >> 4 : -1;
+      if (ip === 4) {
+        kept.push(batch.subarray(offset, offset + HEADER_BYTES + length));
+        bytes += HEADER_BYTES + length - versionAt;
+      } else if (ip === 6) this.counters.dropsIpv6++;
+      else this.dropMalformed(ip < 0 ? `a record of ${length} bytes` : `an IP version ${ip} packet`);
+      offset += HEADER_BYTES + length;
+    }
+    this.counters.txPackets += kept.length;
+    this.counters.txBytes += bytes;
+    return Buffer.concat(kept);
+  }
+
+  /** Relay → TUN: a DATA payload, written at the end of the chunk (flush). */
+  receive(packet: Buffer): void {
+    this.counters.rxPackets++;
+    this.counters.rxBytes += packet.length;
+    this.toDevice.push(packet, false);
+  }
+
+  /**
+   * A DATA_GSO frame. The relay is not trusted with the kernel either: a virtio header goes to the TUN only
+   * if it holds what the relay checks of its senders (gso.ts), else the packet is dropped and counted.
+   */
+  receiveOffloaded(frame: Buffer): void {
+    const problem = checkOffloadPacket(frame, HEADER_BYTES, frame.length);
+    if (problem !== null) {
+      this.counters.dropsFromRelay++;
+      this.warnings.warn('relay-malformed', () => ({
+        fields: { server: this.server(), problem },
+        message: `Dropped packets from ${this.server()} that ${this.device.name} must not be given, e.g.: ${problem}`,
+      }));
+      return;
+    }
+    this.counters.rxPackets++;
+    this.counters.rxBytes += frame.length - HEADER_BYTES - GSO_HEADER_BYTES;
+    this.toDevice.push(frame.subarray(HEADER_BYTES), true);
+  }
+
+  /** Writes what the chunk brought to the TUN; throws if the TUN refuses it. */
+  flush(): void {
+    this.toDevice.flush(this.device);
+  }
+
+  private dropMalformed(problem: string): void {
+    this.counters.dropsMalformed++;
+    this.warnings.warn('tun-malformed', () => ({
+      fields: { interface: this.device.name, problem },
+      message: `Dropped packets from ${this.device.name} that cannot be relayed, e.g.: ${problem}`,
+    }));
+  }
+}

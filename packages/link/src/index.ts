@@ -1,0 +1,3 @@
+export * from './link';
+export * from './send-budget';
+export * from './tun-frames';

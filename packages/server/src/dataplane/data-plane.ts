@@ -1,0 +1,156 @@
+import { RateLimitedWarning, type Logger } from '@mnedc/common';
+import type { WriteBatch } from '@mnedc/link';
+import {
+  buildIcmpUnreachable, checkOffloadPacket, encodeFrame, FrameType, HEADER_BYTES, ICMP_HOST_UNREACHABLE, intToIpv4,
+  nonUnicastDestination, segmentCount, toDataFrames, type Subnet,
+} from '@mnedc/protocol';
+import { checkFrame, frameDestination, packetOffset, RoutingTable, Verdict, type DropReason } from './router';
+import { newCounters, type Target } from './target';
+
+/** Unreachables are a courtesy: a source spraying unknown addresses gets at most this many per second. */
+const ICMP_PER_SECOND = 200;
+/** IPv6 from a device is an older client's (a current one drops it before sending): worth a line an hour. */
+const IPV6_NOTICE_MS = 3_600_000;
+
+/**
+ * Routes DATA and DATA_GSO frames between targets by destination address. One hop: what arrives from a
+ * target is checked (its source must be the target's address), delivered to the destination's target or
+ * dropped and counted, never sent anywhere else. The caller ends each batch with endBatch, which flushes
+ * every target written to in one write each.
+ */
+export class DataPlane {
+  /** Everything relayed, including by targets that have since gone. */
+  readonly totals = newCounters();
+  /** Targets written to since the batch began (and links with PONGs to send). */
+  readonly batch: WriteBatch = [];
+  private readonly routes = new RoutingTable<Target>();
+  private icmpTokens = ICMP_PER_SECOND;
+  private icmpRefill = Date.now();
+  /** Drops are logged rate-limited per reason. */
+  private readonly warnings: RateLimitedWarning;
+  private readonly ipv6Notice: RateLimitedWarning;
+
+  constructor(private readonly subnet: Subnet, private readonly serverIp: number, log: Logger) {
+    this.warnings = new RateLimitedWarning(log);
+    this.ipv6Notice = new RateLimitedWarning(log, IPV6_NOTICE_MS);
+  }
+
+  route(target: Target): void {
+    this.routes.set(target.ip, target);
+  }
+
+  /** Only while the route still leads to `target`, so a replaced session cannot unroute its successor. */
+  unroute(target: Target): void {
+    this.routes.delete(target.ip, target);
+  }
+
+  /**
+   * A DATA or DATA_GSO frame from `from`. DATA_GSO goes on as it came to targets that take it and is
+   * segmented for the others.
+   */
+  forward(from: Target, frame: Buffer): void {
+    const counters = from.counters;
+    const gso = frame[0] === FrameType.DataGso;
+    const ip = packetOffset(frame);
+    const bytes = frame.length - ip;
+    counters.rxPackets++;
+    counters.rxBytes += bytes;
+    this.totals.rxPackets++;
+    this.totals.rxBytes += bytes;
+    if (frame[ip]! >> 4 === 6) {
+      this.dropIpv6(from);
+      return;
+    }
+    if (gso) {
+      const problem = checkOffloadPacket(frame, HEADER_BYTES, frame.length);
+      if (problem !== null) {
+        this.drop(from, 'malformed', frame, problem);
+        return;
+      }
+    }
+    const verdict = checkFrame(frame, from.ip, ip);
+    if (verdict !== Verdict.Deliver) {
+      this.drop(from, verdict === Verdict.Spoofed ? 'spoofed' : 'malformed', frame);
+      return;
+    }
+    const destination = frameDestination(frame, ip);
+    const target = this.routes.get(destination);
+    if (target === undefined) {
+      // Not carried (yet) and never answered: RFC 1122 forbids ICMP errors for these, and mDNS or
+      // SSDP chatter is no fault worth a log line.
+      const notCarried = nonUnicastDestination(destination, this.subnet);
+      if (notCarried) {
+        this.countDrop(from, notCarried);
+        return;
+      }
+      this.drop(from, 'noRoute', frame);
+      this.unreachable(from, frame.subarray(ip));
+      return;
+    }
+    if (!target.accepts(frame.length)) {
+      this.countDrop(from, 'queueFull');
+      return;
+    }
+    let packets = 1;
+    let out = frame;
+    if (gso && !target.gso) {
+      packets = segmentCount(frame, HEADER_BYTES, frame.length);
+      out = toDataFrames(frame, HEADER_BYTES, frame.length);
+    }
+    target.deliver(out, this.batch);
+    target.counters.txPackets += packets;
+    target.counters.txBytes += bytes;
+    this.totals.txPackets += packets;
+    this.totals.txBytes += bytes;
+  }
+
+  /** Ends a batch: one write per target touched. */
+  endBatch(): void {
+    const batch = this.batch;
+    for (let i = 0; i < batch.length; i++) batch[i]!.flush();
+    batch.length = 0;
+  }
+
+  countDrop(from: Target, reason: DropReason): void {
+    this.totals.drops[reason]++;
+    from.counters.drops[reason]++;
+  }
+
+  private drop(from: Target, reason: DropReason, frame: Buffer, problem?: string): void {
+    this.countDrop(from, reason);
+    this.warnings.warn(`drop:${reason}`, () => {
+      const destination = intToIpv4(frameDestination(frame));
+      return {
+        fields: { deviceId: from.deviceId, reason, destination, ...(problem ? { problem } : {}) },
+        message: `Dropped packets (${reason}), e.g. from ${from.local ? 'the server' : from.deviceId} to ${destination}${problem ? `: ${problem}` : ''}`,
+      };
+    });
+  }
+
+  private dropIpv6(from: Target): void {
+    this.countDrop(from, 'ipv6');
+    this.ipv6Notice.warn('ipv6', () => ({
+      fields: { deviceId: from.deviceId, reason: 'ipv6' },
+      message: `Dropped IPv6 packets from ${from.local ? 'the server\'s own interface' : from.deviceId}: the overlay carries IPv4 only ` +
+        '(counted as drops.ipv6; clients of this version drop IPv6 before sending it)',
+    }));
+  }
+
+  /** `packet`: the IPv4 packet that found no route; the answer goes back to its sender. */
+  private unreachable(from: Target, packet: Buffer): void {
+    const now = Date.now();
+    if (now - this.icmpRefill >= 1000) {
+      this.icmpTokens = ICMP_PER_SECOND;
+      this.icmpRefill = now;
+    }
+    if (this.icmpTokens <= 0) return;
+    const icmp = buildIcmpUnreachable(packet, this.serverIp, ICMP_HOST_UNREACHABLE);
+    if (!icmp) return;
+    this.icmpTokens--;
+    const frame = encodeFrame(FrameType.Data, icmp);
+    if (!from.accepts(frame.length)) return;
+    from.deliver(frame, this.batch);
+    from.counters.txPackets++;
+    from.counters.txBytes += icmp.length;
+  }
+}

@@ -1,0 +1,27 @@
+import type { HandshakeLimits } from './handshake/handshake';
+import type { ServerConfig } from './config';
+
+/** The relay's limits: what the handshake enforces, plus the keepalive. A SIGHUP may change them all. */
+export interface ServerLimits extends HandshakeLimits {
+  keepaliveMs: number;
+  deadAfterMs: number;
+}
+
+export function limitsFromConfig(config: ServerConfig): ServerLimits {
+  const { server, limits } = config;
+  return {
+    sendQueueKib: server.send_queue_kib,
+    keepaliveMs: server.keepalive_ms,
+    deadAfterMs: server.dead_after_ms,
+    handshakeTimeoutMs: limits.handshake_timeout_ms,
+    maxClients: limits.max_clients,
+    maxDevices: limits.max_devices,
+    leaseLifetimeMs: server.lease_lifetime_days * 86_400_000,
+    deviceJoins: { perSecond: limits.device_joins_per_minute / 60, burst: limits.device_join_burst },
+    newDevices: { perSecond: limits.new_devices_per_minute / 60, burst: limits.new_device_burst },
+    maxHandshakes: limits.max_handshakes,
+    maxHandshakesPerSource: limits.max_handshakes_per_source,
+    connectionsPerSecond: limits.connections_per_source_per_second,
+    connectionBurst: limits.connection_burst_per_source,
+  };
+}
