@@ -4,7 +4,7 @@ import { formatHostPort, RateLimitedWarning, type Logger } from '@mnedc/common';
 import { Link, pingFrame } from '@mnedc/link';
 import {
   CAPABILITY_GSO, encodeJsonFrame, FrameType, frameName, HANDSHAKE_TIMEOUT_MS, HEADER_BYTES, ipv4ToInt, parseGoodbye, parsePeerUpdate,
-  parseReject, PROTOCOL_VERSION, ProtocolError, subnetOf, type Hello, type HostNetworks, type Subnet, type Welcome,
+  parseReject, ProtocolError, subnetOf, type HostNetworks, type Subnet, type Welcome,
 } from '@mnedc/protocol';
 import type { TunDevice } from '@mnedc/tun';
 import { RetryPolicy, type FailureKind } from './backoff';
@@ -13,7 +13,7 @@ import { newClientCounters } from './counters';
 import { describeSocketError, rejectKind } from './failure';
 import { checkWelcome } from './lease-overlap';
 import { PeerTable, type PeerChanges } from './peer-table';
-import { openTunnel, proveIdentity, serverMismatch, type Credentials } from './secure';
+import { buildHello, openTunnel, serverMismatch, type Credentials } from './secure';
 import { TunBridge } from './tun-bridge';
 
 export type ClientState = 'connecting' | 'connected' | 'waiting' | 'stopped';
@@ -174,7 +174,13 @@ export class RelayClient extends EventEmitter {
         socket.destroy();
         return;
       }
-      link.sendControl(encodeJsonFrame(FrameType.Hello, this.hello(socket)));
+      link.sendControl(encodeJsonFrame(FrameType.Hello, buildHello(socket, this.deps.credentials, {
+        deviceId: this.deps.deviceId,
+        hostname: this.deps.hostname,
+        underlay: this.deps.underlay(),
+        capabilities: this.bridge.vnet ? [CAPABILITY_GSO] : [],
+        previousIp: this.lease?.ip ?? this.deps.previousIp,
+      })));
     });
     socket.on('drain', () => {
       if (this.paused && link === this.link) {
@@ -190,21 +196,6 @@ export class RelayClient extends EventEmitter {
       this.failure = { kind: failure.kind };
     });
     socket.on('close', () => this.onClose(link));
-  }
-
-  private hello(socket: TLSSocket): Hello {
-    const hello: Hello = {
-      version: PROTOCOL_VERSION,
-      deviceId: this.deps.deviceId,
-      hostname: this.deps.hostname,
-      underlay: this.deps.underlay(),
-      capabilities: this.bridge.vnet ? [CAPABILITY_GSO] : [],
-      software: 'mnedcd-client',
-    };
-    const previousIp = this.lease?.ip ?? this.deps.previousIp;
-    if (previousIp) hello.previousIp = previousIp;
-    hello.auth = { ...proveIdentity(socket, this.deps.credentials, this.deps.deviceId) };
-    return hello;
   }
 
   private onChunk(link: Link, chunk: Buffer): void {

@@ -5,8 +5,8 @@ import type { OnReadOpts } from 'node:net';
 import { connect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { writeFileAtomic } from '@mnedc/common';
 import {
-  certificateFingerprint, EXPORTER_BYTES, EXPORTER_CONTEXT, EXPORTER_LABEL, helloAuth, showFingerprint,
-  type HelloAuth, type JoinString,
+  certificateFingerprint, EXPORTER_BYTES, EXPORTER_CONTEXT, EXPORTER_LABEL, helloAuth, PROTOCOL_VERSION, showFingerprint,
+  type Hello, type HelloAuth, type JoinString,
 } from '@mnedc/protocol';
 
 /** What a device proves itself with: the join string it was given and its own key. */
@@ -80,4 +80,19 @@ export function serverMismatch(socket: TLSSocket, pinned: Buffer): string | null
 export function proveIdentity(socket: TLSSocket, credentials: Credentials, deviceId: string): HelloAuth {
   const ekm = socket.exportKeyingMaterial(EXPORTER_BYTES, EXPORTER_LABEL, EXPORTER_CONTEXT);
   return helloAuth(credentials.join.secret, credentials.deviceKey, ekm, deviceId);
+}
+
+/** The HELLO this device opens a session with, its proof bound to this TLS connection. */
+export function buildHello(socket: TLSSocket, credentials: Credentials, device: Pick<Hello, 'deviceId' | 'hostname' | 'underlay' | 'capabilities' | 'previousIp'>): Hello {
+  const hello: Hello = {
+    version: PROTOCOL_VERSION,
+    deviceId: device.deviceId,
+    hostname: device.hostname,
+    underlay: device.underlay,
+    capabilities: device.capabilities,
+    software: 'mnedcd-client',
+  };
+  if (device.previousIp) hello.previousIp = device.previousIp;
+  hello.auth = { ...proveIdentity(socket, credentials, device.deviceId) };
+  return hello;
 }
