@@ -2,30 +2,24 @@ import { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Server as NetServer } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import { hostname } from 'node:os';
-import { RateLimitedWarning, type Logger } from '@mnedc/common';
-import { pingFrame } from '@mnedc/link';
-import {
-  CAPABILITY_GSO, encodeJsonFrame, FrameType, frameName, HEADER_BYTES, intToIpv4, parseGoodbye, ProtocolError, showFingerprint,
-  type PeerInfo, type Welcome,
-} from '@mnedc/protocol';
+import type { Logger } from '@mnedc/common';
+import { intToIpv4, showFingerprint } from '@mnedc/protocol';
 import type { TunDevice } from '@mnedc/tun';
 import type { ServerConfig } from './config';
 import { DataPlane } from './dataplane/data-plane';
 import { LocalDevice } from './dataplane/local-device';
 import { newCounters } from './dataplane/target';
-import { Handshakes, type AuthenticatedDevice, type HandshakeHost } from './handshake/handshake';
-import { newRefusalCounters, spreadRetry, type RefusalCounters } from './handshake/join-gate';
+import { Devices } from './devices';
+import { spreadRetry, type RefusalCounters } from './handshake/join-gate';
 import { limitsFromConfig, type ServerLimits } from './limits';
-import { Session } from './session';
+import type { Session } from './session';
 import { DeviceBindings, JoinSecret, loadOrCreateIdentity, type ServerIdentity } from './stores/identity';
 import type { Lease } from './stores/lease-pool';
 import { PeerDirectory } from './stores/peer-directory';
 import { LocalLeases, type LeaseService } from './stores/services';
 
 export { limitsFromConfig, type ServerLimits } from './limits';
-
-/** Capabilities this server grants when a HELLO asks for them. */
-const SERVER_CAPABILITIES: readonly string[] = [CAPABILITY_GSO];
+export type { Departure, PeerEvent } from './devices';
 
 export interface ServerDeps {
   config: ServerConfig;
@@ -35,51 +29,31 @@ export interface ServerDeps {
   serverDeviceId: string;
 }
 
-/**
- * How a device's session ended, as the log says it: it said GOODBYE (stopped), it vanished (lost: crash,
- * kill, network), or the relay ended it (left: kicked, replaced, relay stopping, protocol error, …).
- */
-type Departure = 'stopped' | 'lost' | 'left';
 /** How long a stopping relay waits for its GOODBYEs to be taken before closing connections regardless. */
 const STOP_FLUSH_MS = 1_000;
 
-export interface PeerEvent {
-  event: 'up' | 'down';
-  deviceId: string;
-  ip: string;
-  hostname: string;
-  at: number;
-}
-
 /**
- * The relay: the parts, and the life of a device between them. Handshakes (handshake/) turn connections
- * into authenticated devices; each becomes a Session routed by the DataPlane (dataplane/) beside the
- * relay's own TUN; leases, key bindings and the peer directory (stores/) are the services both call.
+ * The relay, composed: Devices (devices.ts) takes connections through the Handshakes (handshake/) to
+ * authenticated devices, each a Session routed by the DataPlane (dataplane/) beside the relay's own TUN
+ * (LocalDevice); leases, key bindings and the peer directory (stores/) are the services they call. Here:
+ * start and stop, and what the operator may do.
  *
  * Events: 'peer' (PeerEvent) when a device joins or leaves — a takeover by the same device is neither —
  * and 'sessions' after any change of the connected set.
  */
-export class RelayServer extends EventEmitter implements HandshakeHost {
+export class RelayServer extends EventEmitter {
   readonly leases: LeaseService;
   readonly bindings: DeviceBindings;
   readonly serverIp: number;
   readonly directory: PeerDirectory;
   readonly plane: DataPlane;
-  readonly log: Logger;
-  readonly serverDeviceId: string;
+  readonly devices: Devices;
   readonly startedAt = Date.now();
   readonly identity: ServerIdentity;
-  /** Sessions the relay closed to protect itself, by reason. */
-  readonly cut = { overBudget: 0 };
-  readonly refused = newRefusalCounters();
-  private readonly handshakes: Handshakes;
-  private readonly sessions = new Set<Session>();
-  private readonly byDevice = new Map<string, Session>();
+  private readonly log: Logger;
   private device: LocalDevice | null = null;
   private listener: NetServer | null = null;
   private keepaliveTimer: NodeJS.Timeout | null = null;
-  /** Protocol errors and refusals, each rate-limited per reason. */
-  private readonly warnings: RateLimitedWarning;
   private readonly joinSecrets: JoinSecret;
   private limits: ServerLimits;
   private address: AddressInfo | null = null;
@@ -88,7 +62,6 @@ export class RelayServer extends EventEmitter implements HandshakeHost {
     super();
     const { config, log } = deps;
     this.log = log;
-    this.serverDeviceId = deps.serverDeviceId;
     this.limits = limitsFromConfig(config);
     const { identity, created } = loadOrCreateIdentity(config.server.state_dir);
     this.identity = identity;
@@ -105,14 +78,18 @@ export class RelayServer extends EventEmitter implements HandshakeHost {
     this.leases = new LocalLeases(config.server.state_dir, config.server.subnet, log);
     this.serverIp = this.leases.serverIp;
     this.plane = new DataPlane(config.server.subnet, this.serverIp, log);
-    this.handshakes = new Handshakes(this, this.limits, secureContext, (s, frame) => this.onFrame(s, frame), (s, needed) => this.cutOverBudget(s, needed));
     this.directory = new PeerDirectory({
       schedule: (callback, delayMs) => {
         const timer = setTimeout(callback, delayMs);
         return { cancel: () => clearTimeout(timer) };
       },
     });
-    this.warnings = new RateLimitedWarning(log);
+    this.devices = new Devices({
+      log, config, serverDeviceId: deps.serverDeviceId, serverIp: this.serverIp, leases: this.leases, bindings: this.bindings,
+      directory: this.directory, plane: this.plane, secureContext, limits: this.limits,
+      joinSecret: () => this.joinSecrets.current,
+      emit: (event: string, payload?: unknown) => this.emit(event, payload),
+    });
   }
 
   async start(): Promise<AddressInfo> {
@@ -122,9 +99,9 @@ export class RelayServer extends EventEmitter implements HandshakeHost {
       this.device = device;
       device.start((from, frame) => this.plane.forward(from, frame), () => this.plane.endBatch());
       this.plane.route(device);
-      this.directory.join({ deviceId: this.serverDeviceId, ip: intToIpv4(this.serverIp), hostname: hostname(), underlay: [], since: this.startedAt });
+      this.directory.join({ deviceId: this.deps.serverDeviceId, ip: intToIpv4(this.serverIp), hostname: hostname(), underlay: [], since: this.startedAt });
     }
-    const listener = createServer((socket) => this.handshakes.accept(socket));
+    const listener = createServer((socket) => this.devices.handshakes.accept(socket));
     this.listener = listener;
     await new Promise<void>((resolve, reject) => {
       listener.once('error', reject);
@@ -134,7 +111,7 @@ export class RelayServer extends EventEmitter implements HandshakeHost {
       });
     });
     listener.on('error', (err) => this.log.error({ err }, `Listener error: ${err.message}`));
-    this.keepaliveTimer = setInterval(() => this.sweep(), this.limits.keepaliveMs);
+    this.keepaliveTimer = setInterval(() => this.devices.sweep(), this.limits.keepaliveMs);
     const address = listener.address() as AddressInfo;
     this.address = address;
     this.log.info({ listen: `${address.address}:${address.port}`, serverIp: intToIpv4(this.serverIp), leases: this.leases.size },
@@ -151,11 +128,11 @@ export class RelayServer extends EventEmitter implements HandshakeHost {
   async stop(): Promise<void> {
     if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
     const listenerClosed = new Promise<void>((resolve) => (this.listener ? this.listener.close(() => resolve()) : resolve()));
-    const sessions = [...this.sessions];
+    const sessions = [...this.devices.sessions];
     for (const session of sessions) {
       if (session.state === 'established') {
         session.goodbye({ code: 'shutdown', reason: 'server shutting down', reconnectMs: spreadRetry(1000) });
-        this.detach(session, 'server shutting down');
+        this.devices.detach(session, 'server shutting down');
       } else {
         session.socket.destroy();
       }
@@ -170,7 +147,7 @@ export class RelayServer extends EventEmitter implements HandshakeHost {
       new Promise<void>((resolve) => { deadline = setTimeout(resolve, STOP_FLUSH_MS); }),
     ]);
     clearTimeout(deadline);
-    for (const session of this.sessions) session.socket.destroy();
+    for (const session of this.devices.sessions) session.socket.destroy();
     await listenerClosed;
   }
 
@@ -189,29 +166,31 @@ export class RelayServer extends EventEmitter implements HandshakeHost {
     return this.device?.counters ?? newCounters();
   }
 
+  /** Connections, in handshake or established. */
   get sessionCount(): number {
-    return this.sessions.size;
+    return this.devices.sessions.size;
   }
 
   sessionList(): Session[] {
-    return [...this.sessions];
+    return [...this.devices.sessions];
   }
 
   /** Established sessions only: what operators call the connected devices. */
   connected(): Session[] {
-    return [...this.byDevice.values()];
+    return this.devices.connected();
   }
 
   session(deviceId: string): Session | undefined {
-    return this.byDevice.get(deviceId);
+    return this.devices.session(deviceId);
   }
 
-  isConnected(deviceId: string): boolean {
-    return this.byDevice.has(deviceId);
+  get refused(): RefusalCounters {
+    return this.devices.refused;
   }
 
-  get connectedCount(): number {
-    return this.byDevice.size;
+  /** Sessions the relay closed to protect itself, by reason. */
+  get cut(): Devices['cut'] {
+    return this.devices.cut;
   }
 
   get listenAddress(): AddressInfo | null {
@@ -226,25 +205,20 @@ export class RelayServer extends EventEmitter implements HandshakeHost {
   setLimits(limits: ServerLimits): void {
     const keepaliveChanged = limits.keepaliveMs !== this.limits.keepaliveMs;
     this.limits = limits;
-    this.handshakes.setLimits(limits);
-    for (const session of this.sessions) session.queueLimit = limits.sendQueueKib * 1024;
+    this.devices.setLimits(limits);
     if (keepaliveChanged && this.keepaliveTimer) {
       clearInterval(this.keepaliveTimer);
-      this.keepaliveTimer = setInterval(() => this.sweep(), limits.keepaliveMs);
+      this.keepaliveTimer = setInterval(() => this.devices.sweep(), limits.keepaliveMs);
     }
   }
 
   /** Disconnects a device; it will reconnect (and keep its lease) unless the operator also releases it. */
   kick(deviceId: string, reason = 'disconnected by the operator'): boolean {
-    const session = this.byDevice.get(deviceId);
+    const session = this.devices.session(deviceId);
     if (!session) return false;
     session.goodbye({ code: 'kicked', reason, reconnectMs: spreadRetry(1000) });
-    this.detach(session, reason);
+    this.devices.detach(session, reason);
     return true;
-  }
-
-  joinSecret(): Buffer {
-    return this.joinSecrets.current;
   }
 
   get joinString(): string {
@@ -277,168 +251,4 @@ export class RelayServer extends EventEmitter implements HandshakeHost {
     if (lease) this.log.info({ deviceId, ip: intToIpv4(lease.ip) }, `Released the lease of ${deviceId} (${intToIpv4(lease.ip)})`);
     return lease;
   }
-
-  // ---- a connection's life ----
-
-  refuse(reason: keyof RefusalCounters, fields: Record<string, unknown>, message: string): void {
-    this.refused[reason]++;
-    this.warnings.warn(`refused:${reason}`, () => ({ fields: { reason, ...fields }, message }));
-  }
-
-  opened(session: Session): void {
-    this.sessions.add(session);
-    const { socket } = session;
-    socket.on('data', (chunk: Buffer) => this.onChunk(session, chunk));
-    socket.on('close', () => {
-      this.sessions.delete(session);
-      this.handshakes.end(session);
-      this.detach(session, 'connection closed without a goodbye', 'lost');
-    });
-  }
-
-  private onChunk(session: Session, chunk: Buffer): void {
-    if (session.state === 'closed') return;
-    try {
-      session.link.receive(chunk, this.plane.batch);
-    } catch (err) {
-      if (!(err instanceof ProtocolError)) {
-        // A bug handling one device's input must cost that device its session, not everyone the relay.
-        this.log.error({ err, deviceId: session.deviceId || undefined, remote: session.remote },
-          `Internal error handling ${session.deviceId || session.remote}; closing its session: ${(err as Error).message}`);
-        this.detach(session, 'internal error');
-        session.socket.destroy();
-        return;
-      }
-      this.plane.countDrop(session, 'malformed');
-      this.warnings.warn('protocol', () => ({
-        fields: { remote: session.remote, deviceId: session.deviceId || undefined, code: err.code },
-        message: `Closed ${session.deviceId || session.remote}: protocol error: ${err.message}`,
-      }));
-      session.goodbye({ code: 'protocol', reason: err.message });
-      this.detach(session, `protocol error: ${err.message}`);
-    } finally {
-      this.plane.endBatch();
-    }
-  }
-
-  /** Every frame but PING/PONG of an established session, which its Link answers. */
-  private onFrame(session: Session, frame: Buffer): void {
-    const type = frame[0]!;
-    if (session.state === 'established') {
-      if (type === FrameType.Data) this.plane.forward(session, frame);
-      else if (type === FrameType.DataGso) {
-        if (!session.gso) throw new ProtocolError('unexpected', 'DATA_GSO without the gso capability');
-        this.plane.forward(session, frame);
-      } else if (type === FrameType.Goodbye) this.onGoodbye(session, frame.subarray(HEADER_BYTES));
-      else throw new ProtocolError('unexpected', `${frameName(type)} from a client`);
-      return;
-    }
-    if (session.state === 'handshake') this.handshakes.receive(session, frame);
-  }
-
-  /** The device leaves on purpose (its daemon stopped): gone for its peers now, not once the socket closed. */
-  private onGoodbye(session: Session, payload: Buffer): void {
-    const goodbye = parseGoodbye(payload);
-    this.detach(session, `said goodbye: ${goodbye.reason}`, 'stopped');
-    session.finish();
-  }
-
-  /** An authenticated device becomes a session: the newest connection of a device takes over its older one. */
-  authenticated({ session, hello, acquired }: AuthenticatedDevice): void {
-    const previous = this.byDevice.get(hello.deviceId);
-    if (previous) {
-      // The newest connection is the device: the old one is usually a dead TCP session not yet timed out.
-      this.log.info({ deviceId: hello.deviceId, old: previous.remote, new: session.remote },
-        `Device ${hello.deviceId} reconnected from ${session.remote}; closing its previous session from ${previous.remote}`);
-      previous.goodbye({ code: 'replaced', reason: `replaced by a new connection from ${session.remote}` });
-      this.detach(previous, 'replaced');
-    }
-    const now = Date.now();
-    const { lease } = acquired;
-    if (acquired.reclaimedFrom) {
-      this.log.warn({ deviceId: hello.deviceId, ip: intToIpv4(lease.ip), from: acquired.reclaimedFrom.deviceId },
-        `Pool exhausted: gave ${intToIpv4(lease.ip)} of ${acquired.reclaimedFrom.deviceId} (offline the longest, its lease expired) to ${hello.deviceId}`);
-    }
-    this.leases.touch(hello.deviceId, now, acquired.isNew);
-    session.state = 'established';
-    session.establishedAt = now;
-    session.deviceId = hello.deviceId;
-    session.ip = lease.ip;
-    session.hello = hello;
-    const capabilities = SERVER_CAPABILITIES.filter((c) => hello.capabilities.includes(c));
-    session.gso = capabilities.includes(CAPABILITY_GSO);
-    this.byDevice.set(hello.deviceId, session);
-    this.plane.route(session);
-    const welcome: Welcome = {
-      ip: intToIpv4(lease.ip),
-      prefix: this.deps.config.server.subnet.prefix,
-      mtu: this.deps.config.server.mtu,
-      serverIp: intToIpv4(this.serverIp),
-      keepaliveMs: this.limits.keepaliveMs,
-      deadAfterMs: this.limits.deadAfterMs,
-      capabilities,
-    };
-    session.sendControl(encodeJsonFrame(FrameType.Welcome, welcome));
-    this.directory.join(peerInfo(lease, now), session);
-    if (!previous) this.emit('peer', { event: 'up', deviceId: hello.deviceId, ip: welcome.ip, hostname: hello.hostname, at: now } satisfies PeerEvent);
-    this.emit('sessions');
-    this.log.info({ deviceId: hello.deviceId, ip: welcome.ip, hostname: hello.hostname, remote: session.remote, isNew: acquired.isNew },
-      `Device ${hello.deviceId} (${hello.hostname || 'no hostname'}) joined from ${session.remote} as ${welcome.ip}`);
-  }
-
-  /** Takes a session off the data plane and the directory; safe to call more than once. */
-  private detach(session: Session, why: string, how: Departure = 'left'): void {
-    if (session.state !== 'established') {
-      session.state = 'closed';
-      return;
-    }
-    session.state = 'closed';
-    this.plane.unroute(session);
-    if (this.byDevice.get(session.deviceId) === session) {
-      const now = Date.now();
-      this.byDevice.delete(session.deviceId);
-      this.directory.leave(session.deviceId, session);
-      this.leases.touch(session.deviceId, now);
-      if (why !== 'replaced') {
-        this.emit('peer', { event: 'down', deviceId: session.deviceId, ip: intToIpv4(session.ip), hostname: session.hello?.hostname ?? '', at: now } satisfies PeerEvent);
-      }
-      this.emit('sessions');
-    }
-    this.log.info({ deviceId: session.deviceId, ip: intToIpv4(session.ip), how, why, rxPackets: session.counters.rxPackets, txPackets: session.counters.txPackets },
-      how === 'stopped' ? `Device ${session.deviceId} (${intToIpv4(session.ip)}) stopped (${why})` : `Device ${session.deviceId} (${intToIpv4(session.ip)}) ${how}: ${why}`);
-  }
-
-  /** A device that keeps talking but stops reading: what it is owed would outgrow its budget. */
-  private cutOverBudget(session: Session, needed: number): void {
-    this.cut.overBudget++;
-    const who = session.deviceId || session.remote;
-    const budget = session.link.budget.limit;
-    this.warnings.warn('cut:overBudget', () => ({
-      fields: { deviceId: session.deviceId || undefined, remote: session.remote, neededKib: Math.ceil(needed / 1024), budgetKib: budget / 1024 },
-      message: `Closed ${who}: it does not read what is sent to it (${Math.ceil(needed / 1024)} KiB would be queued, ` +
-        `beyond its budget of ${budget / 1024} KiB, [server] send_queue_kib)`,
-    }));
-    this.detach(session, 'not reading: over its send budget');
-    session.socket.destroy();
-  }
-
-  /** Pings every established session; a session silent for deadAfterMs is closed. */
-  private sweep(): void {
-    const { keepaliveMs, deadAfterMs } = this.limits;
-    const now = Date.now();
-    this.handshakes.sweep();
-    const ping = pingFrame();
-    for (const session of this.sessions) {
-      if (session.state !== 'established') continue;
-      session.updateRates(now);
-      if (session.link.keepalive(keepaliveMs, deadAfterMs, ping)) continue;
-      this.log.warn({ deviceId: session.deviceId, remote: session.remote }, `Device ${session.deviceId} silent for ${deadAfterMs} ms: closing its session`);
-      this.detach(session, `silent for ${deadAfterMs} ms`, 'lost');
-      session.socket.destroy();
-    }
-  }
-}
-
-function peerInfo(lease: Lease, since: number): PeerInfo {
-  return { deviceId: lease.deviceId, ip: intToIpv4(lease.ip), hostname: lease.hostname, underlay: lease.underlay, since };
 }

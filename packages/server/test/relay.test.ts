@@ -75,8 +75,7 @@ describe('relay server over loopback', () => {
   it('closes the connection of a device that said GOODBYE even when the device never closes its side', async () => {
     const { server, port } = await startServer();
     const device = await joinAs(port, 'dev-a');
-    const session = [...(server as unknown as { sessions: Set<{ deviceId: string; socket: import('node:net').Socket }> }).sessions]
-      .find((s) => s.deviceId === 'dev-a')!;
+    const session = server.sessionList().find((s) => s.deviceId === 'dev-a')!;
     // A device that keeps its half open after its GOODBYE: before, the relay only ended its own half and
     // held the descriptor for as long as the device liked.
     const tcp = (device.socket as unknown as { _parent?: import('node:net').Socket })._parent;
