@@ -5,13 +5,13 @@
  */
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { parseExposition, renderMetrics, UNEXPLAINED, type ClientStats, type DaemonKind, type ServerStats } from '@mnedc/common';
-import { ipPacket, RelayProcess, runCommand, SERVER_BIN, WireClient, type Daemon } from '@mnedc/lab';
+import { ipPacket, mergeIni, RelayProcess, runCommand, SERVER_BIN, WireClient, type Daemon } from '@mnedc/lab';
 import { skipUnlessRoot, withBareLab } from './lab-suite';
 
 const METRICS = '[metrics]\nlisten = 127.0.0.1:0\n';
@@ -69,10 +69,14 @@ describe('Prometheus metrics of the relay (real mnedcd-server on loopback)', { t
     devices.forEach((d) => d.close());
     await Promise.all(relays.map((r) => r.dispose()));
   });
-
-  it('exports what mnedcctl stats shows, per device and per drop reason, after traffic', async () => {
+  const relay = async () => {
     const r = await RelayProcess.start(METRICS);
     relays.push(r);
+    return r;
+  };
+
+  it('exports what mnedcctl stats shows, per device and per drop reason, after traffic', async () => {
+    const r = await relay();
     const url = String((await r.daemon.waitFor(/^Prometheus metrics at http:\/\/127\.0\.0\.1:\d+\/metrics$/)).metrics);
     const [a, b] = [await WireClient.join(r.port, r.join, 'device-a'), await WireClient.join(r.port, r.join, 'device-b')];
     devices.push(a, b);
@@ -96,8 +100,18 @@ describe('Prometheus metrics of the relay (real mnedcd-server on loopback)', { t
     assert.equal((await scrape(url.replace(/\/metrics$/, '/'))).status, 404);
   });
 
+  it('SIGHUP does not move the listener: the change is logged as needing a restart, the old address serves on', async () => {
+    const r = await relay();
+    const url = String((await r.daemon.waitFor(/^Prometheus metrics at /)).metrics);
+    const mark = r.daemon.lines.length;
+    writeFileSync(r.config, mergeIni(readFileSync(r.config, 'utf8'), '[metrics]\nlisten = 127.0.0.1:1\n'));
+    r.daemon.signal('SIGHUP');
+    await r.daemon.waitFor(/^Changed settings need a restart to apply: \[metrics\] listen$/, { from: mark });
+    assert.equal((await scrape(url)).status, 200);
+  });
+
   it('a [metrics] listen address it cannot bind is a configuration error (exit 78) naming the key', async () => {
-    const r = relays[0] ?? await RelayProcess.start(METRICS);
+    const r = await relay();
     const taken = String((await r.daemon.waitFor(/^Prometheus metrics at /)).metrics).replace(/^http:\/\/|\/metrics$/g, '');
     const dir = mkdtempSync(path.join(tmpdir(), 'mnedc-metrics-'));
     try {
