@@ -25,6 +25,22 @@ if ((${#need_apt[@]})); then
   fi
 fi
 
+# promtool checks the Prometheus metrics in the tests. Only that binary is taken from Debian's prometheus
+# package: installing the package would add a system user and start a Prometheus server on port 9090.
+if ! command -v promtool >/dev/null 2>&1; then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: missing promtool; run as root (sudo) to install it from Debian's prometheus package" >&2
+  else
+    echo "setup: installing promtool (from the prometheus package, without the server)" >&2
+    deb_dir=$(mktemp -d)
+    chmod 755 "$deb_dir"  # apt's _apt user downloads into it
+    (cd "$deb_dir" && { apt-get download -qq prometheus 2>/dev/null || { apt-get update -qq && apt-get download -qq prometheus; }; }) >/dev/null
+    dpkg-deb --fsys-tarfile "$deb_dir"/prometheus_*.deb | tar -x -C "$deb_dir" ./usr/bin/promtool
+    install -m 755 "$deb_dir/usr/bin/promtool" /usr/local/bin/promtool
+    rm -rf "$deb_dir"
+  fi
+fi
+
 # npm ci only when the lock file is newer than the installed tree, so repeated runs are fast.
 if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
   npm ci --no-audit --no-fund --loglevel=error

@@ -37,6 +37,10 @@ export const clientSchema = {
     /** JSON-RPC for mnedcctl; empty disables it. */
     socket: key(parsers.optionalPath, '/run/mnedc/client.sock'),
   },
+  metrics: {
+    /** Prometheus metrics over HTTP (host:port, unauthenticated); empty disables them. */
+    listen: key(parsers.optionalListenAddress, ''),
+  },
   discovery: {
     /** Executables run on every peer up/down event (run-parts style); empty disables hooks. */
     hook_dir: key(parsers.optionalPath, '/etc/mnedc/peer.d'),

@@ -1,13 +1,12 @@
 import {
-  exactly, type ClientPeer, type ClientResults, type ClientStats, type ClientStatus, type PeerEvent, type RpcMethods,
-  type RpcMethodsOf, type WatchResult,
+  exactly, type ClientPeer, type ClientResults, type ClientStats, type ClientStatus, type PeerEvent, type RpcMethodsOf, type WatchResult,
 } from '@mnedc/common';
 import type { PeerInfo } from '@mnedc/protocol';
 import type { RelayClient } from './client';
 import type { PeerChanges } from './peer-table';
 
 /** mnedcctl's view of the client; field names are a contract (see the README). */
-export function clientMethods(client: RelayClient, info: { version: string; deviceId: string; interfaceName: string; startedAt: number }): RpcMethods {
+export function clientMethods(client: RelayClient, info: { version: string; deviceId: string; interfaceName: string; startedAt: number }): RpcMethodsOf<ClientResults> {
   const peerView = (p: PeerInfo): ClientPeer => ({ deviceId: p.deviceId, ip: p.ip, hostname: p.hostname, since: p.since, underlay: p.underlay });
   const methods: RpcMethodsOf<ClientResults> = {
     status: (): ClientStatus => ({

@@ -2,7 +2,7 @@ import { rmSync } from 'node:fs';
 import { hostname, networkInterfaces } from 'node:os';
 import {
   ControlServer, createLogger, EXIT_CONFIG, EXIT_USAGE, loadConfigOrExit, machineDeviceId, parseDaemonArgs, readHostState, reloadConfig,
-  startupError, SystemdNotifier,
+  serveMetricsOrExit, startupError, SystemdNotifier,
 } from '@mnedc/common';
 import { hostNetworks } from '@mnedc/protocol';
 import { explainTakenName, Tun } from '@mnedc/tun';
@@ -147,15 +147,16 @@ async function main(): Promise<void> {
   });
 
   let control: ControlServer | null = null;
+  const methods = clientMethods(client, { version: VERSION, deviceId, interfaceName: tun.name, startedAt });
   if (config.control.socket) {
     try {
-      control = await ControlServer.listen(config.control.socket,
-        clientMethods(client, { version: VERSION, deviceId, interfaceName: tun.name, startedAt }));
+      control = await ControlServer.listen(config.control.socket, methods);
     } catch (err) {
       log.fatal({ err }, `Cannot serve ${config.control.socket}: ${(err as Error).message}`);
       process.exit(1);
     }
   }
+  const metrics = await serveMetricsOrExit(args.configPath, config.metrics.listen, 'client', methods, log);
   log.info({ deviceId, server: client.server, interface: tun.name, offloads: tun.offloads },
     `Device ${deviceId} joining ${client.server} on ${tun.name}` + (tun.vnetHeader ? ` (offloads 0x${tun.offloads.toString(16)})` : ' (offloads off)'));
   notifier.status(client.statusLine);
@@ -174,7 +175,7 @@ async function main(): Promise<void> {
     clearTimeout(readyBound);
     notifier.stopping();
     log.info({ signal }, `Received ${signal}: leaving the overlay`);
-    Promise.all([client.stop(), control?.close(), discovery.close()])
+    Promise.all([client.stop(), control?.close(), metrics?.close(), discovery.close()])
       // The overlay leaves with this daemon, and so do its names (mnedcd-client-hosts.path then takes them
       // out of /etc/hosts); a restart writes the file again at its first lease.
       .then(() => { if (config.discovery.hosts_file) rmSync(config.discovery.hosts_file, { force: true }); })

@@ -142,6 +142,11 @@ export const parsers = {
   listenAddress(text: string): HostPort {
     return hostPort(text, 0);
   },
+
+  /** A listen address, or empty (null) to switch the feature off. */
+  optionalListenAddress(text: string): HostPort | null {
+    return text === '' ? null : hostPort(text, 0);
+  },
 };
 
 function hostPort(text: string, minPort: number): HostPort {

@@ -10,3 +10,7 @@ export * from './host-state';
 export * from './control-client';
 export * from './rpc-schema';
 export * from './rpc-types';
+export * from './counter-terms';
+export * from './metrics';
+export * from './metrics-http';
+export * from './metrics-parse';

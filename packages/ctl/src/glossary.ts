@@ -7,63 +7,9 @@
  * from its name, until it is given a term here.
  */
 
-export interface Term {
-  label: string;
-  meaning: string;
-}
+import { CUT_TERMS, DROP_TERMS, REFUSAL_TERMS, SESSION_TERMS, term, TUNNEL_TERMS, type Term } from '@mnedc/common';
 
-const term = (label: string, meaning: string): Term => ({ label, meaning });
-
-/** Why the relay dropped a packet (`drops` in stats and peers). */
-export const DROP_TERMS: Record<string, Term> = {
-  noRoute: term('NO ROUTE', 'packets to an overlay address no connected device holds (answered with ICMP host unreachable)'),
-  spoofed: term('SPOOFED', 'packets whose source address is not the sending device\'s own'),
-  malformed: term('MALFORMED', 'packets that are not well-formed IPv4, or whose offload header does not hold'),
-  queueFull: term('QUEUE FULL', 'packets from the device dropped because the destination\'s send queue was full'),
-  multicast: term('MULTICAST', 'packets to multicast addresses (224.0.0.0/4): not carried yet, never answered with ICMP'),
-  broadcast: term('BROADCAST', 'packets to 255.255.255.255 or the subnet\'s broadcast or network address: not carried, never answered with ICMP'),
-  ipv6: term('IPV6', 'IPv6 packets (the overlay carries IPv4 only; clients of this version drop them themselves)'),
-};
-
-/** Connections the relay turned away (`refused` in stats), by reason. */
-export const REFUSAL_TERMS: Record<string, Term> = {
-  rateLimited: term('rate limited', 'connections from a source address faster than [limits] connections_per_source_per_second allows'),
-  tooManyHandshakes: term('too many handshakes', 'connections refused while the handshake table was full of protected ones'),
-  tooManyFromSource: term('too many from source', 'connections beyond [limits] max_handshakes_per_source open from one source address'),
-  evicted: term('evicted', 'unfinished handshakes closed to make room for newer ones'),
-  handshakeTimeout: term('handshake timeout', 'connections that sent no HELLO in time'),
-  tlsFailed: term('tls failed', 'TLS handshakes that failed (not TLS 1.3, not an mnedc client, a port scan)'),
-  badHello: term('bad hello', 'HELLOs of another protocol version or claiming the relay\'s own device ID'),
-  authFailed: term('auth failed', 'devices with a wrong or stale join secret, or a bad key proof'),
-  boundToOtherKey: term('bound to other key', 'a device ID used with another key than the one bound to it (see forget)'),
-  deviceJoinRate: term('device join rate', 'a device joining again sooner than [limits] device_joins_per_minute allows'),
-  maxClients: term('max clients', 'devices beyond [limits] max_clients connected at once'),
-  maxDevices: term('max devices', 'new devices beyond [limits] max_devices bound devices'),
-  newDeviceRate: term('new device rate', 'new devices beyond [limits] new_devices_per_minute'),
-  poolFull: term('pool full', 'devices that found no free address in the subnet'),
-};
-
-/** Sessions the relay ended itself (`cut` in stats). */
-export const CUT_TERMS: Record<string, Term> = {
-  overBudget: term('over budget', 'devices disconnected because their control frames overflowed their send budget'),
-};
-
-/** The client's TUN device counters (`tunnel` in stats). */
-export const TUNNEL_TERMS: Record<string, Term> = {
-  txDrops: term('tunnel tx drops', 'packets the kernel refused when written to the TUN (its queue was full)'),
-  rxErrors: term('tunnel rx errors', 'failed reads from the TUN'),
-  rxBatches: term('tunnel rx batches', 'reads from the TUN; each brings one or more packets'),
-};
-
-/** The client's session counters (`session` in stats). */
-export const SESSION_TERMS: Record<string, Term> = {
-  dropsOffline: term('offline drops', 'packets from the TUN dropped while not connected to the relay'),
-  dropsMalformed: term('malformed drops', 'packets from the TUN that cannot be framed (never expected from the kernel)'),
-  dropsFromRelay: term('drops from relay', 'offloaded packets from the relay whose header does not hold: never written to the TUN'),
-  dropsIpv6: term('ipv6 drops', 'IPv6 packets read from the TUN, dropped there: the overlay carries IPv4 only'),
-  reconnects: term('reconnects', 'sessions established again after an earlier one ended'),
-  failedAttempts: term('failed attempts', 'connection attempts that ended without a session (relay unreachable, refused, rejected)'),
-};
+export { CUT_TERMS, DROP_TERMS, REFUSAL_TERMS, SESSION_TERMS, TUNNEL_TERMS, type Term };
 
 const DEVICE = term('DEVICE', 'the device ID (each bound to one device key)');
 const IP = term('IP', 'the device\'s overlay address');

@@ -56,6 +56,10 @@ export const serverSchema = {
     /** JSON-RPC for mnedcctl; empty disables it. */
     socket: key(parsers.optionalPath, '/run/mnedc/server.sock'),
   },
+  metrics: {
+    /** Prometheus metrics over HTTP (host:port, unauthenticated); empty disables them. */
+    listen: key(parsers.optionalListenAddress, ''),
+  },
   log: {
     level: key(parsers.oneOf(...LOG_LEVELS), 'info'),
   },

@@ -1,6 +1,6 @@
 import {
   exactly, formatHostPort, RPC_ERRORS, RpcError, stringParam, type Counters, type ForgetResult, type JoinResult, type KickResult,
-  type Lease, type PeerEvent as PeerEventResult, type ReleaseResult, type RpcMethods, type RpcMethodsOf, type ServerPeer,
+  type Lease, type PeerEvent as PeerEventResult, type ReleaseResult, type RpcMethodsOf, type ServerPeer,
   type ServerResults, type ServerStats, type ServerStatus, type WatchResult,
 } from '@mnedc/common';
 import { intToIpv4, isValidDeviceId, showFingerprint } from '@mnedc/protocol';
@@ -22,7 +22,7 @@ function deviceIdParam(params: unknown): string {
  * mnedcctl's view of the relay. Field names are the contract with mnedcctl --json and scripts: add
  * fields freely, never rename one. Documented in the README.
  */
-export function serverMethods(server: RelayServer, config: () => ServerConfig, version: string): RpcMethods {
+export function serverMethods(server: RelayServer, config: () => ServerConfig, version: string): RpcMethodsOf<ServerResults> {
   const counterView = (c: TrafficCounters): Counters => ({
     rxPackets: c.rxPackets, rxBytes: c.rxBytes, txPackets: c.txPackets, txBytes: c.txBytes, drops: { ...c.drops },
   });

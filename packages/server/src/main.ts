@@ -1,6 +1,6 @@
 import {
   ControlServer, createLogger, EXIT_CONFIG, loadConfigOrExit, machineDeviceId, parseDaemonArgs, readHostState, reloadConfig,
-  SystemdNotifier, type Logger,
+  serveMetricsOrExit, SystemdNotifier, type Logger,
 } from '@mnedc/common';
 import { findOverlaps, hostNetworks, intToIpv4 } from '@mnedc/protocol';
 import { explainTakenName, Tun } from '@mnedc/tun';
@@ -100,16 +100,18 @@ async function main(): Promise<void> {
   }
   checkSubnetFree(config, args.configPath, log);
   let control: ControlServer | null = null;
+  const methods = serverMethods(server, () => config, VERSION);
   try {
     await server.start();
     if (config.control.socket) {
-      control = await ControlServer.listen(config.control.socket, serverMethods(server, () => config, VERSION));
+      control = await ControlServer.listen(config.control.socket, methods);
       log.info({ socket: config.control.socket }, `mnedcctl can connect to ${config.control.socket}`);
     }
   } catch (err) {
     log.fatal({ err }, `Cannot start: ${(err as Error).message}`);
     process.exit(1);
   }
+  const metrics = await serveMetricsOrExit(args.configPath, config.metrics.listen, 'server', methods, log);
   notifier.ready(statusLine(server));
   notifier.startWatchdog();
   let statusTimer: NodeJS.Timeout | null = null;
@@ -133,7 +135,7 @@ async function main(): Promise<void> {
     stopping = true;
     notifier.stopping();
     log.info({ signal }, `Received ${signal}: telling devices and saving leases`);
-    Promise.all([server.stop(), control?.close()]).then(() => process.exit(0), (err: Error) => {
+    Promise.all([server.stop(), control?.close(), metrics?.close()]).then(() => process.exit(0), (err: Error) => {
       log.error({ err }, `Error while stopping: ${err.message}`);
       process.exit(1);
     });

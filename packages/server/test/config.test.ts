@@ -31,7 +31,7 @@ describe('server configuration', () => {
   });
 
   it('names file, section, key and the problem', () => {
-    assert.equal(problem('[sever]\nlisten = 1.2.3.4:1\n'), `${F}: [sever]: unknown section; known sections are server, limits, control, log`);
+    assert.equal(problem('[sever]\nlisten = 1.2.3.4:1\n'), `${F}: [sever]: unknown section; known sections are server, limits, control, metrics, log`);
     assert.match(problem('[server]\nlisten_port = 1\n'), /^\/etc\/mnedc\/server\.ini: \[server\] listen_port: unknown key; known keys are listen, subnet/);
     assert.equal(problem('[server]\nsubnet = 10.0.0.0/8\n'), `${F}: [server] subnet: /8 is outside /16../30 (a /16 holds 65533 devices, a /30 one)`);
     assert.match(problem('[server]\nsubnet = 10.0.0.7/24\n'), /\[server\] subnet: 10\.0\.0\.7\/24 has host bits set/);
