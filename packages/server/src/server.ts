@@ -139,8 +139,10 @@ export class RelayServer extends EventEmitter {
     }
     this.leases.flush();
     await this.bindings.close();
-    this.device?.close();
-    this.device = null;
+    if (this.device) {
+      this.plane.unroute(this.device);
+      this.device.close();
+    }
     let deadline: NodeJS.Timeout | undefined;
     await Promise.race([
       Promise.all(sessions.map((s) => s.socket.closed || new Promise((resolve) => s.socket.once('close', resolve)))),
