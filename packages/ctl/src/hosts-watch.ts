@@ -32,6 +32,8 @@ export function watchHosts(options: WatchHostsOptions): Promise<boolean> {
   // The directory, not the file: the client replaces the file by a rename, which ends a watch on the file.
   const dir = path.dirname(source);
   const name = path.basename(source);
+  // What an event names when the directory itself goes: the watch is dead then, and must be made again.
+  const self = path.basename(dir);
   const schedule = new MergeSchedule(options.timing ?? DEFAULT_MERGE_TIMING, Date.now());
   let watcher: fs.FSWatcher | null = null;
   let watched: number | null = null;
@@ -63,13 +65,18 @@ export function watchHosts(options: WatchHostsOptions): Promise<boolean> {
       if (watcher && inode === watched) return true;
       unwatch();
       watcher = fs.watch(dir, (_event, file) => {
-        if (file !== null && file !== name) return;
+        if (file !== null && file !== name && file !== self) return;
+        // Closed now: a directory made again at once may reuse the inode number, which arm() would trust.
+        if (file === self) unwatch();
         schedule.changed(Date.now());
         plan();
       });
       watcher.on('error', (err) => {
         warn(`watching ${dir}: ${err.message}`);
         unwatch();
+        // Merged (and watched again) at once, not at the next interval: changes may have gone unseen.
+        schedule.changed(Date.now());
+        plan();
       });
       watched = inode;
       return true;

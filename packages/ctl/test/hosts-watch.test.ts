@@ -131,4 +131,24 @@ describe('sync-hosts --watch: a real watch on a directory, a target of its own',
     t.controller.abort();
     assert.equal(await done, true);
   });
+
+  test('the directory removed and made again (perhaps with the same inode number): watched again, its file merged', async () => {
+    const t = setUp('recreated');
+    fs.mkdirSync(t.run);
+    t.write('10.0.0.2\ta.mnedc\n');
+    const done = t.start();
+    await t.until(() => t.readTarget() === OTHER + block('10.0.0.2\ta.mnedc'), 'the first merge');
+    fs.rmSync(t.source);
+    await t.until(() => t.readTarget() === OTHER, 'the file removed');
+    // An empty directory going (what the package's purge does) is the only event the dead watch gives.
+    fs.rmdirSync(t.run);
+    fs.mkdirSync(t.run);
+    t.write('10.0.0.3\tb.mnedc\n');
+    await t.until(() => t.readTarget() === OTHER + block('10.0.0.3\tb.mnedc'), 'the new directory\'s file merged');
+    // Once more: changes in the new directory are seen, not only found by the retry that re-armed.
+    t.write('10.0.0.4\tc.mnedc\n');
+    await t.until(() => t.readTarget() === OTHER + block('10.0.0.4\tc.mnedc'), 'a later change in the new directory');
+    t.controller.abort();
+    assert.equal(await done, true);
+  });
 });
