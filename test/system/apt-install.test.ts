@@ -238,6 +238,9 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
   step('getent hosts <peer>.mnedc resolves out of the box (mnedcd-client-hosts.path); the name goes when the peer leaves', 5 * MINUTE,
     () => namesResolve(box, ips));
 
+  step('[dns] domain set, systemd-resolved on the clients: they point mnedc0\'s DNS at the relay; getent and resolvectl resolve peers', 15 * MINUTE,
+    () => dnsThroughResolved(box, ips));
+
   step('a hook in /etc/mnedc/peer.d runs on a peer event without capabilities, under the unit\'s seccomp filter', 5 * MINUTE, async () => {
     const c = box.c;
     const hook = [
@@ -405,9 +408,6 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
     assert.equal(bound.trim(), '2', 'no device was bound anew after the upgrade');
     await box.d.run(`ping -c 3 -i 0.2 -W 2 ${ips.c}`, 30_000);
   });
-
-  step('with systemd-resolved, a client points mnedc0\'s DNS at the relay: getent (nss-resolve) and resolvectl resolve peers', 15 * MINUTE,
-    () => dnsThroughResolved(box, ips));
 
   step('apt remove keeps conffiles and state; apt purge leaves no mnedc files, user or units behind', 10 * MINUTE, async () => {
     await box.d.run('apt-get remove -y -qq mnedcd-client >/dev/null');

@@ -1,6 +1,6 @@
 /**
  * A step of the Debian system test (apt-install.test.ts): names resolved through systemd-resolved and the
- * relay's DNS on the overlay, by a real application (libc's NSS with nss-resolve, nothing from /etc/hosts).
+ * relay's DNS on the overlay by real applications (getent through NSS and nss-resolve; resolvectl).
  */
 import { strict as assert } from 'node:assert';
 import type { Container } from '@mnedc/lab';
@@ -10,31 +10,41 @@ type Ips = Record<'c' | 'd', string>;
 
 const MINUTE = 60_000;
 const escape = (text: string) => text.replace(/\./g, '\\.');
+/**
+ * Not .mnedc: the hosts merger puts the .mnedc names in /etc/hosts, which NSS and resolved both read, so
+ * only a domain of its own proves an answer came from the relay's DNS.
+ */
+const DOMAIN = 'overlay.test';
 
 /**
- * Installs systemd-resolved, nss-resolve and polkitd on the clients (the package suggests them; its polkit
- * rule lets the user mnedc set its link's DNS), restarts the clients, and resolves each other's names.
+ * The relay answers for DOMAIN; the clients get systemd-resolved, nss-resolve and polkitd (which the
+ * package suggests; its polkit rule lets the user mnedc set its link's DNS) and resolve each other.
  */
 export async function dnsThroughResolved(box: Box, ips: Ips): Promise<void> {
   const { srv, c, d } = box;
   // The packaged relay (user mnedc, CAP_NET_BIND_SERVICE) listens on port 53 of its overlay address.
   assert.match(await srv.run('journalctl -u mnedcd-server -q --no-pager -o cat'), /^Answering DNS for mnedc on [\d.]+:53 /m);
+  await srv.run(`sed -i 's/^;domain = mnedc$/domain = ${DOMAIN}/' /etc/mnedc/server.ini && grep -q '^domain = ${DOMAIN}$' /etc/mnedc/server.ini`);
+  const relay = srv.follow('exec journalctl -u mnedcd-server -f -n 0 -o cat');
+  await srv.run('systemctl restart mnedcd-server');
+  await relay.waitForRaw(new RegExp(`^Answering DNS for ${escape(DOMAIN)} on [\\d.]+:53 `), 60_000);
   await Promise.all([c, d].map(async (node) => {
     await node.run('apt-get install -y -qq systemd-resolved libnss-resolve polkitd >/dev/null', 10 * MINUTE);
     const journal = node.follow('exec journalctl -u mnedcd-client -f -n 0 -o cat');
+    // The client looks for resolved at start.
     await node.run('systemctl restart mnedcd-client');
-    await journal.waitForRaw(/^Names in mnedc resolve through the relay's DNS at [\d.]+ \(systemd-resolved, link mnedc0\)/, 60_000);
+    await journal.waitForRaw(new RegExp(`^Names in ${escape(DOMAIN)} resolve through the relay's DNS at [\\d.]+ \\(systemd-resolved, link mnedc0\\)`), 60_000);
   }));
-  assert.match(await c.run('resolvectl domain mnedc0'), /~mnedc/);
+  assert.match(await c.run('resolvectl domain mnedc0'), new RegExp(`~${escape(DOMAIN)}`));
   const deviceId = (JSON.parse(await d.run('mnedcctl status --json')) as { deviceId: string }).deviceId;
-  // Only nss-resolve answers here (-s): the hosts file cannot.
-  for (const name of [`${deviceId}.mnedc`, 'd.mnedc']) {
-    const found = await c.exec(`getent -s hosts:resolve hosts ${name}`, 20_000);
+  for (const name of [`${deviceId}.${DOMAIN}`, `d.${DOMAIN}`]) {
+    const found = await c.exec(`getent hosts ${name}`, 20_000);
     assert.match(found.stdout, new RegExp(`^${escape(ips.d)}\\s`), `${name} from c: ${found.stdout}${found.stderr}`);
   }
-  const query = await d.run('resolvectl query c.mnedc', 20_000);
-  assert.match(query, new RegExp(`c\\.mnedc: ${escape(ips.c)}\\s+-- link: mnedc0`), query);
-  // Names outside the domain do not go to the relay (a routing-only domain): it would refuse them.
-  assert.equal((await c.exec('getent -s hosts:resolve hosts nothing.example', 20_000)).stdout, '');
-  assert.match(await srv.run('mnedcctl stats --json'), /"dns":\{"queries":[1-9]/);
+  const query = await d.run(`resolvectl query --synthesize=no --cache=no c.${DOMAIN}`, 20_000);
+  assert.match(query, new RegExp(`c\\.${escape(DOMAIN)}: ${escape(ips.c)}\\s+-- link: mnedc0`), query);
+  // NXDOMAIN from the relay: getent says "not found" (2) at once.
+  assert.equal((await c.exec(`getent hosts nobody.${DOMAIN}`, 20_000)).code, 2);
+  const stats = JSON.parse(await srv.run('mnedcctl stats --json')) as { dns: Record<string, number> };
+  assert.ok(stats.dns.answers! >= 3 && stats.dns.nxdomain! >= 1, JSON.stringify(stats.dns));
 }
