@@ -25,7 +25,11 @@ export function linkDnsOf(welcome: Welcome): LinkDns | null {
 }
 
 const RESOLVECTL_PATHS = ['/usr/bin/resolvectl', '/bin/resolvectl'];
-const TIMEOUT_MS = 5_000;
+/**
+ * resolved asks polkit for a non-root caller, and polkitd may first have to be started by D-Bus activation
+ * (seconds on a busy machine); the bus's own method timeout is 25 s.
+ */
+const TIMEOUT_MS = 30_000;
 
 /**
  * Why per-link DNS cannot be set here, or '' when it can: resolvectl must exist, resolved must run, and
@@ -56,8 +60,10 @@ function resolvectl(args: string[]): Promise<void> {
   const binary = RESOLVECTL_PATHS.find((p) => existsSync(p)) ?? 'resolvectl';
   return new Promise((resolve, reject) => {
     execFile(binary, args, { timeout: TIMEOUT_MS }, (err, _stdout, stderr) => {
-      if (err) reject(new Error(`resolvectl ${args.join(' ')}: ${stderr.trim() || err.message}`));
-      else resolve();
+      if (!err) return resolve();
+      const e = err as NodeJS.ErrnoException & { killed?: boolean; signal?: string | null };
+      const why = e.killed ? `no answer within ${TIMEOUT_MS / 1000} s (killed)` : e.signal ? `killed by ${e.signal}` : `exit status ${String(e.code)}`;
+      reject(new Error(`resolvectl ${args.join(' ')}: ${stderr.trim() || why}`));
     });
   });
 }
@@ -96,6 +102,8 @@ export class ResolvedLink {
         for (const args of commands) await this.run(args);
         if (done) this.log.info(done);
       } catch (err) {
+        // Tried again at the next WELCOME (a reconnect), not left half-set for good.
+        if (done) this.applied = null;
         this.log.warn({ err }, `Could not configure systemd-resolved (names still come from the hosts file): ${(err as Error).message}`);
       }
     });

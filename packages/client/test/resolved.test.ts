@@ -27,8 +27,11 @@ describe('systemd-resolved per-link DNS', () => {
     fail = true;
     await link.apply({ serverIp: '10.0.0.1', domain: 'other' });
     fail = false;
+    await link.apply({ serverIp: '10.0.0.1', domain: 'other' });
+    assert.deepEqual(calls.slice(3), ['dns mnedc0 10.0.0.1', 'dns mnedc0 10.0.0.1', 'domain mnedc0 ~other', 'default-route mnedc0 false'],
+      'a failed attempt is made again at the next WELCOME');
     await link.revert();
     await link.revert();
-    assert.deepEqual(calls.slice(3), ['dns mnedc0 10.0.0.1', 'revert mnedc0']);
+    assert.deepEqual(calls.slice(7), ['revert mnedc0']);
   });
 });
