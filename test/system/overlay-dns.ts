@@ -30,6 +30,10 @@ export async function dnsThroughResolved(box: Box, ips: Ips): Promise<void> {
   await relay.waitForRaw(new RegExp(`^Answering DNS for ${escape(DOMAIN)} on [\\d.]+:53 `), 60_000);
   await Promise.all([c, d].map(async (node) => {
     await node.run('apt-get install -y -qq systemd-resolved libnss-resolve polkitd >/dev/null', 10 * MINUTE);
+    // Installed on a running system, resolved starts before dbus-daemon has read its bus policy, so it never
+    // gets its name and every resolvectl call times out (found by hand in a container like these); a boot
+    // would order them, here a reload and a restart do.
+    await node.run('systemctl reload dbus && systemctl restart systemd-resolved && busctl status org.freedesktop.resolve1 >/dev/null', MINUTE);
     const journal = node.follow('exec journalctl -u mnedcd-client -f -n 0 -o cat');
     // The client looks for resolved at start.
     await node.run('systemctl restart mnedcd-client');
