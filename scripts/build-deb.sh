@@ -39,7 +39,7 @@ fi
 # The source tree dpkg-buildpackage sees: packaging, units, man pages, conffiles, bundles, native sources.
 STAGE=$CHROOT/build/mnedc-$VERSION
 rm -rf "$CHROOT/build" && mkdir -p "$STAGE/native/tun" "$STAGE/native/sd-notify" "$STAGE/build"
-cp -r debian systemd man etc "$STAGE/"
+cp -r debian systemd man etc polkit "$STAGE/"
 cp -r build/bundle "$STAGE/build/"
 rm -f "$STAGE"/build/bundle/*.node
 cp packages/tun/binding.gyp "$STAGE/native/tun/" && cp -r packages/tun/native "$STAGE/native/tun/"

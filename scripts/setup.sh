@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pair in ip:iproute2 nft:nftables iperf3:iperf3 ping:iputils-ping tcpdump:tcpdump pkill:procps g++:g++ make:make python3:python3 openssl:openssl; do
+for pair in ip:iproute2 nft:nftables iperf3:iperf3 ping:iputils-ping tcpdump:tcpdump pkill:procps g++:g++ make:make python3:python3 openssl:openssl dig:dnsutils; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 # The bench's OpenVPN; it lives in /usr/sbin, which a non-login root shell may not have on PATH.

@@ -31,8 +31,9 @@ if [[ ! -x $ROOTFS/lib/systemd/systemd ]]; then
   mv "$ROOTFS.new" "$ROOTFS"
 fi
 
-# Beside what the mnedc packages need: iperf3, for a bulk transfer through the installed daemons.
-EXTRA=(iperf3)
+# Beside what the mnedc packages need: iperf3, for a bulk transfer through the installed daemons;
+# systemd-resolved, libnss-resolve and polkitd, which mnedcd-client suggests, for names via the relay's DNS.
+EXTRA=(iperf3 systemd-resolved libnss-resolve polkitd)
 # The dependencies of the mnedc packages, as the Packages index states them, decide the runtime set.
 stamp=$( { grep -E '^(Package|Depends):' "$REPO/Packages" | sort -u; echo "${EXTRA[*]}"; } | sha256sum | cut -d' ' -f1)
 if [[ ! -f $RUNTIME/Packages || $(cat "$RUNTIME/.stamp" 2>/dev/null) != "$stamp" ]]; then

@@ -16,6 +16,7 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Container, CONTAINER_ROOT, Lab, namespacesWithPrefix, REPO_ROOT, runCommand, UNDERLAY, type Daemon } from '@mnedc/lab';
 import { BOUND_UNIT, bootOrder, checkBound, namesFollowBursts, namesResolve } from './overlay-units';
+import { dnsThroughResolved } from './overlay-dns';
 
 const skip = process.getuid?.() !== 0 ? 'needs root (debootstrap, systemd-nspawn, network namespaces)' : false;
 const VERSION = (JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
@@ -213,7 +214,8 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
       assert.equal((await box[node].run(`systemctl show -p User --value ${unit}`)).trim(), 'mnedc');
       const security = await box[node].run(`systemd-analyze security --no-pager ${unit} | tail -n 1`);
       const exposure = Number(/exposure level for \S+: ([\d.]+)/.exec(security)?.[1]);
-      assert.ok(exposure <= 2.0, `${unit} on ${node}: ${security}`);
+      // The relay's port 53 on the overlay (DNS) needs CAP_NET_BIND_SERVICE, which systemd scores 0.1.
+      assert.ok(exposure <= (unit === 'mnedcd-server' ? 2.1 : 2.0), `${unit} on ${node}: ${security}`);
     }
     for (const [node, other] of [['c', 'd'], ['d', 'c']] as const) {
       // The peer event may have been logged before this test looked: the journal from its start is searched.
@@ -238,6 +240,8 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
 
   step('/etc/hosts follows rapid changes to the last: eight rewrites within a second, a peer leaving and coming back', 5 * MINUTE,
     () => namesFollowBursts(box, ips));
+  step('[dns] domain set, systemd-resolved on the clients: they point mnedc0\'s DNS at the relay; getent and resolvectl resolve peers', 15 * MINUTE,
+    () => dnsThroughResolved(box, ips));
 
   step('a hook in /etc/mnedc/peer.d runs on a peer event without capabilities, under the unit\'s seccomp filter', 5 * MINUTE, async () => {
     const c = box.c;

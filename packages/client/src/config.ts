@@ -32,6 +32,8 @@ export const clientSchema = {
     offload: key(parsers.oneOf('on', 'off'), 'on'),
     /** Local networks (CIDRs) a leased subnet may overlap; empty = none (see [server] allow_overlap). */
     allow_overlap: key(parseSubnetList, ''),
+    /** auto: point systemd-resolved's DNS for the TUN at the relay when both are there; off: never. */
+    dns: key(parsers.oneOf('auto', 'off'), 'auto'),
   },
   control: {
     /** JSON-RPC for mnedcctl; empty disables it. */

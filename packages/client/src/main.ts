@@ -15,6 +15,7 @@ import type { PeerChanges } from './peer-table';
 import { checkSecretFile } from './secret-file';
 import { loadOrCreateDeviceKey, type Credentials } from './secure';
 import { loadClientState, saveClientState, statePath } from './state';
+import { linkDnsFor, linkDnsOf } from './resolved';
 
 const PROGRAM = 'mnedcd-client';
 /** The longest a start waits for the first lease before the daemon says READY anyway. */
@@ -137,7 +138,9 @@ async function main(): Promise<void> {
   // timeout, then restart a client that was only waiting. Units that need the overlay order themselves after
   // mnedc-online.target, which mnedcctl wait-online holds back until the address is there.
   const readyBound = setTimeout(() => notifier.ready(client.statusLine), READY_WAIT_MS);
+  const linkDns = linkDnsFor(config.client.dns, () => tun.name, log);
   client.on('state', (next: string) => {
+    if (next === 'connected' && client.lease) void linkDns?.apply(linkDnsOf(client.lease));
     if (next === 'connected') {
       clearTimeout(readyBound);
       notifier.ready(client.statusLine);
@@ -175,7 +178,8 @@ async function main(): Promise<void> {
     clearTimeout(readyBound);
     notifier.stopping();
     log.info({ signal }, `Received ${signal}: leaving the overlay`);
-    Promise.all([client.stop(), control?.close(), metrics?.close(), discovery.close()])
+    // Reverted first, while the TUN still exists for resolved to find.
+    Promise.resolve(linkDns?.revert()).then(() => Promise.all([client.stop(), control?.close(), metrics?.close(), discovery.close()]))
       // The overlay leaves with this daemon, and so do its names (a sync-hosts --watch still running takes
       // them out of /etc/hosts); a restart writes the file again at its first lease.
       .then(() => { if (config.discovery.hosts_file) rmSync(config.discovery.hosts_file, { force: true }); })

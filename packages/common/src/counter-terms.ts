@@ -45,6 +45,19 @@ export const CUT_TERMS: Record<string, Term> = {
   overBudget: term('over budget', 'devices disconnected because their control frames overflowed their send budget'),
 };
 
+/** The relay's DNS responder on the overlay (`dns` in stats). */
+export const DNS_TERMS: Record<string, Term> = {
+  queries: term('queries', 'DNS messages received on the overlay address, UDP and TCP'),
+  answers: term('answers', 'NOERROR answers: an address, a name, or none of the type asked (NODATA)'),
+  nxdomain: term('nxdomain', 'names in the domain no connected device has'),
+  formerr: term('formerr', 'malformed queries, answered FORMERR'),
+  refused: term('refused', 'names outside the domain and the overlay\'s reverse names (no recursion), answered REFUSED'),
+  notimp: term('notimp', 'queries with another opcode than QUERY, answered NOTIMP'),
+  dropped: term('dropped', 'messages not answered: unreadable header, a response, a source outside the overlay, too many answers unsent'),
+  rateLimited: term('rate limited', 'UDP queries beyond a source\'s rate (100 a second, bursts of 200), not answered'),
+  tcpRefused: term('tcp refused', 'TCP connections closed at once: 64 were open already, or the source is outside the overlay'),
+};
+
 /** The client's TUN device counters (`tunnel` in stats). */
 export const TUNNEL_TERMS: Record<string, Term> = {
   txDrops: term('tunnel tx drops', 'packets the kernel refused when written to the TUN (its queue was full)'),

@@ -5,7 +5,7 @@ import type { CallContext } from './control';
  * The daemons' control API results, declared once: both daemons type their methods' results with these
  * and mnedcctl reads them. Field names are a contract (mnedcctl --json passes them through unchanged),
  * so fields are only ever added, as optional ones: an older daemon does not send them. Counter records
- * (drops, refused, cut, tunnel, session) stay open: a newer daemon may count more, and mnedcctl shows
+ * (drops, refused, cut, dns, tunnel, session) stay open: a newer daemon may count more, and mnedcctl shows
  * counters it does not know by their key.
  */
 
@@ -57,6 +57,8 @@ const serverStats = kind.object({
   refused: kind.optional(kind.open({})),
   /** Sessions the relay ended itself, by reason. */
   cut: kind.optional(kind.open({})),
+  /** The overlay's DNS responder (a relay with an interface and [dns] enabled; zeros otherwise). */
+  dns: kind.optional(kind.open({})),
   totals: counters,
   local: counters,
   clients: kind.array(kind.object({ deviceId: s, ip: s, rxPackets: n, rxBytes: n, txPackets: n, txBytes: n, drops, missed: n })),

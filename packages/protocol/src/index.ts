@@ -6,3 +6,6 @@ export * from './ipv4';
 export * from './auth';
 export * from './gso';
 export * from './overlap';
+export * from './dns/codec';
+export * from './dns/names';
+export * from './dns/respond';

@@ -1,5 +1,5 @@
 import { inSubnet, intToIpv4, ipv4ToInt, isIpv4, isUnicast, prefixMask } from './ipv4';
-import { sanitizeHostname } from './names';
+import { isDnsName, MAX_DNS_NAME, sanitizeHostname } from './names';
 import { ProtocolError } from './wire';
 
 /** Limits on what a peer may claim about itself; they bound memory per session and per peer entry. */
@@ -39,6 +39,11 @@ export interface Welcome {
   deadAfterMs: number;
   /** What the server takes from HELLO.capabilities (wire.ts, OFFLOADS); absent from older servers. */
   capabilities: string[];
+  /**
+   * The domain the relay answers DNS for on serverIp (port 53), RFC 1123 form; absent when it answers
+   * none (no interface, [dns] enabled = no, or a relay older than DNS).
+   */
+  dnsDomain?: string;
 }
 
 export type RejectCode = 'version' | 'bad-hello' | 'pool-full' | 'auth' | 'busy' | 'forbidden';
@@ -193,6 +198,12 @@ export function parseWelcome(payload: Buffer): Welcome {
     deadAfterMs: f.int('deadAfterMs', 200, 3_600_000),
     capabilities: f.stringList('capabilities', LIMITS.capabilities, LIMITS.capabilityLength, CAPABILITY),
   };
+  if (f.has('dnsDomain')) {
+    // The client hands it to resolved as a routing domain: only a plain name may get there.
+    const domain = f.string('dnsDomain', MAX_DNS_NAME);
+    if (!isDnsName(domain)) f.fail('dnsDomain', `${JSON.stringify(domain.slice(0, 64))} is not a lowercase DNS name`);
+    welcome.dnsDomain = domain;
+  }
   const ip = ipv4ToInt(welcome.ip);
   const mask = prefixMask(welcome.prefix);
   const network = (ip & mask) >>> 0;

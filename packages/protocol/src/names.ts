@@ -50,3 +50,41 @@ export function sanitizeHostname(text: string): string {
   }
   return name;
 }
+
+/**
+ * Names no device may take by its hostname: the loopback names resolvers and Debian's /etc/hosts already
+ * use, which programs on every device rely on.
+ */
+const RESERVED_HOSTNAMES = new Set([
+  'localhost', 'localhost6', 'ip6-localhost', 'ip6-loopback', 'ip6-localnet', 'ip6-mcastprefix', 'ip6-allnodes',
+  'ip6-allrouters', 'broadcasthost',
+]);
+
+/** Claims on a name, strongest (lowest) first. */
+export const Rank = {
+  /** `<id>.mnedc` of a device ID already in DNS form: that device's alone. */
+  CanonicalId: 0,
+  /** `<sanitised id>.mnedc` of any other device ID, unless a canonical ID or another device claims it too. */
+  SanitisedId: 1,
+  /** `<host>.mnedc` and the bare `<host>`, where no ID claims them and no other device's hostname does. */
+  Hostname: 2,
+} as const;
+export type Rank = (typeof Rank)[keyof typeof Rank];
+
+/** The name a device ID gives (without the domain) and how strong its claim is; null when it gives none. */
+export function deviceIdName(deviceId: string): { name: string; rank: Rank } | null {
+  if (isDnsName(deviceId)) return { name: deviceId, rank: Rank.CanonicalId };
+  const name = sanitizeHostname(deviceId);
+  return name ? { name, rank: Rank.SanitisedId } : null;
+}
+
+/**
+ * The one label a hostname may give, or '': the first label of its RFC 1123 form (a host called
+ * `kitchen.example.org` is `kitchen` on the overlay), never a reserved loopback name and never all digits
+ * (a bare `10` reads as an address to inet_aton).
+ */
+export function hostnameLabel(hostname: string): string {
+  const label = sanitizeHostname(hostname).split('.')[0]!;
+  return RESERVED_HOSTNAMES.has(label) || /^[0-9]*$/.test(label) ? '' : label;
+}
+

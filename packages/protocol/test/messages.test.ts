@@ -39,6 +39,11 @@ describe('handshake messages', () => {
     assert.deepEqual(parseWelcome(json({ ...welcome, capabilities: ['gso'] })).capabilities, ['gso']);
     assert.throws(() => parseWelcome(json({ ...welcome, capabilities: 'gso' })), isBad('WELCOME.capabilities'));
     assert.throws(() => parseWelcome(json({ ...welcome, mtu: 100 })), isBad('WELCOME.mtu'));
+    // The DNS domain goes to resolvectl as an argument: nothing but a plain lowercase name is taken.
+    assert.equal(parseWelcome(json({ ...welcome, dnsDomain: 'overlay.example' })).dnsDomain, 'overlay.example');
+    for (const bad of ['', 'MNEDC', '~.', 'a b', '-x', 'x'.repeat(64), 7]) {
+      assert.throws(() => parseWelcome(json({ ...welcome, dnsDomain: bad })), isBad('WELCOME.dnsDomain'), String(bad));
+    }
     assert.deepEqual(parseReject(json({ code: 'pool-full', reason: 'all 253 addresses are in use' })),
       { code: 'pool-full', reason: 'all 253 addresses are in use' });
     assert.equal(parseReject(json({ code: 'from-the-future', reason: 'r' })).code, 'forbidden');

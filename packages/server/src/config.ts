@@ -1,5 +1,5 @@
 import { ConfigError, key, LOG_LEVELS, parseConfig, parsers, type ConfigOf } from '@mnedc/common';
-import { isUnicast, OVERLAY_PREFIX, parseSubnet, parseSubnetList, type Subnet } from '@mnedc/protocol';
+import { isDnsName, isUnicast, OVERLAY_PREFIX, parseSubnet, parseSubnetList, type Subnet } from '@mnedc/protocol';
 
 export const DEFAULT_CONFIG_PATH = '/etc/mnedc/server.ini';
 
@@ -10,6 +10,14 @@ function overlaySubnet(text: string): Subnet {
   }
   if (!isUnicast(subnet.network)) throw new Error(`${text} is not unicast address space (clients would refuse it)`);
   return subnet;
+}
+
+/** The domain the relay answers for: a plain DNS name, compared case-insensitively, so kept lowercase. */
+function dnsDomain(text: string): string {
+  const domain = text.toLowerCase().replace(/\.$/, '');
+  if (!isDnsName(domain)) throw new Error(`${JSON.stringify(text)} is not a DNS name (labels of a-z 0-9 -, at most 63 each, 253 in all)`);
+  if (domain === 'arpa' || domain.endsWith('.arpa')) throw new Error(`${JSON.stringify(text)} is infrastructure space (.arpa), not a name for devices`);
+  return domain;
 }
 
 export const serverSchema = {
@@ -51,6 +59,11 @@ export const serverSchema = {
     /** Joins of one device per minute, and the burst: every join costs a lease lookup and a peer snapshot. */
     device_joins_per_minute: key(parsers.integer(1, 1_000_000), '12'),
     device_join_burst: key(parsers.integer(1, 1_000_000), '12'),
+  },
+  dns: {
+    /** Answer DNS on the overlay (port 53 of the server's overlay address); needs [server] interface. */
+    enabled: key(parsers.oneOf('yes', 'no'), 'yes'),
+    domain: key(dnsDomain, 'mnedc'),
   },
   control: {
     /** JSON-RPC for mnedcctl; empty disables it. */

@@ -86,6 +86,7 @@ export function serverMethods(server: RelayServer, config: () => ServerConfig, v
     stats: (): ServerStats => ({
       refused: { ...server.refused },
       cut: { ...server.cut },
+      dns: { ...server.dnsCounters },
       totals: counterView(server.totals),
       local: counterView(server.local),
       clients: server.connected().map((s) => exactly<ServerStats['clients'][number]>()({

@@ -43,6 +43,8 @@ export interface DevicesDeps {
   secureContext: SecureContext;
   limits: ServerLimits;
   joinSecret(): Buffer;
+  /** The domain the relay answers DNS for, once its responder listens. */
+  dnsDomain(): string | undefined;
   emit(event: 'peer', payload: PeerEvent): void;
   emit(event: 'sessions'): void;
 }
@@ -206,6 +208,8 @@ export class Devices implements HandshakeHost {
       deadAfterMs: this.limits.deadAfterMs,
       capabilities,
     };
+    const dnsDomain = this.deps.dnsDomain();
+    if (dnsDomain) welcome.dnsDomain = dnsDomain;
     session.sendControl(encodeJsonFrame(FrameType.Welcome, welcome));
     this.deps.directory.join(peerInfo(lease, now), session);
     if (!replaced) this.deps.emit('peer', { event: 'up', deviceId: hello.deviceId, ip: welcome.ip, hostname: hello.hostname, at: now } satisfies PeerEvent);

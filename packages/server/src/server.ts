@@ -10,6 +10,8 @@ import { DataPlane } from './dataplane/data-plane';
 import { LocalDevice } from './dataplane/local-device';
 import { newCounters } from './dataplane/target';
 import { Devices } from './devices';
+import { startOverlayDns } from './dns/overlay-dns';
+import { newDnsCounters, type DnsCounters, type DnsResponder } from './dns/responder';
 import { spreadRetry, type RefusalCounters } from './handshake/join-gate';
 import { limitsFromConfig, type ServerLimits } from './limits';
 import type { Session } from './session';
@@ -57,6 +59,7 @@ export class RelayServer extends EventEmitter {
   private readonly joinSecrets: JoinSecret;
   private limits: ServerLimits;
   private address: AddressInfo | null = null;
+  private dns: DnsResponder | null = null;
 
   constructor(private readonly deps: ServerDeps) {
     super();
@@ -88,6 +91,7 @@ export class RelayServer extends EventEmitter {
       log, config, serverDeviceId: deps.serverDeviceId, serverIp: this.serverIp, leases: this.leases, bindings: this.bindings,
       directory: this.directory, plane: this.plane, secureContext, limits: this.limits,
       joinSecret: () => this.joinSecrets.current,
+      dnsDomain: () => this.dns?.domain,
       emit: (event: string, payload?: unknown) => this.emit(event, payload),
     });
   }
@@ -100,6 +104,7 @@ export class RelayServer extends EventEmitter {
       device.start((from, frame) => this.plane.forward(from, frame), () => this.plane.endBatch());
       this.plane.route(device);
       this.directory.join({ deviceId: this.deps.serverDeviceId, ip: intToIpv4(this.serverIp), hostname: hostname(), underlay: [], since: this.startedAt });
+      this.dns = await startOverlayDns({ config: this.deps.config, log: this.log, serverIp: this.serverIp, serverDeviceId: this.deps.serverDeviceId, events: this });
     }
     const listener = createServer((socket) => this.devices.handshakes.accept(socket));
     this.listener = listener;
@@ -139,6 +144,7 @@ export class RelayServer extends EventEmitter {
     }
     this.leases.flush();
     await this.bindings.close();
+    this.dns?.close();
     if (this.device) {
       this.plane.unroute(this.device);
       this.device.close();
@@ -193,6 +199,11 @@ export class RelayServer extends EventEmitter {
   /** Sessions the relay closed to protect itself, by reason. */
   get cut(): Devices['cut'] {
     return this.devices.cut;
+  }
+
+  /** What the overlay's DNS responder did (all zero when it is off). */
+  get dnsCounters(): DnsCounters {
+    return this.dns?.counters ?? newDnsCounters();
   }
 
   get listenAddress(): AddressInfo | null {

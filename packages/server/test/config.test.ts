@@ -16,6 +16,14 @@ function problem(text: string): string {
 }
 
 describe('server configuration', () => {
+  it('[dns]: enabled by default for domain mnedc; the domain is a DNS name, kept lowercase, not in .arpa', () => {
+    assert.deepEqual(parseServerConfig('', F).dns, { enabled: 'yes', domain: 'mnedc' });
+    assert.equal(parseServerConfig('[dns]\ndomain = Overlay.Example.\n', F).dns.domain, 'overlay.example');
+    assert.match(problem('[dns]\ndomain = my_net\n'), /\[dns\] domain: "my_net" is not a DNS name/);
+    assert.match(problem('[dns]\ndomain = 10.in-addr.arpa\n'), /\[dns\] domain: .*\.arpa/);
+    assert.match(problem('[dns]\nenabled = maybe\n'), /\[dns\] enabled: "maybe" is not one of yes, no/);
+  });
+
   it('has working defaults and reads the documented keys, inline comments included', () => {
     const config = parseServerConfig('[server]\nlisten = 0.0.0.0:3334        ; host:port\nsubnet = 10.1.0.0/16\ninterface =\n', F);
     assert.deepEqual(config.server.listen, { host: '0.0.0.0', port: 3334 });
@@ -31,7 +39,7 @@ describe('server configuration', () => {
   });
 
   it('names file, section, key and the problem', () => {
-    assert.equal(problem('[sever]\nlisten = 1.2.3.4:1\n'), `${F}: [sever]: unknown section; known sections are server, limits, control, metrics, log`);
+    assert.equal(problem('[sever]\nlisten = 1.2.3.4:1\n'), `${F}: [sever]: unknown section; known sections are server, limits, dns, control, metrics, log`);
     assert.match(problem('[server]\nlisten_port = 1\n'), /^\/etc\/mnedc\/server\.ini: \[server\] listen_port: unknown key; known keys are listen, subnet/);
     assert.equal(problem('[server]\nsubnet = 10.0.0.0/8\n'), `${F}: [server] subnet: /8 is outside /16../30 (a /16 holds 65533 devices, a /30 one)`);
     assert.match(problem('[server]\nsubnet = 10.0.0.7/24\n'), /\[server\] subnet: 10\.0\.0\.7\/24 has host bits set/);

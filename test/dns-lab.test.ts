@@ -1,0 +1,86 @@
+/**
+ * DNS on the overlay, as a device sees it: dig in a client's namespace asks the relay's overlay address
+ * (the real mnedcd-server with its TUN), over UDP and TCP; malformed queries get FORMERR and the relay
+ * answers on; the relay's underlay address answers nothing; a device that joins resolves within 1 s.
+ */
+import { strict as assert } from 'node:assert';
+import { describe, it } from 'node:test';
+import { UNDERLAY } from '@mnedc/lab';
+import { skipUnlessRoot, withOverlayLab, type LabContext } from './lab-suite';
+
+/** dig's reply as (status, answer lines); `+time=2 +tries=1` bounds each call. */
+async function dig(ctx: LabContext, args: string[]): Promise<{ code: number; status: string; answers: string[]; out: string }> {
+  const result = await ctx.lab.exec('a', ['dig', '+time=2', '+tries=1', '+nocookie', ...args], { timeoutMs: 10_000 });
+  const status = /status: ([A-Z]+)/.exec(result.stdout)?.[1] ?? '';
+  const section = /;; ANSWER SECTION:\n([\s\S]*?)\n\n/.exec(result.stdout)?.[1] ?? '';
+  const answers = section.split('\n').filter(Boolean).map((l) => l.split(/\s+/).slice(3).join(' '));
+  return { code: result.code ?? -1, status, answers, out: result.stdout + result.stderr };
+}
+
+/** Sends raw bytes over UDP from a's namespace and prints the reply in hex ('' when none came in 2 s). */
+const RAW_UDP = `
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.sendto(bytes.fromhex(sys.argv[2]), (sys.argv[1], 53))
+try:
+    print(s.recv(4096).hex())
+except socket.timeout:
+    print('')
+`;
+
+describe('DNS on the overlay (lab)', { skip: skipUnlessRoot, timeout: 180_000 }, () => {
+  const ctx = withOverlayLab();
+
+  it('answers A, PTR, NXDOMAIN, REFUSED over UDP and TCP on the overlay address', async () => {
+    const server = ctx.ips.srv;
+    await ctx.overlay.server.waitFor(/^Answering DNS for mnedc on /);
+    const a = await dig(ctx, [`@${server}`, 'device-b.mnedc', 'A']);
+    assert.equal(a.status, 'NOERROR', a.out);
+    assert.deepEqual(a.answers, [`A ${ctx.ips.b}`], a.out);
+    const tcp = await dig(ctx, ['+tcp', `@${server}`, 'DEVICE-C.mnedc', 'A']);
+    assert.deepEqual(tcp.answers, [`A ${ctx.ips.c}`], tcp.out);
+    const ptr = await dig(ctx, [`@${server}`, '-x', ctx.ips.d]);
+    assert.deepEqual(ptr.answers, ['PTR device-d.mnedc.'], ptr.out);
+    assert.equal((await dig(ctx, [`@${server}`, 'nobody.mnedc', 'A'])).status, 'NXDOMAIN');
+    const aaaa = await dig(ctx, [`@${server}`, 'device-b.mnedc', 'AAAA']);
+    assert.deepEqual([aaaa.status, aaaa.answers], ['NOERROR', []], aaaa.out);
+    assert.equal((await dig(ctx, [`@${server}`, 'example.com', 'A'])).status, 'REFUSED');
+  });
+
+  it('malformed queries get FORMERR and the relay answers on; its underlay address answers nothing', async () => {
+    const server = ctx.ips.srv;
+    // ID 0xbeef, one question whose name runs off the end; then a name with a compression pointer.
+    for (const hex of ['beef0100000100000000000005616263', 'beef01000001000000000000c00c00010001']) {
+      const reply = (await ctx.lab.exec('a', ['python3', '-c', RAW_UDP, server, hex], { timeoutMs: 10_000 })).stdout.trim();
+      assert.match(reply, /^beef8/, `a response to 0xbeef: ${reply}`);
+      assert.equal(parseInt(reply.slice(7, 8), 16), 1, `FORMERR: ${reply}`);
+    }
+    assert.deepEqual((await dig(ctx, [`@${server}`, 'device-b.mnedc'])).answers, [`A ${ctx.ips.b}`]);
+    const underlay = await dig(ctx, [`@${UNDERLAY.srv}`, 'device-b.mnedc']);
+    assert.notEqual(underlay.code, 0, underlay.out);
+    assert.equal(underlay.status, '', underlay.out);
+    const stats = (await ctx.overlay.ctl('srv', ['stats', '--json'])).json as { dns: Record<string, number> };
+    assert.ok(stats.dns.formerr >= 2, JSON.stringify(stats.dns));
+    assert.ok(stats.dns.answers >= 1, JSON.stringify(stats.dns));
+  });
+
+  it('a device that joins resolves within 1 s; one that leaves stops resolving', async () => {
+    const server = ctx.ips.srv;
+    const d = ctx.overlay.client('d');
+    d.signal('SIGTERM');
+    await d.waitExit();
+    const deadline = Date.now() + 10_000;
+    let gone = '';
+    while (Date.now() < deadline && (gone = (await dig(ctx, [`@${server}`, 'device-d.mnedc'])).status) !== 'NXDOMAIN');
+    assert.equal(gone, 'NXDOMAIN', 'device-d is gone');
+    await ctx.overlay.startClient('d');
+    // startClient returns once d logged "Connected to": its WELCOME is out, so the relay has its name.
+    const joined = Date.now();
+    let answer: string[] = [];
+    while (Date.now() - joined < 1_000 && (answer = (await dig(ctx, [`@${server}`, 'device-d.mnedc'])).answers).length === 0);
+    const took = Date.now() - joined;
+    assert.deepEqual(answer, [`A ${ctx.ips.d}`], `resolved after ${took} ms`);
+    assert.ok(took < 1_000, `resolved after ${took} ms`);
+  });
+});
