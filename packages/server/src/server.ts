@@ -137,8 +137,7 @@ export class RelayServer extends EventEmitter {
         session.socket.destroy();
       }
     }
-    this.leases.flush();
-    await this.bindings.close();
+    await Promise.all([this.leases.close(), this.bindings.close()]);
     this.device?.close();
     this.device = null;
     let deadline: NodeJS.Timeout | undefined;
