@@ -10,6 +10,7 @@ import { DataPlane } from './dataplane/data-plane';
 import { LocalDevice } from './dataplane/local-device';
 import { newCounters } from './dataplane/target';
 import { Devices } from './devices';
+import { fdLimitWarning, readOpenFileLimit } from './fd-limit';
 import { spreadRetry, type RefusalCounters } from './handshake/join-gate';
 import { limitsFromConfig, type ServerLimits } from './limits';
 import type { Session } from './session';
@@ -112,6 +113,8 @@ export class RelayServer extends EventEmitter {
     });
     listener.on('error', (err) => this.log.error({ err }, `Listener error: ${err.message}`));
     this.keepaliveTimer = setInterval(() => this.devices.sweep(), this.limits.keepaliveMs);
+    const fds = fdLimitWarning(readOpenFileLimit(), this.limits.maxClients, this.leases.capacity, this.limits.maxHandshakes);
+    if (fds) this.log.warn(fds.fields, fds.message);
     const address = listener.address() as AddressInfo;
     this.address = address;
     this.log.info({ listen: `${address.address}:${address.port}`, serverIp: intToIpv4(this.serverIp), leases: this.leases.size },
