@@ -3,6 +3,7 @@
  * mnedcd-client runs in c (two NATs deep); a scripted relay (packages/lab/src/fake-relay.ts) in srv.
  */
 import { strict as assert } from 'node:assert';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { Daemon, Lab, namespacesWithPrefix, Overlay, REPO_ROOT, SERVER_PORT } from '@mnedc/lab';
@@ -114,6 +115,23 @@ describe('a client facing a lying relay', { skip: skipUnlessRoot, timeout: 120_0
     const status = await overlay.ctlAt(path.join(overlay.dir, 'c2.sock'), ['status', '--json']);
     assert.equal(status.code, 0, status.stderr);
     assert.match((status.json as { lastError: string }).lastError, /No such device/);
+    await stop(client, relay);
+  });
+
+  it('drops a relay that floods PINGs and never reads the PONGs, instead of queueing them without bound', async () => {
+    const relay = await fakeRelay([{ ...SOUND, flood: true }, SOUND]);
+    const client = await overlay.startClientAs('c', 'c3', { noWait: true });
+    running.push(client);
+    await relay.waitFor(/^flooding 1$/, { timeoutMs: 20_000 });
+    // Before, the client had no budget for what it owes the relay: it queued PONGs until the flood ended (30 s).
+    const dropped = await client.waitFor(/^Dropping the connection: 192\.168\.0\.10:3334 does not read what this device sends \(\d+ KiB would be queued\)$/,
+      { timeoutMs: 25_000 });
+    assert.equal(dropped.level, 40);
+    const rss = Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${client.pid()}/status`, 'utf8'))![1]) / 1024;
+    assert.ok(rss < 200, `client RSS ${rss.toFixed(0)} MiB after the flood`);
+    // It lives on and joins the next, sound relay connection.
+    await relay.waitFor(/^hello 2$/, { timeoutMs: 20_000 });
+    assert.equal(client.exited, null, `the client exited: ${client.tail()}`);
     await stop(client, relay);
   });
 });

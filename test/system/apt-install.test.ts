@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Container, CONTAINER_ROOT, Lab, namespacesWithPrefix, REPO_ROOT, runCommand, UNDERLAY, type Daemon } from '@mnedc/lab';
-import { BOUND_UNIT, bootOrder, checkBound, namesResolve } from './overlay-units';
+import { BOUND_UNIT, bootOrder, checkBound, namesFollowBursts, namesResolve } from './overlay-units';
 
 const skip = process.getuid?.() !== 0 ? 'needs root (debootstrap, systemd-nspawn, network namespaces)' : false;
 const VERSION = (JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
@@ -233,8 +233,11 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
     }
   });
 
-  step('getent hosts <peer>.mnedc resolves out of the box (mnedcd-client-hosts.path); the name goes when the peer leaves', 5 * MINUTE,
+  step('getent hosts <peer>.mnedc resolves out of the box (mnedcd-client-hosts.service); the name goes when the peer leaves', 5 * MINUTE,
     () => namesResolve(box, ips));
+
+  step('/etc/hosts follows rapid changes to the last: eight rewrites within a second, a peer leaving and coming back', 5 * MINUTE,
+    () => namesFollowBursts(box, ips));
 
   step('a hook in /etc/mnedc/peer.d runs on a peer event without capabilities, under the unit\'s seccomp filter', 5 * MINUTE, async () => {
     const c = box.c;
@@ -386,6 +389,12 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
     const before = { srv: await state('srv'), c: await state('c'), d: await state('d'), leases: await leases(),
       pids: [await mainPid('srv', 'mnedcd-server'), await mainPid('c', 'mnedcd-client'), await mainPid('d', 'mnedcd-client')] };
     const followers = CLIENTS.map((node) => followJournal(node, 'mnedcd-client'));
+    const mergerPids = await Promise.all(CLIENTS.map((node) => mainPid(node, 'mnedcd-client-hosts.service')));
+    // What upgrading from a build that had mnedcd-client-hosts.path leaves: that unit still started, its file
+    // gone. A runtime copy stands in for it; the postinst must stop it.
+    await box.c.run("printf '[Path]\\nPathChanged=/run/mnedc/hosts\\nUnit=mnedcd-client-hosts.service\\n' > /run/systemd/system/mnedcd-client-hosts.path" +
+      ' && systemctl daemon-reload && systemctl start mnedcd-client-hosts.path');
+    assert.equal((await box.c.run('systemctl is-active mnedcd-client-hosts.path')).trim(), 'active');
 
     for (const node of ['srv', 'c', 'd'] as const) {
       await box[node].run('echo "deb [trusted=yes] file:/srv/mnedc-apt-next ./" > /etc/apt/sources.list.d/next.list && ' +
@@ -397,6 +406,12 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
     }
     const afterPids = [await mainPid('srv', 'mnedcd-server'), await mainPid('c', 'mnedcd-client'), await mainPid('d', 'mnedcd-client')];
     afterPids.forEach((pid, i) => assert.notEqual(pid, before.pids[i], 'the upgrade restarted the daemon'));
+    assert.equal((await box.c.exec('systemctl is-active mnedcd-client-hosts.path')).stdout.trim(), 'inactive', 'the upgrade stopped the old path unit');
+    await box.c.run('rm /run/systemd/system/mnedcd-client-hosts.path && systemctl daemon-reload');
+    for (const [i, node] of CLIENTS.entries()) {
+      assert.equal((await box[node].run('systemctl is-active mnedcd-client-hosts.service')).trim(), 'active', `${node}: the merger runs after the upgrade`);
+      assert.notEqual(await mainPid(node, 'mnedcd-client-hosts.service'), mergerPids[i], `${node}: the merger was restarted with the client (new code)`);
+    }
     assert.equal(await state('srv'), before.srv, 'server identity, join secret and bindings kept');
     for (const node of CLIENTS) assert.equal(await state(node), before[node], `${node}: device key kept`);
     assert.deepEqual(await leases(), before.leases, 'leases kept');

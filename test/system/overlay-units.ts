@@ -1,7 +1,7 @@
 /**
  * Steps of the Debian system test (apt-install.test.ts) for the units around the client: boot order
  * (mnedc-online.target, mnedcd-client-wait-online.service) and peer names in /etc/hosts
- * (mnedcd-client-hosts.path). Each takes the booted containers and the clients' overlay addresses.
+ * (mnedcd-client-hosts.service, a watcher). Each takes the booted containers and the clients' overlay addresses.
  */
 import { strict as assert } from 'node:assert';
 import type { Container, Daemon } from '@mnedc/lab';
@@ -42,6 +42,35 @@ async function hostsFile(node: Container): Promise<string | null> {
   return result.code === 0 ? result.stdout : null;
 }
 
+/** The entries of the mnedc block of a hosts file's text, in order; [] when there is no block. */
+function blockOf(text: string | null): string[] {
+  const match = /^# BEGIN mnedc peers[^\n]*\n([^]*?)^# END mnedc peers$/m.exec(text ?? '');
+  return match ? match[1]!.split('\n').filter(Boolean) : [];
+}
+
+/** What the merger makes of a client's hosts file: each line with its names under .mnedc only. */
+function expectedBlock(source: string): string[] {
+  return source.split('\n').filter((line) => line !== '' && !line.startsWith('#')).flatMap((line) => {
+    const [ip, ...names] = line.split(/\s+/);
+    const kept = names.filter((n) => n.endsWith('.mnedc'));
+    return kept.length > 0 ? [`${ip}\t${kept.join(' ')}`] : [];
+  });
+}
+
+/**
+ * Waits, at most `ms`, until the mnedc block of /etc/hosts on `node` is what `expected` says (asked again
+ * each time: the client may still be writing); fails showing the last block seen.
+ */
+async function blockBecomes(node: Container, expected: () => Promise<string[]>, ms: number, what: string): Promise<string[]> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const [seen, entries] = [blockOf(await hostsFile(node)), await expected()];
+    if (JSON.stringify(seen) === JSON.stringify(entries)) return seen;
+    if (Date.now() > deadline) assert.deepEqual(seen, entries, `${what}: /etc/hosts did not converge within ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
 /** `getent hosts NAME` inside: the address, or null when the name does not resolve (exit 2). */
 async function resolve(node: Container, name: string): Promise<string | null> {
   const result = await node.exec(`getent hosts ${name}`);
@@ -57,6 +86,10 @@ async function resolve(node: Container, name: string): Promise<string | null> {
  */
 export async function namesResolve(box: Box, ips: Ips): Promise<void> {
   const { c, d } = box;
+  for (const node of [c, d]) {
+    assert.equal((await node.run('systemctl show -p Type --value mnedcd-client-hosts.service')).trim(), 'simple');
+    assert.equal((await node.run('systemctl is-active mnedcd-client-hosts.service')).trim(), 'active', 'the merger runs beside the client');
+  }
   // Each merger has run for the other's arrival once it lists three devices (c, d and the relay's own).
   await Promise.all([c, d].map((node) => followMerges(node, true).waitForRaw(/^mnedcctl: \/etc\/hosts (now lists|already listed) 3 mnedc devices/, 60_000)));
   const hostsBefore = await hostsFile(d);
@@ -74,8 +107,9 @@ export async function namesResolve(box: Box, ips: Ips): Promise<void> {
   await merges.waitForRaw(/^mnedcctl: \/etc\/hosts now lists 2 mnedc devices/, 60_000);
   assert.equal(await resolve(c, 'd.mnedc'), null, 'd.mnedc still resolves on c after d left');
   assert.equal(await resolve(c, 'c.mnedc'), ips.c);
-  // d's own names went with its client (its hosts file is removed on stop, the path unit saw that).
+  // d's own names went with its client: its merger stopped with it (PartOf=), taking the block out.
   await followMerges(d, true).waitForRaw(/^mnedcctl: \/etc\/hosts now lists 0 mnedc devices/, 60_000);
+  assert.equal((await d.exec('systemctl is-active mnedcd-client-hosts.service')).stdout.trim(), 'inactive', 'the merger stopped with the client');
   // Debian's minimal root has no /etc/hosts: then there is none again.
   const kept = hostsBefore!.replace(/^# BEGIN mnedc peers[^]*?^# END mnedc peers\n/m, '');
   assert.equal(await hostsFile(d), kept === '' ? null : kept, 'every other line kept');
@@ -84,6 +118,45 @@ export async function namesResolve(box: Box, ips: Ips): Promise<void> {
   await d.run('systemctl start mnedcd-client');
   await back.waitForRaw(/^mnedcctl: \/etc\/hosts now lists 3 mnedc devices/, 60_000);
   assert.equal(await resolve(c, 'd.mnedc'), ips.d, 'd.mnedc again after d returned');
+}
+
+/**
+ * Changes in quick succession, the race the path unit lost (a change made while its oneshot merge was
+ * finishing stayed out of /etc/hosts until the next one): eight rewrites of c's hosts file within a
+ * second, some dropping every real peer, and /etc/hosts ends with the last; then d leaves and comes back
+ * within about a second, and c's /etc/hosts ends with what its client wrote last.
+ */
+export async function namesFollowBursts(box: Box, ips: Ips): Promise<void> {
+  const { c, d } = box;
+  const real = await c.run('cat /run/mnedc/hosts');
+  assert.match(real, new RegExp(`^${escape(ips.d)}\\s`, 'm'), 'c lists d to begin with');
+  // As the client writes it: a temporary file renamed over the old one (root's, until the client's next write).
+  await c.run([
+    'set -e',
+    'real=$(cat /run/mnedc/hosts)',
+    'for i in 1 2 3 4 5 6 7 8; do',
+    '  if [ $((i % 2)) = 0 ]; then printf \'# Generated\\n\'; else printf \'%s\\n\' "$real"; fi > /run/mnedc/.hosts.burst',
+    '  printf \'192.0.2.%s\\tburst%s.mnedc\\n\' "$i" "$i" >> /run/mnedc/.hosts.burst',
+    '  [ "$i" = 8 ] && printf \'%s\\n\' "$real" >> /run/mnedc/.hosts.burst',
+    '  mv -f /run/mnedc/.hosts.burst /run/mnedc/hosts',
+    '  sleep 0.1',
+    'done',
+  ].join('\n'));
+  await blockBecomes(c, async () => ['192.0.2.8\tburst8.mnedc', ...expectedBlock(real)], 30_000, 'the last of eight rewrites within a second');
+  assert.equal(await resolve(c, 'burst8.mnedc'), '192.0.2.8');
+  assert.equal(await resolve(c, 'burst7.mnedc'), null);
+
+  const journal = c.follow('exec journalctl -u mnedcd-client -f -n 0 -o cat');
+  await d.run('systemctl restart mnedcd-client');
+  await journal.waitForRaw(new RegExp(`^Peer .* is up at ${escape(ips.d)}( |$)`), 60_000);
+  const written = async () => {
+    const text = await c.run('cat /run/mnedc/hosts');
+    return /burst/.test(text) ? ['(c\'s client has not written its file since the burst)'] : expectedBlock(text);
+  };
+  const block = await blockBecomes(c, written, 30_000, 'd left and came back');
+  assert.ok(block.some((entry) => entry.startsWith(`${ips.d}\t`)), `d in c's block: ${block.join(', ')}`);
+  assert.equal(await resolve(c, 'd.mnedc'), ips.d);
+  assert.equal(await resolve(c, 'burst8.mnedc'), null);
 }
 
 /**

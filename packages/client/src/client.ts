@@ -12,9 +12,10 @@ import type { ClientConfig } from './config';
 import { newClientCounters } from './counters';
 import { describeSocketError, rejectKind } from './failure';
 import { checkWelcome } from './lease-overlap';
+import { logPeerChanges } from './peer-log';
 import { PeerTable, type PeerChanges } from './peer-table';
 import { buildHello, openTunnel, serverMismatch, type Credentials } from './secure';
-import { TunBridge } from './tun-bridge';
+import { relayBudget, TunBridge } from './tun-bridge';
 
 export type ClientState = 'connecting' | 'connected' | 'waiting' | 'stopped';
 
@@ -90,7 +91,8 @@ export class RelayClient extends EventEmitter {
   }
 
   get rttMs(): number {
-    return this.link?.rttMs ?? this.lastRttMs;
+    const link = this.link;
+    return link && link.rttMs >= 0 ? link.rttMs : this.lastRttMs;
   }
 
   get state(): ClientState {
@@ -108,6 +110,7 @@ export class RelayClient extends EventEmitter {
   /** SIGHUP may change how much unsent data pauses the TUN. */
   setQueueLimit(kib: number): void {
     this.queueLimit = kib * 1024;
+    if (this.link) this.link.budgetBytes = relayBudget(this.queueLimit);
   }
 
   deviceStats(): object {
@@ -155,8 +158,10 @@ export class RelayClient extends EventEmitter {
     // The chunk is a view of a reused buffer: the Link consumes it before returning (frames split across
     // chunks are copied by the decoder, and DATA views are written to the TUN at the end of the chunk).
     const socket: TLSSocket = (this.deps.openTunnel ?? openTunnel)(host, port, (chunk) => this.onChunk(link, chunk));
-    // The relay gets no budget here: what we queue for it is bounded by pausing the TUN (onDeviceBatch).
-    const link = new Link(socket, { budgetBytes: Infinity }, (frame) => this.onFrame(link, frame));
+    const link = new Link(socket, {
+      budgetBytes: relayBudget(this.queueLimit),
+      onOverBudget: (needed) => this.fail(link, `${this.server} does not read what this device sends (${Math.ceil(needed / 1024)} KiB would be queued)`),
+    }, (frame) => this.onFrame(link, frame));
     this.link = link;
     this.failure = { kind: 'outage' };
     socket.setNoDelay(true);
@@ -199,7 +204,8 @@ export class RelayClient extends EventEmitter {
   }
 
   private onChunk(link: Link, chunk: Buffer): void {
-    if (link !== this.link) return;
+    // Stopping: the GOODBYE is on its way, and whatever the relay still sends is no longer ours to act on.
+    if (link !== this.link || this.state === 'stopped') return;
     try {
       link.receive(chunk);
     } catch (err) {
@@ -320,21 +326,8 @@ export class RelayClient extends EventEmitter {
   }
 
   private onPeerChanges(changes: PeerChanges): void {
-    if (changes.offOverlay) {
-      this.warnings.warn('peer-off-overlay', () => ({
-        fields: { server: this.server, ignored: changes.offOverlay },
-        message: `Ignored peers ${this.server} announced at addresses outside the overlay subnet ${this.lease?.ip}/${this.lease?.prefix}`,
-      }));
-    }
-    for (const peer of changes.up) {
-      this.deps.log.info({ peer: peer.deviceId, ip: peer.ip, hostname: peer.hostname }, `Peer ${peer.deviceId} (${peer.hostname || 'no hostname'}) is up at ${peer.ip}`);
-    }
-    for (const peer of changes.down) {
-      this.deps.log.info({ peer: peer.deviceId, ip: peer.ip }, `Peer ${peer.deviceId} (${peer.ip}) is down`);
-    }
-    if (changes.up.length + changes.down.length > 0) {
-      this.emit('peers', changes);
-    }
+    logPeerChanges(changes, this.deps.log, this.warnings, this.server, this.lease);
+    if (changes.up.length + changes.down.length > 0) this.emit('peers', changes);
   }
 
   /** Ends a connection on purpose; with `err` (something went wrong on our side) it is logged as an error. */
@@ -349,7 +342,7 @@ export class RelayClient extends EventEmitter {
   private onClose(link: Link): void {
     if (link !== this.link) return;
     this.link = null;
-    this.lastRttMs = link.rttMs;
+    if (link.rttMs >= 0) this.lastRttMs = link.rttMs;
     this.clearTimers();
     if (this.paused) {
       this.paused = false;

@@ -176,8 +176,8 @@ async function main(): Promise<void> {
     notifier.stopping();
     log.info({ signal }, `Received ${signal}: leaving the overlay`);
     Promise.all([client.stop(), control?.close(), metrics?.close(), discovery.close()])
-      // The overlay leaves with this daemon, and so do its names (mnedcd-client-hosts.path then takes them
-      // out of /etc/hosts); a restart writes the file again at its first lease.
+      // The overlay leaves with this daemon, and so do its names (a sync-hosts --watch still running takes
+      // them out of /etc/hosts); a restart writes the file again at its first lease.
       .then(() => { if (config.discovery.hosts_file) rmSync(config.discovery.hosts_file, { force: true }); })
       .then(() => process.exit(0), () => process.exit(1));
   };

@@ -4,6 +4,19 @@ import { checkOffloadPacket, GSO_HEADER_BYTES, HEADER_BYTES, toDataFrames } from
 import { PacketBatch, type TunDevice } from '@mnedc/tun';
 import type { ClientCounters } from './counters';
 
+/** The largest batch the TUN addon hands over at once (its RX_SCRATCH). */
+const MAX_TUN_BATCH_BYTES = 1 << 20;
+const CONTROL_RESERVE_BYTES = 256 * 1024;
+
+/**
+ * What the relay may make us hold: the data queue the TUN pauses at (`queueLimit`), one TUN batch beyond
+ * it (the check follows the write), and a reserve for control frames. A relay that sends PINGs and never
+ * reads the PONGs runs into it and is dropped instead of growing this process.
+ */
+export function relayBudget(queueLimit: number): number {
+  return queueLimit + MAX_TUN_BATCH_BYTES + CONTROL_RESERVE_BYTES;
+}
+
 /**
  * The device's TUN on one side, the Link to the relay on the other. Up: the TUN's batch becomes frames
  * in place and goes out in one write. Down: DATA payloads are gathered and written to the TUN in one

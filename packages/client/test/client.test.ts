@@ -120,6 +120,21 @@ describe('RelayClient against a relay on loopback', () => {
     assert.ok(c.counters.reconnects >= 1);
   });
 
+  it('keeps showing the last round-trip time through an outage and a reconnect, until the new link measures its own', async () => {
+    const first = await relay();
+    const c = client(first.port, 'dev-a', new FakeDevice());
+    await reach(c, 'connected');
+    const deadline = Date.now() + 5_000;
+    while (c.rttMs < 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.ok(c.rttMs >= 0, 'a PONG came back');
+    await first.server.stop();
+    await reach(c, 'waiting');
+    assert.ok(c.rttMs >= 0, `while waiting: ${c.rttMs}`);
+    await relay(first.dir, first.port);
+    await reach(c, 'connected');
+    assert.ok(c.rttMs >= 0, `just reconnected, before the new link's first PONG: ${c.rttMs}`);
+  });
+
   it('asks for its previous address on a relay that has forgotten it', async () => {
     const { port } = await relay();
     const dev = new FakeDevice();

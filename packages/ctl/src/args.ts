@@ -97,7 +97,8 @@ const COMMANDS: Record<CommandName, CommandSpec> = {
     description: 'Replaces the block between "# BEGIN mnedc peers" and "# END mnedc peers" in /etc/hosts with the\n' +
       '<name>.mnedc entries of /run/mnedc/hosts (checked line by line: an IPv4 address and names under .mnedc),\n' +
       'or removes it when that file is absent or with --remove. Every other line is kept as it is.\n' +
-      'mnedcd-client-hosts.path runs it whenever the client rewrites its file.',
+      'With --watch it keeps running: it merges at once and again after every change of that file,\n' +
+      'and removes the block when stopped. mnedcd-client-hosts.service runs it beside the client.',
   },
 };
 
@@ -120,7 +121,7 @@ export class UsageError extends Error {
 function synopsis(command?: CommandName): string {
   if (!command) return `usage: ${PROGRAM} [--socket PATH] <command> [args] [--json]`;
   if (command === 'wait-online') return `usage: ${PROGRAM} [--socket PATH] wait-online [--timeout SEC]`;
-  if (command === 'sync-hosts') return `usage: ${PROGRAM} sync-hosts [--remove]`;
+  if (command === 'sync-hosts') return `usage: ${PROGRAM} sync-hosts [--remove | --watch]`;
   if (takesListQuery(command)) return `usage: ${PROGRAM} [--socket PATH] ${command} [--filter TEXT] [--limit N] [--json]`;
   const operand = COMMANDS[command].operand;
   return `usage: ${PROGRAM} [--socket PATH] ${command}${operand ? ` ${operand}` : ''} [--json]`;
@@ -174,6 +175,8 @@ export type Invocation =
     /** peers and leases: --filter and --limit, passed to the daemon. */
     filter?: string;
     limit?: number;
+    /** sync-hosts --watch. */
+    watch?: boolean;
   };
 
 /** Commands whose rows the daemon selects with --filter and --limit. */
@@ -191,7 +194,7 @@ function isCommand(name: string): name is CommandName {
  */
 export function parseCommandLine(argv: string[], env: Record<string, string | undefined>,
   defaultSockets: string[] = [DEFAULT_SERVER_SOCKET, DEFAULT_CLIENT_SOCKET]): Invocation {
-  let values: { socket?: string; json?: boolean; help?: boolean; timeout?: string; remove?: boolean; filter?: string; limit?: string };
+  let values: { socket?: string; json?: boolean; help?: boolean; timeout?: string; remove?: boolean; watch?: boolean; filter?: string; limit?: string };
   let positionals: string[];
   try {
     ({ values, positionals } = parseArgs({
@@ -202,6 +205,7 @@ export function parseCommandLine(argv: string[], env: Record<string, string | un
         help: { type: 'boolean', short: 'h' },
         timeout: { type: 'string' },
         remove: { type: 'boolean' },
+        watch: { type: 'boolean' },
         filter: { type: 'string' },
         limit: { type: 'string' },
       },
@@ -244,7 +248,10 @@ export function parseCommandLine(argv: string[], env: Record<string, string | un
   if (operands.length > 0) throw new UsageError(`unexpected argument '${operands[0]}'`, name);
 
   if (values.timeout !== undefined && name !== 'wait-online') throw new UsageError(`--timeout is an option of wait-online, not of ${name}`, name);
-  if (values.remove !== undefined && name !== 'sync-hosts') throw new UsageError(`--remove is an option of sync-hosts, not of ${name}`, name);
+  for (const option of ['remove', 'watch'] as const) {
+    if (values[option] !== undefined && name !== 'sync-hosts') throw new UsageError(`--${option} is an option of sync-hosts, not of ${name}`, name);
+  }
+  if (values.remove && values.watch) throw new UsageError('--remove and --watch: one or the other', name);
   let timeoutSec: number | undefined;
   if (name === 'wait-online') {
     timeoutSec = values.timeout === undefined ? DEFAULT_WAIT_ONLINE_SEC : Number(values.timeout);
@@ -265,7 +272,7 @@ export function parseCommandLine(argv: string[], env: Record<string, string | un
     throw new UsageError(`--limit ${JSON.stringify(values.limit)}: not a whole number from 1 to ${MAX_LIMIT}`, name);
   }
   const extra = {
-    ...(timeoutSec !== undefined ? { timeoutSec } : {}), ...(values.remove ? { remove: true } : {}),
+    ...(timeoutSec !== undefined ? { timeoutSec } : {}), ...(values.remove ? { remove: true } : {}), ...(values.watch ? { watch: true } : {}),
     ...(values.filter !== undefined ? { filter: values.filter } : {}), ...(limit !== undefined ? { limit } : {}),
   };
   let sockets = defaultSockets;

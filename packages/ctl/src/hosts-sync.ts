@@ -103,8 +103,8 @@ function writeTarget(file: string, text: string): void {
 
 /**
  * One merge of `source` into `target` (empty when `remove`). The client may rewrite its file while this
- * runs, and systemd does not start a path unit's service again for a change made while it still runs: so
- * the source is read again after the write, and merged again (a few times at most) until it holds still.
+ * runs: the source is read again after the write, and merged again (a few times at most) until it holds
+ * still. A change after the last read is this call's caller's to catch (sync-hosts --watch merges again).
  */
 export function syncHosts(options: { source?: string; target?: string; remove?: boolean } = {}): SyncResult {
   const source = options.source ?? PEER_HOSTS_FILE;

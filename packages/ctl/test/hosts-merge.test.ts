@@ -202,4 +202,11 @@ describe('command line', () => {
     assert.equal((parseCommandLine(['sync-hosts', '--remove'], {}) as { remove?: boolean }).remove, true);
     assert.throws(() => parseCommandLine(['peers', '--remove'], {}), /--remove is an option of sync-hosts/);
   });
+
+  test('sync-hosts: --watch, only there, not with --remove', () => {
+    assert.equal((parseCommandLine(['sync-hosts', '--watch'], {}) as { watch?: boolean }).watch, true);
+    assert.equal((parseCommandLine(['sync-hosts'], {}) as { watch?: boolean }).watch, undefined);
+    assert.throws(() => parseCommandLine(['watch', '--watch'], {}), /--watch is an option of sync-hosts, not of watch/);
+    assert.throws(() => parseCommandLine(['sync-hosts', '--watch', '--remove'], {}), (e: Error) => e instanceof UsageError && /one or the other/.test(e.message));
+  });
 });

@@ -4,11 +4,12 @@
  *   node fake-relay.js PORT STATE_DIR SCRIPT
  * STATE_DIR holds server.key and server.crt (made by `mnedcd-server --print-join`). SCRIPT is a JSON list
  * of WELCOME payloads, one per connection in order (the last repeats); an entry {"hold": true, ...} waits
- * for SIGUSR1 before it is sent. Every connection's HELLO is logged as {"msg":"hello N", deviceId};
- * PINGs are answered, so a connection that got a sound WELCOME stays up.
+ * for SIGUSR1 before it is sent; {"flood": true, ...} after it sends PINGs without pause and never reads
+ * again (for 30 s at most). Every connection's HELLO is logged as {"msg":"hello N", deviceId}; PINGs are
+ * answered, so a connection that got a sound WELCOME stays up.
  */
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:tls';
+import { createServer, type TLSSocket } from 'node:tls';
 import path from 'node:path';
 import { encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, HEADER_BYTES, parseHello } from '@mnedc/protocol';
 
@@ -28,7 +29,7 @@ const server = createServer({
   minVersion: 'TLSv1.3',
 }, (socket) => {
   const n = ++connections;
-  const { hold, ...welcome } = script[Math.min(n, script.length) - 1]!;
+  const { hold, flood, ...welcome } = script[Math.min(n, script.length) - 1]!;
   const decoder = new FrameDecoder();
   socket.on('error', () => {});
   socket.on('close', () => log(`closed ${n}`));
@@ -39,9 +40,30 @@ const server = createServer({
     const send = (): void => {
       socket.write(encodeJsonFrame(FrameType.Welcome, welcome));
       log(`sent welcome ${n}`, welcome);
+      if (flood) floodPings(socket, n);
     };
     if (hold) releases.push(send);
     else send();
   }));
 });
+/** PINGs as fast as the socket takes them, never reading the PONGs: what the client queues for us grows. */
+function floodPings(socket: TLSSocket, n: number): void {
+  socket.pause();
+  const batch = Buffer.concat(Array.from({ length: 1000 }, () => encodeFrame(FrameType.Ping, Buffer.alloc(8))));
+  const until = Date.now() + 30_000;
+  let sent = 0;
+  const more = (): void => {
+    while (!socket.destroyed && Date.now() < until) {
+      sent += 1000;
+      if (!socket.write(batch)) {
+        socket.once('drain', more);
+        return;
+      }
+    }
+    log(`flood ${n} ended`, { sent });
+  };
+  log(`flooding ${n}`);
+  more();
+}
+
 server.listen(Number(portText), () => log('listening'));

@@ -30,7 +30,8 @@ export const LINGER_MS = 2_000;
 
 /** A PING carrying the sender's monotonic clock, which the PONG brings back as the round-trip time. */
 export function pingFrame(now = performance.now()): Buffer {
-  const ping = Buffer.allocUnsafe(HEADER_BYTES + PING_BYTES);
+  // Memory of its own (not a view of Node's pool), so the relay queues one PING to every device uncopied.
+  const ping = Buffer.allocUnsafeSlow(HEADER_BYTES + PING_BYTES);
   ping.writeUInt32BE(((FrameType.Ping << 24) | PING_BYTES) >>> 0);
   ping.writeDoubleBE(now, HEADER_BYTES);
   return ping;
@@ -135,8 +136,12 @@ export class Link implements Flushable {
     this.enqueue(owned, chargeFor(owned));
   }
 
-  /** Writes DATA framed by the owner (a TUN batch) now; the owner keeps `queued` bounded by pausing its source. */
+  /**
+   * Writes DATA framed by the owner (a TUN batch) now; the owner keeps the queue bounded by pausing its
+   * source. Settling first keeps the budget's record of writes as short as the socket's queue.
+   */
   writeData(frames: Buffer): void {
+    this.budget.settle(this.socket.writableLength);
     this.enqueue(frames, chargeFor(frames));
   }
 

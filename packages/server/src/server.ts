@@ -141,8 +141,10 @@ export class RelayServer extends EventEmitter {
       }
     }
     await Promise.all([this.leases.close(), this.bindings.close()]);
-    this.device?.close();
-    this.device = null;
+    if (this.device) {
+      this.plane.unroute(this.device);
+      this.device.close();
+    }
     let deadline: NodeJS.Timeout | undefined;
     await Promise.race([
       Promise.all(sessions.map((s) => s.socket.closed || new Promise((resolve) => s.socket.once('close', resolve)))),

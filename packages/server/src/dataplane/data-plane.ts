@@ -104,11 +104,14 @@ export class DataPlane {
     this.totals.txBytes += bytes;
   }
 
-  /** Ends a batch: one write per target touched. */
+  /** Ends a batch: one write per target touched. A target that throws does not leave the others corked. */
   endBatch(): void {
     const batch = this.batch;
-    for (let i = 0; i < batch.length; i++) batch[i]!.flush();
-    batch.length = 0;
+    try {
+      for (let i = 0; i < batch.length; i++) batch[i]!.flush();
+    } finally {
+      batch.length = 0;
+    }
   }
 
   countDrop(from: Target, reason: DropReason): void {
@@ -150,6 +153,8 @@ export class DataPlane {
     const frame = encodeFrame(FrameType.Data, icmp);
     if (!from.accepts(frame.length)) return;
     from.deliver(frame, this.batch);
+    // A device's counters show what it was sent, answers included; the relay's own TUN counts relayed traffic only.
+    if (from.local) return;
     from.counters.txPackets++;
     from.counters.txBytes += icmp.length;
   }

@@ -15,6 +15,7 @@ export class LocalDevice implements Target {
   private readonly framing: TunFraming;
   private readonly toDevice = new PacketBatch();
   private inBatch = false;
+  private closed = false;
 
   constructor(private readonly device: TunDevice, readonly ip: number) {
     this.gso = (device.vnetHeader ?? 0) === GSO_HEADER_BYTES;
@@ -64,10 +65,12 @@ export class LocalDevice implements Target {
 
   flush(): void {
     this.inBatch = false;
-    if (this.toDevice.length > 0) this.toDevice.flush(this.device);
+    if (this.closed) this.toDevice.clear();
+    else if (this.toDevice.length > 0) this.toDevice.flush(this.device);
   }
 
   close(): void {
+    this.closed = true;
     this.toDevice.clear();
     this.device.close();
   }
