@@ -287,7 +287,7 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
     await server.waitExit(10_000);
   });
 
-  step('the daemons run in their units\' cgroups under MemoryHigh=, MemoryMax= and TasksMax=, with room to spare; secrets 0600', 2 * MINUTE, async () => {
+  step('the daemons run in their units\' cgroups under MemoryHigh=, MemoryMax=, TasksMax= (and the server LimitNOFILE=), with room to spare; secrets 0600', 2 * MINUTE, async () => {
     for (const [node, unit] of [['srv', 'mnedcd-server'], ['c', 'mnedcd-client'], ['d', 'mnedcd-client']] as const) {
       const limits = unitLimits(unit);
       const shown = await box[node].run(`systemctl show -p MemoryHigh -p MemoryMax -p TasksMax ${unit}`);
@@ -311,6 +311,12 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
       const threads = Number(/^Threads:\s+(\d+)$/m.exec(status)?.[1]);
       assert.ok(peakMib * 2 < limits.MemoryHigh / 2 ** 20, `${unit} on ${node}: peak RSS ${peakMib.toFixed(0)} MiB against MemoryHigh`);
       assert.ok(threads * 2 <= limits.TasksMax, `${unit} on ${node}: ${threads} threads against TasksMax=${limits.TasksMax}`);
+      if (unit === 'mnedcd-server') {
+        // LimitNOFILE= fits max_clients of any subnet (the unit's comment); the daemon runs with it.
+        const nofile = Number(/^LimitNOFILE=(\d+)$/m.exec(fs.readFileSync(path.join(REPO_ROOT, 'systemd', `${unit}.service`), 'utf8'))?.[1]);
+        assert.ok(nofile >= 65533 + 1024 + 256, `${unit}.service: LimitNOFILE=${nofile}`);
+        assert.match(await box[node].run(`cat /proc/${pid}/limits`), new RegExp(`^Max open files +${nofile} +${nofile} `, 'm'), `${unit} on ${node}: its open-file limit`);
+      }
       process.stdout.write(`# ${unit} on ${node}: peak RSS ${peakMib.toFixed(0)} MiB, ${threads} threads; cgroup limits enforced by ` +
         `${controllers.length ? controllers.join(' and ') : 'no controller: this host gives the container none, only systemctl show was checked'}\n`);
     }

@@ -1,5 +1,5 @@
 import {
-  exactly, type ClientPeer, type ClientResults, type ClientStats, type ClientStatus, type PeerEvent, type RpcMethodsOf, type WatchResult,
+  exactly, listQueryParam, selectRows, type ClientPeer, type ClientResults, type ClientStats, type ClientStatus, type PeerEvent, type RpcMethodsOf, type WatchResult,
 } from '@mnedc/common';
 import type { PeerInfo } from '@mnedc/protocol';
 import type { RelayClient } from './client';
@@ -27,7 +27,7 @@ export function clientMethods(client: RelayClient, info: { version: string; devi
       offload: client.offloading,
     }),
 
-    peers: () => client.peers.list().map(peerView),
+    peers: (params) => selectRows(client.peers.list(), (p) => [p.deviceId, p.hostname, p.ip], listQueryParam(params)).map(peerView),
 
     stats: (): ClientStats => ({
       // The TUN's own counters (TunStats); only a test's fake device has none and gives {}. The

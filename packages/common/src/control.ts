@@ -6,6 +6,7 @@ import {
   createJSONRPCErrorResponse, createJSONRPCNotification,
   type JSONRPCErrorResponse, type JSONRPCID, type JSONRPCRequest,
 } from 'json-rpc-2.0';
+import { ListQueryError, parseListQuery, type ListQuery } from './list-query';
 
 /*
  * The daemons' control channel: JSON-RPC 2.0 over a Unix stream socket, one JSON message per line in
@@ -88,6 +89,16 @@ export function stringParam(params: unknown, name: string, position = 0): string
   }
   if (typeof value !== 'string') throw new RpcError(RPC_ERRORS.invalidParams, `missing string parameter "${name}"`);
   return value;
+}
+
+/** The optional filter and limit of a list method (list-query.ts); bad ones are invalid params. */
+export function listQueryParam(params: unknown): ListQuery {
+  try {
+    return parseListQuery(params);
+  } catch (err) {
+    if (err instanceof ListQueryError) throw new RpcError(RPC_ERRORS.invalidParams, err.message);
+    throw err;
+  }
 }
 
 /**

@@ -10,6 +10,7 @@ export * from './host-state';
 export * from './control-client';
 export * from './rpc-schema';
 export * from './rpc-types';
+export * from './list-query';
 export * from './counter-terms';
 export * from './metrics';
 export * from './metrics-http';

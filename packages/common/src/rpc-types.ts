@@ -1,5 +1,6 @@
 import { checkKind, kind, type Kind, type TypeOf } from './rpc-schema';
 import type { CallContext } from './control';
+import { listParams } from './list-query';
 
 /*
  * The daemons' control API results, declared once: both daemons type their methods' results with these
@@ -73,8 +74,9 @@ const clientStats = kind.object({
 const peerEvent = kind.object({ event: kind.oneOf('up', 'down'), deviceId: s, ip: s, hostname: s, at: n });
 
 /**
- * Each daemon's methods with the kind of their result, and the kind of each notification a `watch`
- * subscription sends. The agreement test calls every method listed here on the real daemon.
+ * Each daemon's methods with the kind of their result, the kind of each notification a `watch`
+ * subscription sends, and the parameters of the methods that take optional ones (list-query.ts). The
+ * agreement test calls every method listed here on the real daemon.
  */
 export const RPC_SCHEMA = {
   server: {
@@ -91,6 +93,7 @@ export const RPC_SCHEMA = {
       watch: kind.object({ watching: 'true' }),
     },
     notifications: { peer: peerEvent },
+    params: { peers: listParams, leases: listParams },
   },
   client: {
     results: {
@@ -100,8 +103,9 @@ export const RPC_SCHEMA = {
       watch: kind.object({ watching: 'true' }),
     },
     notifications: { peer: peerEvent },
+    params: { peers: listParams },
   },
-} as const satisfies Record<string, { results: Record<string, Kind>; notifications: Record<string, Kind> }>;
+} as const satisfies Record<string, { results: Record<string, Kind>; notifications: Record<string, Kind>; params: Record<string, Kind> }>;
 
 export type DaemonKind = keyof typeof RPC_SCHEMA;
 /** Drops by reason; a newer relay may count more reasons than these. */

@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { DEFAULT_CLIENT_SOCKET, DEFAULT_SERVER_SOCKET, hasControl } from '@mnedc/common';
+import { DEFAULT_CLIENT_SOCKET, DEFAULT_SERVER_SOCKET, hasControl, MAX_FILTER_CHARS, MAX_LIMIT } from '@mnedc/common';
 import { outputHelp } from './glossary';
 
 export const PROGRAM = 'mnedcctl';
@@ -122,6 +122,7 @@ function synopsis(command?: CommandName): string {
   if (!command) return `usage: ${PROGRAM} [--socket PATH] <command> [args] [--json]`;
   if (command === 'wait-online') return `usage: ${PROGRAM} [--socket PATH] wait-online [--timeout SEC]`;
   if (command === 'sync-hosts') return `usage: ${PROGRAM} sync-hosts [--remove | --watch]`;
+  if (takesListQuery(command)) return `usage: ${PROGRAM} [--socket PATH] ${command} [--filter TEXT] [--limit N] [--json]`;
   const operand = COMMANDS[command].operand;
   return `usage: ${PROGRAM} [--socket PATH] ${command}${operand ? ` ${operand}` : ''} [--json]`;
 }
@@ -131,6 +132,10 @@ const OPTIONS_HELP =
   '  --socket PATH  the daemon\'s control socket (default: $MNEDC_SOCKET, else whichever of\n' +
   `                 ${DEFAULT_SERVER_SOCKET} and ${DEFAULT_CLIENT_SOCKET} answer)\n` +
   '  --json         print the daemon\'s answer as JSON, with the field names of the RPC API\n' +
+  '  --filter TEXT  peers, leases: only devices whose ID, hostname or IP contains TEXT; with * or ?\n' +
+  '                 in it, a glob matching a whole field (edge-1*, 10.0.3.*); case-insensitive\n' +
+  '  --limit N      peers, leases: at most N rows (the daemon selects them)\n' +
+  '  Table output goes through $PAGER (default "less -FRX") when stdout is a terminal; PAGER=cat turns it off.\n' +
   '  -h, --help     print this help\n';
 
 const EXIT_HELP = 'Exit status: 0 ok, 1 the daemon reported an error, 2 usage error, 3 no daemon listening.\n';
@@ -167,9 +172,17 @@ export type Invocation =
     timeoutSec?: number;
     /** sync-hosts --remove. */
     remove?: boolean;
+    /** peers and leases: --filter and --limit, passed to the daemon. */
+    filter?: string;
+    limit?: number;
     /** sync-hosts --watch. */
     watch?: boolean;
   };
+
+/** Commands whose rows the daemon selects with --filter and --limit. */
+export function takesListQuery(command: CommandName): boolean {
+  return command === 'peers' || command === 'leases';
+}
 
 function isCommand(name: string): name is CommandName {
   return Object.prototype.hasOwnProperty.call(COMMANDS, name);
@@ -181,7 +194,7 @@ function isCommand(name: string): name is CommandName {
  */
 export function parseCommandLine(argv: string[], env: Record<string, string | undefined>,
   defaultSockets: string[] = [DEFAULT_SERVER_SOCKET, DEFAULT_CLIENT_SOCKET]): Invocation {
-  let values: { socket?: string; json?: boolean; help?: boolean; timeout?: string; remove?: boolean; watch?: boolean };
+  let values: { socket?: string; json?: boolean; help?: boolean; timeout?: string; remove?: boolean; watch?: boolean; filter?: string; limit?: string };
   let positionals: string[];
   try {
     ({ values, positionals } = parseArgs({
@@ -193,6 +206,8 @@ export function parseCommandLine(argv: string[], env: Record<string, string | un
         timeout: { type: 'string' },
         remove: { type: 'boolean' },
         watch: { type: 'boolean' },
+        filter: { type: 'string' },
+        limit: { type: 'string' },
       },
       strict: true,
       allowPositionals: true,
@@ -205,7 +220,9 @@ export function parseCommandLine(argv: string[], env: Record<string, string | un
     let text = message;
     if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && unknown) text = `unknown option '${unknown[1]}'`;
     else if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && /argument missing/.test(message)) {
-      text = /--timeout/.test(message) ? '--timeout needs a number of seconds' : '--socket needs a path';
+      const option = /--(timeout|filter|limit|socket)/.exec(message)?.[1];
+      text = { timeout: '--timeout needs a number of seconds', filter: '--filter needs a text', limit: '--limit needs a number of rows' }[option ?? ''] ??
+        '--socket needs a path';
     }
     throw new UsageError(text, argv.find(isCommand));
   }
@@ -244,7 +261,20 @@ export function parseCommandLine(argv: string[], env: Record<string, string | un
     // Only the client has an overlay address to wait for.
     defaultSockets = defaultSockets.slice(-1);
   }
-  const extra = { ...(timeoutSec !== undefined ? { timeoutSec } : {}), ...(values.remove ? { remove: true } : {}), ...(values.watch ? { watch: true } : {}) };
+  for (const option of ['filter', 'limit'] as const) {
+    if (values[option] !== undefined && !takesListQuery(name)) throw new UsageError(`--${option} is an option of peers and leases, not of ${name}`, name);
+  }
+  if (values.filter !== undefined && (values.filter === '' || values.filter.length > MAX_FILTER_CHARS || hasControl(values.filter))) {
+    throw new UsageError(`--filter ${JSON.stringify(values.filter.slice(0, 40))}: give 1 to ${MAX_FILTER_CHARS} printable characters`, name);
+  }
+  const limit = values.limit === undefined ? undefined : Number(values.limit);
+  if (limit !== undefined && (!/^[0-9]+$/.test(values.limit!) || limit < 1 || limit > MAX_LIMIT)) {
+    throw new UsageError(`--limit ${JSON.stringify(values.limit)}: not a whole number from 1 to ${MAX_LIMIT}`, name);
+  }
+  const extra = {
+    ...(timeoutSec !== undefined ? { timeoutSec } : {}), ...(values.remove ? { remove: true } : {}), ...(values.watch ? { watch: true } : {}),
+    ...(values.filter !== undefined ? { filter: values.filter } : {}), ...(limit !== undefined ? { limit } : {}),
+  };
   let sockets = defaultSockets;
   if (values.socket !== undefined) {
     if (values.socket === '') throw new UsageError('--socket needs a path', name);

@@ -1,6 +1,9 @@
-import { ControlClient, ControlConnectionClosed, escapeControl, escapeJsonText, NoDaemonError, RpcError } from '@mnedc/common';
+import { ControlClient, ControlConnectionClosed, escapeControl, escapeJsonText, NoDaemonError, RpcError, selectRows } from '@mnedc/common';
 import type { DaemonKind, Status } from './api';
-import { type CommandName, type Invocation, isServerOnly, parseCommandLine, PROGRAM, rpcMethod, shortUsage, UsageError } from './args';
+import {
+  type CommandName, type Invocation, isServerOnly, parseCommandLine, PROGRAM, rpcMethod, shortUsage, takesListQuery, UsageError,
+} from './args';
+import { page, pagerCommand } from './pager';
 import { renderNotification, renderResult } from './render';
 import { isSystemCommand, runSystemCommand } from './system-commands';
 
@@ -8,12 +11,14 @@ export const EXIT = { ok: 0, daemonError: 1, usage: 2, noDaemon: 3, interrupted:
 
 export interface Output {
   write(text: string): unknown;
+  /** A terminal: table output then goes through the pager. */
+  isTTY?: boolean;
 }
 
 export interface RunIo {
   stdout: Output;
   stderr: Output;
-  /** Default process.env; only MNEDC_SOCKET is read. */
+  /** Default process.env; MNEDC_SOCKET and PAGER are read. */
   env?: Record<string, string | undefined>;
   /** Aborting ends the command: `watch` then exits 0, anything else 130. The CLI wires SIGINT/SIGTERM here. */
   signal?: AbortSignal;
@@ -132,6 +137,15 @@ function byDaemon(daemons: Daemon[], results: unknown[]): Record<string, unknown
   return Object.fromEntries(daemons.map((d, i) => [unique ? d.kind : d.path, results[i]]));
 }
 
+/** Commands whose tables grow with the fleet. */
+const PAGED = new Set<CommandName>(['peers', 'leases', 'stats']);
+
+interface ListRow {
+  deviceId: string;
+  hostname: string;
+  ip: string;
+}
+
 type QueryInvocation = Extract<Invocation, { kind: 'command' }> & { command: Exclude<CommandName, 'watch' | 'wait-online' | 'sync-hosts'> };
 
 async function query(invocation: QueryInvocation, daemons: Daemon[], io: RunIo, now: () => number): Promise<number> {
@@ -142,20 +156,28 @@ async function query(invocation: QueryInvocation, daemons: Daemon[], io: RunIo, 
     if (!server) throw new UsageError(`${command} is a server command; ${daemons[0].path} is a client daemon`, command, false);
     targets = [server];
   }
-  const params = invocation.id !== undefined ? { deviceId: invocation.id } : undefined;
+  const { filter, limit } = invocation;
+  const listQuery = takesListQuery(command) && (filter !== undefined || limit !== undefined)
+    ? { ...(filter !== undefined ? { filter } : {}), ...(limit !== undefined ? { limit } : {}) } : undefined;
+  const params = invocation.id !== undefined ? { deviceId: invocation.id } : listQuery;
   // status was already asked to learn which daemon answers; asking again could only disagree.
-  const results = command === 'status'
+  let results = command === 'status'
     ? targets.map((d) => d.status)
     : await Promise.all(targets.map((d) => d.call(rpcMethod(command), params)));
+  // A daemon from before --filter ignores it and answers everything: the same selection here.
+  if (listQuery) results = results.map((rows) => selectRows(rows as ListRow[], (r) => [r.deviceId, r.hostname, r.ip], listQuery));
 
   if (invocation.json) {
     const value = results.length === 1 ? results[0] : byDaemon(targets, results);
     io.stdout.write(`${escapeJsonText(JSON.stringify(value, null, 2))}\n`);
-  } else if (results.length === 1) {
-    io.stdout.write(renderResult(command, targets[0].kind, results[0], now()));
-  } else {
-    io.stdout.write(targets.map((d, i) => `${d.kind} daemon (${d.path}):\n${renderResult(command, d.kind, results[i], now())}`).join('\n'));
+    return EXIT.ok;
   }
+  const text = results.length === 1
+    ? renderResult(command, targets[0].kind, results[0], now())
+    : targets.map((d, i) => `${d.kind} daemon (${d.path}):\n${renderResult(command, d.kind, results[i], now())}`).join('\n');
+  const env = io.env ?? process.env;
+  const pager = PAGED.has(command) ? pagerCommand(env, io.stdout.isTTY === true, false) : undefined;
+  if (!pager || !(await page(pager, text, env))) io.stdout.write(text);
   return EXIT.ok;
 }
 

@@ -272,7 +272,7 @@ describe('usage', () => {
       const result = await ctl([command, '--help']);
       assert.equal(result.code, 0);
       assert.equal(result.stderr, '');
-      const operand = command === 'kick' || command === 'release' ? ' ID' : '';
+      const operand = command === 'kick' || command === 'release' ? ' ID' : command === 'peers' || command === 'leases' ? ' [--filter TEXT] [--limit N]' : '';
       assert.ok(result.stdout.startsWith(`usage: mnedcctl [--socket PATH] ${command}${operand} [--json]\n\n`), result.stdout);
       assert.deepEqual(await ctl(['-h', command]), result);
     });

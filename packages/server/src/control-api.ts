@@ -1,5 +1,5 @@
 import {
-  exactly, formatHostPort, RPC_ERRORS, RpcError, stringParam, type Counters, type ForgetResult, type JoinResult, type KickResult,
+  exactly, formatHostPort, listQueryParam, RPC_ERRORS, selectRows, RpcError, stringParam, type Counters, type ForgetResult, type JoinResult, type KickResult,
   type Lease, type PeerEvent as PeerEventResult, type ReleaseResult, type RpcMethodsOf, type ServerPeer,
   type ServerResults, type ServerStats, type ServerStatus, type WatchResult,
 } from '@mnedc/common';
@@ -67,7 +67,7 @@ export function serverMethods(server: RelayServer, config: () => ServerConfig, v
       };
     },
 
-    leases: () => [...server.pool.leases()].map((lease): Lease => {
+    leases: (params) => selectRows(server.pool.leases(), (l) => [l.deviceId, l.hostname, intToIpv4(l.ip)], listQueryParam(params)).map((lease): Lease => {
       const session = server.session(lease.deviceId);
       return {
         deviceId: lease.deviceId,
@@ -81,7 +81,7 @@ export function serverMethods(server: RelayServer, config: () => ServerConfig, v
       };
     }),
 
-    peers: () => server.connected().map(peerView),
+    peers: (params) => selectRows(server.connected(), (s) => [s.deviceId, s.hello?.hostname ?? '', intToIpv4(s.ip)], listQueryParam(params)).map(peerView),
 
     stats: (): ServerStats => ({
       refused: { ...server.refused },

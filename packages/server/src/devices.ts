@@ -189,7 +189,7 @@ export class Devices implements HandshakeHost {
       this.deps.log.warn({ deviceId: hello.deviceId, ip: intToIpv4(lease.ip), from: acquired.reclaimedFrom.deviceId },
         `Pool exhausted: gave ${intToIpv4(lease.ip)} of ${acquired.reclaimedFrom.deviceId} (offline the longest, its lease expired) to ${hello.deviceId}`);
     }
-    this.deps.leases.touch(hello.deviceId, now, acquired.isNew);
+    this.deps.leases.touch(hello.deviceId, now);
     session.state = 'established';
     session.establishedAt = now;
     session.deviceId = hello.deviceId;

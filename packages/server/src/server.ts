@@ -12,6 +12,7 @@ import { newCounters } from './dataplane/target';
 import { Devices } from './devices';
 import { startOverlayDns } from './dns/overlay-dns';
 import { newDnsCounters, type DnsCounters, type DnsResponder } from './dns/responder';
+import { fdLimitWarning, readOpenFileLimit } from './fd-limit';
 import { spreadRetry, type RefusalCounters } from './handshake/join-gate';
 import { limitsFromConfig, type ServerLimits } from './limits';
 import type { Session } from './session';
@@ -117,6 +118,8 @@ export class RelayServer extends EventEmitter {
     });
     listener.on('error', (err) => this.log.error({ err }, `Listener error: ${err.message}`));
     this.keepaliveTimer = setInterval(() => this.devices.sweep(), this.limits.keepaliveMs);
+    const fds = fdLimitWarning(readOpenFileLimit(), this.limits.maxClients, this.leases.capacity, this.limits.maxHandshakes);
+    if (fds) this.log.warn(fds.fields, fds.message);
     const address = listener.address() as AddressInfo;
     this.address = address;
     this.log.info({ listen: `${address.address}:${address.port}`, serverIp: intToIpv4(this.serverIp), leases: this.leases.size },
@@ -142,8 +145,7 @@ export class RelayServer extends EventEmitter {
         session.socket.destroy();
       }
     }
-    this.leases.flush();
-    await this.bindings.close();
+    await Promise.all([this.leases.close(), this.bindings.close()]);
     this.dns?.close();
     if (this.device) {
       this.plane.unroute(this.device);

@@ -20,7 +20,7 @@ export interface HandshakeLimits extends AdmissionLimits, JoinLimitSettings {
   leaseLifetimeMs: number;
 }
 
-/** A connection whose HELLO proved its key, passed every limit, holds a lease and whose binding is durable. */
+/** A connection whose HELLO proved its key, passed every limit, and whose lease and binding are durable. */
 export interface AuthenticatedDevice {
   session: Session;
   hello: Hello;
@@ -147,21 +147,34 @@ export class Handshakes {
     }
     const acquired = this.acquire(session, hello);
     if (!acquired) return;
-    // No WELCOME before the binding is on disk: a crash after it must not free the ID for another key.
+    // No WELCOME before the binding and the lease are on disk: a crash after it must neither free the ID
+    // for another key nor give the address to another device. Both stores group-commit, in parallel.
     session.hello = hello;
     const isNew = bindings.get(hello.deviceId) === undefined;
-    const pending = isNew ? bindings.bind(hello.deviceId, key) : bindings.pending(hello.deviceId);
-    if (!pending) {
-      this.complete({ session, hello, key, acquired });
+    const binding = isNew ? bindings.bind(hello.deviceId, key) : bindings.pending(hello.deviceId);
+    if (isNew) {
+      binding!.then(() => this.host.log.info({ deviceId: hello.deviceId, key }, `Bound device ID ${hello.deviceId} to key ${key}`), () => {});
+    }
+    this.whenDurable({ session, hello, key, acquired }, binding);
+  }
+
+  /** Completes once what the device's WELCOME promises is durable; a storage error turns it away. */
+  private whenDurable(device: AuthenticatedDevice, binding?: Promise<void>): void {
+    const { session, hello } = device;
+    const lease = this.host.leases.pending(hello.deviceId);
+    if (!binding && !lease) {
+      this.complete(device);
       return;
     }
-    pending.then(() => {
-      if (isNew) this.host.log.info({ deviceId: hello.deviceId, key }, `Bound device ID ${hello.deviceId} to key ${key}`);
-      this.complete({ session, hello, key, acquired });
-    }, (err: Error) => {
-      this.host.log.error({ err, deviceId: hello.deviceId }, `Rejected ${hello.deviceId}: cannot record its key binding: ${err.message}`);
+    let failed = '';
+    const watch = (write: Promise<void> | undefined, what: string) => write?.catch((err: Error) => {
+      failed ||= what;
+      throw err;
+    });
+    Promise.all([watch(binding, 'device bindings'), watch(lease, 'leases')]).then(() => this.complete(device), (err: Error) => {
+      this.host.log.error({ err, deviceId: hello.deviceId }, `Rejected ${hello.deviceId}: cannot record its ${failed === 'leases' ? 'lease' : 'key binding'}: ${err.message}`);
       if (session.state !== 'closed') {
-        session.reject({ code: 'busy', reason: 'the server cannot record device bindings (storage error)', retryAfterMs: spreadRetry(30_000) });
+        session.reject({ code: 'busy', reason: `the server cannot record ${failed} (storage error)`, retryAfterMs: spreadRetry(30_000) });
       }
     });
   }
@@ -202,7 +215,7 @@ export class Handshakes {
   }
 
   /**
-   * The binding is durable. If that took a write, the world may have moved meanwhile: the connection
+   * The binding and the lease are durable. If that took a write, the world may have moved meanwhile: the connection
    * closed, the operator released or forgot the device, or other devices filled max_clients. (The device
    * connecting again is the relay's to settle: the newer connection takes over.)
    */
@@ -218,7 +231,12 @@ export class Handshakes {
       this.turnAway(session, full, { deviceId: hello.deviceId });
       return;
     }
-    const acquired = this.host.leases.get(hello.deviceId) === device.acquired.lease ? device.acquired : this.acquire(session, hello);
-    if (acquired) this.host.authenticated({ ...device, acquired });
+    if (this.host.leases.get(hello.deviceId) === device.acquired.lease) {
+      this.host.authenticated(device);
+      return;
+    }
+    // Released while it waited: a new lease, which must be durable in turn.
+    const acquired = this.acquire(session, hello);
+    if (acquired) this.whenDurable({ ...device, acquired });
   }
 }

@@ -111,7 +111,13 @@ export interface Snapshot<V> {
   entries: Map<string, V>;
 }
 
-export function parseSnapshot<V>(text: string, field: string, check: ValueCheck<V>): Snapshot<V> {
+/**
+ * Turns a version 1 file into the field's map, for a store whose version 1 file had another shape (the
+ * leases were an array); throws with a message saying what is wrong.
+ */
+export type Version1Reader = (file: Record<string, unknown>) => Record<string, unknown>;
+
+export function parseSnapshot<V>(text: string, field: string, check: ValueCheck<V>, version1?: Version1Reader): Snapshot<V> {
   let data: unknown;
   try {
     data = JSON.parse(text);
@@ -127,7 +133,14 @@ export function parseSnapshot<V>(text: string, field: string, check: ValueCheck<
   } else if (file.version !== 1) {
     throw new JournalCorrupt(`version ${JSON.stringify(file.version)} is not 1 or ${SNAPSHOT_VERSION}`);
   }
-  const map = file[field];
+  let map = file[field];
+  if (file.version === 1 && version1) {
+    try {
+      map = version1(file);
+    } catch (err) {
+      throw new JournalCorrupt((err as Error).message);
+    }
+  }
   if (typeof map !== 'object' || map === null || Array.isArray(map)) throw new JournalCorrupt(`no "${field}" object`);
   const entries = new Map<string, V>();
   for (const [key, value] of Object.entries(map)) {

@@ -3,7 +3,7 @@ import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   compactionDue, encodeRecord, JournalCorrupt, journalGeneration, journalsToReplay, parseSnapshot, replayJournal,
-  snapshotChunks, type Snapshot, type ValueCheck,
+  snapshotChunks, type Snapshot, type ValueCheck, type Version1Reader,
 } from './journal-codec';
 
 export class JournalError extends Error {}
@@ -16,6 +16,8 @@ export interface JournalOptions<V> {
   field: string;
   /** Validates every value read back. Values must be JSON-serialisable and never mutated after set(). */
   check: ValueCheck<V>;
+  /** Reads a version 1 file whose shape differs from the snapshot's (default: the field is the map already). */
+  version1?: Version1Reader;
   /** Journal records beyond twice the live entries before a compaction starts (default 1000). */
   compactSlack?: number;
   /** Entries per snapshot slice between two yields to the event loop (default 2000). */
@@ -136,7 +138,7 @@ export class JournalStore<V> {
       mkdirSync(dir, { recursive: true, mode: 0o755 });
       rmSync(join(dir, `.${name}.json.tmp`), { force: true });
       let snapshot: Snapshot<V> = { generation: 0, entries: new Map() };
-      if (existsSync(snapshotPath)) snapshot = parseSnapshot(readFileSync(snapshotPath, 'utf8'), options.field, options.check);
+      if (existsSync(snapshotPath)) snapshot = parseSnapshot(readFileSync(snapshotPath, 'utf8'), options.field, options.check, options.version1);
       where = dir;
       const plan = journalsToReplay(readdirSync(dir).flatMap((f) => journalGeneration(f, name) ?? []), snapshot.generation, name);
       for (const g of plan.stale) rmSync(journal(g), { force: true });

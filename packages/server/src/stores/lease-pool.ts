@@ -178,7 +178,7 @@ export class LeasePool {
    * because handing out addresses from an empty table would give two devices the same IP.
    * Leases outside the (possibly changed) subnet are returned as dropped so the caller can log them.
    */
-  static restore(subnet: Subnet, text: string): { pool: LeasePool; dropped: StoredLease[] } {
+  static restore(subnet: Subnet, text: string): { pool: LeasePool; dropped: Lease[] } {
     let data: unknown;
     try {
       data = JSON.parse(text);
@@ -189,18 +189,28 @@ export class LeasePool {
     if (typeof file !== 'object' || file === null || file.version !== LEASE_FILE_VERSION || !Array.isArray(file.leases)) {
       throw new CorruptLeaseFile(`not a version ${LEASE_FILE_VERSION} lease file`);
     }
+    const seen = new Set<string>();
+    return LeasePool.fromLeases(subnet, file.leases.map((stored, index) => {
+      const lease = checkStoredLease(stored, `lease ${index}`);
+      if (seen.has(lease.deviceId)) throw new CorruptLeaseFile(`lease ${index}: device ${lease.deviceId} appears twice`);
+      seen.add(lease.deviceId);
+      return lease;
+    }));
+  }
+
+  /** A pool of checked leases (each device once); two on one address are an error, as in restore. */
+  static fromLeases(subnet: Subnet, leases: Iterable<Lease>): { pool: LeasePool; dropped: Lease[] } {
     const pool = new LeasePool(subnet);
-    const dropped: StoredLease[] = [];
-    file.leases.forEach((stored, index) => {
-      const lease = checkStoredLease(stored, index);
+    const dropped: Lease[] = [];
+    for (const lease of leases) {
       if (!pool.isLeasable(lease.ip)) {
-        dropped.push(stored);
-        return;
+        dropped.push(lease);
+        continue;
       }
-      if (pool.byDeviceId.has(lease.deviceId)) throw new CorruptLeaseFile(`lease ${index}: device ${lease.deviceId} appears twice`);
-      if (pool.byAddress.has(lease.ip)) throw new CorruptLeaseFile(`lease ${index}: ${intToIpv4(lease.ip)} is leased twice`);
+      const holder = pool.byAddress.get(lease.ip);
+      if (holder) throw new CorruptLeaseFile(`${intToIpv4(lease.ip)} is leased twice (to ${holder.deviceId} and ${lease.deviceId})`);
       pool.insert(lease);
-    });
+    }
     return { pool, dropped };
   }
 }
@@ -215,9 +225,10 @@ export interface LeaseFile {
   leases: StoredLease[];
 }
 
-function checkStoredLease(value: unknown, index: number): Lease {
+/** A stored lease checked and parsed; `label` names it in the error ("lease 3", "lease of dev-a"). */
+export function checkStoredLease(value: unknown, label: string): Lease {
   const s = value as Partial<StoredLease> | null;
-  const problem = (what: string) => new CorruptLeaseFile(`lease ${index}: ${what}`);
+  const problem = (what: string) => new CorruptLeaseFile(`${label}: ${what}`);
   if (typeof s !== 'object' || s === null) throw problem('not an object');
   if (typeof s.deviceId !== 'string' || !isValidDeviceId(s.deviceId)) throw problem('bad deviceId');
   let ip: number;

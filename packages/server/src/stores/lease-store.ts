@@ -1,75 +1,132 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { writeFileAtomic, type Logger } from '@mnedc/common';
+import type { Logger } from '@mnedc/common';
 import { intToIpv4, type Subnet } from '@mnedc/protocol';
-import { CorruptLeaseFile, LeasePool } from './lease-pool';
+import { JournalError, JournalStore, type JournalOptions } from './journal';
+import { CorruptLeaseFile, LeasePool, type Lease } from './lease-pool';
+import { checkLeaseRecord, leaseFromRecord, leaseRecord, leasesVersion1, type LeaseRecord } from './lease-record';
 
-/** Leases on disk. New leases are saved within SOON_MS; lastSeen-only changes are batched for LATER_MS. */
-const SOON_MS = 50;
-const LATER_MS = 5_000;
+/** lastSeen-only changes are written this long after the first of them, all in one append. */
+const SEEN_BATCH_MS = 5_000;
 
 export class LeaseStateError extends Error {}
 
-export class LeaseStore {
-  readonly path: string;
-  private timer: NodeJS.Timeout | null = null;
-  private timerDue = Infinity;
+export type LeaseStoreOptions = Pick<JournalOptions<LeaseRecord>, 'compactSlack' | 'sliceEntries'> & { seenBatchMs?: number };
 
-  constructor(stateDir: string, private readonly log: Logger) {
-    this.path = join(stateDir, 'leases.json');
+/**
+ * Leases on disk: `leases.json` (snapshot) plus append-only `leases.journal.G`, the store the device
+ * bindings use (journal.ts). A new or released lease is one record, group-committed: `record` resolves once
+ * it is durable, and the handshake waits for that before its WELCOME. lastSeen changes only mark the lease;
+ * they are appended together every SEEN_BATCH_MS, so a kill -9 loses at most that much lastSeen, never a
+ * lease. A version 1 leases.json (the whole table rewritten per change) is read as the first snapshot.
+ */
+export class LeaseStore {
+  private readonly store: JournalStore<LeaseRecord>;
+  private readonly seen = new Set<string>();
+  private timer: NodeJS.Timeout | null = null;
+  private readonly seenBatchMs: number;
+
+  constructor(private readonly stateDir: string, private readonly log: Logger, options: LeaseStoreOptions = {}) {
+    this.seenBatchMs = options.seenBatchMs ?? SEEN_BATCH_MS;
+    try {
+      this.store = JournalStore.open({
+        dir: stateDir, name: 'leases', field: 'leases', check: checkLeaseRecord, version1: leasesVersion1, ...options,
+        onCompactionError: (err) => log.error({ err }, `Could not compact the leases (retried later; nothing is lost): ${err.message}`),
+      });
+    } catch (err) {
+      if (!(err instanceof JournalError)) throw err;
+      throw refusal(corruptFile(err.message, stateDir));
+    }
+    if (this.store.loaded.tornBytes > 0) {
+      log.warn(`Dropped a torn final record (${this.store.loaded.tornBytes} bytes) of the lease journal: ` +
+        'the relay stopped mid-write; that lease was never confirmed to its device');
+    }
+  }
+
+  get path(): string {
+    return this.store.snapshotPath;
+  }
+
+  /** Appends and syncs so far, and journal records a restart would replay. */
+  get stats(): { batches: number; records: number; compactions: number; journalRecords: number } {
+    return { ...this.store.stats, journalRecords: this.store.journalRecords };
   }
 
   load(subnet: Subnet): LeasePool {
-    let text: string;
+    let loaded: { pool: LeasePool; dropped: Lease[] };
     try {
-      text = readFileSync(this.path, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new LeasePool(subnet);
-      throw new LeaseStateError(`cannot read lease file ${this.path}: ${(err as Error).message}`);
-    }
-    try {
-      const { pool, dropped } = LeasePool.restore(subnet, text);
-      for (const lease of dropped) {
-        this.log.warn({ deviceId: lease.deviceId, ip: lease.ip }, `Dropped the lease of ${lease.deviceId} (${lease.ip}): outside the configured subnet ${intToIpv4(subnet.network)}/${subnet.prefix}`);
-      }
-      if (dropped.length > 0) this.save(pool);
-      return pool;
+      loaded = LeasePool.fromLeases(subnet, [...this.store.entries()].map(([id, record]) => leaseFromRecord(id, record)));
     } catch (err) {
       if (!(err instanceof CorruptLeaseFile)) throw err;
-      throw new LeaseStateError(`lease file ${this.path} is corrupt: ${err.message}. ` +
-        'Refusing to start with an empty table, which could give two devices one address; ' +
-        'repair it, or move it away to start afresh');
+      throw refusal(`the leases in ${this.stateDir} (leases.json and its journals) are corrupt: ${err.message}`);
     }
+    for (const lease of loaded.dropped) {
+      this.log.warn({ deviceId: lease.deviceId, ip: intToIpv4(lease.ip) }, `Dropped the lease of ${lease.deviceId} (${intToIpv4(lease.ip)}): outside the configured subnet ${intToIpv4(subnet.network)}/${subnet.prefix}`);
+      this.quietly(this.store.delete(lease.deviceId));
+    }
+    return loaded.pool;
   }
 
-  /** Schedules a save; `soon` for changes a crash must not lose (a new lease). */
-  changed(pool: LeasePool, soon: boolean): void {
-    const due = Date.now() + (soon ? SOON_MS : LATER_MS);
-    if (this.timer && this.timerDue <= due) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timerDue = due;
+  /** A new lease: resolves once it is durable. */
+  record(lease: Lease): Promise<void> {
+    this.seen.delete(lease.deviceId);
+    return this.quietly(this.store.set(lease.deviceId, leaseRecord(lease)));
+  }
+
+  remove(deviceId: string): Promise<boolean> {
+    this.seen.delete(deviceId);
+    return this.quietly(this.store.delete(deviceId));
+  }
+
+  /** The lease changed in ways a crash may lose (lastSeen, hostname): written with the next batch. */
+  touched(deviceId: string, pool: LeasePool): void {
+    this.seen.add(deviceId);
+    if (this.timer) return;
     this.timer = setTimeout(() => {
       this.timer = null;
-      this.timerDue = Infinity;
-      try {
-        this.save(pool);
-      } catch (err) {
-        this.log.error({ err, path: this.path }, `Could not save leases to ${this.path}: ${(err as Error).message}`);
-      }
-    }, due - Date.now());
+      this.writeSeen(pool);
+    }, this.seenBatchMs);
     this.timer.unref();
   }
 
-  save(pool: LeasePool): void {
-    writeFileAtomic(this.path, `${JSON.stringify(pool.toJSON(), null, 1)}\n`, 0o640);
+  pending(deviceId: string): Promise<void> | undefined {
+    return this.store.pending(deviceId);
   }
 
-  /** Saves now if anything is pending (shutdown). */
-  flush(pool: LeasePool): void {
-    if (!this.timer) return;
-    clearTimeout(this.timer);
+  /** Writes the pending lastSeen changes, folds the journal into leases.json and closes (shutdown). */
+  async close(pool: LeasePool): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    this.timerDue = Infinity;
-    this.save(pool);
+    this.writeSeen(pool);
+    try {
+      await this.store.compact();
+    } catch (err) {
+      this.log.warn({ err }, `Could not compact the leases at shutdown (the journal keeps them): ${(err as Error).message}`);
+    }
+    await this.store.close();
   }
+
+  private writeSeen(pool: LeasePool): void {
+    for (const deviceId of this.seen) {
+      const lease = pool.get(deviceId);
+      // A released lease has its delete record queued already.
+      if (lease) this.quietly(this.store.set(deviceId, leaseRecord(lease)));
+    }
+    this.seen.clear();
+  }
+
+  /** Logs a write the disk refused; the returned promise still rejects for a caller that waits. */
+  private quietly<T>(write: Promise<T>): Promise<T> {
+    write.catch((err: Error) => this.log.error({ err }, `Could not record a lease: ${err.message}`));
+    return write;
+  }
+}
+
+/** What is wrong, with the file named first as the journal's messages have it. */
+function corruptFile(message: string, stateDir: string): string {
+  const named = /^(\/[^:]+): (.*)$/s.exec(message);
+  return named ? `lease file ${named[1]} is corrupt: ${named[2]}` : `the leases in ${stateDir} cannot be loaded: ${message}`;
+}
+
+function refusal(what: string): LeaseStateError {
+  return new LeaseStateError(`${what}. Refusing to start with an empty table, which could give two devices one address; ` +
+    'repair it, or move it away (leases.json and leases.journal.*) to start afresh');
 }

@@ -1,7 +1,7 @@
 import type { Logger } from '@mnedc/common';
 import type { Subnet } from '@mnedc/protocol';
 import type { AcquireRequest, AcquireResult, Lease, LeasePool } from './lease-pool';
-import { LeaseStore } from './lease-store';
+import { LeaseStore, type LeaseStoreOptions } from './lease-store';
 
 /**
  * Who holds which virtual address. The handshake acquires, the relay records when a device was last
@@ -15,11 +15,13 @@ export interface LeaseService {
   leases(): Iterable<Lease>;
   get(deviceId: string): Lease | undefined;
   acquire(request: AcquireRequest): AcquireResult;
-  /** The device was seen now (joined or left); `created`: its lease is new, which a crash must not lose. */
-  touch(deviceId: string, now: number, created?: boolean): void;
+  /** The device was seen now (joined or left): recorded lazily, a crash may lose it. */
+  touch(deviceId: string, now: number): void;
+  /** The write a new lease (or a release) of the device still waits for; undefined once durable. */
+  pending(deviceId: string): Promise<void> | undefined;
   release(deviceId: string): Lease | undefined;
-  /** Saves what is pending (shutdown). */
-  flush(): void;
+  /** Saves what is pending and closes (shutdown). */
+  close(): Promise<void>;
 }
 
 /**
@@ -36,13 +38,16 @@ export interface BindingStore {
   close(): Promise<void>;
 }
 
-/** Leases in this relay's state directory: the pool in memory, saved by LeaseStore. */
+/**
+ * Leases in this relay's state directory: the pool in memory, recorded by LeaseStore. A new lease is
+ * recorded the moment it is acquired, so the handshake can wait for it (`pending`) before its WELCOME.
+ */
 export class LocalLeases implements LeaseService {
   private readonly store: LeaseStore;
   private readonly pool: LeasePool;
 
-  constructor(stateDir: string, subnet: Subnet, log: Logger) {
-    this.store = new LeaseStore(stateDir, log);
+  constructor(stateDir: string, subnet: Subnet, log: Logger, options: LeaseStoreOptions = {}) {
+    this.store = new LeaseStore(stateDir, log, options);
     this.pool = this.store.load(subnet);
   }
 
@@ -58,6 +63,11 @@ export class LocalLeases implements LeaseService {
     return this.pool.capacity;
   }
 
+  /** Appends and syncs of the lease journal so far (tests, status). */
+  get stats(): LeaseStore['stats'] {
+    return this.store.stats;
+  }
+
   leases(): Iterable<Lease> {
     return this.pool.leases();
   }
@@ -67,21 +77,34 @@ export class LocalLeases implements LeaseService {
   }
 
   acquire(request: AcquireRequest): AcquireResult {
-    return this.pool.acquire(request);
+    const result = this.pool.acquire(request);
+    if (!result.ok) return result;
+    if (result.isNew) {
+      // In this order in the journal: a replay must never see the reclaimed address leased twice.
+      if (result.reclaimedFrom) void this.store.remove(result.reclaimedFrom.deviceId);
+      void this.store.record(result.lease);
+    } else {
+      this.store.touched(request.deviceId, this.pool);
+    }
+    return result;
   }
 
-  touch(deviceId: string, now: number, created = false): void {
+  touch(deviceId: string, now: number): void {
     this.pool.touch(deviceId, now);
-    this.store.changed(this.pool, created);
+    this.store.touched(deviceId, this.pool);
+  }
+
+  pending(deviceId: string): Promise<void> | undefined {
+    return this.store.pending(deviceId);
   }
 
   release(deviceId: string): Lease | undefined {
     const lease = this.pool.release(deviceId);
-    if (lease) this.store.changed(this.pool, true);
+    if (lease) void this.store.remove(deviceId);
     return lease;
   }
 
-  flush(): void {
-    this.store.flush(this.pool);
+  close(): Promise<void> {
+    return this.store.close(this.pool);
   }
 }
