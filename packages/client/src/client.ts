@@ -3,8 +3,8 @@ import type { TLSSocket } from 'node:tls';
 import { formatHostPort, RateLimitedWarning, type Logger } from '@mnedc/common';
 import { Link, pingFrame } from '@mnedc/link';
 import {
-  CAPABILITY_GSO, encodeJsonFrame, FrameType, frameName, HANDSHAKE_TIMEOUT_MS, HEADER_BYTES, ipv4ToInt, parseGoodbye, parsePeerUpdate,
-  parseReject, ProtocolError, subnetOf, type HostNetworks, type Subnet, type Welcome,
+  CAPABILITY_GSO, CAPABILITY_PEERS_BIN, encodeJsonFrame, FrameType, frameName, HANDSHAKE_TIMEOUT_MS, HEADER_BYTES, ipv4ToInt, parseGoodbye,
+  parsePeersBinary, parsePeerUpdate, parseReject, ProtocolError, subnetOf, type DiscoveryMode, type Hello, type HostNetworks, type Subnet, type Welcome,
 } from '@mnedc/protocol';
 import type { TunDevice } from '@mnedc/tun';
 import { RetryPolicy, type FailureKind } from './backoff';
@@ -57,6 +57,8 @@ export class RelayClient extends EventEmitter {
   lastError = '';
   readonly counters = newClientCounters();
   readonly peers: PeerTable;
+  /** The peer push the relay granted in its last WELCOME (wire.ts, DISCOVERY); older relays push the list. */
+  discovery: DiscoveryMode | null = null;
   private link: Link | null = null;
   /** The round-trip time the last link measured, shown until the next one measures its own. */
   private lastRttMs = -1;
@@ -178,8 +180,9 @@ export class RelayClient extends EventEmitter {
         deviceId: this.deps.deviceId,
         hostname: this.deps.hostname,
         underlay: this.deps.underlay(),
-        capabilities: this.bridge.vnet ? [CAPABILITY_GSO] : [],
+        capabilities: this.bridge.vnet ? [CAPABILITY_GSO, CAPABILITY_PEERS_BIN] : [CAPABILITY_PEERS_BIN],
         previousIp: this.lease?.ip ?? this.deps.previousIp,
+        discovery: this.deps.config.client.discovery as Hello['discovery'],
       })));
     });
     socket.on('drain', () => {
@@ -234,6 +237,9 @@ export class RelayClient extends EventEmitter {
           return;
         case FrameType.Peers:
           this.onPeerChanges(this.peers.apply(parsePeerUpdate(payload), this.overlay()));
+          return;
+        case FrameType.PeersBin:
+          this.onPeerChanges(this.peers.apply(parsePeersBinary(payload), this.overlay()));
           return;
         case FrameType.Goodbye: {
           const goodbye = parseGoodbye(payload);
@@ -297,6 +303,7 @@ export class RelayClient extends EventEmitter {
       this.configuredAddress = address;
     }
     this.bridge.setOffloading(welcome.capabilities.includes(CAPABILITY_GSO));
+    this.setDiscovery(welcome.discovery ?? 'full');
     const changed = this.lease?.ip !== welcome.ip;
     this.lease = welcome;
     this.state = 'connected';
@@ -317,6 +324,13 @@ export class RelayClient extends EventEmitter {
   /** The leased subnet, which every peer's address must be a host of. */
   private overlay(): Subnet | null {
     return this.lease ? subnetOf(ipv4ToInt(this.lease.ip), this.lease.prefix) : null;
+  }
+
+  /** Without the list (names, off) the peers known from an earlier session are gone: reported down once. */
+  private setDiscovery(mode: DiscoveryMode): void {
+    if (mode !== this.discovery) this.deps.log.info({ discovery: mode }, `Discovery: ${mode}${mode === 'full' ? '' : ' (the relay sends no peer list)'}`);
+    this.discovery = mode;
+    if (mode !== 'full') this.onPeerChanges(this.peers.apply({ reset: true, more: false, up: [], down: [] }));
   }
 
   private onPeerChanges(changes: PeerChanges): void {

@@ -25,6 +25,7 @@ export function clientMethods(client: RelayClient, info: { version: string; devi
       failedAttempts: client.counters.failedAttempts,
       lastError: client.lastError,
       offload: client.offloading,
+      ...(client.discovery ? { discovery: client.discovery } : {}),
     }),
 
     peers: () => client.peers.list().map(peerView),

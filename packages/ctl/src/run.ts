@@ -152,9 +152,9 @@ async function query(invocation: QueryInvocation, daemons: Daemon[], io: RunIo, 
     const value = results.length === 1 ? results[0] : byDaemon(targets, results);
     io.stdout.write(`${escapeJsonText(JSON.stringify(value, null, 2))}\n`);
   } else if (results.length === 1) {
-    io.stdout.write(renderResult(command, targets[0].kind, results[0], now()));
+    io.stdout.write(renderResult(command, targets[0].kind, results[0], now(), targets[0].status));
   } else {
-    io.stdout.write(targets.map((d, i) => `${d.kind} daemon (${d.path}):\n${renderResult(command, d.kind, results[i], now())}`).join('\n'));
+    io.stdout.write(targets.map((d, i) => `${d.kind} daemon (${d.path}):\n${renderResult(command, d.kind, results[i], now(), d.status)}`).join('\n'));
   }
   return EXIT.ok;
 }

@@ -6,3 +6,4 @@ export * from './ipv4';
 export * from './auth';
 export * from './gso';
 export * from './overlap';
+export * from './peers-binary';
