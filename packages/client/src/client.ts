@@ -12,7 +12,7 @@ import type { ClientConfig } from './config';
 import { newClientCounters } from './counters';
 import { describeSocketError, rejectKind } from './failure';
 import { checkWelcome } from './lease-overlap';
-import { PeerTable, type PeerChanges } from './peer-table';
+import { NO_PEERS, PeerTable, type PeerChanges } from './peer-table';
 import { buildHello, openTunnel, serverMismatch, type Credentials } from './secure';
 import { TunBridge } from './tun-bridge';
 
@@ -57,7 +57,7 @@ export class RelayClient extends EventEmitter {
   lastError = '';
   readonly counters = newClientCounters();
   readonly peers: PeerTable;
-  /** The peer push the relay granted in its last WELCOME (wire.ts, DISCOVERY); older relays push the list. */
+  /** The peer push the relay granted in its last WELCOME (wire.ts, DISCOVERY); without the list the table is empty. */
   discovery: DiscoveryMode | null = null;
   private link: Link | null = null;
   /** The round-trip time the last link measured, shown until the next one measures its own. */
@@ -236,10 +236,8 @@ export class RelayClient extends EventEmitter {
           this.bridge.receiveOffloaded(frame);
           return;
         case FrameType.Peers:
-          this.onPeerChanges(this.peers.apply(parsePeerUpdate(payload), this.overlay()));
-          return;
         case FrameType.PeersBin:
-          this.onPeerChanges(this.peers.apply(parsePeersBinary(payload), this.overlay()));
+          this.onPeerChanges(this.peers.apply(type === FrameType.Peers ? parsePeerUpdate(payload) : parsePeersBinary(payload), this.overlay()));
           return;
         case FrameType.Goodbye: {
           const goodbye = parseGoodbye(payload);
@@ -303,7 +301,8 @@ export class RelayClient extends EventEmitter {
       this.configuredAddress = address;
     }
     this.bridge.setOffloading(welcome.capabilities.includes(CAPABILITY_GSO));
-    this.setDiscovery(welcome.discovery ?? 'full');
+    this.discovery = welcome.discovery ?? 'full';
+    if (this.discovery !== 'full') this.onPeerChanges(this.peers.apply(NO_PEERS));
     const changed = this.lease?.ip !== welcome.ip;
     this.lease = welcome;
     this.state = 'connected';
@@ -317,20 +316,13 @@ export class RelayClient extends EventEmitter {
     this.keepaliveTimer = setInterval(() => {
       if (!link.keepalive(welcome.keepaliveMs, welcome.deadAfterMs, pingFrame())) this.fail(link, `no word from ${this.server} for ${welcome.deadAfterMs} ms`);
     }, welcome.keepaliveMs);
-    this.deps.log.info({ server: this.server, ip: welcome.ip, prefix: welcome.prefix, interface: this.bridge.name },
-      `Connected to ${this.server} as ${welcome.ip}/${welcome.prefix} on ${this.bridge.name}`);
+    this.deps.log.info({ server: this.server, ip: welcome.ip, prefix: welcome.prefix, interface: this.bridge.name, discovery: this.discovery },
+      `Connected to ${this.server} as ${welcome.ip}/${welcome.prefix} on ${this.bridge.name}${this.discovery === 'full' ? '' : ` (discovery ${this.discovery}: no peer list)`}`);
   }
 
   /** The leased subnet, which every peer's address must be a host of. */
   private overlay(): Subnet | null {
     return this.lease ? subnetOf(ipv4ToInt(this.lease.ip), this.lease.prefix) : null;
-  }
-
-  /** Without the list (names, off) the peers known from an earlier session are gone: reported down once. */
-  private setDiscovery(mode: DiscoveryMode): void {
-    if (mode !== this.discovery) this.deps.log.info({ discovery: mode }, `Discovery: ${mode}${mode === 'full' ? '' : ' (the relay sends no peer list)'}`);
-    this.discovery = mode;
-    if (mode !== 'full') this.onPeerChanges(this.peers.apply({ reset: true, more: false, up: [], down: [] }));
   }
 
   private onPeerChanges(changes: PeerChanges): void {
