@@ -3,8 +3,8 @@ import type { TLSSocket } from 'node:tls';
 import { formatHostPort, RateLimitedWarning, type Logger } from '@mnedc/common';
 import { Link, pingFrame } from '@mnedc/link';
 import {
-  CAPABILITY_GSO, encodeJsonFrame, FrameType, frameName, HANDSHAKE_TIMEOUT_MS, HEADER_BYTES, ipv4ToInt, parseGoodbye, parsePeerUpdate,
-  parseReject, ProtocolError, subnetOf, type HostNetworks, type Subnet, type Welcome,
+  CAPABILITY_GSO, CAPABILITY_PEERS_BIN, encodeJsonFrame, FrameType, frameName, HANDSHAKE_TIMEOUT_MS, HEADER_BYTES, ipv4ToInt, parseGoodbye,
+  parsePeersBinary, parsePeerUpdate, parseReject, ProtocolError, subnetOf, type DiscoveryMode, type Hello, type HostNetworks, type Subnet, type Welcome,
 } from '@mnedc/protocol';
 import type { TunDevice } from '@mnedc/tun';
 import { RetryPolicy, type FailureKind } from './backoff';
@@ -13,7 +13,7 @@ import { newClientCounters } from './counters';
 import { describeSocketError, rejectKind } from './failure';
 import { checkWelcome } from './lease-overlap';
 import { logPeerChanges } from './peer-log';
-import { PeerTable, type PeerChanges } from './peer-table';
+import { NO_PEERS, PeerTable, type PeerChanges } from './peer-table';
 import { buildHello, openTunnel, serverMismatch, type Credentials } from './secure';
 import { relayBudget, TunBridge } from './tun-bridge';
 
@@ -58,6 +58,8 @@ export class RelayClient extends EventEmitter {
   lastError = '';
   readonly counters = newClientCounters();
   readonly peers: PeerTable;
+  /** The peer push the relay granted in its last WELCOME (wire.ts, DISCOVERY); without the list the table is empty. */
+  discovery: DiscoveryMode | null = null;
   private link: Link | null = null;
   /** The round-trip time the last link measured, shown until the next one measures its own. */
   private lastRttMs = -1;
@@ -183,8 +185,9 @@ export class RelayClient extends EventEmitter {
         deviceId: this.deps.deviceId,
         hostname: this.deps.hostname,
         underlay: this.deps.underlay(),
-        capabilities: this.bridge.vnet ? [CAPABILITY_GSO] : [],
+        capabilities: this.bridge.vnet ? [CAPABILITY_GSO, CAPABILITY_PEERS_BIN] : [CAPABILITY_PEERS_BIN],
         previousIp: this.lease?.ip ?? this.deps.previousIp,
+        discovery: this.deps.config.client.discovery as Hello['discovery'],
       })));
     });
     socket.on('drain', () => {
@@ -239,7 +242,8 @@ export class RelayClient extends EventEmitter {
           this.bridge.receiveOffloaded(frame);
           return;
         case FrameType.Peers:
-          this.onPeerChanges(this.peers.apply(parsePeerUpdate(payload), this.overlay()));
+        case FrameType.PeersBin:
+          this.onPeerChanges(this.peers.apply(type === FrameType.Peers ? parsePeerUpdate(payload) : parsePeersBinary(payload), this.overlay()));
           return;
         case FrameType.Goodbye: {
           const goodbye = parseGoodbye(payload);
@@ -303,6 +307,8 @@ export class RelayClient extends EventEmitter {
       this.configuredAddress = address;
     }
     this.bridge.setOffloading(welcome.capabilities.includes(CAPABILITY_GSO));
+    this.discovery = welcome.discovery ?? 'full';
+    if (this.discovery !== 'full') this.onPeerChanges(this.peers.apply(NO_PEERS));
     const changed = this.lease?.ip !== welcome.ip;
     this.lease = welcome;
     this.state = 'connected';
@@ -316,8 +322,8 @@ export class RelayClient extends EventEmitter {
     this.keepaliveTimer = setInterval(() => {
       if (!link.keepalive(welcome.keepaliveMs, welcome.deadAfterMs, pingFrame())) this.fail(link, `no word from ${this.server} for ${welcome.deadAfterMs} ms`);
     }, welcome.keepaliveMs);
-    this.deps.log.info({ server: this.server, ip: welcome.ip, prefix: welcome.prefix, interface: this.bridge.name },
-      `Connected to ${this.server} as ${welcome.ip}/${welcome.prefix} on ${this.bridge.name}`);
+    this.deps.log.info({ server: this.server, ip: welcome.ip, prefix: welcome.prefix, interface: this.bridge.name, discovery: this.discovery },
+      `Connected to ${this.server} as ${welcome.ip}/${welcome.prefix} on ${this.bridge.name}${this.discovery === 'full' ? '' : ` (discovery ${this.discovery}: no peer list)`}`);
   }
 
   /** The leased subnet, which every peer's address must be a host of. */

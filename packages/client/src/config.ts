@@ -1,5 +1,5 @@
 import { ConfigError, key, LOG_LEVELS, parseConfig, parsers, type ConfigOf } from '@mnedc/common';
-import { isValidDeviceId, parseJoin, parseSubnetList } from '@mnedc/protocol';
+import { DISCOVERY_REQUESTS, isValidDeviceId, parseJoin, parseSubnetList } from '@mnedc/protocol';
 import { isUserName } from './hook-runner';
 
 export const DEFAULT_CONFIG_PATH = '/etc/mnedc/client.ini';
@@ -34,6 +34,11 @@ export const clientSchema = {
     allow_overlap: key(parseSubnetList, ''),
     /** auto: point systemd-resolved's DNS for the TUN at the relay when both are there; off: never. */
     dns: key(parsers.oneOf('auto', 'off'), 'auto'),
+    /**
+     * The peer list pushed by the relay: full (peers file, hosts file, hooks), names (no list: peers by
+     * name on the overlay), off (nothing), auto (the relay decides by its size, [server] discovery_full_max).
+     */
+    discovery: key(parsers.oneOf(...DISCOVERY_REQUESTS), 'auto'),
   },
   control: {
     /** JSON-RPC for mnedcctl; empty disables it. */

@@ -25,6 +25,7 @@ export function clientMethods(client: RelayClient, info: { version: string; devi
       failedAttempts: client.counters.failedAttempts,
       lastError: client.lastError,
       offload: client.offloading,
+      ...(client.discovery ? { discovery: client.discovery } : {}),
     }),
 
     peers: (params) => selectRows(client.peers.list(), (p) => [p.deviceId, p.hostname, p.ip], listQueryParam(params)).map(peerView),

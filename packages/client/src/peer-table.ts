@@ -7,6 +7,9 @@ export interface PeerChanges {
   offOverlay?: number;
 }
 
+/** A complete snapshot of nothing: applied when the relay grants no list, peers known before go down. */
+export const NO_PEERS: PeerUpdate = Object.freeze({ reset: true, more: false, up: [], down: [] });
+
 /** Whether `ip` can be a device on `overlay`: one of its host addresses, not its network or broadcast address. */
 export function onOverlay(ip: string, overlay: Subnet): boolean {
   if (!isIpv4(ip)) return false;

@@ -83,7 +83,7 @@ export function proveIdentity(socket: TLSSocket, credentials: Credentials, devic
 }
 
 /** The HELLO this device opens a session with, its proof bound to this TLS connection. */
-export function buildHello(socket: TLSSocket, credentials: Credentials, device: Pick<Hello, 'deviceId' | 'hostname' | 'underlay' | 'capabilities' | 'previousIp'>): Hello {
+export function buildHello(socket: TLSSocket, credentials: Credentials, device: Pick<Hello, 'deviceId' | 'hostname' | 'underlay' | 'capabilities' | 'previousIp' | 'discovery'>): Hello {
   const hello: Hello = {
     version: PROTOCOL_VERSION,
     deviceId: device.deviceId,
@@ -93,6 +93,7 @@ export function buildHello(socket: TLSSocket, credentials: Credentials, device: 
     software: 'mnedcd-client',
   };
   if (device.previousIp) hello.previousIp = device.previousIp;
+  if (device.discovery) hello.discovery = device.discovery;
   hello.auth = { ...proveIdentity(socket, credentials, device.deviceId) };
   return hello;
 }

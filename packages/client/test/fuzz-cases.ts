@@ -35,6 +35,7 @@ const j = (value: fc.JsonValue): Fragment => ({ j: value });
 
 export type ClientPiece =
   | { k: 'raw'; p: Piece }
+  | { k: 'bytes'; type: number; b: Buffer }
   | { k: 'json'; type: number; text: Fragment }
   | { k: 'snapshot'; s: SnapshotSpec };
 
@@ -49,6 +50,25 @@ export interface SnapshotSpec {
   truncated: boolean;
   /** Pool members announced down in the last frame. */
   down: number[];
+  /** As PEERS_BIN frames (capability "peers-bin") rather than JSON PEERS. */
+  binary?: boolean;
+}
+
+/** A PEERS_BIN payload by hand (wire.ts, DISCOVERY), so nothing trusts the encoder under test. */
+function binaryPeers(reset: boolean, more: boolean, up: Array<{ deviceId: string; ip: string; hostname: string; underlay?: string[]; since: number }>, down: string[]): Buffer {
+  const text = (t: string) => Buffer.concat([Buffer.from([Buffer.byteLength(t, 'latin1') & 255]), Buffer.from(t, 'latin1')]);
+  const head = Buffer.alloc(5);
+  head[0] = (reset ? 1 : 0) | (more ? 2 : 0);
+  head.writeUInt16BE(up.length & 0xffff, 1);
+  head.writeUInt16BE(down.length & 0xffff, 3);
+  const ups = up.map((p) => {
+    const fixed = Buffer.alloc(10);
+    p.ip.split('.').forEach((q, i) => { fixed[i] = Number(q) & 255; });
+    fixed.writeUIntBE(p.since, 4, 6);
+    const underlay = p.underlay ?? [];
+    return Buffer.concat([fixed, text(p.deviceId), text(p.hostname), Buffer.from([underlay.length]), ...underlay.map(text)]);
+  });
+  return Buffer.concat([head, ...ups, ...down.map(text)]);
 }
 
 /** Builds a frame by hand, as the protocol cases do, so nothing trusts the encoder under test. */
@@ -74,7 +94,9 @@ function snapshotFrames(spec: SnapshotSpec): Buffer {
     }
     const down = last ? spec.down.map((d) => `peer-${d % spec.pool}`) : [];
     const more = !last || spec.truncated;
-    frames.push(frame(FrameType.Peers, Buffer.from(JSON.stringify({ reset: f === 0 && spec.reset, more, up, down }))));
+    frames.push(spec.binary
+      ? frame(FrameType.PeersBin, binaryPeers(f === 0 && spec.reset, more, up, down))
+      : frame(FrameType.Peers, Buffer.from(JSON.stringify({ reset: f === 0 && spec.reset, more, up, down }))));
   }
   return Buffer.concat(frames);
 }
@@ -82,6 +104,7 @@ function snapshotFrames(spec: SnapshotSpec): Buffer {
 function toPiece(piece: ClientPiece): Piece {
   switch (piece.k) {
     case 'raw': return piece.p;
+    case 'bytes': return { k: 'bytes', b: frame(piece.type, piece.b) };
     case 'json': return { k: 'bytes', b: frame(piece.type, Buffer.from(fragmentText(piece.text), 'utf8')) };
     case 'snapshot': return { k: 'bytes', b: snapshotFrames(piece.s) };
   }
@@ -98,8 +121,12 @@ export const msg = (type: number, entries: Entries): ClientPiece => ({ k: 'json'
 // Arbitraries
 
 /** A WELCOME the client must act on (unless the relay's own address is inside it), with or without "gso". */
-const soundWelcomeArb: fc.Arbitrary<Entries> = fc.tuple(validWelcomeArb, fc.boolean(), fc.subarray(['tcp-x', 'future-1'])).map(
-  ([entries, gso, other]) => mutate(entries, [{ op: 'set', key: 'capabilities', value: j(gso ? ['gso', ...other] : other) }]),
+const soundWelcomeArb: fc.Arbitrary<Entries> = fc.tuple(validWelcomeArb, fc.boolean(), fc.subarray(['tcp-x', 'future-1', 'peers-bin']),
+  fc.option(fc.constantFrom('full', 'names', 'off', 'dns-only'), { freq: 2, nil: undefined })).map(
+  ([entries, gso, other, discovery]) => mutate(entries, [
+    { op: 'set', key: 'capabilities', value: j(gso ? ['gso', ...other] : other) },
+    ...(discovery ? [{ op: 'set' as const, key: 'discovery', value: j(discovery) }] : []),
+  ]),
 );
 
 function entryJson(entries: Entries, key: string): fc.JsonValue | undefined {
@@ -141,7 +168,7 @@ const faultArb = fc.oneof(
 );
 const endArb = fc.constantFrom<SessionPlan['end']>('close', 'close', 'error');
 const previousIpArb = fc.option(fc.constantFrom('10.0.0.9', '172.16.5.5'), { nil: undefined });
-const CONTROL_TYPES = [FrameType.Hello, FrameType.Welcome, FrameType.Reject, FrameType.Peers, FrameType.Goodbye];
+const CONTROL_TYPES = [FrameType.Hello, FrameType.Welcome, FrameType.Reject, FrameType.Peers, FrameType.PeersBin, FrameType.Goodbye];
 
 /** Peer IDs a delta can name: a small pool (so downs meet earlier ups) and the device itself. */
 const poolIdArb = fc.oneof({ weight: 6, arbitrary: fc.nat({ max: 7 }).map((n) => `peer-${n}`) }, { weight: 1, arbitrary: fc.constant(SELF_ID) });
@@ -150,11 +177,12 @@ const deltaArb: fc.Arbitrary<ClientPiece> = fc.record({
   more: fc.boolean(),
   up: fc.array(fc.tuple(poolIdArb, fc.nat({ max: 3 })), { maxLength: 5 }),
   down: fc.array(poolIdArb, { maxLength: 4 }),
-}).map((d) => msg(FrameType.Peers, [
-  ['reset', j(d.reset)], ['more', j(d.more)],
-  ['up', j(d.up.map(([deviceId, n]) => ({ deviceId, ip: `10.1.0.${n + 2}`, hostname: deviceId, since: n })))],
-  ['down', j(d.down)],
-]));
+  binary: fc.oneof({ weight: 3, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }),
+}).map((d): ClientPiece => {
+  const up = d.up.map(([deviceId, n]) => ({ deviceId, ip: `10.1.0.${n + 2}`, hostname: deviceId, since: n }));
+  if (d.binary) return { k: 'bytes', type: FrameType.PeersBin, b: binaryPeers(d.reset, d.more, up, d.down) };
+  return msg(FrameType.Peers, [['reset', j(d.reset)], ['more', j(d.more)], ['up', j(up)], ['down', j(d.down)]]);
+});
 
 const snapshotArb: fc.Arbitrary<ClientPiece> = fc.record({
   count: fc.oneof({ weight: 12, arbitrary: fc.integer({ min: 0, max: 40 }) }, { weight: 1, arbitrary: fc.integer({ min: 200, max: 2000 }) }),
@@ -164,7 +192,18 @@ const snapshotArb: fc.Arbitrary<ClientPiece> = fc.record({
   reset: fc.oneof({ weight: 5, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
   truncated: fc.oneof({ weight: 4, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }),
   down: fc.array(fc.nat({ max: 20 }), { maxLength: 3 }),
+  binary: fc.boolean(),
 }).map((s): ClientPiece => ({ k: 'snapshot', s }));
+
+/** PEERS_BIN frames of random bytes, or a sound one with a byte changed: refused or taken within limits. */
+const hostileBinaryArb: fc.Arbitrary<ClientPiece> = fc.oneof(
+  fc.uint8Array({ maxLength: 48 }).map((b): ClientPiece => ({ k: 'bytes', type: FrameType.PeersBin, b: Buffer.from(b) })),
+  fc.tuple(fc.nat(), fc.nat(255)).map(([at, value]): ClientPiece => {
+    const b = binaryPeers(false, false, [{ deviceId: 'peer-1', ip: '10.1.0.2', hostname: 'h', underlay: ['192.168.1.1'], since: 1 }], ['peer-2']);
+    b[at % b.length] = value;
+    return { k: 'bytes', type: FrameType.PeersBin, b };
+  }),
+);
 
 const mutatedArb = (type: number, valid: fc.Arbitrary<Entries>, fields: readonly string[]): fc.Arbitrary<ClientPiece> =>
   fc.tuple(valid, mutationsArb(fields)).map(([entries, mutations]) => msg(type, mutate(entries, mutations)));
@@ -198,6 +237,7 @@ const controlPieceArb: fc.Arbitrary<ClientPiece> = fc.oneof(
     arbitrary: fc.tuple(validPeersArb, mutatedPeerListArb).map(([e, up]) => msg(FrameType.Peers, mutate(e, [{ op: 'set', key: 'up', value: up }]))),
   },
   { weight: 2, arbitrary: deltaArb },
+  { weight: 1, arbitrary: hostileBinaryArb },
   { weight: 1, arbitrary: fc.tuple(fc.constantFrom(...CONTROL_TYPES), fragmentArb).map(([type, text]): ClientPiece => ({ k: 'json', type, text })) },
   { weight: 2, arbitrary: dataFrameArb },
   { weight: 1, arbitrary: rawFrameArb },
@@ -266,7 +306,7 @@ export const FUZZ_CASES: readonly FuzzCase[] = [
     ),
   },
   {
-    name: 'client: PEERS snapshots (up to 2,000 peers split across `more`, repeated and own IDs, cut by reconnects) and deltas → table within what was announced, events add up to it',
+    name: 'client: PEERS and PEERS_BIN snapshots (up to 2,000 peers split across `more`, repeated and own IDs, cut by reconnects) and deltas → table within what was announced, events add up to it',
     share: 0.025,
     property: () => fc.property(
       commonArb,

@@ -13,7 +13,7 @@ import { EventEmitter } from 'node:events';
 import type { TLSSocket } from 'node:tls';
 import pino from 'pino';
 import {
-  CAPABILITY_GSO, formatJoin, FrameType, frameName, HEADER_BYTES, parseGoodbye, parseHello, PING_BYTES, type PeerInfo,
+  CAPABILITY_GSO, CAPABILITY_PEERS_BIN, formatJoin, FrameType, frameName, HEADER_BYTES, parseGoodbye, parseHello, PING_BYTES, type PeerInfo,
 } from '@mnedc/protocol';
 import { referenceDecode } from '@mnedc/protocol/dist/test/fuzz-cases';
 import { Backoff, parseClientConfig, RelayClient, RetryPolicy, retryDelay, type ClientState, type FailureKind } from '../src';
@@ -246,7 +246,7 @@ export function runClient(plan: RunPlan): RunOutcome {
         assert.equal(socket.written[0]![0], FrameType.Hello);
         assert.equal(hello.deviceId, SELF_ID);
         assert.equal(hello.previousIp, model.lease?.ip ?? plan.previousIp, 'HELLO.previousIp');
-        assert.deepEqual(hello.capabilities, plan.vnet ? [CAPABILITY_GSO] : []);
+        assert.deepEqual(hello.capabilities, plan.vnet ? [CAPABILITY_GSO, CAPABILITY_PEERS_BIN] : [CAPABILITY_PEERS_BIN]);
         const reference = referenceDecode(session.stream);
         let next = 0;
         for (const [from, to] of reads(session.stream.length, session.cuts)) {

@@ -4,7 +4,7 @@
  */
 import { strict as assert } from 'node:assert';
 import {
-  CAPABILITY_GSO, checkOffloadPacket, FrameType, frameName, ipv4ToInt, parseGoodbye, parsePeerUpdate, parseReject, parseWelcome, ProtocolError, subnetOf,
+  CAPABILITY_GSO, checkOffloadPacket, FrameType, frameName, ipv4ToInt, parseGoodbye, parsePeersBinary, parsePeerUpdate, parseReject, parseWelcome, ProtocolError, subnetOf,
   type Welcome,
 } from '@mnedc/protocol';
 import { welcomeRuleBroken } from '@mnedc/protocol/dist/test/fuzz-cases';
@@ -120,9 +120,10 @@ export class Model {
         return;
       case FrameType.Pong:
         return;
-      case FrameType.Peers: {
+      case FrameType.Peers:
+      case FrameType.PeersBin: {
         let update;
-        try { update = parsePeerUpdate(payload); } catch (err) { return this.fail('protocol error', errorMessage(err)); }
+        try { update = type === FrameType.Peers ? parsePeerUpdate(payload) : parsePeersBinary(payload); } catch (err) { return this.fail('protocol error', errorMessage(err)); }
         if (update.reset) this.inSnapshot = true;
         if (!update.more) this.inSnapshot = false;
         for (const p of update.up) {
@@ -178,6 +179,11 @@ export class Model {
     }
     if (this.lease?.ip !== welcome.ip) this.leaseCalls++;
     this.lease = welcome;
+    // Granted no list (names, off): the peers of an earlier session are reported down, the table empty.
+    if (welcome.discovery === 'names' || welcome.discovery === 'off') {
+      this.announced.clear();
+      this.inSnapshot = false;
+    }
     this.connected = true;
     this.retryHint = null;
     this.lastErrorHas = [];

@@ -122,7 +122,7 @@ describe('RelayClient with offloads', () => {
     const dev = new FakeDevice(true);
     const c = startClient(port, joinString, 'dev-a', dev);
     await connected(c);
-    assert.deepEqual(hello.capabilities, ['gso'], 'the client asked');
+    assert.deepEqual(hello.capabilities, ['gso', 'peers-bin'], 'the client asked');
     assert.equal(c.offloading, false);
     assert.deepEqual(dev.offloadCalls, [0], 'and then let the kernel segment again');
     // What the kernel had queued before: a partial checksum and a super-packet, converted in JS.

@@ -36,6 +36,8 @@ const clientStatus = kind.object({
   lastError: s,
   /** Segmentation offload in use with the relay. */
   offload: kind.optional(b),
+  /** The peer push the relay granted: full (the peer list), names or off (no list). */
+  discovery: kind.optional(kind.oneOf('full', 'names', 'off')),
 });
 
 const lease = kind.object({

@@ -52,6 +52,7 @@ export const OUTPUT_TERMS: Record<'status' | 'peers' | 'leases' | 'stats', { ser
       term('ip', 'the overlay address leased to this device, with the subnet\'s prefix'),
       term('interface', 'the TUN interface carrying the overlay'),
       term('offload', 'whether segmentation offload is in use with the relay (on) or the kernel segments (off)'),
+      term('discovery', 'the peer push the relay granted: full (the peer list), names or off (no list: peers is empty)'),
       SESSION_TERMS.reconnects!,
       SESSION_TERMS.failedAttempts!,
       term('last error', 'why the last connection or attempt ended'),

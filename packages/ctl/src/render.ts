@@ -69,6 +69,7 @@ export function renderClientStatus(s: ClientStatus, now: number): string {
     ['ip', s.ip ? (s.prefix ? `${s.ip}/${s.prefix}` : s.ip) : '-'],
     ['interface', orDash(s.interface)],
     ['offload', s.offload === undefined ? '-' : s.offload ? 'on' : 'off'],
+    ['discovery', orDash(s.discovery)],
     ['reconnects', formatCount(s.reconnects)],
     ['failed attempts', s.failedAttempts === undefined ? '-' : formatCount(s.failedAttempts)],
     ['last error', orDash(s.lastError)],
@@ -119,8 +120,15 @@ export function renderServerPeers(peers: ServerPeer[], now: number): string {
   ]), align);
 }
 
-export function renderClientPeers(peers: ClientPeer[], now: number): string {
-  if (peers.length === 0) return 'no peers\n';
+/** `discovery`: what the client's status says its relay granted; without the list, why it is empty. */
+export function renderClientPeers(peers: ClientPeer[], now: number, discovery?: string): string {
+  if (peers.length === 0) {
+    if (discovery === 'names' || discovery === 'off') {
+      return `no peer list: discovery is ${discovery}, the relay sends this device no peers` +
+        `${discovery === 'names' ? ' (reach them by name on the overlay)' : ''}; [client] discovery = full asks for the list\n`;
+    }
+    return 'no peers\n';
+  }
   return formatTable(['DEVICE', 'IP', 'HOSTNAME', 'SINCE', 'UNDERLAY'], peers.map((p) => [
     p.deviceId, orDash(p.ip), orDash(p.hostname), formatAgo(p.since, now), list(p.underlay),
   ]));
@@ -211,10 +219,10 @@ export function renderNotification(method: string, params: unknown, now: number,
 export type QueryCommand = 'status' | 'peers' | 'leases' | 'stats' | 'kick' | 'release' | 'forget' | 'join' | 'rotate-join';
 
 /** The human text for one daemon's answer to one command. */
-export function renderResult(command: QueryCommand, daemon: DaemonKind, result: unknown, now: number): string {
+export function renderResult(command: QueryCommand, daemon: DaemonKind, result: unknown, now: number, status?: Status): string {
   switch (command) {
     case 'status': return renderStatus(result as Status, now);
-    case 'peers': return daemon === 'server' ? renderServerPeers(result as ServerPeer[], now) : renderClientPeers(result as ClientPeer[], now);
+    case 'peers': return daemon === 'server' ? renderServerPeers(result as ServerPeer[], now) : renderClientPeers(result as ClientPeer[], now, status?.daemon === 'client' ? status.discovery : undefined);
     case 'stats': return daemon === 'server' ? renderServerStats(result as ServerStats) : renderClientStats(result as ClientStats);
     case 'leases': return renderLeases(result as Lease[], now);
     case 'kick': return renderKick(result as KickResult);

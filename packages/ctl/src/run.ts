@@ -173,8 +173,8 @@ async function query(invocation: QueryInvocation, daemons: Daemon[], io: RunIo, 
     return EXIT.ok;
   }
   const text = results.length === 1
-    ? renderResult(command, targets[0].kind, results[0], now())
-    : targets.map((d, i) => `${d.kind} daemon (${d.path}):\n${renderResult(command, d.kind, results[i], now())}`).join('\n');
+    ? renderResult(command, targets[0].kind, results[0], now(), targets[0].status)
+    : targets.map((d, i) => `${d.kind} daemon (${d.path}):\n${renderResult(command, d.kind, results[i], now(), d.status)}`).join('\n');
   const env = io.env ?? process.env;
   const pager = PAGED.has(command) ? pagerCommand(env, io.stdout.isTTY === true, false) : undefined;
   if (!pager || !(await page(pager, text, env))) io.stdout.write(text);

@@ -163,6 +163,7 @@ describe('against a client daemon', () => {
       'ip               10.0.0.2/24\n' +
       'interface        mnedc0\n' +
       'offload          on\n' +
+      'discovery        full\n' +
       'reconnects       1\n' +
       'failed attempts  7\n' +
       'last error       -\n');

@@ -54,6 +54,7 @@ export const serverStats: ServerStats = {
 export const clientStatus: ClientStatus = {
   daemon: 'client', version: '0.1.0', pid: 777, uptimeSec: 65, state: 'connected', server: 'relay.example:3334',
   deviceId: 'device-a', ip: '10.0.0.2', prefix: 24, interface: 'mnedc0', since: NOW - 42_000, reconnects: 1, failedAttempts: 7, lastError: '', offload: true,
+  discovery: 'full',
 };
 
 export const clientPeers: ClientPeer[] = [

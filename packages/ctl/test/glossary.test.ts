@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { helpText } from '../src/args';
 import { OUTPUT_TERMS, roffOutputTerms } from '../src/glossary';
-import { renderResult, type QueryCommand } from '../src/render';
+import { renderClientPeers, renderResult, type QueryCommand } from '../src/render';
 import {
   NOW, clientPeers, clientStats, clientStatus, leases, serverPeers, serverStats, serverStatus,
 } from './fixtures';
@@ -73,4 +73,11 @@ test('the man page carries the glossary as it is', () => {
   const block = page.slice(page.indexOf('\n', begin) + 1, end);
   assert.equal(block, roffOutputTerms(),
     'man/mnedcctl.8 is out of date: replace the block between the markers with roffOutputTerms() from packages/ctl/src/glossary.ts');
+});
+
+test('peers on a client without the list says why it is empty', () => {
+  assert.equal(renderResult('peers', 'client', [], NOW, clientStatus), 'no peers\n');
+  const names = renderResult('peers', 'client', [], NOW, { ...clientStatus, discovery: 'names' });
+  assert.match(names, /^no peer list: discovery is names, the relay sends this device no peers \(reach them by name on the overlay\); \[client\] discovery = full asks for the list\n$/);
+  assert.match(renderClientPeers([], NOW, 'off'), /^no peer list: discovery is off/);
 });

@@ -4,7 +4,7 @@ import { connect as netConnect } from 'node:net';
 import { connect, type TLSSocket } from 'node:tls';
 import {
   encodeFrame, encodeJsonFrame, EXPORTER_BYTES, EXPORTER_CONTEXT, EXPORTER_LABEL, FrameDecoder, FrameType, helloAuth,
-  ipv4ToInt, parseGoodbye, parseJoin, parsePeerUpdate, parseReject, parseWelcome, PROTOCOL_VERSION,
+  ipv4ToInt, parseGoodbye, parseJoin, parsePeersBinary, parsePeerUpdate, parseReject, parseWelcome, PROTOCOL_VERSION,
   type Goodbye, type PeerInfo, type Reject, type Welcome,
 } from '@mnedc/protocol';
 
@@ -25,6 +25,8 @@ export class WireClient {
   readonly peers = new Map<string, PeerInfo>();
   /** Every device ID ever announced as gone, in order. */
   readonly downs: string[] = [];
+  /** Bytes of PEERS and PEERS_BIN frames received, headers included. */
+  discoveryBytes = 0;
   welcome: Welcome | null = null;
   reject: Reject | null = null;
   goodbye: Goodbye | null = null;
@@ -85,8 +87,10 @@ export class WireClient {
       case FrameType.Data: this.data.push(payload); break;
       case FrameType.DataGso: this.gso.push(payload); break;
       case FrameType.Ping: if (this.answerPings) this.socket.write(encodeFrame(FrameType.Pong, payload)); break;
-      case FrameType.Peers: {
-        const update = parsePeerUpdate(payload);
+      case FrameType.Peers:
+      case FrameType.PeersBin: {
+        this.discoveryBytes += frame.length;
+        const update = frame[0] === FrameType.Peers ? parsePeerUpdate(payload) : parsePeersBinary(payload);
         if (update.reset) this.peers.clear();
         for (const p of update.up) this.peers.set(p.deviceId, p);
         for (const id of update.down) {

@@ -129,6 +129,15 @@ export class Link implements Flushable {
     return true;
   }
 
+  /**
+   * Bytes that can be queued now while the queue stays within `share` of the data limit: for traffic
+   * that can wait (discovery), so it never takes the room DATA needs and never needs the control reserve.
+   */
+  roomBelow(share: number): number {
+    if (!this.open || this.socket.destroyed || this.socket.writableEnded) return 0;
+    return Math.max(0, this.budget.dataLimit * share - this.queued);
+  }
+
   /** Queues DATA that accepts() took, in the caller's batch. */
   queueData(frame: Buffer, batch: WriteBatch): void {
     this.cork(batch);

@@ -9,3 +9,4 @@ export * from './overlap';
 export * from './dns/codec';
 export * from './dns/names';
 export * from './dns/respond';
+export * from './peers-binary';

@@ -28,7 +28,16 @@ export interface Hello {
   auth?: Record<string, unknown>;
   software?: string;
   capabilities: string[];
+  /** Which peer push the device wants (wire.ts, DISCOVERY); absent (older clients) = 'full'. */
+  discovery?: DiscoveryRequest;
 }
+
+/** What a client asks for: 'auto' lets the relay choose by the size of its network. */
+export type DiscoveryRequest = 'auto' | DiscoveryMode;
+/** What the relay grants: the peer list pushed (full), none (names: DNS on the overlay; off). */
+export type DiscoveryMode = 'full' | 'names' | 'off';
+export const DISCOVERY_REQUESTS: readonly DiscoveryRequest[] = ['auto', 'full', 'names', 'off'];
+export const DISCOVERY_MODES: readonly DiscoveryMode[] = ['full', 'names', 'off'];
 
 export interface Welcome {
   ip: string;
@@ -44,6 +53,8 @@ export interface Welcome {
    * none (no interface, [dns] enabled = no, or a relay older than DNS).
    */
   dnsDomain?: string;
+  /** The peer push the relay granted; absent from older relays (which push the full list to everyone). */
+  discovery?: DiscoveryMode;
 }
 
 export type RejectCode = 'version' | 'bad-hello' | 'pool-full' | 'auth' | 'busy' | 'forbidden';
@@ -162,6 +173,11 @@ class Fields {
 }
 
 const ADDRESS = /^[0-9A-Fa-f.:]+$/;
+
+/** An underlay address as HELLO and PEERS may carry it (IPv4 or IPv6 text, at most LIMITS.addressLength). */
+export function isUnderlayAddress(text: string): boolean {
+  return text.length > 0 && text.length <= LIMITS.addressLength && ADDRESS.test(text);
+}
 const CAPABILITY = /^[a-z0-9-]+$/;
 
 export function parseHello(payload: Buffer): Hello {
@@ -176,6 +192,11 @@ export function parseHello(payload: Buffer): Hello {
   if (f.has('previousIp')) hello.previousIp = f.ipv4('previousIp');
   if (f.has('auth')) hello.auth = f.object('auth');
   if (f.has('software')) hello.software = f.string('software', 128);
+  if (f.has('discovery')) {
+    const mode = f.string('discovery', 16);
+    if (!(DISCOVERY_REQUESTS as readonly string[]).includes(mode)) f.fail('discovery', `${JSON.stringify(mode)} is not one of ${DISCOVERY_REQUESTS.join(', ')}`);
+    hello.discovery = mode as DiscoveryRequest;
+  }
   return hello;
 }
 
@@ -203,6 +224,11 @@ export function parseWelcome(payload: Buffer): Welcome {
     const domain = f.string('dnsDomain', MAX_DNS_NAME);
     if (!isDnsName(domain)) f.fail('dnsDomain', `${JSON.stringify(domain.slice(0, 64))} is not a lowercase DNS name`);
     welcome.dnsDomain = domain;
+  }
+  // A mode this version does not know (a newer relay) is left out: the client then takes PEERS as they come.
+  if (f.has('discovery')) {
+    const mode = f.string('discovery', 16);
+    if ((DISCOVERY_MODES as readonly string[]).includes(mode)) welcome.discovery = mode as DiscoveryMode;
   }
   const ip = ipv4ToInt(welcome.ip);
   const mask = prefixMask(welcome.prefix);

@@ -20,6 +20,8 @@
  *   0x03 REJECT                  s → c      JSON Reject      — then the server closes the stream
  *   0x04 PEERS                   s → c      JSON PeerUpdate  — discovery: snapshot chunks and deltas
  *   0x05 GOODBYE                 both       JSON Goodbye     — the sender is closing on purpose
+ *   0x06 PEERS_BIN               s → c      binary PEERS     — the same, compact; only to a client that
+ *                                           negotiated "peers-bin" (see DISCOVERY)
  *   0x10 DATA                    both       one raw IPv4 packet (20 .. MAX_PACKET bytes), never re-encoded
  *   0x11 DATA_GSO                both       virtio_net_hdr + IPv4 packet (30 .. MAX_PACKET + 10 bytes); only
  *                                           between peers that negotiated "gso" (see OFFLOADS)
@@ -62,6 +64,23 @@
  *   DATA_GSO (checkOffloadPacket) and drops what does not hold as malformed; for a receiver without "gso"
  *   it segments and completes checksums itself (toDataFrames), so mixed fleets interoperate.
  *
+ * DISCOVERY (HELLO.discovery, capability "peers-bin")
+ *   HELLO.discovery asks for the peer push: "full" (the peer list: snapshot, then deltas), "names" (no list:
+ *   the device resolves peers by name on the overlay), "off" (nothing), or "auto" (full while the relay's
+ *   network has at most [server] discovery_full_max devices, names above). Absent (older clients) = full.
+ *   WELCOME.discovery says what was granted (absent from older relays, which push to everyone). Only a full
+ *   device gets PEERS or PEERS_BIN. The relay coalesces changes for a window (~100 ms) and builds each
+ *   window's snapshot and delta once, queueing the same bytes to every receiver; a receiver whose queue is
+ *   congested gets no discovery until it drains, then a fresh snapshot, so discovery never crowds out DATA.
+ *   A client listing "peers-bin" in HELLO.capabilities, whose WELCOME.capabilities lists it back, receives
+ *   PEERS_BIN instead of PEERS; everyone else gets JSON PEERS. PEERS_BIN payload (all integers big-endian,
+ *   strings ASCII with a u8 length in front, every length checked against the frame; at most
+ *   MAX_CONTROL_PAYLOAD, the relay sends ≤ 32 KiB chunks):
+ *     flags u8 (1 reset, 2 more; others 0) | up count u16 | down count u16 | up entries | down entries
+ *     up entry:   ip u32 | since u48 (epoch ms) | deviceId | hostname | underlay count u8 | addresses
+ *     down entry: deviceId
+ *   The fields and limits are those of PeerUpdate (messages.ts); no bytes may follow the last entry.
+ *
  * LIVENESS
  *   Each side sends PING every keepaliveMs (announced in WELCOME) and answers PING with PONG. Any frame
  *   received proves the peer alive; a side that hears nothing for deadAfterMs closes the stream.
@@ -87,6 +106,8 @@ export const GSO_HEADER_BYTES = 10;
 export const MAX_GSO_PAYLOAD = MAX_PACKET + GSO_HEADER_BYTES;
 /** HELLO/WELCOME capability: DATA_GSO frames (TUN offloads) in both directions. */
 export const CAPABILITY_GSO = 'gso';
+/** HELLO/WELCOME capability: discovery in PEERS_BIN frames instead of JSON PEERS (DISCOVERY). */
+export const CAPABILITY_PEERS_BIN = 'peers-bin';
 export const PING_BYTES = 8;
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
 
@@ -95,6 +116,7 @@ export enum FrameType {
   Welcome = 0x02,
   Reject = 0x03,
   Peers = 0x04,
+  PeersBin = 0x06,
   Goodbye = 0x05,
   Data = 0x10,
   DataGso = 0x11,
@@ -107,6 +129,7 @@ const FRAME_NAMES: Readonly<Record<number, string>> = {
   [FrameType.Welcome]: 'WELCOME',
   [FrameType.Reject]: 'REJECT',
   [FrameType.Peers]: 'PEERS',
+  [FrameType.PeersBin]: 'PEERS_BIN',
   [FrameType.Goodbye]: 'GOODBYE',
   [FrameType.Data]: 'DATA',
   [FrameType.DataGso]: 'DATA_GSO',
@@ -153,6 +176,7 @@ export function checkHeader(type: number, length: number, maxPayload: number): v
     case FrameType.Welcome:
     case FrameType.Reject:
     case FrameType.Peers:
+    case FrameType.PeersBin:
     case FrameType.Goodbye:
       if (length > MAX_CONTROL_PAYLOAD) {
         throw new ProtocolError('oversize', `${frameName(type)} frame of ${length} bytes (max ${MAX_CONTROL_PAYLOAD})`);

@@ -14,6 +14,7 @@
 import { strict as assert } from 'node:assert';
 import * as fc from 'fast-check';
 import { FrameDecoder } from '../src/decoder';
+import { PEERS_BINARY_CASE } from './fuzz-peers-binary';
 import { intToIpv4, ipv4ToInt, isUnicast, prefixMask } from '../src/ipv4';
 import { isDnsName, sanitizeHostname } from '../src/names';
 import {
@@ -81,7 +82,9 @@ export function runsFor(fuzzCase: FuzzCase, total: number): number {
 /** Smallest DATA_GSO payload: the virtio header and an IPv4 header. */
 const MIN_GSO_FRAME = GSO_HEADER_BYTES + MIN_IPV4_PACKET;
 const CONTROL_TYPES = [FrameType.Hello, FrameType.Welcome, FrameType.Reject, FrameType.Peers, FrameType.Goodbye];
-const KNOWN_TYPES: readonly number[] = [...CONTROL_TYPES, FrameType.Data, FrameType.DataGso, FrameType.Ping, FrameType.Pong];
+/** Frames held to MAX_CONTROL_PAYLOAD: the JSON ones and the binary PEERS_BIN. */
+const CONTROL_SIZED: readonly number[] = [...CONTROL_TYPES, FrameType.PeersBin];
+const KNOWN_TYPES: readonly number[] = [...CONTROL_SIZED, FrameType.Data, FrameType.DataGso, FrameType.Ping, FrameType.Pong];
 const UNKNOWN_TYPES: readonly number[] = Array.from({ length: 256 }, (_, i) => i).filter((t) => !KNOWN_TYPES.includes(t));
 
 /** A valid frame: its payload is `head` then `fill` repeated up to `length` (cheap to build at 64 KiB). */
@@ -260,7 +263,7 @@ export function headerProblem(type: number, length: number): ErrorCode | null {
     return length < MIN_GSO_FRAME || length > MAX_PACKET + GSO_HEADER_BYTES ? 'bad-length' : null;
   }
   if (type === FrameType.Ping || type === FrameType.Pong) return length === PING_BYTES ? null : 'bad-length';
-  if ((CONTROL_TYPES as number[]).includes(type)) return length > MAX_CONTROL_PAYLOAD ? 'oversize' : null;
+  if (CONTROL_SIZED.includes(type)) return length > MAX_CONTROL_PAYLOAD ? 'oversize' : null;
   return 'unknown-type';
 }
 
@@ -433,7 +436,7 @@ function ownKeysWithin(result: object, allowed: readonly string[], what: string)
 }
 
 function checkHelloResult(r: Record<string, unknown>, src: Record<string, unknown>): void {
-  ownKeysWithin(r, ['version', 'deviceId', 'hostname', 'underlay', 'previousIp', 'auth', 'software', 'capabilities'], 'HELLO');
+  ownKeysWithin(r, ['version', 'deviceId', 'hostname', 'underlay', 'previousIp', 'auth', 'software', 'capabilities', 'discovery'], 'HELLO');
   assert.ok(isInt(r.version, 0, 0xffff), 'HELLO.version');
   assert.ok(isDeviceId(r.deviceId), 'HELLO.deviceId');
   assert.ok(r.hostname === '' || isDnsName(r.hostname as string), 'HELLO.hostname is RFC 1123 or empty');
@@ -454,7 +457,7 @@ function checkHelloResult(r: Record<string, unknown>, src: Record<string, unknow
 }
 
 function checkWelcomeResult(r: Record<string, unknown>, src: Record<string, unknown>): void {
-  ownKeysWithin(r, ['ip', 'prefix', 'mtu', 'serverIp', 'keepaliveMs', 'deadAfterMs', 'capabilities'], 'WELCOME');
+  ownKeysWithin(r, ['ip', 'prefix', 'mtu', 'serverIp', 'keepaliveMs', 'deadAfterMs', 'capabilities', 'discovery'], 'WELCOME');
   assert.ok(isList(r.capabilities, 32, (c) => isStr(c, 64) && CAPABILITY_RE.test(c as string)), 'WELCOME.capabilities');
   sameAs(r, src, 'capabilities', []);
   assert.ok(isDottedIpv4(r.ip) && isDottedIpv4(r.serverIp), 'WELCOME addresses');
@@ -986,6 +989,7 @@ export const FUZZ_CASES: readonly FuzzCase[] = [
       assert.equal(outcome, broken ? 'rejected' : 'ok', `probe ${probe}: ${broken ?? 'no rule broken'}, but the WELCOME was ${outcome}`);
     }),
   },
+  PEERS_BINARY_CASE,
 ];
 
 // ---------------------------------------------------------------------------------------------------

@@ -40,6 +40,11 @@ export const serverSchema = {
      * what they accept losing, and a new collision (another LAN, a VPN route) is still refused.
      */
     allow_overlap: key(parseSubnetList, ''),
+    /**
+     * Devices asking for discovery = auto get the pushed peer list while the network has at most this
+     * many devices, and names (no list) above: the list costs every device every peer.
+     */
+    discovery_full_max: key(parsers.integer(0, 1 << 24), '1000'),
   },
   limits: {
     /** From TCP accept to HELLO, TLS handshake included (slowloris). */

@@ -2,7 +2,7 @@ import type { SecureContext } from 'node:tls';
 import { RateLimitedWarning, type Logger } from '@mnedc/common';
 import { pingFrame } from '@mnedc/link';
 import {
-  CAPABILITY_GSO, encodeJsonFrame, FrameType, frameName, HEADER_BYTES, intToIpv4, parseGoodbye, ProtocolError, type PeerInfo, type Welcome,
+  CAPABILITY_GSO, CAPABILITY_PEERS_BIN, encodeJsonFrame, FrameType, frameName, HEADER_BYTES, intToIpv4, parseGoodbye, ProtocolError, type PeerInfo, type Welcome,
 } from '@mnedc/protocol';
 import type { ServerConfig } from './config';
 import type { DataPlane } from './dataplane/data-plane';
@@ -11,11 +11,11 @@ import { newRefusalCounters, type RefusalCounters } from './handshake/join-gate'
 import type { ServerLimits } from './limits';
 import { Session } from './session';
 import type { Lease } from './stores/lease-pool';
-import type { PeerDirectory } from './stores/peer-directory';
+import { grantDiscovery, type PeerDirectory } from './stores/peer-directory';
 import type { BindingStore, LeaseService } from './stores/services';
 
 /** Capabilities this server grants when a HELLO asks for them. */
-const SERVER_CAPABILITIES: readonly string[] = [CAPABILITY_GSO];
+const SERVER_CAPABILITIES: readonly string[] = [CAPABILITY_GSO, CAPABILITY_PEERS_BIN];
 
 /**
  * How a device's session ended, as the log says it: it said GOODBYE (stopped), it vanished (lost: crash,
@@ -197,6 +197,8 @@ export class Devices implements HandshakeHost {
     session.hello = hello;
     const capabilities = SERVER_CAPABILITIES.filter((c) => hello.capabilities.includes(c));
     session.gso = capabilities.includes(CAPABILITY_GSO);
+    session.peerFormat = capabilities.includes(CAPABILITY_PEERS_BIN) ? 'binary' : 'json';
+    const discovery = grantDiscovery(hello.discovery, this.deps.directory.size, this.deps.config.server.discovery_full_max);
     this.byDevice.set(hello.deviceId, session);
     this.deps.plane.route(session);
     const welcome: Welcome = {
@@ -207,11 +209,13 @@ export class Devices implements HandshakeHost {
       keepaliveMs: this.limits.keepaliveMs,
       deadAfterMs: this.limits.deadAfterMs,
       capabilities,
+      discovery,
     };
     const dnsDomain = this.deps.dnsDomain();
     if (dnsDomain) welcome.dnsDomain = dnsDomain;
     session.sendControl(encodeJsonFrame(FrameType.Welcome, welcome));
-    this.deps.directory.join(peerInfo(lease, now), session);
+    this.deps.directory.join(peerInfo(lease, now), discovery === 'full' ? session : undefined);
+    if (discovery === 'full') session.socket.on('drain', () => this.deps.directory.drained(session));
     if (!replaced) this.deps.emit('peer', { event: 'up', deviceId: hello.deviceId, ip: welcome.ip, hostname: hello.hostname, at: now } satisfies PeerEvent);
     this.deps.emit('sessions');
     this.deps.log.info({ deviceId: hello.deviceId, ip: welcome.ip, hostname: hello.hostname, remote: session.remote, isNew: acquired.isNew },
@@ -260,6 +264,7 @@ export class Devices implements HandshakeHost {
     const now = Date.now();
     this.handshakes.sweep();
     const ping = pingFrame();
+    this.deps.directory.retry();
     for (const session of this.sessions) {
       if (session.state !== 'established') continue;
       session.updateRates(now);

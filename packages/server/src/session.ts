@@ -3,7 +3,7 @@ import { encodeJsonFrame, FrameType, type Goodbye, type Hello, type Reject } fro
 import { Link, type WriteBatch } from '@mnedc/link';
 import type { Handshake } from './handshake/admission';
 import { newCounters, type Target } from './dataplane/target';
-import type { PeerSubscriber } from './stores/peer-directory';
+import type { PeerFormat, PeerSubscriber } from './stores/peer-directory';
 
 export type SessionState = 'handshake' | 'established' | 'closed';
 
@@ -35,6 +35,8 @@ export class Session implements Target, PeerSubscriber {
   tlsReady = false;
   /** Negotiated "gso": the device takes DATA_GSO frames and may send them. */
   gso = false;
+  /** Negotiated "peers-bin": discovery goes as PEERS_BIN. */
+  peerFormat: PeerFormat = 'json';
   private current: SessionState = 'handshake';
 
   constructor(socket: Socket, budgetBytes: number, onOverBudget: (session: Session, needed: number) => void,
@@ -82,6 +84,14 @@ export class Session implements Target, PeerSubscriber {
   sendControl(frame: Buffer, batch?: WriteBatch): boolean {
     if (this.current === 'closed') return false;
     return this.link.sendControl(frame, batch);
+  }
+
+  /**
+   * Discovery may fill at most half the room DATA has: the other half stays for packets, and a device
+   * reading slowly gets its peer list later (the directory waits for 'drain') instead of losing data.
+   */
+  discoveryRoom(): number {
+    return this.current === 'established' ? this.link.roomBelow(0.5) : 0;
   }
 
   updateRates(now: number): void {
