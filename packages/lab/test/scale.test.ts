@@ -135,7 +135,7 @@ describe('scale bench options and statistics', () => {
     assert.equal(formatBytes(5.2 * 1024 ** 3), '5.20 GiB');
     const result: ScaleResult = {
       devices: 10000, workers: 4, commit: 'abc', cores: 2, loadavg: { start: [1, 1, 1], end: [2.5, 1, 1] },
-      join: { seconds: 197, joined: 10000 }, relay: { rssKib: 1570 * 1024, kibPerDevice: 160.8, joinCpuMs: 13.04, idleCpuPercent: 12.5, idleSeconds: 30 },
+      join: { seconds: 197, joined: 10000 }, relay: { rssKib: 1570 * 1024, kibPerDevice: 160.8, joinCpuMs: 13.04, joinCpuShare: 66, joinRunQueueSeconds: 3, idleCpuPercent: 12.5, idleSeconds: 30 },
       discovery: { totalBytes: 5.2 * 1024 ** 3, meanBytes: 545_000 }, peers: { complete: 0, seconds: null },
       dns: { asked: 200, answered: 0, correct: 0, p50Ms: null, p99Ms: null }, probes: { sent: 2000, delivered: 448 },
       stormProbes: { sent: 2000, delivered: 300, connectedWhenSent: 5000 }, storm: { seconds: null, back: 9990, sameIp: 9990 }, notes: [],

@@ -24,7 +24,9 @@ async function main(): Promise<void> {
   writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
   process.stdout.write(`${formatTable([result])}\n`);
   process.stdout.write(`commit ${result.commit}, ${result.cores} cores, load average ${result.loadavg.start.map((l) => l.toFixed(2)).join(' ')} at the start, ` +
-    `${result.loadavg.end.map((l) => l.toFixed(2)).join(' ')} at the end; ${result.workers} workers; idle CPU over ${result.relay.idleSeconds} s; ` +
+    `${result.loadavg.end.map((l) => l.toFixed(2)).join(' ')} at the end; ${result.workers} workers; ` +
+    `the relay had ${result.relay.joinCpuShare?.toFixed(0) ?? '-'}% of a core while joining and waited ` +
+    `${result.relay.joinRunQueueSeconds?.toFixed(1) ?? '-'} s for one; idle CPU over ${result.relay.idleSeconds} s; ` +
     `DNS: ${result.dns.answered}/${result.dns.asked} answered within 1 s\n`);
   for (const note of result.notes) process.stdout.write(`note: ${note}\n`);
   process.stdout.write(`JSON: ${path.relative(process.cwd(), file)}\n`);

@@ -112,6 +112,11 @@ export class ScaleRelay {
     return this.daemon!.pid();
   }
 
+  /** Seconds the relay has spent runnable but waiting for a core (schedstat): a busy shared machine shows here. */
+  runQueueSeconds(): number {
+    return Number(readFileSync(`/proc/${this.pid()}/schedstat`, 'utf8').split(' ')[1]) / 1e9;
+  }
+
   /** The relay's resident memory now, in KiB. */
   rssKib(): number {
     return Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${this.pid()}/status`, 'utf8'))![1]);

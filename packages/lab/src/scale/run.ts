@@ -101,6 +101,7 @@ export async function runScale(options: ScaleOptions, say: Say = () => {}): Prom
     say(`relay pid ${relay.pid()} in ${relay.ns} on 127.0.0.1:${relay.port}; ${n} devices over ${workers.length} workers`);
 
     const cpuBeforeJoin = await cpuSeconds(relay.pid());
+    const waitBeforeJoin = relay.runQueueSeconds();
     const t0 = Date.now();
     await Promise.all(workers.map((w, i) => w.call({ cmd: 'start', first: shares[i].first, count: shares[i].count, devices: n,
       target: { port: relay.port, join: relay.join } }, 120_000)));
@@ -110,8 +111,12 @@ export async function runScale(options: ScaleOptions, say: Say = () => {}): Prom
     const join = { seconds: joined.timedOut ? null : (joinAll - t0) / 1000, joined: joined.status.welcomed };
     const rssKib = relay.rssKib();
     // CPU per join holds still when the shared machine is busy, where wall-clock join time does not.
-    const joinCpuMs = ((await cpuSeconds(relay.pid())) - cpuBeforeJoin) * 1000 / Math.max(1, join.joined);
-    say(`joined ${join.joined}/${n} in ${join.seconds ?? 'timeout'} s; relay RSS ${rssKib} KiB`);
+    const joinCpu = (await cpuSeconds(relay.pid())) - cpuBeforeJoin;
+    const joinCpuMs = joinCpu * 1000 / Math.max(1, join.joined);
+    // Below ~90% the relay waited for a core (a busy shared machine), not for the devices.
+    const joinCpuShare = joinCpu / ((Date.now() - t0) / 1000) * 100;
+    const joinRunQueueSeconds = relay.runQueueSeconds() - waitBeforeJoin;
+    say(`joined ${join.joined}/${n} in ${join.seconds ?? 'timeout'} s; relay RSS ${rssKib} KiB; relay CPU ${joinCpuMs.toFixed(1)} ms per join, ${joinCpuShare.toFixed(0)}% of a core, ${joinRunQueueSeconds.toFixed(1)} s waiting for one`);
 
     const peers = await pollUntil(workers, (s) => s.complete === n, PEERS_DEADLINE_MS, (s) => say(`peers: ${s.complete}/${n} know everyone`));
     if (peers.status.unreadable > 0) notes.push(`${peers.status.unreadable} PEERS frames in a format this bench cannot read`);
@@ -145,7 +150,7 @@ export async function runScale(options: ScaleOptions, say: Say = () => {}): Prom
 
     return {
       devices: n, workers: workers.length, commit: commit(), cores: cpus().length, loadavg: { start, end: loadavg() },
-      join, relay: { rssKib, kibPerDevice: rssKib / n, joinCpuMs, idleCpuPercent, idleSeconds: options.secondsIdle },
+      join, relay: { rssKib, kibPerDevice: rssKib / n, joinCpuMs, joinCpuShare, joinRunQueueSeconds, idleCpuPercent, idleSeconds: options.secondsIdle },
       discovery: { totalBytes: discovery, meanBytes: discovery / n },
       peers: { complete: peers.status.complete, seconds: peers.timedOut ? null : Math.max(0, peers.status.lastComplete - joinAll) / 1000 },
       dns: dnsResult, probes: probed,

@@ -114,6 +114,10 @@ export interface ScaleResult {
     rssKib: number | null; kibPerDevice: number | null;
     /** Relay CPU time from the first connection until all had joined, per device joined. */
     joinCpuMs: number | null;
+    /** That CPU time as a share of the join's wall-clock time, in % of one core. */
+    joinCpuShare: number | null;
+    /** Seconds the relay was runnable but waited for a core during the join (/proc/PID/schedstat). */
+    joinRunQueueSeconds: number | null;
     idleCpuPercent: number | null; idleSeconds: number };
   discovery: { totalBytes: number; meanBytes: number };
   /** Devices that knew every other device within the deadline, and when the last of them did. */
