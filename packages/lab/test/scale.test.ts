@@ -138,12 +138,12 @@ describe('scale bench options and statistics', () => {
       join: { seconds: 197, joined: 10000 }, relay: { rssKib: 1570 * 1024, kibPerDevice: 160.8, joinCpuMs: 13.04, joinCpuShare: 66, joinRunQueueSeconds: 3, idleCpuPercent: 12.5, idleSeconds: 30 },
       discovery: { totalBytes: 5.2 * 1024 ** 3, meanBytes: 545_000 }, peers: { complete: 0, seconds: null },
       dns: { asked: 200, answered: 0, correct: 0, p50Ms: null, p99Ms: null }, probes: { sent: 2000, delivered: 448 },
-      stormProbes: { sent: 2000, delivered: 300, connectedWhenSent: 5000 }, storm: { seconds: null, back: 9990, sameIp: 9990 }, notes: [],
+      stormProbes: { sent: 2000, delivered: 300, connectedWhenSent: 5000 }, storm: { seconds: null, back: 9990, sameIp: 9990, hadIp: 10000 }, notes: [],
     };
     const lines = formatTable([result]).split('\n');
     assert.equal(lines.length, 3);
     const cells = lines[2].split('|').map((c) => c.trim()).slice(1, -1);
     assert.deepEqual(cells, ['10,000', '197.0 s', '13.0 ms', '1.53 GiB (161 KiB)', '12.5%', '532 KiB (5.20 GiB)', 'no (0 of 10,000)', '-',
-      '448/2000', '300/2000 (5000 back)', '9990/10000 (timeout)', '9990', '1.00 → 2.50']);
+      '448/2000', '300/2000 (5000 back)', '9990/10000 (timeout)', '9990 of 10000', '1.00 → 2.50']);
   });
 });

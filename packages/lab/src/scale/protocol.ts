@@ -25,6 +25,8 @@ export interface WorkerStatus {
   unreadable: number;
   /** Connected devices whose address equals the one at 'mark'. */
   sameIp: number;
+  /** Devices that had an address at 'mark'. */
+  hadIp: number;
 }
 
 export interface DnsResult {

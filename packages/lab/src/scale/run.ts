@@ -110,6 +110,7 @@ export async function runScale(options: ScaleOptions, say: Say = () => {}): Prom
     const joinAll = joined.status.lastWelcome;
     const join = { seconds: joined.timedOut ? null : (joinAll - t0) / 1000, joined: joined.status.welcomed };
     const rssKib = relay.rssKib();
+    if (joined.timedOut) notes.push('the idle CPU was measured while the devices not joined yet kept trying');
     // CPU per join holds still when the shared machine is busy, where wall-clock join time does not.
     const joinCpu = (await cpuSeconds(relay.pid())) - cpuBeforeJoin;
     const joinCpuMs = joinCpu * 1000 / Math.max(1, join.joined);
@@ -145,12 +146,12 @@ export async function runScale(options: ScaleOptions, say: Say = () => {}): Prom
     const stormProbed = await probes(workers, shares, stormIps, options.probes, 2, 1000);
     const back = await pollUntil(workers, (s) => s.welcomed === n, joinDeadlineMs(n), (s) => say(`storm: ${s.welcomed}/${n} back`));
     if (half.timedOut || back.timedOut) notes.push(`storm: ${back.status.welcomed}/${n} back after ${joinDeadlineMs(n) / 1000} s`);
-    const storm = { seconds: back.timedOut ? null : (back.status.lastWelcome - listening) / 1000, back: back.status.welcomed, sameIp: back.status.sameIp };
-    say(`storm: ${storm.back}/${n} back in ${storm.seconds ?? 'timeout'} s, ${storm.sameIp} with the same IP; probes ${stormProbed.delivered}/${stormProbed.sent}`);
+    const storm = { seconds: back.timedOut ? null : (back.status.lastWelcome - listening) / 1000, back: back.status.welcomed, sameIp: back.status.sameIp, hadIp: back.status.hadIp };
+    say(`storm: ${storm.back}/${n} back in ${storm.seconds ?? 'timeout'} s, ${storm.sameIp} of ${storm.hadIp} with the same IP; probes ${stormProbed.delivered}/${stormProbed.sent}`);
 
     return {
       devices: n, workers: workers.length, commit: commit(), cores: cpus().length, loadavg: { start, end: loadavg() },
-      join, relay: { rssKib, kibPerDevice: rssKib / n, joinCpuMs, joinCpuShare, joinRunQueueSeconds, idleCpuPercent, idleSeconds: options.secondsIdle },
+      join, relay: { rssKib, kibPerDevice: rssKib / Math.max(1, join.joined), joinCpuMs, joinCpuShare, joinRunQueueSeconds, idleCpuPercent, idleSeconds: options.secondsIdle },
       discovery: { totalBytes: discovery, meanBytes: discovery / n },
       peers: { complete: peers.status.complete, seconds: peers.timedOut ? null : Math.max(0, peers.status.lastComplete - joinAll) / 1000 },
       dns: dnsResult, probes: probed,

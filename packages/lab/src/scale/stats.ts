@@ -111,6 +111,7 @@ export interface ScaleResult {
   loadavg: { start: number[]; end: number[] };
   join: { seconds: number | null; joined: number };
   relay: {
+    /** After the join phase; per device that had joined. */
     rssKib: number | null; kibPerDevice: number | null;
     /** Relay CPU time from the first connection until all had joined, per device joined. */
     joinCpuMs: number | null;
@@ -125,8 +126,11 @@ export interface ScaleResult {
   dns: { asked: number; answered: number; correct: number; p50Ms: number | null; p99Ms: number | null };
   probes: { sent: number; delivered: number };
   stormProbes: { sent: number; delivered: number; connectedWhenSent: number };
-  /** After kill -9 and restart: seconds from the new relay listening until all were back. */
-  storm: { seconds: number | null; back: number; sameIp: number };
+  /**
+   * After kill -9 and restart: seconds from the new relay listening until all were back; of the devices
+   * that had an address before (hadIp), how many are back with the same one.
+   */
+  storm: { seconds: number | null; back: number; sameIp: number; hadIp: number };
   /** Phases that ran out of time, and other things a reader should know. */
   notes: string[];
 }
@@ -167,7 +171,7 @@ export function tableRow(r: ScaleResult): string[] {
     `${r.probes.delivered}/${r.probes.sent}`,
     `${r.stormProbes.delivered}/${r.stormProbes.sent} (${r.stormProbes.connectedWhenSent} back)`,
     r.storm.back === r.devices ? seconds(r.storm.seconds) : `${r.storm.back}/${r.devices} (timeout)`,
-    r.storm.sameIp === r.devices ? 'all' : `${r.storm.sameIp}`,
+    r.storm.sameIp === r.devices ? 'all' : `${r.storm.sameIp} of ${r.storm.hadIp}`,
     `${r.loadavg.start[0].toFixed(2)} → ${r.loadavg.end[0].toFixed(2)}`,
   ];
 }

@@ -49,11 +49,12 @@ const sink: DeviceSink = {
 
 function status(): WorkerStatus {
   let welcomed = 0, complete = 0, lastComplete = 0, lastWelcome = 0, peerBytes = 0, unreadable = 0, sameIp = 0;
+  const hadIp = marked.filter((ip) => ip !== 0).length;
   for (const [i, d] of devices.entries()) {
     if (d.welcomed) {
       welcomed++;
       lastWelcome = Math.max(lastWelcome, d.welcomedAt);
-      if (marked.length > 0 && marked[i] === d.ip) sameIp++;
+      if (marked.length > 0 && marked[i] !== 0 && marked[i] === d.ip) sameIp++;
     }
     if (d.completeAt !== 0) {
       complete++;
@@ -62,7 +63,7 @@ function status(): WorkerStatus {
     peerBytes += d.peerBytes;
     unreadable += d.unreadablePeers;
   }
-  return { welcomed, complete, lastComplete, lastWelcome, peerBytes, unreadable, sameIp };
+  return { welcomed, complete, lastComplete, lastWelcome, peerBytes, unreadable, sameIp, hadIp };
 }
 
 function dnsLookup(device: SimDevice, name: string, expect: string): Promise<DnsResult> {

@@ -55,13 +55,14 @@ export function all<T>(workers: readonly WorkerHandle[], request: Request, timeo
 }
 
 export function sumStatus(statuses: readonly WorkerStatus[]): WorkerStatus {
-  const total: WorkerStatus = { welcomed: 0, complete: 0, lastComplete: 0, lastWelcome: 0, peerBytes: 0, unreadable: 0, sameIp: 0 };
+  const total: WorkerStatus = { welcomed: 0, complete: 0, lastComplete: 0, lastWelcome: 0, peerBytes: 0, unreadable: 0, sameIp: 0, hadIp: 0 };
   for (const s of statuses) {
     total.welcomed += s.welcomed;
     total.complete += s.complete;
     total.peerBytes += s.peerBytes;
     total.unreadable += s.unreadable;
     total.sameIp += s.sameIp;
+    total.hadIp += s.hadIp;
     total.lastComplete = Math.max(total.lastComplete, s.lastComplete);
     total.lastWelcome = Math.max(total.lastWelcome, s.lastWelcome);
   }
