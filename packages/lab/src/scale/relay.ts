@@ -26,8 +26,10 @@ function installHandlers(): void {
   if (handlersInstalled) return;
   handlersInstalled = true;
   process.on('exit', cleanupAll);
+  // `on`, not `once`: a second signal during the clean-up (timeout(1) forwards one) must not find the
+  // default disposition back and kill the process half way.
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.once(signal, () => {
+    process.on(signal, () => {
       cleanupAll();
       process.exit(130);
     });
