@@ -8,3 +8,5 @@ export * from './wire-client';
 export * from './relay-process';
 export * from './openvpn';
 export * from './tls-records';
+export { runScale } from './scale/run';
+export { formatTable, type ScaleOptions, type ScaleResult } from './scale/stats';

@@ -1,0 +1,205 @@
+/**
+ * One simulated device of the scale bench: real TLS 1.3 and HELLO proofs like WireClient, but lean (no
+ * frame log, peers as a bitmap over bench indices) so a worker holds thousands. It reconnects on its own
+ * after a loss, as mnedcd-client does (jittered 125–250 ms, doubling to 1 s, a relay's hint honoured).
+ */
+import type { KeyObject } from 'node:crypto';
+import { connect as netConnect } from 'node:net';
+import { connect, type TLSSocket } from 'node:tls';
+import {
+  encodeFrame, encodeJsonFrame, EXPORTER_BYTES, EXPORTER_CONTEXT, EXPORTER_LABEL, FrameDecoder, FrameType, helloAuth,
+  ipv4ToInt, parseJoin, PROTOCOL_VERSION,
+} from '@mnedc/protocol';
+import { parseDnsResponse, parseUdp, probeId, PROBE_PORT, DNS_PORT, type DnsAnswer } from './packets';
+import { deviceId, deviceIndex } from './stats';
+
+/** What a device reports to its worker. */
+export interface DeviceSink {
+  /** Asks for a handshake slot; `go` runs when one is free (bounds handshakes in flight per worker). */
+  gate(go: () => void): void;
+  release(): void;
+  probe(id: number): void;
+  dns(answer: DnsAnswer): void;
+}
+
+export interface RelayTarget {
+  port: number;
+  join: string;
+}
+
+const MAX_WAIT_MS = 15 * 60_000;
+
+export class SimDevice {
+  readonly id: string;
+  socket: TLSSocket | null = null;
+  /** Leased address (host order), 0 before the first WELCOME; kept while disconnected, as the client does. */
+  ip = 0;
+  serverIp = 0;
+  keepaliveMs = 2000;
+  welcomed = false;
+  welcomedAt = 0;
+  /** Payload bytes of every PEERS frame received, headers included. */
+  peerBytes = 0;
+  peerFrames = 0;
+  /** PEERS payloads this bench could not read (a format it does not know). */
+  unreadablePeers = 0;
+  knownCount = 0;
+  /** When this device first knew every other device (Date.now()), 0 before. */
+  completeAt = 0;
+  rejects = 0;
+  private readonly known: Uint8Array;
+  private decoder = new FrameDecoder();
+  private backoffMs = 0;
+  private hintMs = 0;
+  private gated = false;
+  private stopped = false;
+
+  constructor(readonly index: number, private readonly devices: number, private readonly key: KeyObject,
+    private readonly target: RelayTarget, private readonly localAddress: string, private readonly sink: DeviceSink) {
+    this.id = deviceId(index);
+    this.known = new Uint8Array(Math.ceil(devices / 8));
+  }
+
+  start(): void {
+    this.gated = true;
+    this.sink.gate(() => this.open());
+  }
+
+  private open(): void {
+    if (this.stopped) return this.settle();
+    this.decoder = new FrameDecoder();
+    const tcp = netConnect({ host: '127.0.0.1', port: this.target.port, localAddress: this.localAddress });
+    const socket = connect({ socket: tcp, rejectUnauthorized: false, minVersion: 'TLSv1.3' });
+    this.socket = socket;
+    socket.once('secureConnect', () => this.hello(socket));
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        this.decoder.push(chunk, (frame) => this.onFrame(socket, frame));
+      } catch {
+        socket.destroy();
+      }
+    });
+    socket.on('error', () => {});
+    socket.once('close', () => this.onClose(socket));
+  }
+
+  /** Frees the handshake slot once: on WELCOME, REJECT or close. */
+  private settle(): void {
+    if (!this.gated) return;
+    this.gated = false;
+    this.sink.release();
+  }
+
+  private hello(socket: TLSSocket): void {
+    const ekm = socket.exportKeyingMaterial(EXPORTER_BYTES, EXPORTER_LABEL, EXPORTER_CONTEXT);
+    const auth = helloAuth(parseJoin(this.target.join).secret, this.key, ekm, this.id);
+    const previous = this.ip === 0 ? {} : { previousIp: [24, 16, 8, 0].map((s) => (this.ip >>> s) & 255).join('.') };
+    socket.write(encodeJsonFrame(FrameType.Hello, {
+      version: PROTOCOL_VERSION, deviceId: this.id, hostname: `${this.id}-host`, underlay: ['192.168.1.10'], auth, ...previous,
+    }));
+  }
+
+  private onFrame(socket: TLSSocket, frame: Buffer): void {
+    const payload = frame.subarray(4);
+    switch (frame[0]) {
+      case FrameType.Welcome: {
+        const welcome = JSON.parse(payload.toString()) as { ip: string; serverIp: string; keepaliveMs: number };
+        this.ip = ipv4ToInt(welcome.ip);
+        this.serverIp = ipv4ToInt(welcome.serverIp);
+        this.keepaliveMs = welcome.keepaliveMs;
+        this.welcomed = true;
+        this.welcomedAt = Date.now();
+        this.backoffMs = 0;
+        this.settle();
+        break;
+      }
+      case FrameType.Reject: {
+        this.rejects++;
+        const reject = JSON.parse(payload.toString()) as { retryAfterMs?: number };
+        this.hintMs = reject.retryAfterMs ?? 0;
+        socket.destroy();
+        break;
+      }
+      case FrameType.Goodbye: {
+        const goodbye = JSON.parse(payload.toString()) as { reconnectMs?: number };
+        this.hintMs = goodbye.reconnectMs ?? 0;
+        break;
+      }
+      case FrameType.Ping: socket.write(encodeFrame(FrameType.Pong, payload)); break;
+      case FrameType.Peers: this.onPeers(frame.length, payload); break;
+      case FrameType.Data: this.onData(Buffer.from(payload)); break;
+    }
+  }
+
+  private onPeers(bytes: number, payload: Buffer): void {
+    this.peerBytes += bytes;
+    this.peerFrames++;
+    let update: { reset?: boolean; up?: Array<{ deviceId?: string }>; down?: string[] };
+    try {
+      update = JSON.parse(payload.toString()) as typeof update;
+    } catch {
+      this.unreadablePeers++;
+      return;
+    }
+    if (update.reset) {
+      this.known.fill(0);
+      this.knownCount = 0;
+    }
+    for (const peer of update.up ?? []) this.mark(deviceIndex(String(peer.deviceId)), true);
+    for (const id of update.down ?? []) this.mark(deviceIndex(String(id)), false);
+    if (this.knownCount === this.devices - 1 && this.completeAt === 0) this.completeAt = Date.now();
+  }
+
+  private mark(index: number, up: boolean): void {
+    if (index < 0 || index >= this.devices || index === this.index) return;
+    const bit = 1 << (index & 7);
+    const had = (this.known[index >> 3] & bit) !== 0;
+    if (up && !had) {
+      this.known[index >> 3] |= bit;
+      this.knownCount++;
+    } else if (!up && had) {
+      this.known[index >> 3] &= ~bit;
+      this.knownCount--;
+    }
+  }
+
+  private onData(packet: Buffer): void {
+    const udp = parseUdp(packet);
+    if (!udp || udp.dst !== this.ip) return;
+    if (udp.dstPort === PROBE_PORT) {
+      const id = probeId(udp.payload);
+      if (id !== null) this.sink.probe(id);
+    } else if (udp.srcPort === DNS_PORT) {
+      const answer = parseDnsResponse(udp.payload);
+      if (answer) this.sink.dns(answer);
+    }
+  }
+
+  private onClose(socket: TLSSocket): void {
+    if (this.socket !== socket) return;
+    this.socket = null;
+    this.welcomed = false;
+    this.settle();
+    if (this.stopped) return;
+    this.backoffMs = this.backoffMs === 0 ? 250 : Math.min(1000, this.backoffMs * 2);
+    const wait = Math.min(MAX_WAIT_MS, Math.max(this.backoffMs * (0.5 + Math.random() / 2), this.hintMs * (1 + Math.random() / 2)));
+    this.hintMs = 0;
+    setTimeout(() => this.start(), wait);
+  }
+
+  /** A DATA frame with `packet`, if connected; false otherwise. */
+  send(packet: Buffer): boolean {
+    if (!this.welcomed || !this.socket) return false;
+    this.socket.write(encodeFrame(FrameType.Data, packet));
+    return true;
+  }
+
+  ping(): void {
+    if (this.welcomed && this.socket) this.socket.write(encodeFrame(FrameType.Ping, Buffer.alloc(8)));
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.socket?.destroy();
+  }
+}

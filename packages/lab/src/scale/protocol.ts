@@ -1,0 +1,36 @@
+/** Requests the scale bench's main process sends its workers over IPC, and what they answer. */
+import type { RelayTarget } from './device';
+
+export type Request =
+  | { cmd: 'start'; first: number; count: number; devices: number; target: RelayTarget }
+  | { cmd: 'status' }
+  /** Answer: [index, leased IP or 0 when not connected] for each device. */
+  | { cmd: 'ips' }
+  | { cmd: 'mark' }
+  /** Answer: how many could be sent (the sender was connected). */
+  | { cmd: 'probe'; sends: Array<[from: number, toIp: number, id: number]>; spreadMs: number }
+  /** Answer: probe IDs received since the last 'received'. */
+  | { cmd: 'received' }
+  /** Answer: DnsResult[] in the order asked. */
+  | { cmd: 'dns'; queries: Array<[from: number, name: string, expectIp: number]> }
+  | { cmd: 'stop' };
+
+export interface WorkerStatus {
+  welcomed: number;
+  /** Devices that knew every other device at some point. */
+  complete: number;
+  lastComplete: number;
+  lastWelcome: number;
+  peerBytes: number;
+  unreadable: number;
+  /** Connected devices whose address equals the one at 'mark'. */
+  sameIp: number;
+  /** Devices that had an address at 'mark'. */
+  hadIp: number;
+}
+
+export interface DnsResult {
+  /** Milliseconds to the answer; null when none came within 1 s. */
+  ms: number | null;
+  correct: boolean;
+}

@@ -1,0 +1,70 @@
+/** The main process's side of the workers: spawning them in the relay's namespace, requests with deadlines. */
+import type { ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import type { Request, WorkerStatus } from './protocol';
+import type { ScaleRelay } from './relay';
+
+const WORKER_JS = path.join(__dirname, 'worker.js');
+
+export class WorkerHandle {
+  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private nextId = 1;
+  private exited = false;
+
+  constructor(readonly child: ChildProcess, readonly name: string) {
+    child.on('message', (message: { id: number; result?: unknown; error?: string }) => {
+      const waiter = this.pending.get(message.id);
+      if (!waiter) return;
+      this.pending.delete(message.id);
+      if (message.error !== undefined) waiter.reject(new Error(`${name}: ${message.error}`));
+      else waiter.resolve(message.result);
+    });
+    child.once('exit', (code, signal) => {
+      this.exited = true;
+      for (const waiter of this.pending.values()) waiter.reject(new Error(`${name} exited (${code ?? signal})`));
+      this.pending.clear();
+    });
+  }
+
+  static spawn(relay: ScaleRelay, index: number): WorkerHandle {
+    // --max-old-space-size: peer lists arrive as JSON, and a join storm's worth of them is parsed at once.
+    const child = relay.spawnInside([process.execPath, '--max-old-space-size=4096', WORKER_JS], ['ignore', 'inherit', 'inherit', 'ipc']);
+    return new WorkerHandle(child, `worker ${index}`);
+  }
+
+  call<T>(request: Request, timeoutMs = 60_000): Promise<T> {
+    if (this.exited) return Promise.reject(new Error(`${this.name} has exited`));
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`${this.name} did not answer ${request.cmd} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, {
+        resolve: (v) => { clearTimeout(timer); resolve(v as T); },
+        reject: (e) => { clearTimeout(timer); reject(e); },
+      });
+      this.child.send({ id, request });
+    });
+  }
+}
+
+/** Every worker's answer to one request. */
+export function all<T>(workers: readonly WorkerHandle[], request: Request, timeoutMs?: number): Promise<T[]> {
+  return Promise.all(workers.map((w) => w.call<T>(request, timeoutMs)));
+}
+
+export function sumStatus(statuses: readonly WorkerStatus[]): WorkerStatus {
+  const total: WorkerStatus = { welcomed: 0, complete: 0, lastComplete: 0, lastWelcome: 0, peerBytes: 0, unreadable: 0, sameIp: 0, hadIp: 0 };
+  for (const s of statuses) {
+    total.welcomed += s.welcomed;
+    total.complete += s.complete;
+    total.peerBytes += s.peerBytes;
+    total.unreadable += s.unreadable;
+    total.sameIp += s.sameIp;
+    total.hadIp += s.hadIp;
+    total.lastComplete = Math.max(total.lastComplete, s.lastComplete);
+    total.lastWelcome = Math.max(total.lastWelcome, s.lastWelcome);
+  }
+  return total;
+}
