@@ -389,7 +389,10 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
   });
 
   step('apt upgrade to a rebuilt higher version restarts the daemons and keeps leases, keys and bindings', 15 * MINUTE, async () => {
-    const state = (node: 'srv' | Client) => box[node].run('cd /var/lib/mnedc && stat -c "%a %U:%G %n" * && sha256sum $(ls | grep -v -e "\\.json$")');
+    // Identity, secrets and bindings, byte for byte; the leases are compared by what the relay says (below):
+    // their journal is folded into leases.json at every clean stop, so its file names move on.
+    const state = (node: 'srv' | Client) => box[node].run('cd /var/lib/mnedc && stat -c "%a %U:%G %n" $(ls | grep -v "^leases\\.journal") && ' +
+      'sha256sum $(ls | grep -v -e "\\.json$" -e "^leases\\.journal")');
     const leases = async () => (JSON.parse(await box.srv.run('mnedcctl leases --json')) as Array<{ deviceId: string; ip: string }>)
       .map((l) => `${l.deviceId} ${l.ip}`).sort();
     const mainPid = (node: 'srv' | Client, unit: string) => box[node].run(`systemctl show -p MainPID --value ${unit}`);
