@@ -108,13 +108,13 @@ export class Session implements Target, PeerSubscriber {
   }
 
   reject(reject: Reject): void {
-    if (this.current !== 'closed') this.link.sendControl(encodeJsonFrame(FrameType.Reject, reject));
+    this.sendControl(encodeJsonFrame(FrameType.Reject, reject));
     this.state = 'closed';
     this.link.finish();
   }
 
   goodbye(goodbye: Goodbye): void {
-    if (this.current !== 'closed') this.link.sendControl(encodeJsonFrame(FrameType.Goodbye, goodbye));
+    this.sendControl(encodeJsonFrame(FrameType.Goodbye, goodbye));
     this.link.finish();
   }
 
