@@ -20,10 +20,12 @@ const KIB_PER_DEVICE = 700;
 
 describe('scale: 500 simulated devices on one relay', { skip: skipUnlessRoot, timeout: 180_000 }, () => {
   it('joins all, delivers every probe also during a kill -9 reconnect storm, and gives every device its address back', async (t) => {
-    const result = await runScale({ devices: DEVICES, workers: 2, probes: 500, secondsIdle: 3 });
+    const result = await runScale({ devices: DEVICES, discovery: 'auto', workers: 2, probes: 500, secondsIdle: 3 });
     const table = `\n${formatTable([result])}\n${JSON.stringify(result)}`;
     t.diagnostic(table);
     assert.equal(result.join.joined, DEVICES, `all joined${table}`);
+    assert.equal(result.peers.full, DEVICES, `below discovery_full_max every device asking "auto" is pushed the list${table}`);
+    assert.equal(result.peers.complete, DEVICES, `every device knows every peer${table}`);
     assert.equal(result.probes.delivered, result.probes.sent, `probes delivered${table}`);
     assert.equal(result.probes.sent, 500, `probes sent${table}`);
     assert.equal(result.stormProbes.delivered, result.stormProbes.sent, `probes delivered during the storm${table}`);

@@ -79,9 +79,10 @@ describe('scale bench packets', () => {
 
 describe('scale bench options and statistics', () => {
   it('parses options with defaults and names what is wrong', () => {
-    assert.deepEqual(parseScaleArgs(['--devices', '10000']), { devices: 10000, workers: 4, probes: 2000, secondsIdle: 30 });
-    assert.deepEqual(parseScaleArgs(['--devices', '500', '--workers', '2', '--probes', '50', '--seconds-idle', '5']),
-      { devices: 500, workers: 2, probes: 50, secondsIdle: 5 });
+    assert.deepEqual(parseScaleArgs(['--devices', '10000']), { devices: 10000, discovery: 'auto', workers: 4, probes: 2000, secondsIdle: 30 });
+    assert.deepEqual(parseScaleArgs(['--devices', '500', '--workers', '2', '--probes', '50', '--seconds-idle', '5', '--discovery', 'names']),
+      { devices: 500, discovery: 'names', workers: 2, probes: 50, secondsIdle: 5 });
+    assert.throws(() => parseScaleArgs(['--discovery', 'some']), /--discovery wants one of auto, full, names, off, not "some"/);
     assert.throws(() => parseScaleArgs(['--devices', '1']), /--devices wants an integer from 2 to 65533, not "1"/);
     assert.throws(() => parseScaleArgs(['--devices', '70000']), /--devices wants an integer from 2 to 65533/);
     assert.throws(() => parseScaleArgs(['--devices']), /not nothing/);
@@ -136,14 +137,18 @@ describe('scale bench options and statistics', () => {
     const result: ScaleResult = {
       devices: 10000, workers: 4, commit: 'abc', cores: 2, loadavg: { start: [1, 1, 1], end: [2.5, 1, 1] },
       join: { seconds: 197, joined: 10000 }, relay: { rssKib: 1570 * 1024, kibPerDevice: 160.8, joinCpuMs: 13.04, joinCpuShare: 66, joinRunQueueSeconds: 3, idleCpuPercent: 12.5, idleSeconds: 30 },
-      discovery: { totalBytes: 5.2 * 1024 ** 3, meanBytes: 545_000 }, peers: { complete: 0, seconds: null },
+      discovery: { totalBytes: 5.2 * 1024 ** 3, meanBytes: 545_000 }, peers: { full: 10000, complete: 0, seconds: null }, discoveryRequested: 'full',
       dns: { asked: 200, answered: 0, correct: 0, p50Ms: null, p99Ms: null }, probes: { sent: 2000, delivered: 448 },
       stormProbes: { sent: 2000, delivered: 300, connectedWhenSent: 5000 }, storm: { seconds: null, back: 9990, sameIp: 9990, hadIp: 10000 }, notes: [],
     };
     const lines = formatTable([result]).split('\n');
     assert.equal(lines.length, 3);
     const cells = lines[2].split('|').map((c) => c.trim()).slice(1, -1);
-    assert.deepEqual(cells, ['10,000', '197.0 s', '13.0 ms', '1.53 GiB (161 KiB)', '12.5%', '532 KiB (5.20 GiB)', 'no (0 of 10,000)', '-',
+    assert.deepEqual(cells, ['10,000', '197.0 s', '13.0 ms', '1.53 GiB (161 KiB)', '12.5%', '532 KiB (5.20 GiB)', '0 of 10000', '-',
       '448/2000', '300/2000 (5000 back)', '9990/10000 (timeout)', '9990 of 10000', '1.00 → 2.50']);
+    const auto = { ...result, peers: { full: 1000, complete: 1000, seconds: 2.25 }, discoveryRequested: 'auto' as const };
+    assert.equal(formatTable([auto]).split('\n')[2].split('|')[7].trim(), 'all 1,000 (2.3 s); 9,000 by DNS');
+    const names = { ...result, peers: { full: 0, complete: 0, seconds: null }, discoveryRequested: 'names' as const };
+    assert.equal(formatTable([names]).split('\n')[2].split('|')[7].trim(), 'none pushed; 10,000 by DNS');
   });
 });

@@ -7,8 +7,8 @@ import type { KeyObject } from 'node:crypto';
 import { connect as netConnect } from 'node:net';
 import { connect, type TLSSocket } from 'node:tls';
 import {
-  encodeFrame, encodeJsonFrame, EXPORTER_BYTES, EXPORTER_CONTEXT, EXPORTER_LABEL, FrameDecoder, FrameType, helloAuth,
-  ipv4ToInt, parseJoin, PROTOCOL_VERSION,
+  CAPABILITY_PEERS_BIN, encodeFrame, encodeJsonFrame, EXPORTER_BYTES, EXPORTER_CONTEXT, EXPORTER_LABEL, FrameDecoder, FrameType,
+  helloAuth, ipv4ToInt, parseJoin, parsePeersBinary, PROTOCOL_VERSION, type DiscoveryMode, type DiscoveryRequest, type PeerUpdate,
 } from '@mnedc/protocol';
 import { parseDnsResponse, parseUdp, probeId, PROBE_PORT, DNS_PORT, type DnsAnswer } from './packets';
 import { deviceId, deviceIndex } from './stats';
@@ -25,6 +25,8 @@ export interface DeviceSink {
 export interface RelayTarget {
   port: number;
   join: string;
+  /** HELLO.discovery, as a client's [client] discovery. */
+  discovery: DiscoveryRequest;
 }
 
 const MAX_WAIT_MS = 15 * 60_000;
@@ -38,6 +40,8 @@ export class SimDevice {
   keepaliveMs = 2000;
   welcomed = false;
   welcomedAt = 0;
+  /** WELCOME.discovery of the current session: only "full" devices are pushed the peer list. */
+  granted: DiscoveryMode = 'full';
   /** Payload bytes of every PEERS frame received, headers included. */
   peerBytes = 0;
   peerFrames = 0;
@@ -96,6 +100,7 @@ export class SimDevice {
     const previous = this.ip === 0 ? {} : { previousIp: [24, 16, 8, 0].map((s) => (this.ip >>> s) & 255).join('.') };
     socket.write(encodeJsonFrame(FrameType.Hello, {
       version: PROTOCOL_VERSION, deviceId: this.id, hostname: `${this.id}-host`, underlay: ['192.168.1.10'], auth, ...previous,
+      capabilities: [CAPABILITY_PEERS_BIN], discovery: this.target.discovery,
     }));
   }
 
@@ -103,10 +108,11 @@ export class SimDevice {
     const payload = frame.subarray(4);
     switch (frame[0]) {
       case FrameType.Welcome: {
-        const welcome = JSON.parse(payload.toString()) as { ip: string; serverIp: string; keepaliveMs: number };
+        const welcome = JSON.parse(payload.toString()) as { ip: string; serverIp: string; keepaliveMs: number; discovery?: DiscoveryMode };
         this.ip = ipv4ToInt(welcome.ip);
         this.serverIp = ipv4ToInt(welcome.serverIp);
         this.keepaliveMs = welcome.keepaliveMs;
+        this.granted = welcome.discovery ?? 'full';
         this.welcomed = true;
         this.welcomedAt = Date.now();
         this.backoffMs = 0;
@@ -126,17 +132,18 @@ export class SimDevice {
         break;
       }
       case FrameType.Ping: socket.write(encodeFrame(FrameType.Pong, payload)); break;
-      case FrameType.Peers: this.onPeers(frame.length, payload); break;
+      case FrameType.Peers: this.onPeers(frame.length, payload, false); break;
+      case FrameType.PeersBin: this.onPeers(frame.length, payload, true); break;
       case FrameType.Data: this.onData(Buffer.from(payload)); break;
     }
   }
 
-  private onPeers(bytes: number, payload: Buffer): void {
+  private onPeers(bytes: number, payload: Buffer, binary: boolean): void {
     this.peerBytes += bytes;
     this.peerFrames++;
-    let update: { reset?: boolean; up?: Array<{ deviceId?: string }>; down?: string[] };
+    let update: Partial<PeerUpdate>;
     try {
-      update = JSON.parse(payload.toString()) as typeof update;
+      update = binary ? parsePeersBinary(payload) : JSON.parse(payload.toString()) as Partial<PeerUpdate>;
     } catch {
       this.unreadablePeers++;
       return;

@@ -17,6 +17,8 @@ export type Request =
 
 export interface WorkerStatus {
   welcomed: number;
+  /** Connected devices whose WELCOME granted discovery "full" (pushed the peer list). */
+  full: number;
   /** Devices that knew every other device at some point. */
   complete: number;
   lastComplete: number;

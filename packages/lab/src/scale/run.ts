@@ -104,7 +104,7 @@ export async function runScale(options: ScaleOptions, say: Say = () => {}): Prom
     const waitBeforeJoin = relay.runQueueSeconds();
     const t0 = Date.now();
     await Promise.all(workers.map((w, i) => w.call({ cmd: 'start', first: shares[i].first, count: shares[i].count, devices: n,
-      target: { port: relay.port, join: relay.join } }, 120_000)));
+      target: { port: relay.port, join: relay.join, discovery: options.discovery } }, 120_000)));
     const joined = await pollUntil(workers, (s) => s.welcomed === n, joinDeadlineMs(n), (s) => say(`join: ${s.welcomed}/${n}`));
     if (joined.timedOut) notes.push(`join: ${joined.status.welcomed}/${n} after ${joinDeadlineMs(n) / 1000} s`);
     const joinAll = joined.status.lastWelcome;
@@ -119,9 +119,9 @@ export async function runScale(options: ScaleOptions, say: Say = () => {}): Prom
     const joinRunQueueSeconds = relay.runQueueSeconds() - waitBeforeJoin;
     say(`joined ${join.joined}/${n} in ${join.seconds ?? 'timeout'} s; relay RSS ${rssKib} KiB; relay CPU ${joinCpuMs.toFixed(1)} ms per join, ${joinCpuShare.toFixed(0)}% of a core, ${joinRunQueueSeconds.toFixed(1)} s waiting for one`);
 
-    const peers = await pollUntil(workers, (s) => s.complete === n, PEERS_DEADLINE_MS, (s) => say(`peers: ${s.complete}/${n} know everyone`));
+    const peers = await pollUntil(workers, (s) => s.complete >= s.full, PEERS_DEADLINE_MS, (s) => say(`peers: ${s.complete}/${s.full} full-list devices know everyone`));
     if (peers.status.unreadable > 0) notes.push(`${peers.status.unreadable} PEERS frames in a format this bench cannot read`);
-    say(`every peer known: ${peers.status.complete}/${n}`);
+    say(`every peer known: ${peers.status.complete}/${peers.status.full} full-list devices; ${n - peers.status.full} look peers up by DNS`);
 
     const ips = await connectedIps(workers);
     const probed = await probes(workers, shares, ips, options.probes, 1, 1000);
@@ -153,7 +153,8 @@ export async function runScale(options: ScaleOptions, say: Say = () => {}): Prom
       devices: n, workers: workers.length, commit: commit(), cores: cpus().length, loadavg: { start, end: loadavg() },
       join, relay: { rssKib, kibPerDevice: rssKib / Math.max(1, join.joined), joinCpuMs, joinCpuShare, joinRunQueueSeconds, idleCpuPercent, idleSeconds: options.secondsIdle },
       discovery: { totalBytes: discovery, meanBytes: discovery / n },
-      peers: { complete: peers.status.complete, seconds: peers.timedOut ? null : Math.max(0, peers.status.lastComplete - joinAll) / 1000 },
+      discoveryRequested: options.discovery,
+      peers: { full: peers.status.full, complete: peers.status.complete, seconds: peers.timedOut ? null : Math.max(0, peers.status.lastComplete - joinAll) / 1000 },
       dns: dnsResult, probes: probed,
       stormProbes: { ...stormProbed, connectedWhenSent: stormIps.size }, storm, notes,
     };

@@ -3,8 +3,12 @@
  * sources, the statistics, and the one table it prints.
  */
 
+import { DISCOVERY_REQUESTS, type DiscoveryRequest } from '@mnedc/protocol';
+
 export interface ScaleOptions {
   devices: number;
+  /** What every device asks for in HELLO.discovery; "auto" (a client's default) lets the relay decide by size. */
+  discovery: DiscoveryRequest;
   workers: number;
   probes: number;
   secondsIdle: number;
@@ -28,15 +32,26 @@ function integer(argv: string[], name: string, fallback: number, min: number, ma
   return value;
 }
 
-const KNOWN = new Set(['--devices', '--workers', '--probes', '--seconds-idle']);
+const KNOWN = new Set(['--devices', '--workers', '--probes', '--seconds-idle', '--discovery']);
+
+function discovery(argv: string[]): DiscoveryRequest {
+  const index = argv.indexOf('--discovery');
+  if (index < 0) return 'auto';
+  const text = argv[index + 1];
+  if (!(DISCOVERY_REQUESTS as readonly (string | undefined)[]).includes(text)) {
+    throw new Error(`--discovery wants one of ${DISCOVERY_REQUESTS.join(', ')}, not ${text === undefined ? 'nothing' : JSON.stringify(text)}`);
+  }
+  return text as DiscoveryRequest;
+}
 
 export function parseScaleArgs(argv: string[]): ScaleOptions {
   for (let i = 0; i < argv.length; i += 2) {
-    if (!KNOWN.has(argv[i])) throw new Error(`unknown option ${JSON.stringify(argv[i])}; options: ${[...KNOWN].join(' N, ')} N`);
+    if (!KNOWN.has(argv[i])) throw new Error(`unknown option ${JSON.stringify(argv[i])}; options: --devices N, --workers N, --probes N, --seconds-idle N, --discovery ${DISCOVERY_REQUESTS.join('|')}`);
   }
   const devices = integer(argv, '--devices', 1000, 2, MAX_DEVICES);
   return {
     devices,
+    discovery: discovery(argv),
     workers: integer(argv, '--workers', Math.ceil(devices / DEVICES_PER_WORKER), 1, 64),
     probes: integer(argv, '--probes', 2000, 1, 1_000_000),
     secondsIdle: integer(argv, '--seconds-idle', 30, 1, 3600),
@@ -121,8 +136,12 @@ export interface ScaleResult {
     joinRunQueueSeconds: number | null;
     idleCpuPercent: number | null; idleSeconds: number };
   discovery: { totalBytes: number; meanBytes: number };
-  /** Devices that knew every other device within the deadline, and when the last of them did. */
-  peers: { complete: number; seconds: number | null };
+  /**
+   * Devices granted the pushed peer list (full), how many of them knew every other device within the
+   * deadline, and when the last of them did. The rest (names, off) look peers up by DNS.
+   */
+  peers: { full: number; complete: number; seconds: number | null };
+  discoveryRequested: DiscoveryRequest;
   dns: { asked: number; answered: number; correct: number; p50Ms: number | null; p99Ms: number | null };
   probes: { sent: number; delivered: number };
   stormProbes: { sent: number; delivered: number; connectedWhenSent: number };
@@ -155,7 +174,7 @@ function ms(value: number | null): string {
 }
 
 export const TABLE_HEADER = ['devices', 'join all', 'relay CPU per join', 'relay RSS (per device)', 'relay CPU idle', 'discovery bytes per device (all)',
-  'every device sees every peer', 'DNS p50/p99 ms', 'probes delivered', 'probes during storm', 'storm after kill -9', 'same IPs', 'load avg'];
+  'full-list devices that see every peer', 'DNS p50/p99 ms', 'probes delivered', 'probes during storm', 'storm after kill -9', 'same IPs', 'load avg'];
 
 export function tableRow(r: ScaleResult): string[] {
   const n = r.devices.toLocaleString('en');
@@ -166,7 +185,7 @@ export function tableRow(r: ScaleResult): string[] {
     r.relay.rssKib === null ? '-' : `${formatBytes(r.relay.rssKib * 1024)} (${r.relay.kibPerDevice!.toFixed(0)} KiB)`,
     r.relay.idleCpuPercent === null ? '-' : `${r.relay.idleCpuPercent.toFixed(1)}%`,
     `${formatBytes(r.discovery.meanBytes)} (${formatBytes(r.discovery.totalBytes)})`,
-    r.peers.complete === r.devices ? `yes (${seconds(r.peers.seconds)})` : `no (${r.peers.complete} of ${n})`,
+    peersCell(r),
     r.dns.answered === 0 ? '-' : `${ms(r.dns.p50Ms)}/${ms(r.dns.p99Ms)} (${r.dns.correct}/${r.dns.asked} right)`,
     `${r.probes.delivered}/${r.probes.sent}`,
     `${r.stormProbes.delivered}/${r.stormProbes.sent} (${r.stormProbes.connectedWhenSent} back)`,
@@ -174,6 +193,14 @@ export function tableRow(r: ScaleResult): string[] {
     r.storm.sameIp === r.devices ? 'all' : `${r.storm.sameIp} of ${r.storm.hadIp}`,
     `${r.loadavg.start[0].toFixed(2)} → ${r.loadavg.end[0].toFixed(2)}`,
   ];
+}
+
+function peersCell(r: ScaleResult): string {
+  const others = r.devices - r.peers.full;
+  const rest = others === 0 ? '' : `; ${others.toLocaleString('en')} by DNS`;
+  if (r.peers.full === 0) return `none pushed${rest}`;
+  const all = r.peers.complete >= r.peers.full ? `all ${r.peers.full.toLocaleString('en')} (${seconds(r.peers.seconds)})` : `${r.peers.complete} of ${r.peers.full}`;
+  return all + rest;
 }
 
 /** A Markdown table (so rows of several runs paste into the README), one row per result. */

@@ -48,22 +48,23 @@ const sink: DeviceSink = {
 };
 
 function status(): WorkerStatus {
-  let welcomed = 0, complete = 0, lastComplete = 0, lastWelcome = 0, peerBytes = 0, unreadable = 0, sameIp = 0;
+  let welcomed = 0, full = 0, complete = 0, lastComplete = 0, lastWelcome = 0, peerBytes = 0, unreadable = 0, sameIp = 0;
   const hadIp = marked.filter((ip) => ip !== 0).length;
   for (const [i, d] of devices.entries()) {
     if (d.welcomed) {
       welcomed++;
+      if (d.granted === 'full') full++;
       lastWelcome = Math.max(lastWelcome, d.welcomedAt);
       if (marked.length > 0 && marked[i] !== 0 && marked[i] === d.ip) sameIp++;
     }
-    if (d.completeAt !== 0) {
+    if (d.completeAt !== 0 && d.granted === 'full') {
       complete++;
       lastComplete = Math.max(lastComplete, d.completeAt);
     }
     peerBytes += d.peerBytes;
     unreadable += d.unreadablePeers;
   }
-  return { welcomed, complete, lastComplete, lastWelcome, peerBytes, unreadable, sameIp, hadIp };
+  return { welcomed, full, complete, lastComplete, lastWelcome, peerBytes, unreadable, sameIp, hadIp };
 }
 
 function dnsLookup(device: SimDevice, name: string, expect: string): Promise<DnsResult> {

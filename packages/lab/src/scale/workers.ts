@@ -55,9 +55,10 @@ export function all<T>(workers: readonly WorkerHandle[], request: Request, timeo
 }
 
 export function sumStatus(statuses: readonly WorkerStatus[]): WorkerStatus {
-  const total: WorkerStatus = { welcomed: 0, complete: 0, lastComplete: 0, lastWelcome: 0, peerBytes: 0, unreadable: 0, sameIp: 0, hadIp: 0 };
+  const total: WorkerStatus = { welcomed: 0, full: 0, complete: 0, lastComplete: 0, lastWelcome: 0, peerBytes: 0, unreadable: 0, sameIp: 0, hadIp: 0 };
   for (const s of statuses) {
     total.welcomed += s.welcomed;
+    total.full += s.full;
     total.complete += s.complete;
     total.peerBytes += s.peerBytes;
     total.unreadable += s.unreadable;
