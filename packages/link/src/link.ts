@@ -27,6 +27,8 @@ export interface LinkOptions {
 
 /** Grace for a REJECT or GOODBYE to reach the peer before the socket is destroyed regardless. */
 export const LINGER_MS = 2_000;
+/** An answerer's PING to a peer it hears anyway goes every this many keepalive rounds, for rttMs alone. */
+export const RTT_ROUNDS = 8;
 
 /** A PING carrying the sender's monotonic clock, which the PONG brings back as the round-trip time. */
 export function pingFrame(now = performance.now()): Buffer {
@@ -60,6 +62,8 @@ export class Link implements Flushable {
   /** Set on every received chunk; each keepalive round clears it and counts the silent ones. */
   heard = true;
   silentRounds = 0;
+  /** Keepalive rounds so far (an answerer's RTT probe every RTT_ROUNDS). */
+  private rounds = 0;
   rttMs = -1;
   /** DATA frames for the peer dropped because its queue was full. */
   missed = 0;
@@ -98,16 +102,21 @@ export class Link implements Flushable {
 
   /**
    * One keepalive round: false once the peer has been silent for deadAfterMs (the owner ends the link),
-   * else `ping` (pingFrame) is sent.
+   * else `ping` (pingFrame) is sent. `answerer` is for the side whose peer pings on its own schedule (the
+   * relay: every client pings each keepaliveMs): a peer heard this round needs no PING for liveness, so
+   * one goes only when it was silent, or every RTT_ROUNDS rounds to keep rttMs fresh. That halves the
+   * idle frames a relay handles per device.
    */
-  keepalive(keepaliveMs: number, deadAfterMs: number, ping: Buffer): boolean {
-    if (this.heard) {
+  keepalive(keepaliveMs: number, deadAfterMs: number, ping: Buffer, answerer = false): boolean {
+    const heard = this.heard;
+    if (heard) {
       this.heard = false;
       this.silentRounds = 0;
     } else if (++this.silentRounds * keepaliveMs >= deadAfterMs) {
       return false;
     }
-    this.sendControl(ping);
+    this.rounds++;
+    if (!answerer || !heard || this.rounds % RTT_ROUNDS === 1) this.sendControl(ping);
     return true;
   }
 

@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { createServer, connect, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { encodeFrame, FrameDecoder, FrameType, HEADER_BYTES, ProtocolError } from '@mnedc/protocol';
-import { Link, pingFrame, recordLength, tunFraming, WRITE_OVERHEAD_BYTES, type WriteBatch } from '../src';
+import { Link, pingFrame, recordLength, RTT_ROUNDS, tunFraming, WRITE_OVERHEAD_BYTES, type WriteBatch } from '../src';
 
 /** A connected pair of loopback sockets: the link's and the peer's. */
 async function socketPair(): Promise<{ ours: Socket; theirs: Socket; close: () => void }> {
@@ -76,6 +76,37 @@ describe('Link', () => {
     assert.equal(link.keepalive(1000, 3000, ping), false, '3 silent rounds = 3000 ms');
     link.receive(Buffer.alloc(0));
     assert.equal(link.keepalive(1000, 3000, ping), true, 'anything heard resets the count');
+  });
+
+  it('as the answerer pings a peer it hears only every RTT_ROUNDS rounds (for the RTT), a silent one every round', () => {
+    const link = new Link(pair.ours, { budgetBytes: 1 << 20 }, () => undefined);
+    let pings = 0;
+    link.sendControl = () => {
+      pings++;
+      return true;
+    };
+    const ping = pingFrame();
+    for (let i = 0; i < 2 * RTT_ROUNDS; i++) {
+      link.receive(Buffer.alloc(0));
+      assert.equal(link.keepalive(1000, 3000, ping, true), true);
+    }
+    assert.equal(pings, 2, 'heard every round: one RTT probe per RTT_ROUNDS rounds');
+    pings = 0;
+    assert.equal(link.keepalive(1000, 3000, ping, true), true, '1 silent round');
+    assert.equal(link.keepalive(1000, 3000, ping, true), true, '2 silent rounds');
+    assert.equal(pings, 2, 'each silent round gets its PING');
+    assert.equal(link.keepalive(1000, 3000, ping, true), false, 'and silence still ends the link at deadAfterMs');
+    const pinger = new Link(pair.ours, { budgetBytes: 1 << 20 }, () => undefined);
+    let sent = 0;
+    pinger.sendControl = () => {
+      sent++;
+      return true;
+    };
+    for (let i = 0; i < RTT_ROUNDS; i++) {
+      pinger.receive(Buffer.alloc(0));
+      pinger.keepalive(1000, 3000, ping);
+    }
+    assert.equal(sent, RTT_ROUNDS, 'a pinger (the client) pings every round, heard or not');
   });
 
   it('refuses DATA beyond the budget\'s data limit and counts it missed, while control still fits the reserve', async () => {

@@ -54,6 +54,9 @@ export interface DevicesDeps {
  * authenticated device becoming a routed Session (a newer connection of the same device takes over the
  * older), the keepalive sweep, and leaving — with the peer directory and the lease told at each step.
  */
+/** Devices.sweep runs this many times per keepalive interval, each time for one slice of the sessions. */
+export const SWEEP_SLICES = 10;
+
 export class Devices implements HandshakeHost {
   readonly log: Logger;
   readonly leases: LeaseService;
@@ -66,6 +69,8 @@ export class Devices implements HandshakeHost {
   /** Every connection, in handshake or established. */
   readonly sessions = new Set<Session>();
   private readonly byDevice = new Map<string, Session>();
+  private sweepTick = 0;
+  private nextSweepSlot = 0;
   /** Protocol errors and refusals, each rate-limited per reason. */
   private readonly warnings: RateLimitedWarning;
   private limits: ServerLimits;
@@ -114,6 +119,7 @@ export class Devices implements HandshakeHost {
 
   opened(session: Session): void {
     this.sessions.add(session);
+    session.sweepSlot = this.nextSweepSlot++ % SWEEP_SLICES;
     const { socket } = session;
     socket.on('data', (chunk: Buffer) => this.onChunk(session, chunk));
     socket.on('close', () => {
@@ -258,17 +264,23 @@ export class Devices implements HandshakeHost {
     session.socket.destroy();
   }
 
-  /** Pings every established session; a session silent for deadAfterMs is closed. */
+  /**
+   * One of SWEEP_SLICES calls per keepalive interval (the server's timer): each visits its slice of the
+   * established sessions for their keepalive round, so 10,000 PINGs never leave in one tick and stall
+   * the data path. A session silent for deadAfterMs is closed. Devices ping the relay on their own, so a
+   * session heard this round gets no PING (Link.keepalive's answerer).
+   */
   sweep(): void {
     const { keepaliveMs, deadAfterMs } = this.limits;
     const now = Date.now();
-    this.handshakes.sweep();
+    const slice = this.sweepTick++ % SWEEP_SLICES;
+    if (slice === 0) this.handshakes.sweep();
     const ping = pingFrame();
     this.deps.directory.retry();
     for (const session of this.sessions) {
-      if (session.state !== 'established') continue;
+      if (session.sweepSlot !== slice || session.state !== 'established') continue;
       session.updateRates(now);
-      if (session.link.keepalive(keepaliveMs, deadAfterMs, ping)) continue;
+      if (session.link.keepalive(keepaliveMs, deadAfterMs, ping, true)) continue;
       this.deps.log.warn({ deviceId: session.deviceId, remote: session.remote }, `Device ${session.deviceId} silent for ${deadAfterMs} ms: closing its session`);
       this.detach(session, `silent for ${deadAfterMs} ms`, 'lost');
       session.socket.destroy();

@@ -9,7 +9,7 @@ import type { ServerConfig } from './config';
 import { DataPlane } from './dataplane/data-plane';
 import { LocalDevice } from './dataplane/local-device';
 import { newCounters } from './dataplane/target';
-import { Devices } from './devices';
+import { Devices, SWEEP_SLICES } from './devices';
 import { startOverlayDns } from './dns/overlay-dns';
 import { newDnsCounters, type DnsCounters, type DnsResponder } from './dns/responder';
 import { fdLimitWarning, readOpenFileLimit } from './fd-limit';
@@ -117,7 +117,7 @@ export class RelayServer extends EventEmitter {
       });
     });
     listener.on('error', (err) => this.log.error({ err }, `Listener error: ${err.message}`));
-    this.keepaliveTimer = setInterval(() => this.devices.sweep(), this.limits.keepaliveMs);
+    this.keepaliveTimer = setInterval(() => this.devices.sweep(), this.limits.keepaliveMs / SWEEP_SLICES);
     const fds = fdLimitWarning(readOpenFileLimit(), this.limits.maxClients, this.leases.capacity, this.limits.maxHandshakes);
     if (fds) this.log.warn(fds.fields, fds.message);
     const address = listener.address() as AddressInfo;
@@ -223,7 +223,7 @@ export class RelayServer extends EventEmitter {
     this.devices.setLimits(limits);
     if (keepaliveChanged && this.keepaliveTimer) {
       clearInterval(this.keepaliveTimer);
-      this.keepaliveTimer = setInterval(() => this.devices.sweep(), limits.keepaliveMs);
+      this.keepaliveTimer = setInterval(() => this.devices.sweep(), limits.keepaliveMs / SWEEP_SLICES);
     }
   }
 

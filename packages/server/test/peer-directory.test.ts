@@ -2,7 +2,7 @@ import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import { copyIfPinning } from '@mnedc/link';
 import { FrameDecoder, FrameType, parsePeersBinary, parsePeerUpdate, type PeerInfo, type PeerUpdate } from '@mnedc/protocol';
-import { buildFrames, grantDiscovery, PeerDirectory, type PeerFormat, type PeerSubscriber } from '../src';
+import { buildFrames, flushWindowMs, grantDiscovery, PeerDirectory, type PeerFormat, type PeerSubscriber } from '../src';
 
 class ManualTimer {
   pending: Array<() => void> = [];
@@ -52,6 +52,25 @@ class Recorder implements PeerSubscriber {
 const peer = (i: number): PeerInfo => ({ deviceId: `dev-${i}`, ip: `10.0.${i >> 8}.${i & 255}`, hostname: `host-${i}`, underlay: ['192.168.1.10'], since: i });
 
 describe('PeerDirectory', () => {
+  it('coalesces longer with more subscribers, since a flush costs a write per subscriber', () => {
+    assert.equal(flushWindowMs(100, 0), 100);
+    assert.equal(flushWindowMs(100, 100), 100);
+    assert.equal(flushWindowMs(100, 1000), 500);
+    assert.equal(flushWindowMs(100, 100_000), 2000, 'never slower than 2 s');
+    const delays: number[] = [];
+    const directory = new PeerDirectory({ schedule: (_callback, delayMs) => {
+      delays.push(delayMs);
+      return { cancel: () => undefined };
+    } });
+    const silent: PeerSubscriber = { sendControl: () => undefined };
+    directory.join(peer(1), silent);
+    directory.flush();
+    for (let i = 2; i <= 1000; i++) directory.join(peer(i), { sendControl: () => undefined });
+    directory.flush();
+    directory.join(peer(1001));
+    assert.deepEqual([delays[0], delays.at(-1)], [100, 500], 'the window at 1 and at 1,000 subscribers');
+  });
+
   it('gives a newcomer a snapshot and existing subscribers a delta', () => {
     const timer = new ManualTimer();
     const directory = new PeerDirectory(timer);

@@ -91,7 +91,9 @@ export class ScaleRelay {
     writeFileSync(this.config, scaleConfig(this.devices, path.join(this.dir, 'state'), this.socket, this.port));
     // Each device is a socket, plus the bindings journal, state files and slack.
     const nofile = this.devices + 4096;
-    const child = this.spawnInside(['prlimit', `--nofile=${nofile}:${nofile}`, process.execPath, SERVER_BIN,
+    // MNEDC_SCALE_RELAY_NODE_ARGS (e.g. --perf-basic-prof, for perf record -p) reaches the relay's node.
+    const nodeArgs = (process.env.MNEDC_SCALE_RELAY_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const child = this.spawnInside(['prlimit', `--nofile=${nofile}:${nofile}`, process.execPath, ...nodeArgs, SERVER_BIN,
       '--config', this.config, '--log-format', 'json'], ['ignore', 'pipe', 'pipe']);
     this.daemon = new Daemon('relay', child);
     const listening = await this.daemon.waitFor(/^Relay listening/, { timeoutMs: 60_000 });
