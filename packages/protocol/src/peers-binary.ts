@@ -37,7 +37,7 @@ function ascii(text: string, max: number): Buffer {
 }
 
 /** One up entry: ip u32, since u48, deviceId, hostname, underlay count and addresses (u8 lengths). */
-function encodePeer(info: PeerInfo): Buffer {
+export function encodePeerEntry(info: PeerInfo): Buffer {
   const parts = [ascii(info.deviceId, LIMITS.deviceIdLength), ascii(info.hostname, LIMITS.hostnameLength)];
   const underlay = info.underlay.slice(0, LIMITS.underlayAddresses).map((a) => ascii(a, LIMITS.addressLength));
   const size = 10 + 1 + parts[0]!.length + 1 + parts[1]!.length + 1 + underlay.reduce((n, a) => n + 1 + a.length, 0);
@@ -65,8 +65,10 @@ function encodeDown(deviceId: string): Buffer {
 /**
  * A peer update as PEERS_BIN frames of at most PEERS_BIN_CHUNK payload bytes; a snapshot (reset) says
  * reset on its first frame and more on all but its last. Each frame is unpooled (shared by every receiver).
+ * `entry` may hand back an up entry encoded earlier (the relay caches them: a snapshot is then copies).
  */
-export function encodePeersBinary(reset: boolean, up: readonly PeerInfo[], down: readonly string[]): Buffer[] {
+export function encodePeersBinary(reset: boolean, up: readonly PeerInfo[], down: readonly string[],
+  entry: (info: PeerInfo) => Buffer = encodePeerEntry): Buffer[] {
   const chunks: Array<{ up: Buffer[]; down: Buffer[] }> = [];
   let current = { up: [] as Buffer[], down: [] as Buffer[] };
   let bytes = HEAD_BYTES;
@@ -80,7 +82,7 @@ export function encodePeersBinary(reset: boolean, up: readonly PeerInfo[], down:
     current[into].push(entry);
     bytes += entry.length;
   };
-  for (const info of up) add(encodePeer(info), 'up');
+  for (const info of up) add(entry(info), 'up');
   for (const id of down) add(encodeDown(id), 'down');
   chunks.push(current);
   return chunks.map((chunk, i) => {

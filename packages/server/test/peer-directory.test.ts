@@ -52,6 +52,22 @@ class Recorder implements PeerSubscriber {
 const peer = (i: number): PeerInfo => ({ deviceId: `dev-${i}`, ip: `10.0.${i >> 8}.${i & 255}`, hostname: `host-${i}`, underlay: ['192.168.1.10'], since: i });
 
 describe('PeerDirectory', () => {
+  it('a snapshot reuses each peer\'s encoded entry, yet shows a changed peer as it is now', () => {
+    for (const format of ['json', 'binary'] as const) {
+      const timer = new ManualTimer();
+      const directory = new PeerDirectory(timer);
+      directory.join(peer(1), new Recorder(format));
+      directory.join(peer(2));
+      timer.fire();
+      directory.join({ ...peer(2), hostname: 'renamed' });
+      const late = new Recorder(format);
+      directory.join(peer(3), late);
+      timer.fire();
+      const hostnames = late.updates.flatMap((u) => u.up.map((p) => `${p.deviceId}=${p.hostname}`)).sort();
+      assert.deepEqual(hostnames, ['dev-1=host-1', 'dev-2=renamed', 'dev-3=host-3'], format);
+    }
+  });
+
   it('coalesces longer with more subscribers, since a flush costs a write per subscriber', () => {
     assert.equal(flushWindowMs(100, 0), 100);
     assert.equal(flushWindowMs(100, 100), 100);

@@ -5,7 +5,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { REPO_ROOT, runCommand } from '../lab';
@@ -110,6 +110,13 @@ export class ScaleRelay {
     const daemon = this.daemon!;
     daemon.signal('SIGKILL');
     await daemon.waitExit(20_000);
+    this.keepLog();
+  }
+
+  /** MNEDC_SCALE_RELAY_LOG names a file that gets each relay run's log lines, for a look after the bench. */
+  private keepLog(): void {
+    const file = process.env.MNEDC_SCALE_RELAY_LOG;
+    if (file && this.daemon) appendFileSync(file, `${this.daemon.raw.join('\n')}\n`);
   }
 
   pid(): number {
@@ -128,6 +135,7 @@ export class ScaleRelay {
 
   destroySync(): void {
     if (!live.delete(this)) return;
+    this.keepLog();
     for (const child of this.children) {
       try {
         child.kill('SIGKILL');

@@ -1,6 +1,6 @@
 import { chargeFor } from '@mnedc/link';
 import {
-  encodePeersBinary, FrameType, MAX_CONTROL_PAYLOAD, unpooledFrame, type DiscoveryMode, type DiscoveryRequest, type PeerInfo,
+  encodePeerEntry, encodePeersBinary, FrameType, MAX_CONTROL_PAYLOAD, unpooledFrame, type DiscoveryMode, type DiscoveryRequest, type PeerInfo,
 } from '@mnedc/protocol';
 
 /** Whoever receives discovery frames: a session once its handshake is done and it asked for the list. */
@@ -207,12 +207,32 @@ function room(subscriber: PeerSubscriber): number {
   return subscriber.discoveryRoom ? subscriber.discoveryRoom() : Number.POSITIVE_INFINITY;
 }
 
+/**
+ * Each peer's entry in both formats, encoded once: a snapshot (every newcomer's, every resync's) is then
+ * copies, not thousands of encodings. Keyed by the PeerInfo object, which `join` replaces on any change,
+ * so an entry can never be stale and goes with its peer.
+ */
+const binaryEntries = new WeakMap<PeerInfo, Buffer>();
+const jsonEntries = new WeakMap<PeerInfo, string>();
+
+function binaryEntry(info: PeerInfo): Buffer {
+  let entry = binaryEntries.get(info);
+  if (!entry) binaryEntries.set(info, (entry = encodePeerEntry(info)));
+  return entry;
+}
+
+function jsonEntry(info: PeerInfo): string {
+  let entry = jsonEntries.get(info);
+  if (entry === undefined) jsonEntries.set(info, (entry = JSON.stringify(info)));
+  return entry;
+}
+
 /** The update's frames in each format, built the first time a subscriber of that format asks, then shared. */
 function lazyFrames(reset: boolean, up: PeerInfo[], down: string[]): (format: PeerFormat | undefined) => Buffer[] {
   let json: Buffer[] | undefined;
   let binary: Buffer[] | undefined;
   return (format) => format === 'binary'
-    ? (binary ??= encodePeersBinary(reset, up, down))
+    ? (binary ??= encodePeersBinary(reset, up, down, binaryEntry))
     : (json ??= buildFrames(reset, up, down));
 }
 
@@ -234,7 +254,7 @@ export function buildFrames(reset: boolean, up: PeerInfo[], down: string[]): Buf
     bytes = 0;
   };
   for (const info of up) {
-    const text = JSON.stringify(info);
+    const text = jsonEntry(info);
     const size = Buffer.byteLength(text) + 1;
     if (bytes + size > CHUNK_BYTES && bytes > 0) emit();
     ups.push(text);
