@@ -204,7 +204,7 @@ export class Devices implements HandshakeHost {
     const capabilities = SERVER_CAPABILITIES.filter((c) => hello.capabilities.includes(c));
     session.gso = capabilities.includes(CAPABILITY_GSO);
     session.peerFormat = capabilities.includes(CAPABILITY_PEERS_BIN) ? 'binary' : 'json';
-    const discovery = grantDiscovery(hello.discovery, this.deps.directory.size, this.deps.config.server.discovery_full_max);
+    const discovery = grantDiscovery(hello.discovery, this.deps.directory.size, this.limits.discoveryFullMax);
     this.byDevice.set(hello.deviceId, session);
     this.deps.plane.route(session);
     const welcome: Welcome = {

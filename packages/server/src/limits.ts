@@ -5,6 +5,8 @@ import type { ServerConfig } from './config';
 export interface ServerLimits extends HandshakeLimits {
   keepaliveMs: number;
   deadAfterMs: number;
+  /** Devices asking discovery "auto" get the pushed list while the network has at most this many. */
+  discoveryFullMax: number;
 }
 
 export function limitsFromConfig(config: ServerConfig): ServerLimits {
@@ -13,6 +15,7 @@ export function limitsFromConfig(config: ServerConfig): ServerLimits {
     sendQueueKib: server.send_queue_kib,
     keepaliveMs: server.keepalive_ms,
     deadAfterMs: server.dead_after_ms,
+    discoveryFullMax: server.discovery_full_max,
     handshakeTimeoutMs: limits.handshake_timeout_ms,
     maxClients: limits.max_clients,
     maxDevices: limits.max_devices,

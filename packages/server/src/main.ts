@@ -52,7 +52,8 @@ function applyLive(server: RelayServer, current: ServerConfig, next: ServerConfi
     ...current,
     log: next.log,
     limits: next.limits,
-    server: { ...current.server, send_queue_kib: next.server.send_queue_kib, lease_lifetime_days: next.server.lease_lifetime_days, keepalive_ms: next.server.keepalive_ms, dead_after_ms: next.server.dead_after_ms },
+    server: { ...current.server, send_queue_kib: next.server.send_queue_kib, lease_lifetime_days: next.server.lease_lifetime_days, keepalive_ms: next.server.keepalive_ms, dead_after_ms: next.server.dead_after_ms,
+      discovery_full_max: next.server.discovery_full_max },
   };
 }
 

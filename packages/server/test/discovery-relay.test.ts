@@ -4,6 +4,7 @@ import { describe, it } from 'node:test';
 import { once } from 'node:events';
 import { ipPacket, WireClient } from '@mnedc/lab';
 import { CAPABILITY_PEERS_BIN, FrameType, HEADER_BYTES, type PeerInfo } from '@mnedc/protocol';
+import { limitsFromConfig, parseServerConfig } from '../src';
 import { inProcessRelays } from './in-process-relay';
 
 const relays = inProcessRelays('mnedc-discovery-');
@@ -105,6 +106,10 @@ describe('discovery on the relay', () => {
     assert.deepEqual(types(autoFull), new Set([FrameType.PeersBin]));
     assert.deepEqual([...bin.peers.keys()].sort(), [...old.peers.keys()].sort());
     assert.equal(bin.peers.size, 6);
+    // discovery_full_max is live (SIGHUP): raised, the next "auto" device gets the list again.
+    server.setLimits(limitsFromConfig(parseServerConfig(`[server]\nstate_dir = /nonexistent\ndiscovery_full_max = 100\n${STORM}`, 'reload.ini')));
+    const autoAgain = await relays.join(port, 'dev-auto3', { ...BIN, discovery: 'auto' });
+    assert.equal(autoAgain.welcome?.discovery, 'full');
   });
 
   it('queues one snapshot Buffer to all newcomers of a window, never a copy per device', async () => {
