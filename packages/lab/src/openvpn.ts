@@ -96,7 +96,7 @@ export function openVpnConfigs(dir: string, serverIp: string, clients: readonly 
     // mnedc sets TCP_NODELAY on both ends of its tunnel; this sets it on the server and pushes it.
     'tcp-nodelay',
     // mnedc's keepalive_ms/dead_after_ms defaults; pushed to the clients.
-    'keepalive 2 6',
+    'keepalive 5 15',
   ];
   const client = (name: string) => [
     'client',
