@@ -1,19 +1,14 @@
 import { strict as assert } from 'node:assert';
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { selfSignedCertificate } from '../src/stores/certificate';
 import { IdentityError, loadOrCreateIdentity } from '../src/stores/identity';
+import { inProcessRelays } from './in-process-relay';
 
-const dirs: string[] = [];
-after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
-function stateDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'mnedc-identity-'));
-  dirs.push(dir);
-  return dir;
-}
+const relays = inProcessRelays('mnedc-identity-');
+const stateDir = () => relays.stateDir();
 const files = (dir: string) => ({ key: readFileSync(join(dir, 'server.key')), crt: readFileSync(join(dir, 'server.crt')) });
 
 describe('relay identity', () => {
