@@ -1,16 +1,17 @@
-import { generateKeyPairSync, randomBytes, X509Certificate } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, randomBytes, X509Certificate, type KeyObject } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import forge from 'node-forge';
 import { writeFileAtomic } from '@mnedc/common';
 import { certificateFingerprint, formatJoin, SECRET_BYTES } from '@mnedc/protocol';
+import { CertificateError, selfSignedCertificate } from './certificate';
 import { JournalError, JournalStore, type JournalOptions } from './journal';
 
 /**
  * The relay's long-lived secrets in state_dir. The key and certificate are created once and never
  * overwritten: every client pins the certificate, so replacing it must be a deliberate act (delete the
- * files), never an accident of a restart.
+ * files), never an accident of a restart. New keys are Ed25519 (cheap to sign a handshake with); an RSA
+ * key from an older relay stays, and gets an RSA certificate if its certificate is missing.
  */
 export interface ServerIdentity {
   keyPem: string;
@@ -32,13 +33,19 @@ export function loadOrCreateIdentity(stateDir: string): { identity: ServerIdenti
     if (existsSync(certPath)) {
       throw new IdentityError(`${certPath} exists without its key ${keyPath}; restore the key, or delete both to create a new identity (every client then needs a new join string)`);
     }
-    const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-    writeFileAtomic(keyPath, privateKey.export({ type: 'pkcs1', format: 'pem' }) as string, 0o600);
+    const { privateKey } = generateKeyPairSync('ed25519');
+    writeFileAtomic(keyPath, privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, 0o600);
     created = true;
   }
   const keyPem = readFileSync(keyPath, 'utf8');
   if (!existsSync(certPath)) {
-    writeFileAtomic(certPath, selfSignedCertificate(keyPem), 0o644);
+    const key = parseKey(keyPem, keyPath);
+    try {
+      writeFileAtomic(certPath, selfSignedCertificate(key, { commonName: `mnedc relay ${hostname()}` }), 0o644);
+    } catch (err) {
+      if (err instanceof CertificateError) throw new IdentityError(`cannot create ${certPath} for ${keyPath}: ${err.message}`);
+      throw err;
+    }
     created = true;
   }
   const certPem = readFileSync(certPath, 'utf8');
@@ -51,27 +58,12 @@ export function loadOrCreateIdentity(stateDir: string): { identity: ServerIdenti
   return { identity: { keyPem, certPem, fingerprint: certificateFingerprint(der) }, created };
 }
 
-/** X.509 by node-forge (Node can parse certificates but not make them); the key comes from Node's crypto. */
-function selfSignedCertificate(keyPem: string): string {
-  const key = forge.pki.privateKeyFromPem(keyPem) as forge.pki.rsa.PrivateKey;
-  const cert = forge.pki.createCertificate();
-  cert.publicKey = forge.pki.setRsaPublicKey(key.n, key.e);
-  // A positive serial: DER integers are signed, so the first byte must stay below 0x80.
-  cert.serialNumber = `01${randomBytes(15).toString('hex')}`;
-  const now = new Date();
-  cert.validity.notBefore = new Date(now.getTime() - 86_400_000);
-  // Pinning, not expiry, carries the trust; a relay must not stop working on a date.
-  cert.validity.notAfter = new Date(now.getTime() + 100 * 365 * 86_400_000);
-  const name = [{ name: 'commonName', value: `mnedc relay ${hostname()}`.slice(0, 64) }];
-  cert.setSubject(name);
-  cert.setIssuer(name);
-  cert.setExtensions([
-    { name: 'basicConstraints', cA: false },
-    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true },
-    { name: 'extKeyUsage', serverAuth: true },
-  ]);
-  cert.sign(key, forge.md.sha256.create());
-  return forge.pki.certificateToPem(cert);
+function parseKey(keyPem: string, keyPath: string): KeyObject {
+  try {
+    return createPrivateKey(keyPem);
+  } catch (err) {
+    throw new IdentityError(`${keyPath} is not a private key (${(err as Error).message}); restore it, or delete it to create a new identity (every client then needs a new join string)`);
+  }
 }
 
 /** The join secret: created on first start, replaced only by rotation. */
