@@ -26,7 +26,8 @@ async function main(): Promise<void> {
   process.stdout.write(`commit ${result.commit}, ${result.cores} cores, load average ${result.loadavg.start.map((l) => l.toFixed(2)).join(' ')} at the start, ` +
     `${result.loadavg.end.map((l) => l.toFixed(2)).join(' ')} at the end; ${result.workers} workers; ` +
     `the relay had ${result.relay.joinCpuShare?.toFixed(0) ?? '-'}% of a core while joining and waited ` +
-    `${result.relay.joinRunQueueSeconds?.toFixed(1) ?? '-'} s for one; idle CPU over ${result.relay.idleSeconds} s; ` +
+    `${result.relay.joinRunQueueSeconds?.toFixed(1) ?? '-'} s for one; in the storm ${result.storm.cpuMsPerDevice?.toFixed(1) ?? '-'} ms of relay CPU ` +
+    `per device back, ${result.storm.cpuShare?.toFixed(0) ?? '-'}% of a core, ${result.storm.runQueueSeconds?.toFixed(1) ?? '-'} s waiting for one; idle CPU over ${result.relay.idleSeconds} s; ` +
     `DNS: ${result.dns.answered}/${result.dns.asked} answered within 1 s\n`);
   for (const note of result.notes) process.stdout.write(`note: ${note}\n`);
   process.stdout.write(`JSON: ${path.relative(process.cwd(), file)}\n`);

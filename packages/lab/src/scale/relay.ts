@@ -89,8 +89,8 @@ export class ScaleRelay {
   /** Starts the relay (again, on the same state and port after a kill). */
   async start(): Promise<void> {
     writeFileSync(this.config, scaleConfig(this.devices, path.join(this.dir, 'state'), this.socket, this.port));
-    // Each device is a socket, plus the bindings journal, state files and slack.
-    const nofile = this.devices + 4096;
+    // What the relay's own start-up check counts (max_clients + max_handshakes + 256), and slack.
+    const nofile = this.devices + 16 + 4096 + 512;
     // MNEDC_SCALE_RELAY_NODE_ARGS (e.g. --perf-basic-prof, for perf record -p) reaches the relay's node.
     const nodeArgs = (process.env.MNEDC_SCALE_RELAY_NODE_ARGS ?? '').split(' ').filter(Boolean);
     const child = this.spawnInside(['prlimit', `--nofile=${nofile}:${nofile}`, process.execPath, ...nodeArgs, SERVER_BIN,

@@ -139,6 +139,8 @@ export async function runScale(options: ScaleOptions, say: Say = () => {}): Prom
     await relay.kill9();
     await relay.start();
     const listening = Date.now();
+    const cpuBeforeStorm = await cpuSeconds(relay.pid());
+    const waitBeforeStorm = relay.runQueueSeconds();
     say('relay killed (-9) and restarted: reconnect storm');
     // Probes during the storm go between devices already back, once half are: the rest are still joining.
     const half = await pollUntil(workers, (s) => s.welcomed >= n / 2, joinDeadlineMs(n));
@@ -146,8 +148,12 @@ export async function runScale(options: ScaleOptions, say: Say = () => {}): Prom
     const stormProbed = await probes(workers, shares, stormIps, options.probes, 2, 1000);
     const back = await pollUntil(workers, (s) => s.welcomed === n, joinDeadlineMs(n), (s) => say(`storm: ${s.welcomed}/${n} back`));
     if (half.timedOut || back.timedOut) notes.push(`storm: ${back.status.welcomed}/${n} back after ${joinDeadlineMs(n) / 1000} s`);
-    const storm = { seconds: back.timedOut ? null : (back.status.lastWelcome - listening) / 1000, back: back.status.welcomed, sameIp: back.status.sameIp, hadIp: back.status.hadIp };
-    say(`storm: ${storm.back}/${n} back in ${storm.seconds ?? 'timeout'} s, ${storm.sameIp} of ${storm.hadIp} with the same IP; probes ${stormProbed.delivered}/${stormProbed.sent}`);
+    const stormCpu = (await cpuSeconds(relay.pid())) - cpuBeforeStorm;
+    const storm = { seconds: back.timedOut ? null : (back.status.lastWelcome - listening) / 1000, back: back.status.welcomed, sameIp: back.status.sameIp, hadIp: back.status.hadIp,
+      cpuMsPerDevice: stormCpu * 1000 / Math.max(1, back.status.welcomed), cpuShare: stormCpu / ((Date.now() - listening) / 1000) * 100,
+      runQueueSeconds: relay.runQueueSeconds() - waitBeforeStorm };
+    say(`storm: ${storm.back}/${n} back in ${storm.seconds ?? 'timeout'} s, ${storm.sameIp} of ${storm.hadIp} with the same IP; probes ${stormProbed.delivered}/${stormProbed.sent}; ` +
+      `relay CPU ${storm.cpuMsPerDevice.toFixed(1)} ms per device back, ${storm.cpuShare.toFixed(0)}% of a core, ${storm.runQueueSeconds.toFixed(1)} s waiting for one`);
 
     return {
       devices: n, workers: workers.length, commit: commit(), cores: cpus().length, loadavg: { start, end: loadavg() },

@@ -149,7 +149,9 @@ export interface ScaleResult {
    * After kill -9 and restart: seconds from the new relay listening until all were back; of the devices
    * that had an address before (hadIp), how many are back with the same one.
    */
-  storm: { seconds: number | null; back: number; sameIp: number; hadIp: number };
+  storm: { seconds: number | null; back: number; sameIp: number; hadIp: number;
+    /** Relay CPU from the restart until all were back, per device back; as a share of one core; seconds it waited for one. */
+    cpuMsPerDevice?: number; cpuShare?: number; runQueueSeconds?: number };
   /** Phases that ran out of time, and other things a reader should know. */
   notes: string[];
 }
