@@ -69,8 +69,9 @@ export interface HelloAuth {
   deviceSig: string;
 }
 
-export function helloAuth(secret: Buffer, deviceKey: KeyObject, ekm: Buffer, deviceId: string): HelloAuth {
-  const publicKey = createPublicKey(deviceKey).export({ format: 'der', type: 'spki' });
+/** `publicKey` (the key's SPKI DER) may be given by a caller that keeps it, saving a derivation per HELLO. */
+export function helloAuth(secret: Buffer, deviceKey: KeyObject, ekm: Buffer, deviceId: string,
+  publicKey: Buffer = createPublicKey(deviceKey).export({ format: 'der', type: 'spki' })): HelloAuth {
   return {
     join: createHmac('sha256', secret).update(transcript('join', ekm, deviceId)).digest('base64url'),
     deviceKey: publicKey.toString('base64url'),

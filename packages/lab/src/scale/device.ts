@@ -3,7 +3,7 @@
  * frame log, peers as a bitmap over bench indices) so a worker holds thousands. It reconnects on its own
  * after a loss, as mnedcd-client does (jittered 125–250 ms, doubling to 1 s, a relay's hint honoured).
  */
-import type { KeyObject } from 'node:crypto';
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { connect as netConnect } from 'node:net';
 import { connect, type TLSSocket } from 'node:tls';
 import {
@@ -53,6 +53,9 @@ export class SimDevice {
   rejects = 0;
   private readonly known: Uint8Array;
   private decoder = new FrameDecoder();
+  /** Derived once: the worker's CPU is the relay's competitor for the machine's cores. */
+  private readonly publicKey: Buffer;
+  private readonly secret: Buffer;
   private backoffMs = 0;
   private hintMs = 0;
   private gated = false;
@@ -62,6 +65,8 @@ export class SimDevice {
     private readonly target: RelayTarget, private readonly localAddress: string, private readonly sink: DeviceSink) {
     this.id = deviceId(index);
     this.known = new Uint8Array(Math.ceil(devices / 8));
+    this.publicKey = createPublicKey(key).export({ format: 'der', type: 'spki' });
+    this.secret = parseJoin(target.join).secret;
   }
 
   start(): void {
@@ -96,7 +101,7 @@ export class SimDevice {
 
   private hello(socket: TLSSocket): void {
     const ekm = socket.exportKeyingMaterial(EXPORTER_BYTES, EXPORTER_LABEL, EXPORTER_CONTEXT);
-    const auth = helloAuth(parseJoin(this.target.join).secret, this.key, ekm, this.id);
+    const auth = helloAuth(this.secret, this.key, ekm, this.id, this.publicKey);
     const previous = this.ip === 0 ? {} : { previousIp: [24, 16, 8, 0].map((s) => (this.ip >>> s) & 255).join('.') };
     socket.write(encodeJsonFrame(FrameType.Hello, {
       version: PROTOCOL_VERSION, deviceId: this.id, hostname: `${this.id}-host`, underlay: ['192.168.1.10'], auth, ...previous,
