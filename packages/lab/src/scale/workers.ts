@@ -28,7 +28,12 @@ export class WorkerHandle {
 
   static spawn(relay: ScaleRelay, index: number): WorkerHandle {
     // --max-old-space-size: peer lists arrive as JSON, and a join storm's worth of them is parsed at once.
-    const child = relay.spawnInside([process.execPath, '--max-old-space-size=4096', WORKER_JS], ['ignore', 'inherit', 'inherit', 'ipc']);
+    // MNEDC_SCALE_WORKER_NODE_ARGS (e.g. --cpu-prof) reaches the workers' node, to see what the load generator costs.
+    const nodeArgs = (process.env.MNEDC_SCALE_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    // At nice 10: the simulated devices are other machines in life, and here they would take the relay's
+    // core on a 2-core box (it then waited ~25 of 57 s for one at 10,000). They still get every cycle the
+    // relay leaves, and the relay is one thread, so they keep the other core.
+    const child = relay.spawnInside(['nice', '-n', '10', process.execPath, '--max-old-space-size=4096', ...nodeArgs, WORKER_JS], ['ignore', 'inherit', 'inherit', 'ipc']);
     return new WorkerHandle(child, `worker ${index}`);
   }
 
