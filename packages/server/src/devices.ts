@@ -179,14 +179,15 @@ export class Devices implements HandshakeHost {
   /** An authenticated device becomes a session: the newest connection of a device takes over its older one. */
   authenticated({ session, hello, acquired }: AuthenticatedDevice): void {
     const previous = this.byDevice.get(hello.deviceId);
-    // A takeover is no leave and join for the peers, unless the old session was cut for its budget meanwhile (it left).
+    // A takeover is no leave and join for the peers, unless the old session was cut for its budget meanwhile
+    // (it left), or it comes under another hostname: then "up" says the new name (DNS, watchers).
     let replaced = false;
     if (previous) {
       // The newest connection is the device: the old one is usually a dead TCP session not yet timed out.
       this.deps.log.info({ deviceId: hello.deviceId, old: previous.remote, new: session.remote },
         `Device ${hello.deviceId} reconnected from ${session.remote}; closing its previous session from ${previous.remote}`);
       previous.goodbye({ code: 'replaced', reason: `replaced by a new connection from ${session.remote}` });
-      replaced = previous.state === 'established';
+      replaced = previous.state === 'established' && previous.hello?.hostname === hello.hostname;
       this.detach(previous, 'replaced');
     }
     const now = Date.now();

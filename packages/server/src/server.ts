@@ -41,8 +41,9 @@ const STOP_FLUSH_MS = 1_000;
  * (LocalDevice); leases, key bindings and the peer directory (stores/) are the services they call. Here:
  * start and stop, and what the operator may do.
  *
- * Events: 'peer' (PeerEvent) when a device joins or leaves — a takeover by the same device is neither —
- * and 'sessions' after any change of the connected set.
+ * Events: 'peer' (PeerEvent) when a device joins or leaves — a takeover by the same device is neither,
+ * unless it comes under another hostname (then an 'up' with the new one) — and 'sessions' after any
+ * change of the connected set.
  */
 export class RelayServer extends EventEmitter {
   readonly leases: LeaseService;

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { once } from 'node:events';
 import { describe, it } from 'node:test';
 import { encodeFrame, encodeJsonFrame, FrameType, intToIpv4, ipv4ToInt } from '@mnedc/protocol';
-import { parseServerConfig } from '../src';
+import { parseServerConfig, type PeerEvent } from '../src';
 import { serverMethods } from '../src/control-api';
 import { ipPacket, WireClient } from '@mnedc/lab';
 import { inProcessRelays } from './in-process-relay';
@@ -108,6 +108,19 @@ describe('relay server over loopback', () => {
     await observer.until(() => peersFrames() > before, 'the takeover delta');
     assert.ok(observer.peers.has('dev-a'));
     assert.deepEqual(observer.downs, [], 'takeover must not announce the device as gone');
+  });
+
+  it('a takeover under a new hostname is an "up" with that name (DNS and watchers follow); a plain one is no event', async () => {
+    const { port, server } = await startServer();
+    const events: PeerEvent[] = [];
+    server.on('peer', (event: PeerEvent) => events.push(event));
+    const first = await joinAs(port, 'dev-a');
+    const same = relays.keep(await WireClient.join(port, relays.joinString, 'dev-a', {}, first.key));
+    await first.until(() => first.closed, 'the first session to close');
+    const renamed = relays.keep(await WireClient.join(port, relays.joinString, 'dev-a', { hostname: 'renamed' }, first.key));
+    await same.until(() => same.closed, 'the second session to close');
+    assert.equal(renamed.welcome!.ip, first.welcome!.ip);
+    assert.deepEqual(events.map((e) => [e.event, e.deviceId, e.hostname]), [['up', 'dev-a', 'dev-a-host'], ['up', 'dev-a', 'renamed']]);
   });
 
   it('keeps leases across a restart and honours a previous address on an empty server', async () => {
