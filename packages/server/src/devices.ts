@@ -181,13 +181,13 @@ export class Devices implements HandshakeHost {
     const previous = this.byDevice.get(hello.deviceId);
     // A takeover is no leave and join for the peers, unless the old session was cut for its budget meanwhile
     // (it left), or it comes under another hostname: then "up" says the new name (DNS, watchers).
-    let replaced = false;
+    let quietTakeover = false;
     if (previous) {
       // The newest connection is the device: the old one is usually a dead TCP session not yet timed out.
       this.deps.log.info({ deviceId: hello.deviceId, old: previous.remote, new: session.remote },
         `Device ${hello.deviceId} reconnected from ${session.remote}; closing its previous session from ${previous.remote}`);
       previous.goodbye({ code: 'replaced', reason: `replaced by a new connection from ${session.remote}` });
-      replaced = previous.state === 'established' && previous.hello?.hostname === hello.hostname;
+      quietTakeover = previous.state === 'established' && previous.hello?.hostname === hello.hostname;
       this.detach(previous, 'replaced');
     }
     const now = Date.now();
@@ -223,7 +223,7 @@ export class Devices implements HandshakeHost {
     session.sendControl(encodeJsonFrame(FrameType.Welcome, welcome));
     this.deps.directory.join(peerInfo(lease, now), discovery === 'full' ? session : undefined);
     if (discovery === 'full') session.socket.on('drain', () => this.deps.directory.drained(session));
-    if (!replaced) this.deps.emit('peer', { event: 'up', deviceId: hello.deviceId, ip: welcome.ip, hostname: hello.hostname, at: now } satisfies PeerEvent);
+    if (!quietTakeover) this.deps.emit('peer', { event: 'up', deviceId: hello.deviceId, ip: welcome.ip, hostname: hello.hostname, at: now } satisfies PeerEvent);
     this.deps.emit('sessions');
     this.deps.log.info({ deviceId: hello.deviceId, ip: welcome.ip, hostname: hello.hostname, remote: session.remote, isNew: acquired.isNew },
       `Device ${hello.deviceId} (${hello.hostname || 'no hostname'}) joined from ${session.remote} as ${welcome.ip}`);
