@@ -58,6 +58,12 @@ export const DNS_TERMS: Record<string, Term> = {
   tcpRefused: term('tcp refused', 'TCP connections closed at once: 64 were open already, or the source is outside the overlay'),
 };
 
+/** The peer list pushed to devices granted discovery "full" (`discovery` in stats). */
+export const DISCOVERY_TERMS: Record<string, Term> = {
+  framesSent: term('frames sent', 'PEERS and PEERS_BIN frames queued to devices that get the peer list'),
+  resyncs: term('resyncs', 'times a device\'s queue was too full for its discovery deltas: they were dropped, and a fresh snapshot sent once it drained'),
+};
+
 /** The client's TUN device counters (`tunnel` in stats). */
 export const TUNNEL_TERMS: Record<string, Term> = {
   txDrops: term('tunnel tx drops', 'packets the kernel refused when written to the TUN (its queue was full)'),

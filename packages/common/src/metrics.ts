@@ -1,4 +1,4 @@
-import { CUT_TERMS, DNS_TERMS, DROP_TERMS, REFUSAL_TERMS, SESSION_TERMS, TUNNEL_TERMS, type Term } from './counter-terms';
+import { CUT_TERMS, DISCOVERY_TERMS, DNS_TERMS, DROP_TERMS, REFUSAL_TERMS, SESSION_TERMS, TUNNEL_TERMS, type Term } from './counter-terms';
 import type { ClientStats, DaemonKind, ServerStats } from './rpc-types';
 
 /*
@@ -28,6 +28,7 @@ const SCOPES: Record<string, Scope> = {
   local: { name: 'local', about: 'traffic to and from the relay\'s own interface' },
   clients: { name: 'device', about: 'one connected device, since it connected: rx is what came from it, tx what was sent to it' },
   dns: { name: 'dns', about: 'the relay\'s DNS responder on the overlay', terms: DNS_TERMS },
+  discovery: { name: 'discovery', about: 'the peer list pushed to devices that get it', terms: DISCOVERY_TERMS },
   tunnel: { name: 'tunnel', about: 'the TUN device: rx is what was read from it, on its way to the relay; tx what was written to it', terms: TUNNEL_TERMS },
   session: { name: 'session', about: 'the connection to the relay: rx is what came from the relay, tx what was sent to it', terms: SESSION_TERMS },
 };

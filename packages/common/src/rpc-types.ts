@@ -62,6 +62,8 @@ const serverStats = kind.object({
   cut: kind.optional(kind.open({})),
   /** The overlay's DNS responder (a relay with an interface and [dns] enabled; zeros otherwise). */
   dns: kind.optional(kind.open({})),
+  /** The pushed peer list (discovery "full"). */
+  discovery: kind.optional(kind.open({})),
   totals: counters,
   local: counters,
   clients: kind.array(kind.object({ deviceId: s, ip: s, rxPackets: n, rxBytes: n, txPackets: n, txBytes: n, drops, missed: n })),

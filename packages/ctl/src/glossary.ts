@@ -7,9 +7,9 @@
  * from its name, until it is given a term here.
  */
 
-import { CUT_TERMS, DNS_TERMS, DROP_TERMS, REFUSAL_TERMS, SESSION_TERMS, term, TUNNEL_TERMS, type Term } from '@mnedc/common';
+import { CUT_TERMS, DISCOVERY_TERMS, DNS_TERMS, DROP_TERMS, REFUSAL_TERMS, SESSION_TERMS, term, TUNNEL_TERMS, type Term } from '@mnedc/common';
 
-export { CUT_TERMS, DNS_TERMS, DROP_TERMS, REFUSAL_TERMS, SESSION_TERMS, TUNNEL_TERMS, type Term };
+export { CUT_TERMS, DISCOVERY_TERMS, DNS_TERMS, DROP_TERMS, REFUSAL_TERMS, SESSION_TERMS, TUNNEL_TERMS, type Term };
 
 const DEVICE = term('DEVICE', 'the device ID (each bound to one device key)');
 const IP = term('IP', 'the device\'s overlay address');
@@ -106,6 +106,8 @@ export const OUTPUT_TERMS: Record<'status' | 'peers' | 'leases' | 'stats', { ser
       ...indented(CUT_TERMS),
       term('dns', 'the relay\'s DNS responder on the overlay:'),
       ...indented(DNS_TERMS),
+      term('discovery', 'the peer list pushed to devices that get it:'),
+      ...indented(DISCOVERY_TERMS),
     ],
     client: [
       term('tunnel', 'the TUN device: RX is what was read from it (on its way to the relay), TX what was written to it'),

@@ -2,7 +2,7 @@ import type {
   ClientPeer, ClientStats, ClientStatus, Counters, DaemonKind, Drops, ForgetResult, JoinResult, KickResult, Lease, PeerEvent, ReleaseResult, ServerPeer,
   ServerStats, ServerStatus, Status,
 } from './api';
-import { counterLabel, CUT_TERMS, DNS_TERMS, labelFromKey, DROP_TERMS, REFUSAL_TERMS, SESSION_TERMS, TUNNEL_TERMS, type Term } from './glossary';
+import { counterLabel, CUT_TERMS, DISCOVERY_TERMS, DNS_TERMS, labelFromKey, DROP_TERMS, REFUSAL_TERMS, SESSION_TERMS, TUNNEL_TERMS, type Term } from './glossary';
 import {
   formatAgo, formatBytes, formatClock, formatCount, formatDuration, formatFields, formatRate, formatRtt, formatTable,
   orDash, printable, type Align,
@@ -166,6 +166,7 @@ export function renderServerStats(stats: ServerStats): string {
     ['refused (connections turned away)', counterFields(REFUSAL_TERMS, stats.refused)],
     ['cut (sessions the relay ended)', counterFields(CUT_TERMS, stats.cut)],
     ['dns (the overlay\'s DNS responder)', counterFields(DNS_TERMS, stats.dns)],
+    ['discovery (the pushed peer list)', counterFields(DISCOVERY_TERMS, stats.discovery)],
   ] as const;
   return table + sections.filter(([, fields]) => fields.length > 0)
     .map(([title, fields]) => `\n${title}:\n${formatFields(fields.map(([label, value]) => [`  ${label}`, value]))}`).join('');

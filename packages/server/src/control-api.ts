@@ -87,6 +87,7 @@ export function serverMethods(server: RelayServer, config: () => ServerConfig, v
       refused: { ...server.refused },
       cut: { ...server.cut },
       dns: { ...server.dnsCounters },
+      discovery: { framesSent: server.directory.framesSent, resyncs: server.directory.resyncs },
       totals: counterView(server.totals),
       local: counterView(server.local),
       clients: server.connected().map((s) => exactly<ServerStats['clients'][number]>()({
