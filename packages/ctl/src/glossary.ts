@@ -68,7 +68,7 @@ export const OUTPUT_TERMS: Record<'status' | 'peers' | 'leases' | 'stats', { ser
       term('RX RATE', 'packets and bits per second from the device, over the last few seconds'),
       term('TX RATE', 'packets and bits per second to the device'),
       term('QUEUE', 'bytes waiting in the device\'s send queue'),
-      term('RTT', 'round-trip time of the last keepalive'),
+      term('RTT', 'round-trip time of the relay\'s last timed keepalive (one every 8 rounds at most)'),
       term('DROPS', 'packets from the device the relay dropped, all reasons (stats shows each)'),
       MISSED,
     ],

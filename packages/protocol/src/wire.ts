@@ -82,8 +82,10 @@
  *   The fields and limits are those of PeerUpdate (messages.ts); no bytes may follow the last entry.
  *
  * LIVENESS
- *   Each side sends PING every keepaliveMs (announced in WELCOME) and answers PING with PONG. Any frame
- *   received proves the peer alive; a side that hears nothing for deadAfterMs closes the stream.
+ *   The client sends PING every keepaliveMs (announced in WELCOME); each side answers PING with PONG. The
+ *   relay pings a device only when it heard nothing from it in a round (and every 8th round, to time the
+ *   round trip), so a client must ping on its own. Any frame received proves the peer alive; a side that
+ *   hears nothing for deadAfterMs closes the stream.
  *
  * LEASES AND TAKEOVER
  *   The lease is keyed by deviceId. A HELLO for a deviceId whose previous session is still open replaces

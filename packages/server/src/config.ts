@@ -88,7 +88,7 @@ export const serverSchema = {
 
 /** Keys a SIGHUP applies to the running server; a change to any other key needs a restart. */
 export const SERVER_LIVE_KEYS = ['[log] level', '[server] send_queue_kib', '[server] lease_lifetime_days', '[server] keepalive_ms', '[server] dead_after_ms',
-  '[server] discovery_full_max',  '[limits] handshake_timeout_ms', '[limits] max_handshakes', '[limits] max_handshakes_per_source',
+  '[server] discovery_full_max', '[limits] handshake_timeout_ms', '[limits] max_handshakes', '[limits] max_handshakes_per_source',
   '[limits] connections_per_source_per_second', '[limits] connection_burst_per_source', '[limits] max_clients', '[limits] max_devices',
   '[limits] new_devices_per_minute', '[limits] new_device_burst', '[limits] device_joins_per_minute', '[limits] device_join_burst'];
 

@@ -49,14 +49,14 @@ export interface DevicesDeps {
   emit(event: 'sessions'): void;
 }
 
+/** Devices.sweep runs this many times per keepalive interval, each time for one slice of the sessions. */
+export const SWEEP_SLICES = 10;
+
 /**
  * The life of a device between the relay's parts: a connection the Handshakes admitted, its frames, the
  * authenticated device becoming a routed Session (a newer connection of the same device takes over the
  * older), the keepalive sweep, and leaving — with the peer directory and the lease told at each step.
  */
-/** Devices.sweep runs this many times per keepalive interval, each time for one slice of the sessions. */
-export const SWEEP_SLICES = 10;
-
 export class Devices implements HandshakeHost {
   readonly log: Logger;
   readonly leases: LeaseService;
@@ -119,7 +119,6 @@ export class Devices implements HandshakeHost {
 
   opened(session: Session): void {
     this.sessions.add(session);
-    session.sweepSlot = this.nextSweepSlot++ % SWEEP_SLICES;
     const { socket } = session;
     socket.on('data', (chunk: Buffer) => this.onChunk(session, chunk));
     socket.on('close', () => {
@@ -221,6 +220,9 @@ export class Devices implements HandshakeHost {
     const dnsDomain = this.deps.dnsDomain();
     if (dnsDomain) welcome.dnsDomain = dnsDomain;
     session.sendControl(encodeJsonFrame(FrameType.Welcome, welcome));
+    session.keepaliveMs = welcome.keepaliveMs;
+    // Slots go to established sessions only, round robin: failed handshakes must not unbalance them.
+    session.sweepSlot = this.nextSweepSlot++ % SWEEP_SLICES;
     this.deps.directory.join(peerInfo(lease, now), discovery === 'full' ? session : undefined);
     if (discovery === 'full') session.socket.on('drain', () => this.deps.directory.drained(session));
     if (!quietTakeover) this.deps.emit('peer', { event: 'up', deviceId: hello.deviceId, ip: welcome.ip, hostname: hello.hostname, at: now } satisfies PeerEvent);
@@ -281,7 +283,9 @@ export class Devices implements HandshakeHost {
     for (const session of this.sessions) {
       if (session.sweepSlot !== slice || session.state !== 'established') continue;
       session.updateRates(now);
-      if (session.link.keepalive(keepaliveMs, deadAfterMs, ping, true)) continue;
+      // A device pings at the interval its WELCOME said; one told a longer one (before a SIGHUP shortened
+      // it) may be silent for a round while alive, so it is pinged every round as before.
+      if (session.link.keepalive(keepaliveMs, deadAfterMs, ping, session.keepaliveMs <= keepaliveMs)) continue;
       this.deps.log.warn({ deviceId: session.deviceId, remote: session.remote }, `Device ${session.deviceId} silent for ${deadAfterMs} ms: closing its session`);
       this.detach(session, `silent for ${deadAfterMs} ms`, 'lost');
       session.socket.destroy();

@@ -28,6 +28,8 @@ export class Session implements Target, PeerSubscriber {
   establishedAt = 0;
   /** Which of the keepalive sweep's slices visits this session (Devices.sweep). */
   sweepSlot = 0;
+  /** The keepalive interval its WELCOME announced: the device pings at that pace. */
+  keepaliveMs = 0;
   /** Rates over the last keepalive round, refreshed by the relay's sweep. */
   rates = { rxPps: 0, txPps: 0, rxBps: 0, txBps: 0 };
   private sample = { at: Date.now(), rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0 };

@@ -2,7 +2,7 @@ import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import { copyIfPinning } from '@mnedc/link';
 import { FrameDecoder, FrameType, parsePeersBinary, parsePeerUpdate, type PeerInfo, type PeerUpdate } from '@mnedc/protocol';
-import { buildFrames, flushWindowMs, grantDiscovery, PeerDirectory, type PeerFormat, type PeerSubscriber } from '../src';
+import { binaryEntry, buildFrames, flushWindowMs, grantDiscovery, PeerDirectory, type PeerFormat, type PeerSubscriber } from '../src';
 
 class ManualTimer {
   pending: Array<() => void> = [];
@@ -66,6 +66,14 @@ describe('PeerDirectory', () => {
       const hostnames = late.updates.flatMap((u) => u.up.map((p) => `${p.deviceId}=${p.hostname}`)).sort();
       assert.deepEqual(hostnames, ['dev-1=host-1', 'dev-2=renamed', 'dev-3=host-3'], format);
     }
+  });
+
+  it('keeps each cached PEERS_BIN entry in memory of its own, never pinning a block of the allocation pool', () => {
+    const info = peer(7);
+    const entry = binaryEntry(info);
+    assert.equal(entry.buffer.byteLength, entry.length);
+    assert.equal(binaryEntry(info), entry, 'encoded once');
+    assert.notEqual(binaryEntry({ ...info }), entry, 'a changed peer is a new PeerInfo, encoded anew');
   });
 
   it('coalesces longer with more subscribers, since a flush costs a write per subscriber', () => {

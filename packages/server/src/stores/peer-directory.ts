@@ -215,9 +215,16 @@ function room(subscriber: PeerSubscriber): number {
 const binaryEntries = new WeakMap<PeerInfo, Buffer>();
 const jsonEntries = new WeakMap<PeerInfo, string>();
 
-function binaryEntry(info: PeerInfo): Buffer {
+export function binaryEntry(info: PeerInfo): Buffer {
   let entry = binaryEntries.get(info);
-  if (!entry) binaryEntries.set(info, (entry = encodePeerEntry(info)));
+  if (!entry) {
+    // Memory of its own: a slice of Node's 8 KiB allocation pool, kept while the peer is up, would pin
+    // the whole block (~8 KiB a peer when joins come one by one between other allocations).
+    const encoded = encodePeerEntry(info);
+    entry = Buffer.allocUnsafeSlow(encoded.length);
+    encoded.copy(entry);
+    binaryEntries.set(info, entry);
+  }
   return entry;
 }
 
