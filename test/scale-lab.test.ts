@@ -43,5 +43,7 @@ describe('scale: 500 simulated devices on one relay', { skip: skipUnlessRoot, ti
     assert.ok(result.relay.idleCpuPercent! < IDLE_CPU_PERCENT, `idle relay under ${IDLE_CPU_PERCENT}% of a core${table}`);
     assert.equal(result.dns.correct, result.dns.asked, `every DNS lookup of a peer answered with its address${table}`);
     assert.ok(result.dns.p99Ms! < 1000, `DNS p99 under 1 s${table}`);
+    assert.ok(result.dnsOnJoin!.asked > 0, `devices looked up the moment they joined${table}`);
+    assert.equal(result.dnsOnJoin!.correct, result.dnsOnJoin!.asked, `each resolvable at once, within 1 s${table}`);
   });
 });

@@ -144,11 +144,14 @@ describe('scale bench options and statistics', () => {
     const lines = formatTable([result]).split('\n');
     assert.equal(lines.length, 3);
     const cells = lines[2].split('|').map((c) => c.trim()).slice(1, -1);
-    assert.deepEqual(cells, ['10,000', '197.0 s', '13.0 ms', '1.53 GiB (161 KiB)', '12.5%', '532 KiB (5.20 GiB)', '0 of 10000', '-',
+    assert.deepEqual(cells, ['10,000', '197.0 s', '13.0 ms', '1.53 GiB (161 KiB)', '12.5%', '532 KiB (5.20 GiB)', '0 of 10000', '-', '-',
       '448/2000', '300/2000 (5000 back)', '9990/10000 (timeout)', '9990 of 10000', '1.00 → 2.50']);
     const auto = { ...result, peers: { full: 1000, complete: 1000, seconds: 2.25 }, discoveryRequested: 'auto' as const };
     assert.equal(formatTable([auto]).split('\n')[2].split('|')[7].trim(), 'all 1,000 (2.3 s); 9,000 by DNS');
-    const names = { ...result, peers: { full: 0, complete: 0, seconds: null }, discoveryRequested: 'names' as const };
-    assert.equal(formatTable([names]).split('\n')[2].split('|')[7].trim(), 'none pushed; 10,000 by DNS');
+    const names = { ...result, peers: { full: 0, complete: 0, seconds: null }, discoveryRequested: 'names' as const,
+      dnsOnJoin: { asked: 200, answered: 200, correct: 199, p50Ms: 2.5, p99Ms: 41 } };
+    const namesCells = formatTable([names]).split('\n')[2].split('|').map((c) => c.trim());
+    assert.equal(namesCells[7], 'none pushed; 10,000 by DNS');
+    assert.equal(namesCells[9], '2.50/41 (199/200 right)');
   });
 });

@@ -20,6 +20,8 @@ export interface DeviceSink {
   release(): void;
   probe(id: number): void;
   dns(answer: DnsAnswer): void;
+  /** The device has just been welcomed (its name resolves on the overlay from now on). */
+  welcomed(device: SimDevice): void;
 }
 
 export interface RelayTarget {
@@ -122,6 +124,7 @@ export class SimDevice {
         this.welcomedAt = Date.now();
         this.backoffMs = 0;
         this.settle();
+        this.sink.welcomed(this);
         break;
       }
       case FrameType.Reject: {

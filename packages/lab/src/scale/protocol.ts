@@ -13,6 +13,11 @@ export type Request =
   | { cmd: 'received' }
   /** Answer: DnsResult[] in the order asked. */
   | { cmd: 'dns'; queries: Array<[from: number, name: string, expectIp: number]> }
+  /**
+   * Arms: the next `count` devices welcomed each get looked up by name, at once, by another connected
+   * device of the worker. Answer: null. With count 0: the DnsResults so far (ms from WELCOME to answer).
+   */
+  | { cmd: 'dnsOnJoin'; count: number }
   | { cmd: 'stop' };
 
 export interface WorkerStatus {

@@ -77,7 +77,10 @@ async function dns(workers: WorkerHandle[], shares: Array<{ first: number; count
   const pairs = randomPairs([...ips.keys()], Math.min(DNS_QUERIES, ips.size), seededRandom(53));
   const queries: Array<Array<[number, string, number]>> = workers.map(() => []);
   for (const [from, to] of pairs) queries[ownerOf(shares, from)].push([from, `${deviceId(to)}.mnedc`, ips.get(to)!]);
-  const results = (await Promise.all(workers.map((w, i) => w.call<DnsResult[]>({ cmd: 'dns', queries: queries[i] }, 30_000)))).flat();
+  return dnsSummary((await Promise.all(workers.map((w, i) => w.call<DnsResult[]>({ cmd: 'dns', queries: queries[i] }, 30_000)))).flat());
+}
+
+function dnsSummary(results: DnsResult[]): ScaleResult['dns'] {
   const times = results.map((r) => r.ms).filter((ms): ms is number => ms !== null).sort((a, b) => a - b);
   return { asked: results.length, answered: times.length, correct: results.filter((r) => r.correct).length,
     p50Ms: percentile(times, 50), p99Ms: percentile(times, 99) };
@@ -136,6 +139,8 @@ export async function runScale(options: ScaleOptions, say: Say = () => {}): Prom
     say(`idle CPU ${idleCpuPercent.toFixed(1)}% over ${options.secondsIdle} s`);
 
     await all(workers, { cmd: 'mark' });
+    // In the storm, devices just welcomed are looked up by name at once: resolvable from the moment they join?
+    await all(workers, { cmd: 'dnsOnJoin', count: Math.ceil(DNS_QUERIES / workers.length) });
     await relay.kill9();
     await relay.start();
     const listening = Date.now();
@@ -149,6 +154,8 @@ export async function runScale(options: ScaleOptions, say: Say = () => {}): Prom
     const back = await pollUntil(workers, (s) => s.welcomed === n, joinDeadlineMs(n), (s) => say(`storm: ${s.welcomed}/${n} back`));
     if (half.timedOut || back.timedOut) notes.push(`storm: ${back.status.welcomed}/${n} back after ${joinDeadlineMs(n) / 1000} s`);
     const stormCpu = (await cpuSeconds(relay.pid())) - cpuBeforeStorm;
+    const dnsOnJoin = dnsSummary((await all<DnsResult[]>(workers, { cmd: 'dnsOnJoin', count: 0 })).flat());
+    say(`DNS right after joining: ${dnsOnJoin.correct}/${dnsOnJoin.asked} right, p50/p99 ${dnsOnJoin.p50Ms}/${dnsOnJoin.p99Ms} ms`);
     const storm = { seconds: back.timedOut ? null : (back.status.lastWelcome - listening) / 1000, back: back.status.welcomed, sameIp: back.status.sameIp, hadIp: back.status.hadIp,
       cpuMsPerDevice: stormCpu * 1000 / Math.max(1, back.status.welcomed), cpuShare: stormCpu / ((Date.now() - listening) / 1000) * 100,
       runQueueSeconds: relay.runQueueSeconds() - waitBeforeStorm };
@@ -161,7 +168,7 @@ export async function runScale(options: ScaleOptions, say: Say = () => {}): Prom
       discovery: { totalBytes: discovery, meanBytes: discovery / n },
       discoveryRequested: options.discovery,
       peers: { full: peers.status.full, complete: peers.status.complete, seconds: peers.timedOut ? null : Math.max(0, peers.status.lastComplete - joinAll) / 1000 },
-      dns: dnsResult, probes: probed,
+      dns: dnsResult, dnsOnJoin, probes: probed,
       stormProbes: { ...stormProbed, connectedWhenSent: stormIps.size }, storm, notes,
     };
   } finally {

@@ -143,6 +143,8 @@ export interface ScaleResult {
   peers: { full: number; complete: number; seconds: number | null };
   discoveryRequested: DiscoveryRequest;
   dns: { asked: number; answered: number; correct: number; p50Ms: number | null; p99Ms: number | null };
+  /** Lookups of devices the moment they were welcomed in the storm (ms from WELCOME to the answer). */
+  dnsOnJoin?: { asked: number; answered: number; correct: number; p50Ms: number | null; p99Ms: number | null };
   probes: { sent: number; delivered: number };
   stormProbes: { sent: number; delivered: number; connectedWhenSent: number };
   /**
@@ -176,7 +178,7 @@ function ms(value: number | null): string {
 }
 
 export const TABLE_HEADER = ['devices', 'join all', 'relay CPU per join', 'relay RSS (per device)', 'relay CPU idle', 'discovery bytes per device (all)',
-  'full-list devices that see every peer', 'DNS p50/p99 ms', 'probes delivered', 'probes during storm', 'storm after kill -9', 'same IPs', 'load avg'];
+  'full-list devices that see every peer', 'DNS p50/p99 ms', 'DNS right after joining, p50/p99 ms', 'probes delivered', 'probes during storm', 'storm after kill -9', 'same IPs', 'load avg'];
 
 export function tableRow(r: ScaleResult): string[] {
   const n = r.devices.toLocaleString('en');
@@ -188,13 +190,18 @@ export function tableRow(r: ScaleResult): string[] {
     r.relay.idleCpuPercent === null ? '-' : `${r.relay.idleCpuPercent.toFixed(1)}%`,
     `${formatBytes(r.discovery.meanBytes)} (${formatBytes(r.discovery.totalBytes)})`,
     peersCell(r),
-    r.dns.answered === 0 ? '-' : `${ms(r.dns.p50Ms)}/${ms(r.dns.p99Ms)} (${r.dns.correct}/${r.dns.asked} right)`,
+    dnsCell(r.dns),
+    r.dnsOnJoin ? dnsCell(r.dnsOnJoin) : '-',
     `${r.probes.delivered}/${r.probes.sent}`,
     `${r.stormProbes.delivered}/${r.stormProbes.sent} (${r.stormProbes.connectedWhenSent} back)`,
     r.storm.back === r.devices ? seconds(r.storm.seconds) : `${r.storm.back}/${r.devices} (timeout)`,
     r.storm.sameIp === r.devices ? 'all' : `${r.storm.sameIp} of ${r.storm.hadIp}`,
     `${r.loadavg.start[0].toFixed(2)} → ${r.loadavg.end[0].toFixed(2)}`,
   ];
+}
+
+function dnsCell(d: ScaleResult['dns']): string {
+  return d.answered === 0 ? '-' : `${ms(d.p50Ms)}/${ms(d.p99Ms)} (${d.correct}/${d.asked} right)`;
 }
 
 function peersCell(r: ScaleResult): string {

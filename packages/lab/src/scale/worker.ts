@@ -19,6 +19,18 @@ let inFlight = 0;
 const probesReceived: number[] = [];
 const dnsPending = new Map<number, { sentAt: number; expect: string; done: (r: DnsResult) => void }>();
 let nextDnsId = 1;
+/** Lookups of devices just welcomed still to make, and their results. */
+const onJoin = { left: 0, results: [] as DnsResult[], pending: new Set<Promise<void>>() };
+
+/** Another device of this worker that is connected, to ask the relay for `device`'s name. */
+function asker(device: SimDevice): SimDevice | undefined {
+  for (let tries = 0; tries < 50; tries++) {
+    const other = devices[Math.floor(Math.random() * devices.length)];
+    if (other && other !== device && other.welcomed) return other;
+  }
+  return undefined;
+}
+
 /** Leased addresses when the parent last said 'mark' (before kill -9), to count who got the same back. */
 let marked: number[] = [];
 
@@ -38,6 +50,18 @@ const sink: DeviceSink = {
   },
   probe(id) {
     probesReceived.push(id);
+  },
+  welcomed(device) {
+    if (onJoin.left === 0) return;
+    const other = asker(device);
+    if (!other) return;
+    onJoin.left--;
+    // Sent the moment WELCOME arrived: the answer's delay is the time from joining to being resolvable.
+    const lookup = dnsLookup(other, `${device.id}.mnedc`, intToIpv4(device.ip)).then((r) => {
+      onJoin.results.push(r);
+      onJoin.pending.delete(lookup);
+    });
+    onJoin.pending.add(lookup);
   },
   dns(answer: DnsAnswer) {
     const pending = dnsPending.get(answer.id);
@@ -127,6 +151,15 @@ async function handle(request: Request): Promise<unknown> {
         return device ? dnsLookup(device, name, intToIpv4(expect)) : Promise.resolve({ ms: null, correct: false });
       }));
     }
+    case 'dnsOnJoin':
+      if (request.count === 0) {
+        // Each lookup ends within DNS_TIMEOUT_MS, answered or not.
+        await Promise.all([...onJoin.pending]);
+        onJoin.left = 0;
+        return onJoin.results.splice(0);
+      }
+      onJoin.left = request.count;
+      return null;
     case 'stop':
       devices.forEach((d) => d.stop());
       setTimeout(() => process.exit(0), 200);
