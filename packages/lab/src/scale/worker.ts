@@ -26,13 +26,22 @@ const onJoin = { left: 0, results: [] as DnsResult[], pending: new Set<Promise<v
 function asker(device: SimDevice): SimDevice | undefined {
   for (let tries = 0; tries < 50; tries++) {
     const other = devices[Math.floor(Math.random() * devices.length)];
-    if (other && other !== device && other.welcomed) return other;
+    if (other && other !== device && current(other)) return other;
   }
   return undefined;
 }
 
 /** Leased addresses when the parent last said 'mark' (before kill -9), to count who got the same back. */
 let marked: number[] = [];
+let markedAt = 0;
+
+/**
+ * Welcomed by the relay running now: after 'mark' (just before kill -9) only a WELCOME since counts, as a
+ * busy worker may not have seen every connection to the killed relay close yet.
+ */
+function current(d: SimDevice): boolean {
+  return d.welcomed && d.welcomedAt >= markedAt;
+}
 
 const sink: DeviceSink = {
   gate(go) {
@@ -75,7 +84,7 @@ function status(): WorkerStatus {
   let welcomed = 0, full = 0, complete = 0, lastComplete = 0, lastWelcome = 0, peerBytes = 0, unreadable = 0, sameIp = 0;
   const hadIp = marked.filter((ip) => ip !== 0).length;
   for (const [i, d] of devices.entries()) {
-    if (d.welcomed) {
+    if (current(d)) {
       welcomed++;
       if (d.granted === 'full') full++;
       lastWelcome = Math.max(lastWelcome, d.welcomedAt);
@@ -128,9 +137,10 @@ async function handle(request: Request): Promise<unknown> {
       return null;
     }
     case 'status': return status();
-    case 'ips': return devices.map((d) => [d.index, d.welcomed ? d.ip : 0]);
+    case 'ips': return devices.map((d) => [d.index, current(d) ? d.ip : 0]);
     case 'mark':
       marked = devices.map((d) => d.ip);
+      markedAt = Date.now();
       return null;
     case 'probe': {
       const byIndex = new Map(devices.map((d) => [d.index, d]));
