@@ -277,9 +277,12 @@ export class Devices implements HandshakeHost {
     const { keepaliveMs, deadAfterMs } = this.limits;
     const now = Date.now();
     const slice = this.sweepTick++ % SWEEP_SLICES;
-    if (slice === 0) this.handshakes.sweep();
+    if (slice === 0) {
+      // Once per interval, as before the slicing: 'drain' events do this work as they come.
+      this.handshakes.sweep();
+      this.deps.directory.retry();
+    }
     const ping = pingFrame();
-    this.deps.directory.retry();
     for (const session of this.sessions) {
       if (session.sweepSlot !== slice || session.state !== 'established') continue;
       session.updateRates(now);

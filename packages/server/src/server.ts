@@ -118,7 +118,7 @@ export class RelayServer extends EventEmitter {
       });
     });
     listener.on('error', (err) => this.log.error({ err }, `Listener error: ${err.message}`));
-    this.keepaliveTimer = setInterval(() => this.devices.sweep(), this.limits.keepaliveMs / SWEEP_SLICES);
+    this.armSweep();
     const fds = fdLimitWarning(readOpenFileLimit(), this.limits.maxClients, this.leases.capacity, this.limits.maxHandshakes);
     if (fds) this.log.warn(fds.fields, fds.message);
     const address = listener.address() as AddressInfo;
@@ -224,8 +224,13 @@ export class RelayServer extends EventEmitter {
     this.devices.setLimits(limits);
     if (keepaliveChanged && this.keepaliveTimer) {
       clearInterval(this.keepaliveTimer);
-      this.keepaliveTimer = setInterval(() => this.devices.sweep(), limits.keepaliveMs / SWEEP_SLICES);
+      this.armSweep();
     }
+  }
+
+  /** Devices.sweep visits one slice of the sessions per call: SWEEP_SLICES calls per keepalive interval. */
+  private armSweep(): void {
+    this.keepaliveTimer = setInterval(() => this.devices.sweep(), this.limits.keepaliveMs / SWEEP_SLICES);
   }
 
   /** Disconnects a device; it will reconnect (and keep its lease) unless the operator also releases it. */

@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import {
-  DerError, derBoolean, derExplicit, derLength, derNamedBits, derNull, derOid, derPrintableString, derSequence, derTime,
+  DerError, derBoolean, derExplicit, derLength, derNamedBits, derNull, derOid, derSequence, derTime,
   derUnsignedInteger, derValue, pem,
 } from '../src/stores/der';
 import { oidText, readDer, readHeader } from './der-reader';
@@ -86,8 +86,6 @@ describe('DER writer', () => {
     assert.equal(hex(derBoolean(false)), '010100');
     assert.equal(hex(derNull()), '0500');
     assert.equal(hex(derExplicit(3, derNull())), 'a3020500');
-    assert.equal(hex(derPrintableString('Relay 1')), '1307' + Buffer.from('Relay 1').toString('hex'));
-    assert.throws(() => derPrintableString('relay_1'), /PrintableString cannot hold/);
     assert.throws(() => derExplicit(31, derNull()), DerError);
     assert.throws(() => derValue(0x1f, Buffer.alloc(0)), DerError);
   });

@@ -15,7 +15,6 @@ const TAG = {
   null: 0x05,
   oid: 0x06,
   utf8String: 0x0c,
-  printableString: 0x13,
   utcTime: 0x17,
   generalizedTime: 0x18,
   sequence: 0x30,
@@ -121,12 +120,6 @@ export function derOctetString(bytes: Buffer): Buffer {
 
 export function derUtf8String(text: string): Buffer {
   return derValue(TAG.utf8String, Buffer.from(text, 'utf8'));
-}
-
-/** PrintableString's alphabet (X.680): letters, digits, space and '()+,-./:=? — nothing else. */
-export function derPrintableString(text: string): Buffer {
-  if (!/^[A-Za-z0-9 '()+,\-./:=?]*$/.test(text)) throw new DerError(`"${text}" has characters PrintableString cannot hold; use UTF8String`);
-  return derValue(TAG.printableString, Buffer.from(text, 'ascii'));
 }
 
 /**

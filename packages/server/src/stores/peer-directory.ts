@@ -1,4 +1,4 @@
-import { chargeFor } from '@mnedc/link';
+import { chargeFor, copyIfPinning } from '@mnedc/link';
 import {
   encodePeerEntry, encodePeersBinary, FrameType, MAX_CONTROL_PAYLOAD, unpooledFrame, type DiscoveryMode, type DiscoveryRequest, type PeerInfo,
 } from '@mnedc/protocol';
@@ -220,9 +220,7 @@ export function binaryEntry(info: PeerInfo): Buffer {
   if (!entry) {
     // Memory of its own: a slice of Node's 8 KiB allocation pool, kept while the peer is up, would pin
     // the whole block (~8 KiB a peer when joins come one by one between other allocations).
-    const encoded = encodePeerEntry(info);
-    entry = Buffer.allocUnsafeSlow(encoded.length);
-    encoded.copy(entry);
+    entry = copyIfPinning(encodePeerEntry(info));
     binaryEntries.set(info, entry);
   }
   return entry;
