@@ -1,19 +1,12 @@
 import { strict as assert } from 'node:assert';
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { DeviceBindings, IdentityError, JournalError, JournalStore, type JournalOptions } from '../src';
 import { encodeRecord } from '../src/stores/journal-codec';
+import { tempDirs } from './temp-dirs';
 
-const dirs: string[] = [];
-after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
-
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'mnedc-journal-'));
-  dirs.push(dir);
-  return dir;
-}
+const tempDir = tempDirs('mnedc-journal-');
 
 const check = (value: unknown, key: string): string => {
   if (typeof value !== 'string') throw new Error(`binding of ${key} is not a fingerprint`);

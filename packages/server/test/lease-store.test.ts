@@ -1,8 +1,7 @@
 import { strict as assert } from 'node:assert';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import pino from 'pino';
 import { intToIpv4, parseSubnet } from '@mnedc/protocol';
 import { LeaseStateError } from '../src/stores/lease-store';
@@ -10,14 +9,9 @@ import { LeasePool, type AcquireRequest } from '../src/stores/lease-pool';
 import { encodeRecord } from '../src/stores/journal-codec';
 import { checkLeaseRecord, leasesVersion1 } from '../src/stores/lease-record';
 import { LocalLeases } from '../src/stores/services';
+import { tempDirs } from './temp-dirs';
 
-const dirs: string[] = [];
-after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'mnedc-leases-'));
-  dirs.push(dir);
-  return dir;
-}
+const tempDir = tempDirs('mnedc-leases-');
 
 const log = pino({ level: 'silent' });
 const subnet = parseSubnet('10.0.0.0/16');

@@ -3,34 +3,25 @@
  * relay's overlay address. Pure, so the byte layouts are unit-tested without a relay.
  */
 
+import { encodeName, internetChecksum } from '@mnedc/protocol';
+import { ipPacket } from '../wire-client';
+
 export const PROBE_PORT = 9; // discard: a real stack would drop it, the bench device counts it
 export const DNS_PORT = 53;
 const PROBE_MAGIC = 0x6d6e7072; // "mnpr"
-
-function ipChecksum(header: Buffer): number {
-  let sum = 0;
-  for (let i = 0; i < header.length; i += 2) sum += header.readUInt16BE(i);
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  return ~sum & 0xffff;
-}
 
 /**
  * An IPv4/UDP packet with a valid header checksum (the relay's kernel drops bad ones once a packet reaches
  * its TUN); the UDP checksum is 0, which IPv4 allows (RFC 768).
  */
 export function udpPacket(src: number, dst: number, srcPort: number, dstPort: number, payload: Buffer): Buffer {
-  const packet = Buffer.alloc(28 + payload.length);
-  packet[0] = 0x45;
-  packet.writeUInt16BE(packet.length, 2);
-  packet[8] = 64;
-  packet[9] = 17;
-  packet.writeUInt32BE(src >>> 0, 12);
-  packet.writeUInt32BE(dst >>> 0, 16);
-  packet.writeUInt16BE(ipChecksum(packet.subarray(0, 20)), 10);
-  packet.writeUInt16BE(srcPort, 20);
-  packet.writeUInt16BE(dstPort, 22);
-  packet.writeUInt16BE(8 + payload.length, 24);
-  payload.copy(packet, 28);
+  const udp = Buffer.alloc(8 + payload.length);
+  udp.writeUInt16BE(srcPort, 0);
+  udp.writeUInt16BE(dstPort, 2);
+  udp.writeUInt16BE(udp.length, 4);
+  payload.copy(udp, 8);
+  const packet = ipPacket(src >>> 0, dst >>> 0, udp);
+  packet.writeUInt16BE(internetChecksum(packet, 0, 20), 10);
   return packet;
 }
 
@@ -73,7 +64,7 @@ export function probeId(payload: Buffer): number | null {
 export function dnsQuery(id: number, name: string, type = 1): Buffer {
   const labels = name.replace(/\.$/, '').split('.');
   if (labels.some((l) => l.length === 0 || l.length > 63)) throw new Error(`dnsQuery: ${JSON.stringify(name)} is not a domain name`);
-  const qname = Buffer.concat([...labels.map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l, 'ascii')])), Buffer.from([0])]);
+  const qname = encodeName(labels);
   const header = Buffer.alloc(12);
   header.writeUInt16BE(id, 0);
   header.writeUInt16BE(0x0100, 2);
