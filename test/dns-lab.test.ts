@@ -2,6 +2,7 @@
  * DNS on the overlay, as a device sees it: dig in a client's namespace asks the relay's overlay address
  * (the real mnedcd-server with its TUN), over UDP and TCP; malformed queries get FORMERR and the relay
  * answers on; the relay's underlay address answers nothing; a device that joins resolves within 1 s.
+ * UDP queries are answered by the data plane itself (DataPlane.serve); TCP ones by the kernel's socket.
  */
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
@@ -46,6 +47,18 @@ describe('DNS on the overlay (lab)', { skip: skipUnlessRoot, timeout: 180_000 },
     const aaaa = await dig(ctx, [`@${server}`, 'device-b.mnedc', 'AAAA']);
     assert.deepEqual([aaaa.status, aaaa.answers], ['NOERROR', []], aaaa.out);
     assert.equal((await dig(ctx, [`@${server}`, 'example.com', 'A'])).status, 'REFUSED');
+  });
+
+  it('answers UDP in the data plane, without the relay\'s TUN; TCP still goes through it', async () => {
+    const server = ctx.ips.srv;
+    const stats = async () => (await ctx.overlay.ctl('srv', ['stats', '--json'])).json as { local: { txPackets: number }; dns: { answers: number } };
+    const before = await stats();
+    for (let i = 0; i < 5; i++) assert.deepEqual((await dig(ctx, [`@${server}`, 'device-b.mnedc'])).answers, [`A ${ctx.ips.b}`]);
+    const udp = await stats();
+    assert.equal(udp.dns.answers - before.dns.answers, 5);
+    assert.equal(udp.local.txPackets, before.local.txPackets, 'no UDP query was written to the relay\'s TUN');
+    assert.deepEqual((await dig(ctx, ['+tcp', `@${server}`, 'device-b.mnedc'])).answers, [`A ${ctx.ips.b}`]);
+    assert.ok((await stats()).local.txPackets > udp.local.txPackets, 'the TCP query did reach the TUN');
   });
 
   it('malformed queries get FORMERR and the relay answers on; its underlay address answers nothing', async () => {

@@ -10,3 +10,4 @@ export * from './dns/codec';
 export * from './dns/names';
 export * from './dns/respond';
 export * from './peers-binary';
+export * from './udp';

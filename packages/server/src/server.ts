@@ -107,6 +107,7 @@ export class RelayServer extends EventEmitter {
       this.plane.route(device);
       this.directory.join({ deviceId: this.deps.serverDeviceId, ip: intToIpv4(this.serverIp), hostname: hostname(), underlay: [], since: this.startedAt });
       this.dns = await startOverlayDns({ config: this.deps.config, log: this.log, serverIp: this.serverIp, serverDeviceId: this.deps.serverDeviceId, events: this });
+      this.plane.serve(this.dns);
     }
     const listener = createServer((socket) => this.devices.handshakes.accept(socket));
     this.listener = listener;
@@ -147,6 +148,7 @@ export class RelayServer extends EventEmitter {
       }
     }
     await Promise.all([this.leases.close(), this.bindings.close()]);
+    this.plane.serve(null);
     this.dns?.close();
     if (this.device) {
       this.plane.unroute(this.device);

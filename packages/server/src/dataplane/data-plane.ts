@@ -1,11 +1,11 @@
 import { RateLimitedWarning, type Logger } from '@mnedc/common';
 import type { WriteBatch } from '@mnedc/link';
 import {
-  buildIcmpUnreachable, checkOffloadPacket, encodeFrame, FrameType, HEADER_BYTES, ICMP_HOST_UNREACHABLE, intToIpv4,
-  nonUnicastDestination, segmentCount, toDataFrames, type Subnet,
+  buildIcmpUnreachable, checkOffloadPacket, encodeFrame, FrameType, GSO_NONE, HEADER_BYTES, ICMP_HOST_UNREACHABLE, intToIpv4,
+  nonUnicastDestination, readUdp, segmentCount, toDataFrames, udpReply, VNET_F_NEEDS_CSUM, type Subnet,
 } from '@mnedc/protocol';
 import { checkFrame, frameDestination, packetOffset, RoutingTable, Verdict, type DropReason } from './router';
-import { newCounters, type Target } from './target';
+import { newCounters, type LocalUdpService, type Target } from './target';
 
 /** Unreachables are a courtesy: a source spraying unknown addresses gets at most this many per second. */
 const ICMP_PER_SECOND = 200;
@@ -29,6 +29,7 @@ export class DataPlane {
   /** Drops are logged rate-limited per reason. */
   private readonly warnings: RateLimitedWarning;
   private readonly ipv6Notice: RateLimitedWarning;
+  private service: LocalUdpService | null = null;
 
   constructor(private readonly subnet: Subnet, private readonly serverIp: number, log: Logger) {
     this.warnings = new RateLimitedWarning(log);
@@ -37,6 +38,15 @@ export class DataPlane {
 
   route(target: Target): void {
     this.routes.set(target.ip, target);
+  }
+
+  /**
+   * UDP to the relay's own address on `service.port` is answered here, in the batch it came in, rather
+   * than through the relay's TUN, kernel and socket and back: one pass of the event loop instead of three,
+   * which is what keeps DNS answers prompt while a join storm saturates the relay. null: all to the TUN.
+   */
+  serve(service: LocalUdpService | null): void {
+    this.service = service;
   }
 
   /** Only while the route still leads to `target`, so a replaced session cannot unroute its successor. */
@@ -74,6 +84,7 @@ export class DataPlane {
       return;
     }
     const destination = frameDestination(frame, ip);
+    if (destination === this.serverIp && this.service !== null && !from.local && this.answerLocally(from, frame, ip, gso)) return;
     const target = this.routes.get(destination);
     if (target === undefined) {
       // Not carried (yet) and never answered: RFC 1122 forbids ICMP errors for these, and mDNS or
@@ -137,6 +148,33 @@ export class DataPlane {
       message: `Dropped IPv6 packets from ${from.local ? 'the server\'s own interface' : from.deviceId}: the overlay carries IPv4 only ` +
         '(counted as drops.ipv6; clients of this version drop IPv6 before sending it)',
     }));
+  }
+
+  /**
+   * Whether the service took the packet: a datagram to its port, answered (or refused by it) here. Any
+   * other packet for the relay, a fragment or a bad checksum included, goes on to its TUN as before.
+   */
+  private answerLocally(from: Target, frame: Buffer, ip: number, gso: boolean): boolean {
+    const service = this.service!;
+    let verify = true;
+    if (gso) {
+      // An offloading device sends every packet so: one whole packet is fine, its checksum maybe left partial.
+      if (frame[HEADER_BYTES + 1] !== GSO_NONE) return false;
+      verify = (frame[HEADER_BYTES]! & VNET_F_NEEDS_CSUM) === 0;
+    }
+    const udp = readUdp(frame, ip, verify);
+    if (udp === null || udp.destinationPort !== service.port) return false;
+    const answer = service.answer(from.ip, frame.subarray(udp.payloadStart, udp.payloadEnd));
+    if (answer === null) return true;
+    const reply = encodeFrame(FrameType.Data, udpReply(frame, ip, udp, answer));
+    if (!from.accepts(reply.length)) {
+      this.countDrop(from, 'queueFull');
+      return true;
+    }
+    from.deliver(reply, this.batch);
+    from.counters.txPackets++;
+    from.counters.txBytes += reply.length - HEADER_BYTES;
+    return true;
   }
 
   /** `packet`: the IPv4 packet that found no route; the answer goes back to its sender. */

@@ -32,3 +32,10 @@ export interface Target {
   /** Queues DATA_GSO (when gso) or one or more DATA frames back to back, joining `batch`. */
   deliver(frames: Buffer, batch: WriteBatch): void;
 }
+
+/** Something the relay answers itself over UDP on its overlay address (DNS), given a query's payload. */
+export interface LocalUdpService {
+  readonly port: number;
+  /** The reply's payload, or null for none (rate-limited, unreadable); `sourceIp` is the sender's checked address. */
+  answer(sourceIp: number, payload: Buffer): Buffer | null;
+}

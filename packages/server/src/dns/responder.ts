@@ -1,7 +1,8 @@
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type Server as TcpServer, type Socket } from 'node:net';
 import type { Logger } from '@mnedc/common';
-import { answerDns, DNS_HEADER_BYTES, DNS_TCP_MAX, DNS_UDP_MAX, DnsNames, inSubnet, ipv4ToInt, isIpv4, type DnsOutcome, type DnsZone, type Subnet } from '@mnedc/protocol';
+import { answerDns, DNS_HEADER_BYTES, DNS_TCP_MAX, DNS_UDP_MAX, DnsNames, inSubnet, intToIpv4, ipv4ToInt, isIpv4, type DnsOutcome, type DnsZone, type Subnet } from '@mnedc/protocol';
+import type { LocalUdpService } from '../dataplane/target';
 import { KeyedRate, type Rate } from '../handshake/rate';
 
 export interface DnsCounters {
@@ -56,7 +57,7 @@ export interface DnsResponderOptions {
  * The relay's DNS server on the overlay: UDP and TCP on the relay's overlay address, answering from the
  * names of the devices connected now (`names`, kept current by the caller) and nothing else.
  */
-export class DnsResponder {
+export class DnsResponder implements LocalUdpService {
   readonly names = new DnsNames();
   readonly counters = newDnsCounters();
   private readonly zone: DnsZone;
@@ -129,21 +130,39 @@ export class DnsResponder {
   }
 
   private onDatagram(msg: Buffer, address: string, port: number): void {
-    this.counters.queries++;
-    if (!this.fromOverlay(address) || this.unsent >= this.limits.queuedAnswers) {
+    if (this.unsent >= this.limits.queuedAnswers) {
+      this.counters.queries++;
       this.counters.dropped++;
       return;
     }
+    const reply = this.answerUdp(address, msg);
+    if (!reply || !this.udp) return;
+    this.unsent++;
+    this.udp.send(reply, port, address, () => { this.unsent--; });
+  }
+
+  /**
+   * A query that reached the relay over the overlay without its kernel (DataPlane.serve): the same
+   * answer, rate and counters as one on the UDP socket. The reply's payload, or null for none.
+   */
+  answer(sourceIp: number, query: Buffer): Buffer | null {
+    return this.answerUdp(intToIpv4(sourceIp), query);
+  }
+
+  private answerUdp(address: string, msg: Buffer): Buffer | null {
+    this.counters.queries++;
+    if (!this.fromOverlay(address)) {
+      this.counters.dropped++;
+      return null;
+    }
     if (!this.rate.take(address).ok) {
       this.counters.rateLimited++;
-      return;
+      return null;
     }
     // A query over 512 bytes is none a stub resolver sends: its header alone is read, and earns FORMERR.
     const result = answerDns(msg.length > DNS_UDP_MAX ? msg.subarray(0, DNS_HEADER_BYTES) : msg, this.zone, 'udp');
     this.count(result.outcome);
-    if (!result.reply || !this.udp) return;
-    this.unsent++;
-    this.udp.send(result.reply, port, address, () => { this.unsent--; });
+    return result.reply;
   }
 
   private onConnection(socket: Socket): void {
