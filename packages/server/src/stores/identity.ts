@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { writeFileAtomic } from '@mnedc/common';
 import { certificateFingerprint, formatJoin, SECRET_BYTES } from '@mnedc/protocol';
 import { CertificateError, selfSignedCertificate } from './certificate';
+import { DerError } from './der';
 import { JournalError, JournalStore, type JournalOptions } from './journal';
 
 /**
@@ -43,7 +44,8 @@ export function loadOrCreateIdentity(stateDir: string): { identity: ServerIdenti
     try {
       writeFileAtomic(certPath, selfSignedCertificate(key, { commonName: `mnedc relay ${hostname()}` }), 0o644);
     } catch (err) {
-      if (err instanceof CertificateError) throw new IdentityError(`cannot create ${certPath} for ${keyPath}: ${err.message}`);
+      // DerError: the one thing outside our control is the clock (a year past 9999 has no certificate time).
+      if (err instanceof CertificateError || err instanceof DerError) throw new IdentityError(`cannot create ${certPath} for ${keyPath}: ${err.message}`);
       throw err;
     }
     created = true;
