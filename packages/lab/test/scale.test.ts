@@ -5,7 +5,7 @@ import * as fc from 'fast-check';
 import { dnsQuery, parseDnsResponse, parseUdp, probeId, probePayload, udpPacket } from '../src/scale/packets';
 import {
   deviceId, deviceIndex, formatBytes, formatTable, parseScaleArgs, percentile, randomPairs, seededRandom, sourceAddress,
-  splitDevices, type ScaleResult,
+  observerDevices, splitDevices, type ScaleResult,
 } from '../src/scale/stats';
 
 function onesComplementSum(bytes: Buffer): number {
@@ -98,6 +98,10 @@ describe('scale bench options and statistics', () => {
       const counts = shares.map((s) => s.count);
       assert.ok(Math.max(...counts) - Math.min(...counts) <= 1);
     }));
+  });
+
+  it('gives the observer a few devices, none of a fleet too small to spare them', () => {
+    assert.deepEqual([2, 15, 16, 63, 64, 500, 10_000].map(observerDevices), [0, 1, 2, 7, 8, 8, 8]);
   });
 
   it('names devices and sources so IDs map back to indices', () => {

@@ -13,11 +13,13 @@ export type Request =
   | { cmd: 'received' }
   /** Answer: DnsResult[] in the order asked. */
   | { cmd: 'dns'; queries: Array<[from: number, name: string, expectIp: number]> }
-  /**
-   * Arms: the next `count` devices welcomed each get looked up by name, at once, by another connected
-   * device of the worker. Answer: null. With count 0: the DnsResults so far (ms from WELCOME to answer).
-   */
+  /** Arms: the next `count` devices welcomed are reported to the parent (WelcomedEvent). Answer: null. */
   | { cmd: 'dnsOnJoin'; count: number }
+  /**
+   * The observer: looks `name` up at once from one of its connected devices. Answer: a DnsResult, its
+   * time counted from `since` (the WELCOME), null unless answered within 1 s of it.
+   */
+  | { cmd: 'lookup'; name: string; expectIp: number; since: number }
   | { cmd: 'stop' };
 
 export interface WorkerStatus {

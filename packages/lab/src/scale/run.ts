@@ -9,7 +9,7 @@ import { REPO_ROOT } from '../lab';
 import { cpuSeconds } from '../measure';
 import type { DnsResult, WorkerStatus } from './protocol';
 import { ScaleRelay } from './relay';
-import { deviceId, percentile, randomPairs, seededRandom, splitDevices, type ScaleOptions, type ScaleResult } from './stats';
+import { deviceId, observerDevices, percentile, randomPairs, seededRandom, splitDevices, type ScaleOptions, type ScaleResult } from './stats';
 import { all, sumStatus, WorkerHandle } from './workers';
 
 const POLL_MS = 250;
@@ -86,6 +86,23 @@ function dnsSummary(results: DnsResult[]): ScaleResult['dns'] {
     p50Ms: percentile(times, 50), p99Ms: percentile(times, 99) };
 }
 
+/**
+ * In the storm, devices just welcomed are looked up by name at once: resolvable from the moment they
+ * join? The observer asks (its devices are back first, it is otherwise idle), so the time is the relay's
+ * and not that of a load worker busy with its own devices' handshakes.
+ */
+async function lookUpJoiners(observer: WorkerHandle, loadWorkers: WorkerHandle[]): Promise<Array<Promise<DnsResult>>> {
+  const lookups: Array<Promise<DnsResult>> = [];
+  const back = await pollUntil([observer], (s) => s.welcomed > 0, 30_000);
+  if (back.timedOut) return lookups;
+  for (const w of loadWorkers) {
+    w.onWelcomed = (e) => lookups.push(observer.call<DnsResult>({ cmd: 'lookup', name: `${deviceId(e.index)}.mnedc`, expectIp: e.ip, since: e.at }, 10_000)
+      .catch(() => ({ ms: null, correct: false })));
+  }
+  await all(loadWorkers, { cmd: 'dnsOnJoin', count: Math.ceil(DNS_QUERIES / loadWorkers.length) });
+  return lookups;
+}
+
 function commit(): string {
   const head = spawnSync('git', ['-C', REPO_ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout.trim();
   const dirty = spawnSync('git', ['-C', REPO_ROOT, 'status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' }).stdout.trim();
@@ -99,9 +116,14 @@ export async function runScale(options: ScaleOptions, say: Say = () => {}): Prom
   const relay = await ScaleRelay.create(n);
   const workers: WorkerHandle[] = [];
   try {
-    const shares = splitDevices(n, options.workers);
-    shares.forEach((_, i) => workers.push(WorkerHandle.spawn(relay, i)));
-    say(`relay pid ${relay.pid()} in ${relay.ns} on 127.0.0.1:${relay.port}; ${n} devices over ${workers.length} workers`);
+    const observed = observerDevices(n);
+    const shares = splitDevices(n - observed, options.workers);
+    if (observed > 0) shares.push({ first: n - observed, count: observed });
+    shares.forEach((_, i) => workers.push(WorkerHandle.spawn(relay, i, observed > 0 && i === shares.length - 1)));
+    const observer = observed > 0 ? workers[workers.length - 1] : null;
+    const loadWorkers = observer ? workers.slice(0, -1) : workers;
+    say(`relay pid ${relay.pid()} in ${relay.ns} on 127.0.0.1:${relay.port}; ${n} devices over ${loadWorkers.length} workers` +
+      (observer ? ` and an observer with ${observed}` : ''));
 
     const cpuBeforeJoin = await cpuSeconds(relay.pid());
     const waitBeforeJoin = relay.runQueueSeconds();
@@ -139,14 +161,13 @@ export async function runScale(options: ScaleOptions, say: Say = () => {}): Prom
     say(`idle CPU ${idleCpuPercent.toFixed(1)}% over ${options.secondsIdle} s`);
 
     await all(workers, { cmd: 'mark' });
-    // In the storm, devices just welcomed are looked up by name at once: resolvable from the moment they join?
-    await all(workers, { cmd: 'dnsOnJoin', count: Math.ceil(DNS_QUERIES / workers.length) });
     await relay.kill9();
     await relay.start();
     const listening = Date.now();
     const cpuBeforeStorm = await cpuSeconds(relay.pid());
     const waitBeforeStorm = relay.runQueueSeconds();
     say('relay killed (-9) and restarted: reconnect storm');
+    const lookups = observer ? await lookUpJoiners(observer, loadWorkers) : [];
     // Probes during the storm go between devices already back, once half are: the rest are still joining.
     const half = await pollUntil(workers, (s) => s.welcomed >= n / 2, joinDeadlineMs(n));
     const stormIps = await connectedIps(workers);
@@ -154,7 +175,8 @@ export async function runScale(options: ScaleOptions, say: Say = () => {}): Prom
     const back = await pollUntil(workers, (s) => s.welcomed === n, joinDeadlineMs(n), (s) => say(`storm: ${s.welcomed}/${n} back`));
     if (half.timedOut || back.timedOut) notes.push(`storm: ${back.status.welcomed}/${n} back after ${joinDeadlineMs(n) / 1000} s`);
     const stormCpu = (await cpuSeconds(relay.pid())) - cpuBeforeStorm;
-    const dnsOnJoin = dnsSummary((await all<DnsResult[]>(workers, { cmd: 'dnsOnJoin', count: 0 })).flat());
+    for (const w of loadWorkers) w.onWelcomed = null;
+    const dnsOnJoin = dnsSummary(await Promise.all(lookups));
     say(`DNS right after joining: ${dnsOnJoin.correct}/${dnsOnJoin.asked} right, p50/p99 ${dnsOnJoin.p50Ms}/${dnsOnJoin.p99Ms} ms`);
     const storm = { seconds: back.timedOut ? null : (back.status.lastWelcome - listening) / 1000, back: back.status.welcomed, sameIp: back.status.sameIp, hadIp: back.status.hadIp,
       cpuMsPerDevice: stormCpu * 1000 / Math.max(1, back.status.welcomed), cpuShare: stormCpu / ((Date.now() - listening) / 1000) * 100,

@@ -70,6 +70,11 @@ export function splitDevices(devices: number, workers: number): Array<{ first: n
   return shares;
 }
 
+/** Devices of the observer worker (run.ts): a few, and none for a fleet too small to spare them. */
+export function observerDevices(devices: number): number {
+  return Math.min(8, Math.floor(devices / 8));
+}
+
 export function sourceAddress(index: number): string {
   return `127.1.0.${(index % SOURCES) + 1}`;
 }

@@ -19,16 +19,16 @@ let inFlight = 0;
 const probesReceived: number[] = [];
 const dnsPending = new Map<number, { sentAt: number; expect: string; done: (r: DnsResult) => void }>();
 let nextDnsId = 1;
-/** Lookups of devices just welcomed still to make, and their results. */
-const onJoin = { left: 0, results: [] as DnsResult[], pending: new Set<Promise<void>>() };
+/** Devices still to report to the parent as they are welcomed (dnsOnJoin). */
+let reportWelcomes = 0;
 
-/** Another device of this worker that is connected, to ask the relay for `device`'s name. */
-function asker(device: SimDevice): SimDevice | undefined {
+/** A connected device of this worker other than `device`, to ask the relay a name. */
+function asker(device?: SimDevice): SimDevice | undefined {
   for (let tries = 0; tries < 50; tries++) {
     const other = devices[Math.floor(Math.random() * devices.length)];
     if (other && other !== device && current(other)) return other;
   }
-  return undefined;
+  return devices.find((d) => d !== device && current(d));
 }
 
 /** Leased addresses when the parent last said 'mark' (before kill -9), to count who got the same back. */
@@ -61,16 +61,9 @@ const sink: DeviceSink = {
     probesReceived.push(id);
   },
   welcomed(device) {
-    if (onJoin.left === 0) return;
-    const other = asker(device);
-    if (!other) return;
-    onJoin.left--;
-    // Sent the moment WELCOME arrived: the answer's delay is the time from joining to being resolvable.
-    const lookup = dnsLookup(other, `${device.id}.mnedc`, intToIpv4(device.ip)).then((r) => {
-      onJoin.results.push(r);
-      onJoin.pending.delete(lookup);
-    });
-    onJoin.pending.add(lookup);
+    if (reportWelcomes === 0) return;
+    reportWelcomes--;
+    process.send!({ event: 'welcomed', index: device.index, ip: device.ip, at: device.welcomedAt });
   },
   dns(answer: DnsAnswer) {
     const pending = dnsPending.get(answer.id);
@@ -100,15 +93,16 @@ function status(): WorkerStatus {
   return { welcomed, full, complete, lastComplete, lastWelcome, peerBytes, unreadable, sameIp, hadIp };
 }
 
-function dnsLookup(device: SimDevice, name: string, expect: string): Promise<DnsResult> {
+/** Asks `device`'s relay for `name`; the time counts from `since`, and no answer within 1 s of it is none. */
+function dnsLookup(device: SimDevice, name: string, expect: string, since = Date.now()): Promise<DnsResult> {
   return new Promise((resolve) => {
     const id = nextDnsId;
     nextDnsId = (nextDnsId % 0xffff) + 1;
     const timer = setTimeout(() => {
       dnsPending.delete(id);
       resolve({ ms: null, correct: false });
-    }, DNS_TIMEOUT_MS);
-    dnsPending.set(id, { sentAt: Date.now(), expect, done: (r) => { clearTimeout(timer); resolve(r); } });
+    }, Math.max(0, since + DNS_TIMEOUT_MS - Date.now()));
+    dnsPending.set(id, { sentAt: since, expect, done: (r) => { clearTimeout(timer); resolve(r); } });
     const packet = udpPacket(device.ip, device.serverIp, 40_000 + (id % 20_000), DNS_PORT, dnsQuery(id, name));
     if (!device.send(packet)) {
       clearTimeout(timer);
@@ -162,14 +156,12 @@ async function handle(request: Request): Promise<unknown> {
       }));
     }
     case 'dnsOnJoin':
-      if (request.count === 0) {
-        // Each lookup ends within DNS_TIMEOUT_MS, answered or not.
-        await Promise.all([...onJoin.pending]);
-        onJoin.left = 0;
-        return onJoin.results.splice(0);
-      }
-      onJoin.left = request.count;
+      reportWelcomes = request.count;
       return null;
+    case 'lookup': {
+      const device = asker();
+      return device ? dnsLookup(device, request.name, intToIpv4(request.expectIp), request.since) : { ms: null, correct: false };
+    }
     case 'stop':
       devices.forEach((d) => d.stop());
       setTimeout(() => process.exit(0), 200);

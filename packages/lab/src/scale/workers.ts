@@ -6,13 +6,27 @@ import type { ScaleRelay } from './relay';
 
 const WORKER_JS = path.join(__dirname, 'worker.js');
 
+/** What a worker reports unasked: a device welcomed while dnsOnJoin was armed. */
+export interface WelcomedEvent {
+  event: 'welcomed';
+  index: number;
+  ip: number;
+  /** Wall clock (ms) when its WELCOME arrived. */
+  at: number;
+}
+
 export class WorkerHandle {
+  onWelcomed: ((event: WelcomedEvent) => void) | null = null;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private nextId = 1;
   private exited = false;
 
   constructor(readonly child: ChildProcess, readonly name: string) {
-    child.on('message', (message: { id: number; result?: unknown; error?: string }) => {
+    child.on('message', (message: { id: number; result?: unknown; error?: string } | WelcomedEvent) => {
+      if ('event' in message) {
+        this.onWelcomed?.(message);
+        return;
+      }
       const waiter = this.pending.get(message.id);
       if (!waiter) return;
       this.pending.delete(message.id);
@@ -26,15 +40,21 @@ export class WorkerHandle {
     });
   }
 
-  static spawn(relay: ScaleRelay, index: number): WorkerHandle {
+  /**
+   * `observer`: a worker with a few devices that asks the relay on others' behalf, run at normal
+   * priority and otherwise idle, so what it measures is the relay's latency and not a busy load
+   * generator's (a device in life is a machine of its own).
+   */
+  static spawn(relay: ScaleRelay, index: number, observer = false): WorkerHandle {
     // --max-old-space-size: peer lists arrive as JSON, and a join storm's worth of them is parsed at once.
     // MNEDC_SCALE_WORKER_NODE_ARGS (e.g. --cpu-prof) reaches the workers' node, to see what the load generator costs.
     const nodeArgs = (process.env.MNEDC_SCALE_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean);
     // At nice 10: the simulated devices are other machines in life, and here they would take the relay's
     // core on a 2-core box (it then waited ~25 of 57 s for one at 10,000). They still get every cycle the
     // relay leaves, and the relay is one thread, so they keep the other core.
-    const child = relay.spawnInside(['nice', '-n', '10', process.execPath, '--max-old-space-size=4096', ...nodeArgs, WORKER_JS], ['ignore', 'inherit', 'inherit', 'ipc']);
-    return new WorkerHandle(child, `worker ${index}`);
+    const priority = observer ? [] : ['nice', '-n', '10'];
+    const child = relay.spawnInside([...priority, process.execPath, '--max-old-space-size=4096', ...nodeArgs, WORKER_JS], ['ignore', 'inherit', 'inherit', 'ipc']);
+    return new WorkerHandle(child, observer ? 'observer' : `worker ${index}`);
   }
 
   call<T>(request: Request, timeoutMs = 60_000): Promise<T> {
