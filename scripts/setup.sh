@@ -41,6 +41,24 @@ if ! command -v promtool >/dev/null 2>&1; then
   fi
 fi
 
+# etcd for the cluster tests (tests start their own members on loopback with temporary data directories):
+# Debian's etcd and etcdctl binaries, taken from the etcd-server and etcd-client packages without installing
+# them, which would add a system user and start an etcd on port 2379.
+if ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1; then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: missing etcd; run as root (sudo) to install it from Debian's etcd-server and etcd-client packages" >&2
+  else
+    echo "setup: installing etcd and etcdctl (from etcd-server and etcd-client, without the service)" >&2
+    deb_dir=$(mktemp -d)
+    chmod 755 "$deb_dir"
+    (cd "$deb_dir" && { apt-get download -qq etcd-server etcd-client 2>/dev/null || { apt-get update -qq && apt-get download -qq etcd-server etcd-client; }; }) >/dev/null
+    dpkg-deb --fsys-tarfile "$deb_dir"/etcd-server_*.deb | tar -x -C "$deb_dir" ./usr/bin/etcd
+    dpkg-deb --fsys-tarfile "$deb_dir"/etcd-client_*.deb | tar -x -C "$deb_dir" ./usr/bin/etcdctl
+    install -m 755 "$deb_dir/usr/bin/etcd" "$deb_dir/usr/bin/etcdctl" /usr/local/bin/
+    rm -rf "$deb_dir"
+  fi
+fi
+
 # npm ci only when the lock file is newer than the installed tree, so repeated runs are fast.
 if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
   npm ci --no-audit --no-fund --loglevel=error

@@ -1,0 +1,4 @@
+export * from './wire';
+export * from './client';
+export * from './watch';
+export * from './members';

@@ -1,0 +1,162 @@
+/**
+ * Real etcd members for tests, the lab and the bench: Debian's etcd binary on loopback (or in a
+ * namespace, through `wrap`), each with a temporary data directory, stopped and removed by `stop`.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { get } from 'node:http';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** The binary: MNEDC_ETCD, else `etcd` on PATH (scripts/setup.sh puts Debian's in /usr/local/bin). */
+export const ETCD_BINARY = process.env.MNEDC_ETCD ?? 'etcd';
+
+export interface MemberSpec {
+  name: string;
+  host: string;
+  clientPort: number;
+  peerPort: number;
+}
+
+/** A port nobody listens on now (the kernel's choice); racy in theory, fine on a test machine. */
+export function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, host, () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export class EtcdMember {
+  private child: ChildProcess | null = null;
+  private exited: Promise<void> = Promise.resolve();
+  /** The last lines etcd wrote, for the error when it does not come up. */
+  private readonly tail: string[] = [];
+
+  constructor(readonly spec: MemberSpec, readonly dataDir: string, private readonly cluster: string, private readonly token: string,
+    private readonly wrap: (argv: string[]) => string[] = (argv) => argv) {}
+
+  get clientUrl(): string {
+    return `http://${this.spec.host}:${this.spec.clientPort}`;
+  }
+
+  get running(): boolean {
+    return this.child !== null;
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  /** Starts the process; `state` 'existing' for a member coming back or added to a running cluster. */
+  start(state: 'new' | 'existing' = 'new'): void {
+    if (this.child) throw new Error(`etcd member ${this.spec.name} is running`);
+    const { name, host, clientPort, peerPort } = this.spec;
+    const argv = this.wrap([ETCD_BINARY,
+      '--name', name, '--data-dir', this.dataDir,
+      '--listen-client-urls', `http://${host}:${clientPort}`, '--advertise-client-urls', `http://${host}:${clientPort}`,
+      '--listen-peer-urls', `http://${host}:${peerPort}`, '--initial-advertise-peer-urls', `http://${host}:${peerPort}`,
+      '--initial-cluster', this.cluster, '--initial-cluster-state', state, '--initial-cluster-token', this.token,
+      // As the README tells operators: history is compacted, so watches must cope with it.
+      '--auto-compaction-mode', 'revision', '--auto-compaction-retention', '1000',
+      '--logger', 'zap', '--log-outputs', 'stderr', '--log-level', 'warn']);
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.child = child;
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (chunk: string) => {
+      for (const line of chunk.split('\n')) if (line) this.tail.push(line);
+      this.tail.splice(0, Math.max(0, this.tail.length - 20));
+    });
+    this.exited = new Promise((resolve) => child.once('exit', () => {
+      if (this.child === child) this.child = null;
+      resolve();
+    }));
+    child.once('error', (err) => this.tail.push(`spawn ${argv[0]}: ${err.message}`));
+  }
+
+  /** Resolves once the member answers /health as healthy (it has a leader), within `timeoutMs`. */
+  async ready(timeoutMs = 20_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (!this.child) throw new Error(`etcd member ${this.spec.name} exited: ${this.tail.join('\n')}`);
+      if (await this.healthy()) return;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    throw new Error(`etcd member ${this.spec.name} not healthy within ${timeoutMs} ms: ${this.tail.slice(-5).join('\n')}`);
+  }
+
+  healthy(): Promise<boolean> {
+    return new Promise((resolve) => {
+      const request = get(`${this.clientUrl}/health`, { timeout: 1_000 }, (response) => {
+        let body = '';
+        response.on('data', (c: Buffer) => { body += c.toString(); });
+        response.on('end', () => resolve(response.statusCode === 200 && /"health":\s*"true"/.test(body)));
+      });
+      request.on('timeout', () => request.destroy());
+      request.on('error', () => resolve(false));
+    });
+  }
+
+  signal(signal: NodeJS.Signals): void {
+    this.child?.kill(signal);
+  }
+
+  /** SIGKILL, as a crash would. */
+  async kill(): Promise<void> {
+    this.child?.kill('SIGKILL');
+    await this.exited;
+  }
+
+  async stop(): Promise<void> {
+    if (!this.child) return;
+    this.child.kill('SIGCONT');
+    this.child.kill('SIGTERM');
+    const timer = setTimeout(() => this.child?.kill('SIGKILL'), 5_000);
+    await this.exited;
+    clearTimeout(timer);
+  }
+}
+
+export interface EtcdClusterOptions {
+  members?: number;
+  host?: string;
+  /** Runs each member through this (e.g. `ip netns exec NAME`); default: as it is. */
+  wrap?: (argv: string[]) => string[];
+}
+
+/** N members forming one cluster, each with its own data directory under one temporary directory. */
+export class EtcdCluster {
+  private constructor(readonly members: EtcdMember[], private readonly dir: string) {}
+
+  static async start(options: EtcdClusterOptions = {}): Promise<EtcdCluster> {
+    const n = options.members ?? 1;
+    const host = options.host ?? '127.0.0.1';
+    const dir = mkdtempSync(join(tmpdir(), 'mnedc-etcd-'));
+    const specs: MemberSpec[] = [];
+    for (let i = 0; i < n; i++) specs.push({ name: `m${i}`, host, clientPort: await freePort(host), peerPort: await freePort(host) });
+    const initial = specs.map((s) => `${s.name}=http://${s.host}:${s.peerPort}`).join(',');
+    const token = `mnedc-test-${process.pid}-${Date.now()}`;
+    const cluster = new EtcdCluster(specs.map((s) => new EtcdMember(s, join(dir, s.name), initial, token, options.wrap)), dir);
+    try {
+      for (const m of cluster.members) m.start();
+      await Promise.all(cluster.members.map((m) => m.ready()));
+    } catch (err) {
+      await cluster.stop();
+      throw err;
+    }
+    return cluster;
+  }
+
+  get endpoints(): string[] {
+    return this.members.map((m) => m.clientUrl);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.members.map((m) => m.stop()));
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}

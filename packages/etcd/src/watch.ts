@@ -1,0 +1,196 @@
+import type { ClientRequest } from 'node:http';
+import { EtcdClient, TransportError } from './client';
+import { b64, decodeError, decodeWatchMessage, prefixEnd, type KeyValue, type WatchEvent } from './wire';
+
+export interface PrefixWatchHandlers {
+  /** Everything under the prefix as of `revision`: first, and again after any gap the events cannot fill. */
+  reset(kvs: KeyValue[], revision: number): void;
+  /** Changes after the last reset, in revision order, each batch once. */
+  events(events: WatchEvent[], revision: number): void;
+  /** The watch is live (events flow) or not (`error` says why; it keeps retrying). */
+  state?(live: boolean, error?: Error): void;
+}
+
+export interface PrefixWatchOptions {
+  /**
+   * A stream that says nothing for this long is reopened from the last revision seen. A watch can go
+   * silent without an error (a member cut off from its peers, a proxy dropping the stream: the issues
+   * of etcd3 and clientv3 are full of them); reopening costs one request and loses nothing.
+   */
+  quietMs?: number;
+  /** Backoff after a failure: from minRetryMs doubling to maxRetryMs. */
+  minRetryMs?: number;
+  maxRetryMs?: number;
+  /** A single stream message (one line of JSON) larger than this ends the stream. */
+  maxMessageBytes?: number;
+}
+
+class Compacted extends Error {}
+/** etcd ended the watch (an expired token, a member shutting down): list again, after a pause. */
+class Canceled extends Error {}
+
+/**
+ * Follows every key under a prefix: a list at one revision, then a watch from the next, reopened from
+ * the last revision seen whenever the stream ends, errs or goes quiet, and re-listed (reset) when etcd
+ * says that revision is compacted or cancels the watch. Handlers see each change once, in order.
+ */
+export class PrefixWatch {
+  private revision = 0;
+  private needList = true;
+  private closed = false;
+  private request: ClientRequest | null = null;
+  private wake: (() => void) | null = null;
+  private live = false;
+  private readonly quietMs: number;
+  private readonly minRetryMs: number;
+  private readonly maxRetryMs: number;
+  private readonly maxMessage: number;
+  /** Streams opened (tests and status: a reopened quiet stream counts). */
+  streams = 0;
+  /** Lists made: the first and one per reset. */
+  lists = 0;
+
+  constructor(private readonly client: EtcdClient, private readonly prefix: string, private readonly handlers: PrefixWatchHandlers, options: PrefixWatchOptions = {}) {
+    this.quietMs = options.quietMs ?? 30_000;
+    this.minRetryMs = options.minRetryMs ?? 200;
+    this.maxRetryMs = options.maxRetryMs ?? 5_000;
+    this.maxMessage = options.maxMessageBytes ?? 16 << 20;
+    void this.run();
+  }
+
+  /** The last revision the handlers have seen. */
+  get seen(): number {
+    return this.revision;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.request?.destroy();
+    this.wake?.();
+  }
+
+  private setLive(live: boolean, error?: Error): void {
+    if (live === this.live && live) return;
+    this.live = live;
+    this.handlers.state?.(live, error);
+  }
+
+  private async run(): Promise<void> {
+    let backoff = this.minRetryMs;
+    while (!this.closed) {
+      try {
+        if (this.needList) {
+          const { kvs, revision } = await this.client.list(this.prefix);
+          if (this.closed) return;
+          this.lists++;
+          this.revision = revision;
+          this.needList = false;
+          this.handlers.reset(kvs, revision);
+        }
+        if ((await this.stream()) === 'quiet') {
+          // Silence from a hung member looks like silence from a calm prefix: one ordinary request tells
+          // them apart, and moves the client to the next member when this one does not answer.
+          await this.client.range(this.prefix, { countOnly: true });
+        }
+        backoff = this.minRetryMs;
+      } catch (err) {
+        if (this.closed) return;
+        if (err instanceof Compacted) {
+          this.needList = true;
+          continue;
+        }
+        if (err instanceof Canceled) {
+          this.needList = true;
+          if (/auth|token/i.test(err.message)) this.client.forgetToken();
+        }
+        this.setLive(false, err as Error);
+        await this.sleep(backoff);
+        backoff = Math.min(backoff * 2, this.maxRetryMs);
+      }
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+
+  /** One watch stream from revision + 1: resolves when it ends or goes quiet, throws on errors and compaction. */
+  private async stream(): Promise<'ended' | 'quiet'> {
+    await this.client.ensureToken();
+    const { index, token } = this.client.route;
+    const body = JSON.stringify({
+      create_request: { key: b64(this.prefix), range_end: prefixEnd(this.prefix), start_revision: String(this.revision + 1), progress_notify: true },
+    });
+    this.streams++;
+    return new Promise<'ended' | 'quiet'>((resolve, reject) => {
+      let settled = false;
+      const finish = (err?: Error, how: 'ended' | 'quiet' = 'ended'): void => {
+        if (settled) return;
+        settled = true;
+        this.request = null;
+        request.destroy();
+        if (err) reject(err);
+        else resolve(how);
+      };
+      const request = this.client.open(index, '/v3/watch', token, (response) => {
+        if (response.statusCode !== 200) {
+          let text = '';
+          response.on('data', (c: Buffer) => { if (text.length < 4096) text += c.toString('utf8'); });
+          response.on('end', () => finish(new TransportError(`watch answered HTTP ${response.statusCode}: ${decodeError(text).message}`)));
+          return;
+        }
+        let pending = '';
+        response.setEncoding('utf8');
+        response.on('data', (chunk: string) => {
+          pending += chunk;
+          let newline: number;
+          while ((newline = pending.indexOf('\n')) >= 0) {
+            const line = pending.slice(0, newline).trim();
+            pending = pending.slice(newline + 1);
+            if (line === '') continue;
+            try {
+              this.message(JSON.parse(line));
+            } catch (err) {
+              finish(err as Error);
+              return;
+            }
+          }
+          if (pending.length > this.maxMessage) finish(new TransportError(`watch message over ${this.maxMessage} bytes`));
+        });
+        response.on('end', () => finish());
+        response.on('error', (err) => finish(new TransportError(err.message)));
+      }, this.quietMs);
+      this.request = request;
+      // A quiet stream: reopened from the last revision, no error.
+      request.on('timeout', () => finish(undefined, 'quiet'));
+      request.on('error', (err) => {
+        if (!settled) this.client.failed(index);
+        finish(err instanceof TransportError ? err : new TransportError((err as NodeJS.ErrnoException).code ?? err.message));
+      });
+      request.end(body);
+    });
+  }
+
+  private message(value: unknown): void {
+    const m = decodeWatchMessage(value);
+    if (m.compactRevision > 0) throw new Compacted(`revision ${this.revision + 1} compacted (now ${m.compactRevision})`);
+    if (m.canceled) throw new Canceled(`watch canceled: ${m.cancelReason || 'no reason given'}`);
+    if (m.created) this.setLive(true);
+    if (m.events.length === 0) {
+      // A progress notification: nothing changed under the prefix up to its revision.
+      if (m.revision > this.revision && !m.created) this.revision = m.revision;
+      return;
+    }
+    // Events arrive in revision order; one message is one or more whole revisions.
+    const last = m.events[m.events.length - 1]!.kv.modRevision;
+    this.revision = Math.max(this.revision, last);
+    this.handlers.events(m.events, last);
+  }
+}

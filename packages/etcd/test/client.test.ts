@@ -1,0 +1,212 @@
+/**
+ * The client against real etcd members (Debian's etcd, on loopback, temporary data directories): KV,
+ * create-if-absent transactions under contention, leases, paging, failover to another member, auth, and
+ * watches that survive a silent member and compaction.
+ */
+import { strict as assert } from 'node:assert';
+import { after, before, describe, it } from 'node:test';
+import { EtcdClient, EtcdCluster, EtcdError, GRPC, PrefixWatch, type KeyValue, type WatchEvent } from '../src';
+
+/** Polls `check` every 50 ms until it holds; throws with `what` after `ms`. */
+async function until(check: () => boolean | Promise<boolean>, what: string, ms = 15_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A watch's view of its prefix, rebuilt from resets and events as a relay's routes would be. */
+function mirror(client: EtcdClient, prefix: string, options = {}) {
+  const state = new Map<string, string>();
+  const log: string[] = [];
+  const watch = new PrefixWatch(client, prefix, {
+    reset(kvs: KeyValue[]) {
+      state.clear();
+      for (const kv of kvs) state.set(kv.key, kv.value);
+      log.push(`reset ${kvs.length}`);
+    },
+    events(events: WatchEvent[]) {
+      for (const e of events) {
+        if (e.type === 'put') state.set(e.kv.key, e.kv.value);
+        else state.delete(e.kv.key);
+      }
+    },
+  }, options);
+  return { state, log, watch };
+}
+
+describe('etcd client, one member', () => {
+  let cluster: EtcdCluster;
+  let client: EtcdClient;
+  before(async () => {
+    cluster = await EtcdCluster.start();
+    client = new EtcdClient({ endpoints: cluster.endpoints });
+  });
+  after(async () => {
+    client?.close();
+    await cluster?.stop();
+  });
+
+  it('puts, gets, deletes, and lists a prefix in pages at one revision', async () => {
+    for (let i = 0; i < 25; i++) await client.put(`/t/list/${String(i).padStart(2, '0')}`, `v${i}`);
+    await client.put('/t/listx', 'outside the prefix');
+    const { kvs, revision } = await client.list('/t/list/', 4);
+    assert.equal(kvs.length, 25);
+    assert.deepEqual(kvs.map((kv) => kv.value), Array.from({ length: 25 }, (_, i) => `v${i}`));
+    assert.ok(revision >= 26);
+    assert.equal((await client.get('/t/list/03'))?.value, 'v3');
+    assert.equal(await client.delete('/t/list/', { prefix: true }), 25);
+    assert.equal(await client.get('/t/list/03'), undefined);
+    assert.equal((await client.get('/t/listx'))?.value, 'outside the prefix');
+  });
+
+  it('create-if-absent: of 20 racing allocations of one key exactly one wins, the others read the winner', async () => {
+    const other = new EtcdClient({ endpoints: cluster.endpoints });
+    try {
+      const results = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? client : other).txn(
+        [{ key: '/t/ip/10.0.0.7', target: 'CREATE', result: 'EQUAL', value: 0 }],
+        [{ put: { key: '/t/ip/10.0.0.7', value: `dev-${i}` } }],
+        [{ get: { key: '/t/ip/10.0.0.7' } }],
+      )));
+      const winners = results.map((r, i) => (r.succeeded ? i : -1)).filter((i) => i >= 0);
+      assert.equal(winners.length, 1);
+      for (const r of results.filter((x) => !x.succeeded)) {
+        const got = r.results[0]!;
+        assert.ok('get' in got);
+        assert.equal(got.get.kvs[0]!.value, `dev-${winners[0]}`);
+      }
+    } finally {
+      other.close();
+    }
+  });
+
+  it('leases: keys live while kept alive and go with the lease; a gone lease keeps alive to 0', async () => {
+    const lease = await client.grantLease(30);
+    assert.equal(lease.ttl, 30);
+    await client.put('/t/lease/a', 'x', { lease: lease.id });
+    assert.equal((await client.get('/t/lease/a'))?.lease, lease.id);
+    assert.ok((await client.keepAlive(lease.id)) > 0);
+    await client.revokeLease(lease.id);
+    assert.equal(await client.get('/t/lease/a'), undefined);
+    assert.equal(await client.keepAlive(lease.id), 0);
+    await client.revokeLease(lease.id); // revoking twice is no error
+    await assert.rejects(client.put('/t/lease/b', 'x', { lease: lease.id }), (e: Error) => e instanceof EtcdError && e.code === GRPC.NOT_FOUND);
+  });
+
+  it('a watch sees the prefix, then every change once, in order', async () => {
+    await client.put('/t/w/a', '1');
+    const m = mirror(client, '/t/w/');
+    try {
+      await until(() => m.log.length > 0, 'the first list');
+      for (let i = 0; i < 30; i++) await client.put(`/t/w/k${i % 5}`, String(i));
+      await client.delete('/t/w/a');
+      await until(() => m.state.get('/t/w/k4') === '29' && !m.state.has('/t/w/a'), 'the changes');
+      assert.deepEqual(Object.fromEntries(m.state), { '/t/w/k0': '25', '/t/w/k1': '26', '/t/w/k2': '27', '/t/w/k3': '28', '/t/w/k4': '29' });
+      assert.deepEqual(m.log, ['reset 1']);
+    } finally {
+      m.watch.close();
+    }
+  });
+
+  it('a quiet stream is reopened from the last revision, losing nothing', async () => {
+    const m = mirror(client, '/t/q/', { quietMs: 300 });
+    try {
+      await until(() => m.log.length > 0, 'the first list');
+      await until(() => m.watch.streams >= 3, 'two reopenings');
+      await client.put('/t/q/x', 'after the reopenings');
+      await until(() => m.state.get('/t/q/x') === 'after the reopenings', 'the put');
+      assert.deepEqual(m.log, ['reset 0'], 'no re-list for a reopening');
+    } finally {
+      m.watch.close();
+    }
+  });
+
+  it('with auth on: fetches a token, fetches another when it is refused, and says what is wrong without one', async () => {
+    await client.call('/v3/auth/user/add', { name: 'root', password: 'root-pw' });
+    await client.call('/v3/auth/user/grant', { user: 'root', role: 'root' });
+    await client.call('/v3/auth/enable', {});
+    const authed = new EtcdClient({ endpoints: cluster.endpoints, auth: { user: 'root', password: 'root-pw' } });
+    const wrong = new EtcdClient({ endpoints: cluster.endpoints, auth: { user: 'root', password: 'nope' } });
+    try {
+      await authed.put('/t/auth', 'yes');
+      assert.equal((await authed.get('/t/auth'))?.value, 'yes');
+      await assert.rejects(client.get('/t/auth'), /user name is empty/);
+      await assert.rejects(wrong.get('/t/auth'), /authentication failed/);
+      const m = mirror(authed, '/t/auth');
+      try {
+        await until(() => m.state.get('/t/auth') === 'yes', 'the watch with a token');
+        // A token the members no longer know, as after a restart: the client fetches a new one.
+        (authed as unknown as { token: string }).token = 'stale.1';
+        await authed.put('/t/auth', 'again');
+        await until(() => m.state.get('/t/auth') === 'again', 'the change');
+      } finally {
+        m.watch.close();
+      }
+    } finally {
+      await authed.call('/v3/auth/disable', {});
+      authed.close();
+      wrong.close();
+    }
+  });
+});
+
+describe('etcd client, three members', () => {
+  let cluster: EtcdCluster;
+  before(async () => {
+    cluster = await EtcdCluster.start({ members: 3 });
+  });
+  after(async () => {
+    await cluster?.stop();
+  });
+
+  it('moves to another member when its member is killed, for requests and for a watch', async () => {
+    const client = new EtcdClient({ endpoints: cluster.endpoints, timeoutMs: 2_000 });
+    const m = mirror(client, '/f/');
+    try {
+      await client.put('/f/before', '1');
+      await until(() => m.state.get('/f/before') === '1', 'the watch');
+      const first = client.endpoint;
+      const victim = cluster.members.find((member) => member.clientUrl === first)!;
+      await victim.kill();
+      await client.put('/f/after', '2');
+      assert.notEqual(client.endpoint, first);
+      await until(() => m.state.get('/f/after') === '2', 'the watch on another member');
+      victim.start('existing');
+      await victim.ready();
+    } finally {
+      m.watch.close();
+      client.close();
+    }
+  });
+
+  it('a watch whose member goes silent is reopened elsewhere, and re-lists when its revision was compacted meanwhile', async () => {
+    const client = new EtcdClient({ endpoints: cluster.endpoints, timeoutMs: 1_000 });
+    const writer = new EtcdClient({ endpoints: [...cluster.endpoints].reverse() });
+    const m = mirror(client, '/c/', { quietMs: 1_000 });
+    try {
+      await writer.put('/c/k', '0');
+      await until(() => m.state.get('/c/k') === '0', 'the watch');
+      const silent = cluster.members.find((member) => member.clientUrl === client.endpoint)!;
+      assert.notEqual(writer.endpoint, silent.clientUrl);
+      // SIGSTOP: the member neither answers nor closes anything, as a hung machine would.
+      silent.signal('SIGSTOP');
+      try {
+        for (let i = 1; i <= 20; i++) await writer.put('/c/k', String(i));
+        await writer.put('/c/gone', 'x');
+        await writer.delete('/c/gone');
+        const { revision } = await writer.status();
+        await writer.compact(revision);
+        await until(() => m.state.get('/c/k') === '20', 'the watch back, on another member', 20_000);
+        assert.equal(m.state.has('/c/gone'), false);
+        assert.ok(m.watch.lists >= 2, `re-listed after the compaction (${m.log.join(', ')})`);
+      } finally {
+        silent.signal('SIGCONT');
+      }
+    } finally {
+      m.watch.close();
+      client.close();
+      writer.close();
+    }
+  });
+});
