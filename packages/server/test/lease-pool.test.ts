@@ -33,6 +33,21 @@ describe('LeasePool', () => {
     }
   });
 
+  it('adopts a lease decided elsewhere: it replaces the device\'s own and displaces the address\'s holder', () => {
+    const pool = new LeasePool(parseSubnet('10.0.0.0/24'));
+    acquireIp(pool, req('a'));
+    acquireIp(pool, req('b'));
+    const lease = { deviceId: 'a', ip: ipv4ToInt('10.0.0.3'), hostname: '', underlay: [], createdAt: 5, lastSeen: 5 };
+    const { adopted, displaced } = pool.adopt(lease);
+    assert.equal(adopted, true);
+    assert.equal(displaced?.deviceId, 'b');
+    assert.equal(pool.get('b'), undefined);
+    assert.equal(pool.size, 1);
+    assert.equal(acquireIp(pool, req('c', { requestedIp: ipv4ToInt('10.0.0.2') })), '10.0.0.2', 'a\'s old address is free again');
+    assert.deepEqual(pool.adopt({ ...lease, deviceId: 'd', ip: ipv4ToInt('10.0.1.1') }), { adopted: false });
+    assert.equal(pool.get('d'), undefined);
+  });
+
   it('rejects with a clear reason when every address belongs to a connected device', () => {
     const pool = new LeasePool(parseSubnet('10.0.0.0/30'));
     acquireIp(pool, req('only'));

@@ -25,7 +25,8 @@ export interface Lease {
 
 export type AcquireResult =
   | { ok: true; lease: Lease; reclaimedFrom?: Lease; isNew: boolean }
-  | { ok: false; reason: string };
+  /** `unavailable`: the store cannot decide now (a cluster's etcd unreachable); the device should retry. */
+  | { ok: false; reason: string; unavailable?: boolean };
 
 export interface AcquireRequest {
   deviceId: string;
@@ -128,6 +129,19 @@ export class LeasePool {
     this.byAddress.delete(lease.ip);
     this.used[lease.ip - this.firstHost] = 0;
     return lease;
+  }
+
+  /**
+   * Records a lease decided elsewhere (a cluster's shared store): it replaces the device's lease here, and
+   * whoever held that address here loses it (returned). False when the address is not this pool's to lease.
+   */
+  adopt(lease: Lease): { adopted: boolean; displaced?: Lease } {
+    if (!this.isLeasable(lease.ip)) return { adopted: false };
+    this.release(lease.deviceId);
+    const holder = this.byAddress.get(lease.ip);
+    if (holder) this.release(holder.deviceId);
+    this.insert(lease);
+    return holder ? { adopted: true, displaced: holder } : { adopted: true };
   }
 
   touch(deviceId: string, now: number): void {

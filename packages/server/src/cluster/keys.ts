@@ -1,0 +1,54 @@
+/**
+ * Where a cluster keeps its shared state in etcd, all under `/mnedc/<network>/`:
+ *
+ *   leases/<device-id>     the device's lease: JSON {ip, hostname, underlay, createdAt, lastSeen}
+ *   addresses/<ip>         the device ID holding that address: the guard that makes an address unique
+ *   bindings/<device-id>   the fingerprint of the key bound to the device ID
+ *
+ * A lease and its address guard are created together, only if neither exists (a transaction, as flannel
+ * allocates subnets), so two relays allocating at the same instant never hand out one address twice. None
+ * of these keys has an etcd lease: a relay crash must never free an address or a device ID.
+ */
+import { isValidDeviceId } from '@mnedc/protocol';
+
+const NETWORK_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+export function isNetworkName(name: string): boolean {
+  return NETWORK_NAME.test(name);
+}
+
+export class ClusterKeys {
+  readonly root: string;
+
+  constructor(network: string) {
+    if (!isNetworkName(network)) throw new Error(`network name ${JSON.stringify(network)}: 1-63 of a-z 0-9 -, starting with a letter or digit`);
+    this.root = `/mnedc/${network}/`;
+  }
+
+  get leases(): string {
+    return `${this.root}leases/`;
+  }
+
+  get bindings(): string {
+    return `${this.root}bindings/`;
+  }
+
+  lease(deviceId: string): string {
+    return `${this.leases}${deviceId}`;
+  }
+
+  address(ip: string): string {
+    return `${this.root}addresses/${ip}`;
+  }
+
+  binding(deviceId: string): string {
+    return `${this.bindings}${deviceId}`;
+  }
+
+  /** The device ID of a key under `prefix`, or null for a key that is none of ours (never acted on). */
+  deviceIdOf(prefix: string, key: string): string | null {
+    if (!key.startsWith(prefix)) return null;
+    const id = key.slice(prefix.length);
+    return isValidDeviceId(id) ? id : null;
+  }
+}

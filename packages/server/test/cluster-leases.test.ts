@@ -1,0 +1,128 @@
+/**
+ * Leases shared by relays through a real etcd (a member on loopback): racing relays never give one
+ * address twice, a device racing itself on two relays gets one lease, releases and restarts are seen by
+ * all, and a relay that cannot read the table says so instead of guessing.
+ */
+import { strict as assert } from 'node:assert';
+import { after, before, describe, it } from 'node:test';
+import pino from 'pino';
+import { EtcdClient, EtcdCluster } from '@mnedc/etcd';
+import { intToIpv4, parseSubnet } from '@mnedc/protocol';
+import { ClusterKeys } from '../src/cluster/keys';
+import { ClusterLeases } from '../src/cluster/leases';
+import type { Lease } from '../src/stores/lease-pool';
+
+const log = pino({ level: 'silent' });
+const SUBNET = parseSubnet('10.9.0.0/26');
+
+/** What the handshake does: acquire, wait until etcd has it, and acquire again if it changed meanwhile. */
+async function join(leases: ClusterLeases, deviceId: string, requestedIp?: number): Promise<Lease> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const result = leases.acquire({ deviceId, hostname: `${deviceId}.lan`, underlay: [], requestedIp, now: Date.now(), isConnected: () => false });
+    assert.ok(result.ok, result.ok ? '' : result.reason);
+    await leases.pending(deviceId);
+    if (leases.get(deviceId) === result.lease) return result.lease;
+  }
+  throw new Error(`${deviceId}: no stable lease in 50 attempts`);
+}
+
+async function until(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  const end = Date.now() + 15_000;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('cluster leases in etcd', () => {
+  let cluster: EtcdCluster;
+  const clients: EtcdClient[] = [];
+  const relays: ClusterLeases[] = [];
+  let network = 0;
+
+  before(async () => {
+    cluster = await EtcdCluster.start();
+  });
+  after(async () => {
+    await Promise.all(relays.map((r) => r.close()));
+    clients.forEach((c) => c.close());
+    await cluster?.stop();
+  });
+
+  /** `count` relays of a fresh network, each with its own client, once they have read the table. */
+  async function relaysOf(count: number, keys = new ClusterKeys(`net${++network}`)): Promise<{ keys: ClusterKeys; leases: ClusterLeases[] }> {
+    const leases: ClusterLeases[] = [];
+    for (let i = 0; i < count; i++) {
+      const client = new EtcdClient({ endpoints: cluster.endpoints });
+      clients.push(client);
+      const relay = new ClusterLeases(client, keys, SUBNET, log);
+      relays.push(relay);
+      leases.push(relay);
+    }
+    await Promise.all(leases.map((l) => l.ready));
+    return { keys, leases };
+  }
+
+  it('two relays allocating at once for 60 devices never give an address twice, in etcd or in memory', async () => {
+    const { keys, leases: [a, b] } = await relaysOf(2);
+    const devices = Array.from({ length: 60 }, (_, i) => `dev-${i}`);
+    const got = await Promise.all(devices.map((id, i) => join(i % 2 ? b! : a!, id)));
+    assert.equal(new Set(got.map((l) => l.ip)).size, 60, 'sixty distinct addresses');
+    const reader = clients[0]!;
+    const stored = (await reader.list(keys.leases)).kvs.map((kv) => (JSON.parse(kv.value) as { ip: string }).ip);
+    assert.equal(stored.length, 60);
+    assert.equal(new Set(stored).size, 60);
+    const guards = (await reader.list(`${keys.root}addresses/`)).kvs;
+    assert.deepEqual(guards.map((kv) => kv.key.slice(keys.root.length + 'addresses/'.length)).sort(), [...stored].sort());
+    for (const [i, lease] of got.entries()) {
+      assert.equal(intToIpv4(lease.ip), stored.find((ip) => ip === intToIpv4(lease.ip)));
+      assert.equal(guards.find((kv) => kv.key.endsWith(`/${intToIpv4(lease.ip)}`))!.value, devices[i]);
+    }
+    await until(() => a!.size === 60 && b!.size === 60, 'both tables complete');
+    for (const id of devices) assert.equal(a!.get(id)!.ip, b!.get(id)!.ip, id);
+  });
+
+  it('a device joining two relays at once gets one lease, the same on both', async () => {
+    const { leases: [a, b] } = await relaysOf(2);
+    for (let i = 0; i < 10; i++) {
+      const [onA, onB] = await Promise.all([join(a!, `twin-${i}`), join(b!, `twin-${i}`)]);
+      assert.equal(onA.ip, onB.ip, `twin-${i}`);
+    }
+  });
+
+  it('a release on one relay frees the address everywhere; a restarted relay reads every lease back', async () => {
+    const { keys, leases: [a, b] } = await relaysOf(2);
+    const kept = await join(a!, 'kept');
+    const gone = await join(a!, 'gone');
+    await until(() => b!.get('gone')?.ip === gone.ip, 'b sees gone');
+    assert.equal(a!.release('gone')?.ip, gone.ip);
+    await a!.pending('gone');
+    await until(() => b!.get('gone') === undefined, 'b sees the release');
+    const taker = await join(b!, 'taker', gone.ip);
+    assert.equal(taker.ip, gone.ip, 'the freed address can be had');
+    const { leases: [restarted] } = await relaysOf(1, keys);
+    assert.deepEqual([restarted!.get('kept')?.ip, restarted!.get('gone'), restarted!.get('taker')?.ip], [kept.ip, undefined, taker.ip]);
+  });
+
+  it('records when a device was last seen, at most hourly, over the record as read', async () => {
+    const { keys, leases: [a] } = await relaysOf(1);
+    await join(a!, 'seen');
+    const later = Date.now() + 2 * 3_600_000;
+    a!.touch('seen', later);
+    const reader = clients[0]!;
+    const storedSeen = async () => (JSON.parse((await reader.get(keys.lease('seen')))!.value) as { lastSeen: number }).lastSeen;
+    await until(async () => (await storedSeen()) === later, 'lastSeen in etcd');
+    a!.touch('seen', later + 60_000);
+    assert.equal(await storedSeen(), later, 'not again within the hour');
+  });
+
+  it('gives no lease while the table cannot be read, saying why', async () => {
+    const client = new EtcdClient({ endpoints: ['http://127.0.0.1:9'], timeoutMs: 500 });
+    clients.push(client);
+    const blind = new ClusterLeases(client, new ClusterKeys('blind'), SUBNET, log, { minRetryMs: 100, maxRetryMs: 200 });
+    relays.push(blind);
+    const result = blind.acquire({ deviceId: 'x', hostname: '', underlay: [], now: Date.now(), isConnected: () => false });
+    assert.deepEqual(result, { ok: false, reason: 'the cluster\'s leases are not readable yet (etcd unreachable)', unavailable: true });
+    assert.equal(blind.available, false);
+  });
+});
