@@ -59,6 +59,11 @@ export function showFingerprint(fingerprint: Buffer): string {
   return `SHA256:${fingerprint.toString('base64url')}`;
 }
 
+/** A fingerprint as showFingerprint writes it (SHA-256, base64url): what a key binding may hold. */
+export function isFingerprintText(text: string): boolean {
+  return /^SHA256:[A-Za-z0-9_-]{43}$/.test(text);
+}
+
 function transcript(kind: 'join' | 'device', ekm: Buffer, deviceId: string): Buffer {
   return Buffer.concat([Buffer.from(`mnedc ${kind} v1\0`), ekm, Buffer.from(deviceId, 'utf8')]);
 }

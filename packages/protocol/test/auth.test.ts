@@ -3,7 +3,7 @@ import { strict as assert } from 'node:assert';
 import { createHash, createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import * as fc from 'fast-check';
-import { ed25519PublicKey, helloAuth, showFingerprint, verifyHelloAuth } from '../src';
+import { ed25519PublicKey, helloAuth, isFingerprintText, showFingerprint, verifyHelloAuth } from '../src';
 
 const secret = randomBytes(32);
 const ekm = randomBytes(32);
@@ -15,6 +15,13 @@ describe('HELLO.auth', () => {
     const der = device.publicKey.export({ format: 'der', type: 'spki' });
     assert.deepEqual(verifyHelloAuth({ ...auth }, secret, ekm, 'dev-1'),
       { ok: true, device: { keyFingerprint: showFingerprint(createHash('sha256').update(der).digest()) } });
+  });
+
+  it('tells a fingerprint as shown from anything else a shared store might hold', () => {
+    assert.equal(isFingerprintText(showFingerprint(randomBytes(32))), true);
+    for (const bad of ['', 'SHA256:', showFingerprint(randomBytes(31)), showFingerprint(randomBytes(32)) + 'x', `MD5:${randomBytes(32).toString('base64url')}`, 'SHA256:' + 'a'.repeat(42) + '=']) {
+      assert.equal(isFingerprintText(bad), false, bad);
+    }
   });
 
   it('names what failed: the join MAC, or the device proof', () => {

@@ -1,13 +1,16 @@
 /**
- * Leases shared by relays through a real etcd (a member on loopback): racing relays never give one
- * address twice, a device racing itself on two relays gets one lease, releases and restarts are seen by
- * all, and a relay that cannot read the table says so instead of guessing.
+ * Leases and key bindings shared by relays through a real etcd (a member on loopback): racing relays never
+ * give one address twice or bind one device ID to two keys, a device racing itself on two relays gets one
+ * lease, releases, forgets and restarts are seen by all, and a relay that cannot read the tables says so
+ * instead of guessing.
  */
 import { strict as assert } from 'node:assert';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { EtcdClient, EtcdCluster } from '@mnedc/etcd';
-import { intToIpv4, parseSubnet } from '@mnedc/protocol';
+import { intToIpv4, parseSubnet, showFingerprint } from '@mnedc/protocol';
+import { randomBytes } from 'node:crypto';
+import { ClusterBindings } from '../src/cluster/bindings';
 import { ClusterKeys } from '../src/cluster/keys';
 import { ClusterLeases } from '../src/cluster/leases';
 import type { Lease } from '../src/stores/lease-pool';
@@ -39,12 +42,13 @@ describe('cluster leases in etcd', () => {
   const clients: EtcdClient[] = [];
   const relays: ClusterLeases[] = [];
   let network = 0;
+  const bindingStores: ClusterBindings[] = [];
 
   before(async () => {
     cluster = await EtcdCluster.start();
   });
   after(async () => {
-    await Promise.all(relays.map((r) => r.close()));
+    await Promise.all([...relays, ...bindingStores].map((r) => r.close()));
     clients.forEach((c) => c.close());
     await cluster?.stop();
   });
@@ -124,5 +128,50 @@ describe('cluster leases in etcd', () => {
     const result = blind.acquire({ deviceId: 'x', hostname: '', underlay: [], now: Date.now(), isConnected: () => false });
     assert.deepEqual(result, { ok: false, reason: 'the cluster\'s leases are not readable yet (etcd unreachable)', unavailable: true });
     assert.equal(blind.available, false);
+  });
+
+  async function bindingsOf(count: number, keys = new ClusterKeys(`net${++network}`)): Promise<{ keys: ClusterKeys; stores: ClusterBindings[] }> {
+    const stores = Array.from({ length: count }, () => {
+      const client = new EtcdClient({ endpoints: cluster.endpoints });
+      clients.push(client);
+      const store = new ClusterBindings(client, keys, log);
+      bindingStores.push(store);
+      return store;
+    });
+    await Promise.all(stores.map((s) => s.ready));
+    return { keys, stores };
+  }
+
+  it('binds a device ID to one key only, whichever relays race for it, and every relay agrees', async () => {
+    const { keys, stores: [a, b] } = await bindingsOf(2);
+    for (let i = 0; i < 10; i++) {
+      const [keyA, keyB] = [showFingerprint(randomBytes(32)), showFingerprint(randomBytes(32))];
+      await Promise.all([a!.bind(`dev-${i}`, keyA), b!.bind(`dev-${i}`, keyB)]);
+      const stored = (await clients[0]!.get(keys.binding(`dev-${i}`)))!.value;
+      assert.ok(stored === keyA || stored === keyB);
+      assert.equal(a!.get(`dev-${i}`), stored, `a agrees on dev-${i}`);
+      assert.equal(b!.get(`dev-${i}`), stored, `b agrees on dev-${i}`);
+    }
+  });
+
+  it('a forget on one relay reaches the others; a restarted relay reads the bindings back', async () => {
+    const { keys, stores: [a, b] } = await bindingsOf(2);
+    const kept = showFingerprint(randomBytes(32));
+    await a!.bind('kept', kept);
+    await a!.bind('gone', showFingerprint(randomBytes(32)));
+    await until(() => b!.get('gone') !== undefined, 'b sees gone');
+    assert.equal(await b!.forget('gone'), true);
+    await until(() => a!.get('gone') === undefined, 'a sees the forget');
+    const { stores: [restarted] } = await bindingsOf(1, keys);
+    assert.deepEqual([restarted!.get('kept'), restarted!.get('gone'), restarted!.size], [kept, undefined, 1]);
+  });
+
+  it('binds nothing while the bindings cannot be read', async () => {
+    const client = new EtcdClient({ endpoints: ['http://127.0.0.1:9'], timeoutMs: 500 });
+    clients.push(client);
+    const blind = new ClusterBindings(client, new ClusterKeys('blind'), log, { minRetryMs: 100, maxRetryMs: 200 });
+    bindingStores.push(blind);
+    await assert.rejects(blind.bind('x', showFingerprint(randomBytes(32))), /not readable yet \(etcd unreachable\)/);
+    assert.equal(blind.get('x'), undefined);
   });
 });
