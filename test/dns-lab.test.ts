@@ -30,6 +30,28 @@ except socket.timeout:
     print('')
 `;
 
+/**
+ * A hostile device's query from UDP source port 0, in two IP fragments so the relay's data plane passes it
+ * to its TUN and the kernel reassembles it for the UDP socket. argv: source, destination.
+ */
+const PORT_ZERO_FRAGMENTS = `
+import socket, struct, sys
+def csum(b):
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+src, dst = sys.argv[1], sys.argv[2]
+q = bytes.fromhex('beef01000001000000000000') + b'\\x08device-b\\x05mnedc\\x00' + b'\\x00\\x01\\x00\\x01'
+udp = struct.pack('!HHHH', 0, 53, 8 + len(q), 0) + q
+def ip(payload, offset, more):
+    h = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(payload), 0x5151, (more << 13) | (offset // 8), 64, 17, 0, socket.inet_aton(src), socket.inet_aton(dst))
+    return h[:10] + struct.pack('!H', csum(h)) + h[12:] + payload
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+s.sendto(ip(udp[:16], 0, 1), (dst, 0))
+s.sendto(ip(udp[16:], 16, 0), (dst, 0))
+`;
+
 describe('DNS on the overlay (lab)', { skip: skipUnlessRoot, timeout: 180_000 }, () => {
   const ctx = withOverlayLab();
 
@@ -76,6 +98,17 @@ describe('DNS on the overlay (lab)', { skip: skipUnlessRoot, timeout: 180_000 },
     const stats = (await ctx.overlay.ctl('srv', ['stats', '--json'])).json as { dns: Record<string, number> };
     assert.ok(stats.dns.formerr >= 2, JSON.stringify(stats.dns));
     assert.ok(stats.dns.answers >= 1, JSON.stringify(stats.dns));
+  });
+
+  it('a query from source port 0 that reaches the relay\'s socket is dropped and counted; the relay answers on', async () => {
+    const server = ctx.ips.srv;
+    const dropped = async () => ((await ctx.overlay.ctl('srv', ['stats', '--json'])).json as { dns: { dropped: number } }).dns.dropped;
+    const before = await dropped();
+    const sent = await ctx.lab.exec('a', ['python3', '-c', PORT_ZERO_FRAGMENTS, ctx.ips.a, server], { timeoutMs: 10_000 });
+    assert.equal(sent.code, 0, sent.stderr);
+    // The relay is alive and answering (it would have exited on the throw), and it counted the query.
+    assert.deepEqual((await dig(ctx, [`@${server}`, 'device-b.mnedc'])).answers, [`A ${ctx.ips.b}`]);
+    assert.equal(await dropped(), before + 1);
   });
 
   it('a device that joins resolves within 1 s; one that leaves stops resolving', async () => {

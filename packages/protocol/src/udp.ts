@@ -8,6 +8,7 @@ import { internetChecksum } from './ipv4';
 
 export const IPPROTO_UDP = 17;
 const UDP_HEADER_BYTES = 8;
+const IPV4_HEADER_BYTES = 20;
 
 /** A datagram inside a buffer: ports, and where its payload lies. */
 export interface UdpDatagram {
@@ -23,40 +24,39 @@ function udpSum(buffer: Buffer, ip: number, udp: number, length: number): number
 }
 
 /**
- * The UDP datagram of the IPv4 packet at `ip` in `buffer` (its header already checked: version, header
- * and total length within the buffer), or null when it is not one to answer directly: another protocol,
- * a fragment, lengths that disagree, or a checksum that does not add up (0, "none", is allowed in IPv4).
- * `verify` false: the checksum is not checked (a sender's offloaded packet carries only a partial one).
+ * The UDP datagram of the IPv4 packet at `ip` in `buffer` (its version and lengths already checked), or
+ * null when it is not one to answer directly: another protocol, IP options (the kernel checks them; we
+ * leave them to it), a fragment, a header checksum or UDP lengths that do not add up, another
+ * `destinationPort` when one is given, or a UDP checksum that does not add up (0, "none", is allowed in
+ * IPv4). `verify` false: the UDP checksum is not checked (an offloaded packet carries only a partial one).
+ * The port is compared before any checksum is summed, so packets for other ports cost nothing more.
  */
-export function readUdp(buffer: Buffer, ip: number, verify = true): UdpDatagram | null {
-  if (buffer[ip + 9] !== IPPROTO_UDP) return null;
+export function readUdp(buffer: Buffer, ip: number, options: { verify?: boolean; destinationPort?: number } = {}): UdpDatagram | null {
+  if (buffer[ip + 9] !== IPPROTO_UDP || buffer[ip] !== 0x45) return null;
   // More-fragments set or an offset: the kernel reassembles, we do not.
   if ((buffer.readUInt16BE(ip + 6) & 0x3fff) !== 0) return null;
-  const headerLength = (buffer[ip]! & 0x0f) * 4;
   const totalLength = buffer.readUInt16BE(ip + 2);
-  const udp = ip + headerLength;
-  if (totalLength < headerLength + UDP_HEADER_BYTES || ip + totalLength > buffer.length) return null;
+  const udp = ip + IPV4_HEADER_BYTES;
+  if (totalLength < IPV4_HEADER_BYTES + UDP_HEADER_BYTES || ip + totalLength > buffer.length) return null;
+  const destinationPort = buffer.readUInt16BE(udp + 2);
+  if (options.destinationPort !== undefined && destinationPort !== options.destinationPort) return null;
   const length = buffer.readUInt16BE(udp + 4);
-  if (length < UDP_HEADER_BYTES || headerLength + length > totalLength) return null;
-  if (verify && buffer.readUInt16BE(udp + 6) !== 0 && udpSum(buffer, ip, udp, length) !== 0xffff) return null;
-  return {
-    sourcePort: buffer.readUInt16BE(udp),
-    destinationPort: buffer.readUInt16BE(udp + 2),
-    payloadStart: udp + UDP_HEADER_BYTES,
-    payloadEnd: udp + length,
-  };
+  if (length < UDP_HEADER_BYTES || IPV4_HEADER_BYTES + length > totalLength) return null;
+  if (internetChecksum(buffer, ip, udp) !== 0) return null;
+  if (options.verify !== false && buffer.readUInt16BE(udp + 6) !== 0 && udpSum(buffer, ip, udp, length) !== 0xffff) return null;
+  return { sourcePort: buffer.readUInt16BE(udp), destinationPort, payloadStart: udp + UDP_HEADER_BYTES, payloadEnd: udp + length };
 }
 
 /**
  * The IPv4/UDP answer to `query` (the datagram at `ip` in `buffer`, as read by readUdp): addresses and
- * ports swapped, `payload` inside, both checksums set, TTL 64, don't-fragment (answers are small).
+ * ports swapped, `payload` inside, both checksums set, TTL 64. Not don't-fragment: an EDNS answer may be
+ * larger than a small overlay MTU, and the socket path would have let it be fragmented too.
  */
 export function udpReply(buffer: Buffer, ip: number, query: UdpDatagram, payload: Buffer): Buffer {
   const length = UDP_HEADER_BYTES + payload.length;
   const packet = Buffer.alloc(20 + length);
   packet[0] = 0x45;
   packet.writeUInt16BE(packet.length, 2);
-  packet.writeUInt16BE(0x4000, 6);
   packet[8] = 64;
   packet[9] = IPPROTO_UDP;
   buffer.copy(packet, 12, ip + 16, ip + 20);

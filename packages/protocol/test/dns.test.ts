@@ -155,6 +155,16 @@ describe('DNS answers', () => {
     }
   });
 
+  it('says NXDOMAIN, never throws, for a reverse name whose device name and domain pass 255 octets together', () => {
+    const longId = ['a', 'b', 'c'].map((c) => c.repeat(60)).join('.');
+    const domain = ['x', 'y'].map((c) => c.repeat(40)).join('.');
+    const big = zoneOf([[longId, '10.0.0.5', '']], domain);
+    const ptr = answerDns(query('5.0.0.10.in-addr.arpa', DnsType.PTR), big.zone, 'udp');
+    assert.equal(ptr.outcome, 'nxdomain');
+    assert.equal(decode(ptr.reply!).rcode, DnsRcode.NXDomain);
+    assert.equal(answerDns(query(`${longId}.${domain}`.slice(0, 250), DnsType.A), big.zone, 'udp').outcome, 'refused', 'and asking forward is harmless');
+  });
+
   it('sets TC and leaves the answers out rather than exceed the size the transport allows', () => {
     // Our answers fit 512 bytes even at the longest names (a 255-byte PTR target); the limit is still kept.
     const longId = ['a', 'b', 'c', 'd'].map((c) => c.repeat(60)).join('.');

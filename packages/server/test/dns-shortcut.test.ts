@@ -44,8 +44,12 @@ function query(name: string, id: number): Buffer {
   return Buffer.concat([header, encodeName(name.split('.')), Buffer.from([0, DnsType.A, 0, 1])]);
 }
 
-/** A DATA frame holding IPv4/UDP from `src`:40000 to `dst`:`port`, checksum none unless `checksum`. */
-function datagram(src: number, dst: number, port: number, payload: Buffer, options: { protocol?: number; flags?: number; checksum?: number } = {}): Buffer {
+/**
+ * A DATA frame holding IPv4/UDP from `src`:`sourcePort` (40000) to `dst`:`port`: UDP checksum none,
+ * `checksum` as given, or (`sum`) computed as a kernel would.
+ */
+function datagram(src: number, dst: number, port: number, payload: Buffer,
+  options: { protocol?: number; flags?: number; checksum?: number; sum?: boolean; sourcePort?: number } = {}): Buffer {
   const packet = Buffer.alloc(28 + payload.length);
   packet[0] = 0x45;
   packet.writeUInt16BE(packet.length, 2);
@@ -55,11 +59,15 @@ function datagram(src: number, dst: number, port: number, payload: Buffer, optio
   packet.writeUInt32BE(src, 12);
   packet.writeUInt32BE(dst, 16);
   packet.writeUInt16BE(internetChecksum(packet, 0, 20), 10);
-  packet.writeUInt16BE(40_000, 20);
+  packet.writeUInt16BE(options.sourcePort ?? 40_000, 20);
   packet.writeUInt16BE(port, 22);
   packet.writeUInt16BE(8 + payload.length, 24);
   packet.writeUInt16BE(options.checksum ?? 0, 26);
   payload.copy(packet, 28);
+  if (options.sum) {
+    const sum = onesSum(packet, 20, packet.length, onesSum(packet, 12, 20, 17 + packet.length - 20));
+    packet.writeUInt16BE((~sum & 0xffff) || 0xffff, 26);
+  }
   return encodeFrame(FrameType.Data, packet);
 }
 
@@ -121,6 +129,28 @@ describe('DNS in the data plane', () => {
     assert.equal(a.counters.txPackets, 2, 'the device\'s counters show the answers it was sent');
   });
 
+  it('answers a query with a real UDP checksum in a frame that goes on past the packet, not the relay\'s own', async () => {
+    const { dns, plane, tun, a } = await setup();
+    const frame = datagram(a.ip, SERVER, dns.port, query('device-b.mnedc', 6), { sum: true });
+    // Bytes after the IP total length, as when a frame is a view into a larger read.
+    plane.forward(a, Buffer.concat([frame, Buffer.from('more of the read')]).subarray(0, frame.length + 16));
+    plane.endBatch();
+    assert.equal(answeredAddress(a.received[0]!, a.ip, dns.port), '10.0.0.3');
+    // The relay's own TUN asking its own address is the kernel's business, never the shortcut's.
+    const fromHost = datagram(SERVER, SERVER, dns.port, query('device-b.mnedc', 7), { sum: true });
+    plane.forward(tun, fromHost);
+    plane.endBatch();
+    assert.equal(tun.received.length, 1);
+    assert.equal(dns.counters.queries, 1);
+  });
+
+  it('drops a query from source port 0 as malformed, answering nothing', async () => {
+    const { dns, plane, tun, a } = await setup();
+    plane.forward(a, datagram(a.ip, SERVER, dns.port, query('device-b.mnedc', 8), { sourcePort: 0 }));
+    plane.endBatch();
+    assert.deepEqual([a.received.length, tun.received.length, dns.counters.queries, a.counters.drops.malformed], [0, 0, 0, 1]);
+  });
+
   it('answers an offloading device\'s query, whose checksum is only partial', async () => {
     const { dns, plane, tun, a } = await setup();
     plane.forward(a, offloaded(datagram(a.ip, SERVER, dns.port, query('device-b.mnedc', 5))));
@@ -138,6 +168,11 @@ describe('DNS in the data plane', () => {
       datagram(a.ip, SERVER, dns.port + 1, q),
       datagram(a.ip, SERVER, dns.port, q, { flags: 0x2000 }),
       datagram(a.ip, SERVER, dns.port, q, { checksum: 0x1234 }),
+      (() => {
+        const badHeader = datagram(a.ip, SERVER, dns.port, q);
+        badHeader[HEADER_BYTES + 10]! ^= 0xff;
+        return badHeader;
+      })(),
     ];
     const superPacket = offloaded(datagram(a.ip, SERVER, dns.port, Buffer.alloc(3000)), GSO_UDP_L4);
     for (const frame of [...others, superPacket]) plane.forward(a, frame);

@@ -1,6 +1,6 @@
 import { inSubnet } from '../ipv4';
 import {
-  DnsClass, DnsFormatError, DnsRcode, DnsType, encodeDnsError, encodeDnsReply, parseDnsQuery, readDnsHeader,
+  DNS_MAX_NAME_WIRE, DnsClass, DnsFormatError, DnsRcode, DnsType, encodeDnsError, encodeDnsReply, parseDnsQuery, readDnsHeader,
   type DnsQuery, type DnsReply,
 } from './codec';
 
@@ -71,8 +71,12 @@ function decide(query: DnsQuery, zone: DnsZone): DnsReply {
   const ip = reverseIp(labels);
   if (ip === undefined || !inSubnet(ip, zone.subnet.network, zone.subnet.prefix)) return refused;
   const name = zone.nameOf(ip);
-  if (name === undefined) return { rcode: DnsRcode.NXDomain, aa: true, answers: [], ttl: 0 };
-  const answers = type === DnsType.PTR || type === DnsType.ANY ? [{ type: DnsType.PTR, target: [...name.split('.'), ...domain] } as const] : [];
+  const target = name === undefined ? [] : [...name.split('.'), ...domain];
+  // A long device name under a long configured domain can pass DNS's 255 octets: no such name can exist.
+  if (name === undefined || target.reduce((wire, label) => wire + 1 + label.length, 1) > DNS_MAX_NAME_WIRE) {
+    return { rcode: DnsRcode.NXDomain, aa: true, answers: [], ttl: 0 };
+  }
+  const answers = type === DnsType.PTR || type === DnsType.ANY ? [{ type: DnsType.PTR, target } as const] : [];
   return { rcode: DnsRcode.NoError, aa: true, answers, ttl: DNS_TTL_SECONDS };
 }
 

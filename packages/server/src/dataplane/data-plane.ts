@@ -19,7 +19,7 @@ const IPV6_NOTICE_MS = 3_600_000;
  * every target written to in one write each.
  */
 export class DataPlane {
-  /** Everything relayed, including by targets that have since gone. */
+  /** Everything relayed, including by targets that have since gone; not what the relay answered itself (ICMP, DNS). */
   readonly totals = newCounters();
   /** Targets written to since the batch began (and links with PONGs to send). */
   readonly batch: WriteBatch = [];
@@ -152,7 +152,7 @@ export class DataPlane {
 
   /**
    * Whether the service took the packet: a datagram to its port, answered (or refused by it) here. Any
-   * other packet for the relay, a fragment or a bad checksum included, goes on to its TUN as before.
+   * other packet for the relay, a fragment, IP options or a bad checksum included, goes on to its TUN.
    */
   private answerLocally(from: Target, frame: Buffer, ip: number, gso: boolean): boolean {
     const service = this.service!;
@@ -162,8 +162,13 @@ export class DataPlane {
       if (frame[HEADER_BYTES + 1] !== GSO_NONE) return false;
       verify = (frame[HEADER_BYTES]! & VNET_F_NEEDS_CSUM) === 0;
     }
-    const udp = readUdp(frame, ip, verify);
-    if (udp === null || udp.destinationPort !== service.port) return false;
+    const udp = readUdp(frame, ip, { verify, destinationPort: service.port });
+    if (udp === null) return false;
+    // Port 0 is no port to answer to (and the kernel's socket would refuse the send).
+    if (udp.sourcePort === 0) {
+      this.countDrop(from, 'malformed');
+      return true;
+    }
     const answer = service.answer(from.ip, frame.subarray(udp.payloadStart, udp.payloadEnd));
     if (answer === null) return true;
     const reply = encodeFrame(FrameType.Data, udpReply(frame, ip, udp, answer));

@@ -68,6 +68,8 @@ export class DnsResponder implements LocalUdpService {
   private readonly connections = new Set<Socket>();
   private unsent = 0;
   private sweeper: NodeJS.Timeout | null = null;
+  /** The UDP port bound, kept: the data plane asks for it on every packet to the relay's address. */
+  private boundPort = 0;
 
   constructor(private readonly options: DnsResponderOptions) {
     this.limits = options.limits ?? DNS_LIMITS;
@@ -101,16 +103,18 @@ export class DnsResponder implements LocalUdpService {
       tcp.listen({ host, port: port || udp.address().port, exclusive: true }, () => { tcp.off('error', reject); resolve(); });
     });
     tcp.on('error', (err) => this.options.log.warn({ err }, `DNS (TCP): ${err.message}`));
+    this.boundPort = udp.address().port;
     this.sweeper = setInterval(() => this.rate.sweep(), 10_000);
     this.sweeper.unref();
   }
 
   /** The UDP port bound (tests bind port 0). */
   get port(): number {
-    return this.udp?.address().port ?? 0;
+    return this.boundPort;
   }
 
   close(): void {
+    this.boundPort = 0;
     if (this.sweeper) clearInterval(this.sweeper);
     this.udp?.close();
     this.udp = null;
@@ -130,7 +134,8 @@ export class DnsResponder implements LocalUdpService {
   }
 
   private onDatagram(msg: Buffer, address: string, port: number): void {
-    if (this.unsent >= this.limits.queuedAnswers) {
+    // Port 0 (a crafted datagram, fragmented past the data plane's shortcut) cannot be answered: send throws.
+    if (this.unsent >= this.limits.queuedAnswers || port === 0) {
       this.counters.queries++;
       this.counters.dropped++;
       return;
@@ -138,7 +143,14 @@ export class DnsResponder implements LocalUdpService {
     const reply = this.answerUdp(address, msg);
     if (!reply || !this.udp) return;
     this.unsent++;
-    this.udp.send(reply, port, address, () => { this.unsent--; });
+    try {
+      this.udp.send(reply, port, address, () => { this.unsent--; });
+    } catch (err) {
+      // Whatever a datagram's sender makes send refuse, it must not reach the event loop: that ends the relay.
+      this.unsent--;
+      this.counters.dropped++;
+      this.options.log.debug({ err, address, port }, `DNS (UDP): cannot answer ${address}:${port}: ${(err as Error).message}`);
+    }
   }
 
   /**
@@ -146,6 +158,7 @@ export class DnsResponder implements LocalUdpService {
    * answer, rate and counters as one on the UDP socket. The reply's payload, or null for none.
    */
   answer(sourceIp: number, query: Buffer): Buffer | null {
+    if (this.boundPort === 0) return null;
     return this.answerUdp(intToIpv4(sourceIp), query);
   }
 
