@@ -38,6 +38,7 @@ export const REFUSAL_TERMS: Record<string, Term> = {
   maxDevices: term('max devices', 'new devices beyond [limits] max_devices bound devices'),
   newDeviceRate: term('new device rate', 'new devices beyond [limits] new_devices_per_minute'),
   poolFull: term('pool full', 'devices that found no free address in the subnet'),
+  clusterUnavailable: term('cluster unavailable', 'devices told to retry while the cluster\'s shared state (etcd) could not be read'),
 };
 
 /** Sessions the relay ended itself (`cut` in stats). */

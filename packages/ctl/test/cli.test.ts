@@ -111,6 +111,7 @@ describe('against a server daemon', () => {
       '  max devices           112\n' +
       '  new device rate       113\n' +
       '  pool full             114\n' +
+      '  cluster unavailable   115\n' +
       '\n' +
       'cut (sessions the relay ended):\n' +
       '  over budget  115\n');

@@ -41,7 +41,7 @@ export const leases: Lease[] = [
 export const serverStats: ServerStats = {
   refused: {
     rateLimited: 101, tooManyHandshakes: 102, tooManyFromSource: 103, evicted: 104, handshakeTimeout: 105, tlsFailed: 106, badHello: 107,
-    authFailed: 108, boundToOtherKey: 109, deviceJoinRate: 110, maxClients: 111, maxDevices: 112, newDeviceRate: 113, poolFull: 114,
+    authFailed: 108, boundToOtherKey: 109, deviceJoinRate: 110, maxClients: 111, maxDevices: 112, newDeviceRate: 113, poolFull: 114, clusterUnavailable: 115,
   },
   cut: { overBudget: 115 },
   totals: { rxPackets: 1200, rxBytes: 1_572_864, txPackets: 803, txBytes: 512_252, drops: drops(1, 0, 0, 2) },

@@ -1,5 +1,6 @@
 import { ConfigError, key, LOG_LEVELS, parseConfig, parsers, type ConfigOf } from '@mnedc/common';
 import { isDnsName, isUnicast, OVERLAY_PREFIX, parseSubnet, parseSubnetList, type Subnet } from '@mnedc/protocol';
+import { isNetworkName } from './cluster/keys';
 
 export const DEFAULT_CONFIG_PATH = '/etc/mnedc/server.ini';
 
@@ -10,6 +11,28 @@ function overlaySubnet(text: string): Subnet {
   }
   if (!isUnicast(subnet.network)) throw new Error(`${text} is not unicast address space (clients would refuse it)`);
   return subnet;
+}
+
+/** etcd client URLs, comma-separated; empty: no cluster (a single relay with its own files). */
+function etcdEndpoints(text: string): string[] {
+  if (text === '') return [];
+  return text.split(',').map((part) => part.trim()).map((url) => {
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new Error(`${JSON.stringify(url)} is not a URL like http://10.1.0.5:2379`);
+    }
+    if ((parsed.protocol !== 'http:' && parsed.protocol !== 'https:') || parsed.pathname !== '/' || parsed.search || parsed.username) {
+      throw new Error(`${JSON.stringify(url)}: an etcd client URL is http:// or https://, a host and a port, nothing else`);
+    }
+    return parsed.origin;
+  });
+}
+
+function networkName(text: string): string {
+  if (!isNetworkName(text)) throw new Error(`${JSON.stringify(text)} is not a network name (1-63 of a-z 0-9 -, starting with a letter or digit)`);
+  return text;
 }
 
 /** The domain the relay answers for: a plain DNS name, compared case-insensitively, so kept lowercase. */
@@ -73,6 +96,19 @@ export const serverSchema = {
     enabled: key(parsers.oneOf('yes', 'no'), 'yes'),
     domain: key(dnsDomain, 'mnedc'),
   },
+  cluster: {
+    /** etcd client URLs shared by the relays of one network; empty (the default): a single relay with local files. */
+    etcd: key(etcdEndpoints, ''),
+    /** The network's name: its state lives under /mnedc/<network>/ in etcd, so one etcd can serve several. */
+    network: key(networkName, 'mnedc'),
+    /** PEM files: the CA of https:// members, and a client certificate and key for members that ask for one. */
+    etcd_ca: key(parsers.optionalPath, ''),
+    etcd_cert: key(parsers.optionalPath, ''),
+    etcd_key: key(parsers.optionalPath, ''),
+    /** An etcd user, and a file holding its password (kept out of this world-readable file). */
+    etcd_user: key((text: string) => text, ''),
+    etcd_password_file: key(parsers.optionalPath, ''),
+  },
   control: {
     /** JSON-RPC for mnedcctl; empty disables it. */
     socket: key(parsers.optionalPath, '/run/mnedc/server.sock'),
@@ -100,6 +136,13 @@ export function parseServerConfig(text: string, file: string): ServerConfig {
   if (deadAfter < 2 * keepalive) {
     throw new ConfigError(file, 'invalid',
       `${deadAfter} must be at least twice keepalive_ms (${keepalive}), or one lost ping kills a session`, 'server', 'dead_after_ms');
+  }
+  const cluster = config.cluster;
+  if ((cluster.etcd_cert === '') !== (cluster.etcd_key === '')) {
+    throw new ConfigError(file, 'invalid', 'etcd_cert and etcd_key go together (a client certificate and its key)', 'cluster', cluster.etcd_cert ? 'etcd_key' : 'etcd_cert');
+  }
+  if ((cluster.etcd_user === '') !== (cluster.etcd_password_file === '')) {
+    throw new ConfigError(file, 'invalid', 'etcd_user and etcd_password_file go together', 'cluster', cluster.etcd_user ? 'etcd_password_file' : 'etcd_user');
   }
   return config;
 }

@@ -7,6 +7,7 @@ import { explainTakenName, Tun } from '@mnedc/tun';
 import { DEFAULT_CONFIG_PATH, parseServerConfig, SERVER_LIVE_KEYS, type ServerConfig } from './config';
 import { serverMethods } from './control-api';
 import { LeaseStateError } from './stores/lease-store';
+import { ClusterConfigError } from './cluster/cluster';
 import { IdentityError } from './stores/identity';
 import { limitsFromConfig, RelayServer } from './server';
 
@@ -90,7 +91,7 @@ async function main(): Promise<void> {
       },
     });
   } catch (err) {
-    if (!(err instanceof LeaseStateError) && !(err instanceof IdentityError)) throw err;
+    if (!(err instanceof LeaseStateError) && !(err instanceof IdentityError) && !(err instanceof ClusterConfigError)) throw err;
     log.fatal(err.message);
     process.exit(EXIT_CONFIG);
   }

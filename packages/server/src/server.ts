@@ -16,10 +16,11 @@ import { fdLimitWarning, readOpenFileLimit } from './fd-limit';
 import { spreadRetry, type RefusalCounters } from './handshake/join-gate';
 import { limitsFromConfig, type ServerLimits } from './limits';
 import type { Session } from './session';
+import { ClusterState } from './cluster/cluster';
 import { DeviceBindings, JoinSecret, loadOrCreateIdentity, type ServerIdentity } from './stores/identity';
 import type { Lease } from './stores/lease-pool';
 import { PeerDirectory } from './stores/peer-directory';
-import { LocalLeases, type LeaseService } from './stores/services';
+import { LocalLeases, type BindingStore, type LeaseService } from './stores/services';
 
 export { limitsFromConfig, type ServerLimits } from './limits';
 export type { Departure, PeerEvent } from './devices';
@@ -47,7 +48,9 @@ const STOP_FLUSH_MS = 1_000;
  */
 export class RelayServer extends EventEmitter {
   readonly leases: LeaseService;
-  readonly bindings: DeviceBindings;
+  readonly bindings: BindingStore;
+  /** The shared state of a relay cluster ([cluster] etcd); null for a single relay with local files. */
+  readonly cluster: ClusterState | null;
   readonly serverIp: number;
   readonly directory: PeerDirectory;
   readonly plane: DataPlane;
@@ -73,14 +76,24 @@ export class RelayServer extends EventEmitter {
     if (created) log.info({ fingerprint: showFingerprint(identity.fingerprint) }, `Created the server identity ${showFingerprint(identity.fingerprint)} in ${config.server.state_dir}`);
     const secureContext = createSecureContext({ key: identity.keyPem, cert: identity.certPem, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' });
     this.joinSecrets = new JoinSecret(config.server.state_dir);
-    this.bindings = new DeviceBindings(config.server.state_dir, {
-      onCompactionError: (err) => log.error({ err }, `Could not compact the device bindings (retried later; nothing is lost): ${err.message}`),
-    });
-    if (this.bindings.loaded.tornBytes > 0) {
-      log.warn(`Dropped a torn final record (${this.bindings.loaded.tornBytes} bytes) of the device bindings journal: ` +
-        'the relay stopped mid-write; that binding was never confirmed to its device');
+    if (config.cluster.etcd.length > 0) {
+      this.cluster = new ClusterState(config, log);
+      this.bindings = this.cluster.bindings;
+      this.leases = this.cluster.leases;
+      log.info({ etcd: config.cluster.etcd, network: config.cluster.network },
+        `Leases and key bindings are the cluster's, in etcd (${config.cluster.etcd.join(', ')}) under ${this.cluster.keys.root}`);
+    } else {
+      this.cluster = null;
+      const bindings = new DeviceBindings(config.server.state_dir, {
+        onCompactionError: (err) => log.error({ err }, `Could not compact the device bindings (retried later; nothing is lost): ${err.message}`),
+      });
+      if (bindings.loaded.tornBytes > 0) {
+        log.warn(`Dropped a torn final record (${bindings.loaded.tornBytes} bytes) of the device bindings journal: ` +
+          'the relay stopped mid-write; that binding was never confirmed to its device');
+      }
+      this.bindings = bindings;
+      this.leases = new LocalLeases(config.server.state_dir, config.server.subnet, log);
     }
-    this.leases = new LocalLeases(config.server.state_dir, config.server.subnet, log);
     this.serverIp = this.leases.serverIp;
     this.plane = new DataPlane(config.server.subnet, this.serverIp, log);
     this.directory = new PeerDirectory({
@@ -147,7 +160,7 @@ export class RelayServer extends EventEmitter {
         session.socket.destroy();
       }
     }
-    await Promise.all([this.leases.close(), this.bindings.close()]);
+    await (this.cluster ? this.cluster.close() : Promise.all([this.leases.close(), this.bindings.close()]));
     this.plane.serve(null);
     this.dns?.close();
     if (this.device) {

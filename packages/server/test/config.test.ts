@@ -2,7 +2,11 @@ import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import { ConfigError } from '@mnedc/common';
 import { intToIpv4 } from '@mnedc/protocol';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseServerConfig } from '../src';
+import { ClusterConfigError, etcdOptions } from '../src/cluster/cluster';
 
 const F = '/etc/mnedc/server.ini';
 function problem(text: string): string {
@@ -24,6 +28,32 @@ describe('server configuration', () => {
     assert.match(problem('[dns]\nenabled = maybe\n'), /\[dns\] enabled: "maybe" is not one of yes, no/);
   });
 
+  it('[cluster]: none by default; etcd URLs, a network name and credentials that go in pairs, each problem named', () => {
+    assert.deepEqual(parseServerConfig('', F).cluster.etcd, []);
+    const cluster = parseServerConfig('[cluster]\netcd = http://10.1.0.5:2379, https://etcd-2.lan:2379/\nnetwork = fleet-7\n', F).cluster;
+    assert.deepEqual([cluster.etcd, cluster.network], [['http://10.1.0.5:2379', 'https://etcd-2.lan:2379'], 'fleet-7']);
+    assert.match(problem('[cluster]\netcd = 10.1.0.5:2379\n'), /\[cluster\] etcd: "10\.1\.0\.5:2379" is not a URL like http:\/\/10\.1\.0\.5:2379/);
+    assert.match(problem('[cluster]\netcd = etcd.lan:2379\n'), /\[cluster\] etcd: "etcd\.lan:2379": an etcd client URL is http:\/\/ or https:\/\//);
+    assert.match(problem('[cluster]\netcd = http://a:2379/v3/kv\n'), /\[cluster\] etcd: .*nothing else/);
+    assert.match(problem('[cluster]\netcd = not a url\n'), /\[cluster\] etcd: "not a url" is not a URL/);
+    assert.match(problem('[cluster]\nnetwork = My Net\n'), /\[cluster\] network: "My Net" is not a network name/);
+    assert.match(problem('[cluster]\netcd_cert = /etc/mnedc/etcd.crt\n'), /\[cluster\] etcd_key: etcd_cert and etcd_key go together/);
+    assert.match(problem('[cluster]\netcd_user = relay\n'), /\[cluster\] etcd_password_file: etcd_user and etcd_password_file go together/);
+  });
+
+  it('[cluster]: reads the password file (its newline dropped) and names a file it cannot read', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mnedc-config-'));
+    try {
+      writeFileSync(join(dir, 'pw'), 's3cret\n');
+      const config = (extra: string) => parseServerConfig(`[cluster]\netcd = http://127.0.0.1:2379\netcd_user = relay\netcd_password_file = ${join(dir, 'pw')}\n${extra}`, F).cluster;
+      assert.deepEqual(etcdOptions(config('')).auth, { user: 'relay', password: 's3cret' });
+      assert.throws(() => etcdOptions(config(`etcd_ca = ${join(dir, 'missing.pem')}\n`)),
+        (e: Error) => e instanceof ClusterConfigError && e.message === `[cluster] etcd_ca: cannot read ${join(dir, 'missing.pem')} (ENOENT)`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('has working defaults and reads the documented keys, inline comments included', () => {
     const config = parseServerConfig('[server]\nlisten = 0.0.0.0:3334        ; host:port\nsubnet = 10.1.0.0/16\ninterface =\n', F);
     assert.deepEqual(config.server.listen, { host: '0.0.0.0', port: 3334 });
@@ -39,7 +69,7 @@ describe('server configuration', () => {
   });
 
   it('names file, section, key and the problem', () => {
-    assert.equal(problem('[sever]\nlisten = 1.2.3.4:1\n'), `${F}: [sever]: unknown section; known sections are server, limits, dns, control, metrics, log`);
+    assert.equal(problem('[sever]\nlisten = 1.2.3.4:1\n'), `${F}: [sever]: unknown section; known sections are server, limits, dns, cluster, control, metrics, log`);
     assert.match(problem('[server]\nlisten_port = 1\n'), /^\/etc\/mnedc\/server\.ini: \[server\] listen_port: unknown key; known keys are listen, subnet/);
     assert.equal(problem('[server]\nsubnet = 10.0.0.0/8\n'), `${F}: [server] subnet: /8 is outside /16../30 (a /16 holds 65533 devices, a /30 one)`);
     assert.match(problem('[server]\nsubnet = 10.0.0.7/24\n'), /\[server\] subnet: 10\.0\.0\.7\/24 has host bits set/);

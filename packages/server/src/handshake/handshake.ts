@@ -46,6 +46,13 @@ export interface HandshakeHost {
   refuse(reason: keyof RefusalCounters, fields: Record<string, unknown>, message: string): void;
 }
 
+/**
+ * How long a device told "the cluster's state is unreadable" waits before retrying: long enough that a
+ * whole fleet reconnecting to a relay without etcd does not spend it on TLS handshakes (turnAway spreads
+ * the hint over 1.5 times this, so they do not all return at once).
+ */
+const UNAVAILABLE_RETRY_MS = 15_000;
+
 const REFUSAL_TEXT: Record<Refusal, string> = {
   rateLimited: 'too many new connections per second from this address ([limits] connections_per_source_per_second)',
   tooManyHandshakes: 'too many handshakes in progress ([limits] max_handshakes)',
@@ -209,6 +216,11 @@ export class Handshakes {
       isConnected: (deviceId) => this.host.isConnected(deviceId),
     });
     if (result.ok) return result;
+    if (result.unavailable) {
+      this.turnAway(session, { reason: 'clusterUnavailable', message: `Told ${hello.deviceId} to retry: ${result.reason}`,
+        reject: { code: 'busy', reason: result.reason, retryAfterMs: UNAVAILABLE_RETRY_MS } }, { deviceId: hello.deviceId });
+      return undefined;
+    }
     this.turnAway(session, { reason: 'poolFull', message: `Rejected ${hello.deviceId}: ${result.reason}`,
       reject: { code: 'pool-full', reason: result.reason, retryAfterMs: 30_000 } }, { deviceId: hello.deviceId });
     return undefined;

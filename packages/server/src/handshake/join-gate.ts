@@ -25,12 +25,14 @@ export interface RefusalCounters extends Record<Refusal, number> {
   /** A new device beyond the [limits] new_devices_per_minute rate. */
   newDeviceRate: number;
   poolFull: number;
+  /** A device joining while the cluster's shared state (etcd) could not be read. */
+  clusterUnavailable: number;
 }
 
 export function newRefusalCounters(): RefusalCounters {
   return {
     rateLimited: 0, tooManyHandshakes: 0, tooManyFromSource: 0, evicted: 0, handshakeTimeout: 0, tlsFailed: 0, badHello: 0,
-    authFailed: 0, boundToOtherKey: 0, deviceJoinRate: 0, maxClients: 0, maxDevices: 0, newDeviceRate: 0, poolFull: 0,
+    authFailed: 0, boundToOtherKey: 0, deviceJoinRate: 0, maxClients: 0, maxDevices: 0, newDeviceRate: 0, poolFull: 0, clusterUnavailable: 0,
   };
 }
 

@@ -1,0 +1,62 @@
+import { readFileSync } from 'node:fs';
+import type { Logger } from '@mnedc/common';
+import { EtcdClient, type EtcdOptions } from '@mnedc/etcd';
+import type { ServerConfig } from '../config';
+import { ClusterBindings } from './bindings';
+import { ClusterKeys } from './keys';
+import { ClusterLeases } from './leases';
+
+/** A cluster setting the relay cannot start with: a file it names cannot be read. */
+export class ClusterConfigError extends Error {}
+
+function readFile(path: string, what: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ClusterConfigError(`[cluster] ${what}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+}
+
+/** The client options [cluster] describes, its files read (a password file's trailing newline dropped). */
+export function etcdOptions(cluster: ServerConfig['cluster']): EtcdOptions {
+  const tls: NonNullable<EtcdOptions['tls']> = {};
+  if (cluster.etcd_ca) tls.ca = readFile(cluster.etcd_ca, 'etcd_ca');
+  if (cluster.etcd_cert) {
+    tls.cert = readFile(cluster.etcd_cert, 'etcd_cert');
+    tls.key = readFile(cluster.etcd_key, 'etcd_key');
+  }
+  return {
+    endpoints: cluster.etcd,
+    ...(Object.keys(tls).length > 0 ? { tls } : {}),
+    ...(cluster.etcd_user ? { auth: { user: cluster.etcd_user, password: readFile(cluster.etcd_password_file, 'etcd_password_file').replace(/\r?\n$/, '') } } : {}),
+  };
+}
+
+/**
+ * A relay's share of a cluster: the etcd client and the shared stores it reads and writes. The stores
+ * start reading at once; the relay starts without waiting for them (etcd may be down: connected devices
+ * are served regardless, and joins are refused with a retry hint until the tables are read).
+ */
+export class ClusterState {
+  readonly client: EtcdClient;
+  readonly keys: ClusterKeys;
+  readonly leases: ClusterLeases;
+  readonly bindings: ClusterBindings;
+
+  constructor(config: ServerConfig, log: Logger) {
+    this.client = new EtcdClient(etcdOptions(config.cluster));
+    this.keys = new ClusterKeys(config.cluster.network);
+    this.leases = new ClusterLeases(this.client, this.keys, config.server.subnet, log);
+    this.bindings = new ClusterBindings(this.client, this.keys, log);
+  }
+
+  /** Both tables read: new devices can be admitted. */
+  get available(): boolean {
+    return this.leases.available && this.bindings.available;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.leases.close(), this.bindings.close()]);
+    this.client.close();
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * Three real relays (in this process, no TUN) sharing one real etcd: 300 devices joining all three at
+ * once get 300 distinct addresses, as etcd and the WELCOMEs both show, and every device gets its address
+ * back after every relay restarts. A relay whose etcd is unreachable tells joining devices to retry.
+ *
+ * The relays share one identity and join secret here (copied state files): how a cluster proves it is one
+ * network to its devices is a later part of issue 16.
+ */
+import { strict as assert } from 'node:assert';
+import { generateKeyPairSync } from 'node:crypto';
+import { copyFileSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import pino from 'pino';
+import { EtcdClient, EtcdCluster } from '@mnedc/etcd';
+import { WireClient } from '@mnedc/lab';
+import { intToIpv4 } from '@mnedc/protocol';
+import { parseServerConfig, RelayServer } from '../src';
+
+const log = pino({ level: 'silent' });
+const DEVICES = 300;
+/** Each device's key, kept over the restart: a new key for an ID is another device, and refused. */
+const keys = Array.from({ length: DEVICES }, () => generateKeyPairSync('ed25519').privateKey);
+
+function config(stateDir: string, etcd: string[]): string {
+  return `[server]\nlisten = 127.0.0.1:0\ninterface =\nstate_dir = ${stateDir}\nsubnet = 10.20.0.0/22\n` +
+    '[limits]\nconnections_per_source_per_second = 100000\nconnection_burst_per_source = 100000\nmax_handshakes_per_source = 100000\n' +
+    'new_devices_per_minute = 100000\nnew_device_burst = 100000\n' +
+    `[cluster]\netcd = ${etcd.join(', ')}\nnetwork = test-net\n`;
+}
+
+describe('a cluster of relays on etcd', () => {
+  let cluster: EtcdCluster;
+  const dirs: string[] = [];
+  let servers: RelayServer[] = [];
+  const clients: WireClient[] = [];
+
+  before(async () => {
+    cluster = await EtcdCluster.start();
+  });
+  after(async () => {
+    clients.forEach((c) => c.close());
+    await Promise.all(servers.map((s) => s.stop()));
+    await cluster?.stop();
+    dirs.forEach((d) => rmSync(d, { recursive: true, force: true }));
+  });
+
+  /** Three relays on one state each, the second and third with the first's identity and secret. */
+  async function startRelays(endpoints: string[]): Promise<Array<{ server: RelayServer; port: number }>> {
+    if (dirs.length === 0) {
+      for (let i = 0; i < 3; i++) dirs.push(mkdtempSync(join(tmpdir(), `mnedc-cluster-${i}-`)));
+    }
+    const relays = [];
+    for (const [i, dir] of dirs.entries()) {
+      const server = new RelayServer({ config: parseServerConfig(config(dir, endpoints), 'test.ini'), log, serverDeviceId: `relay-${i}` });
+      if (i === 0 && readdirSync(dirs[1]!).length === 0) {
+        for (const file of readdirSync(dir)) for (const other of dirs.slice(1)) copyFileSync(join(dir, file), join(other, file));
+      }
+      const { port } = await server.start();
+      relays.push({ server, port });
+    }
+    servers = relays.map((r) => r.server);
+    await Promise.all(servers.map((s) => s.cluster!.leases.ready));
+    return relays;
+  }
+
+  async function joinAll(relays: Array<{ server: RelayServer; port: number }>, joinString: string): Promise<Map<string, string>> {
+    const ips = new Map<string, string>();
+    await Promise.all(Array.from({ length: DEVICES }, async (_, i) => {
+      const id = `dev-${i}`;
+      const client = await WireClient.join(relays[i % 3]!.port, joinString, id, {}, keys[i]);
+      clients.push(client);
+      assert.ok(client.welcome, `${id}: ${JSON.stringify(client.reject)}`);
+      ips.set(id, client.welcome.ip);
+    }));
+    return ips;
+  }
+
+  it('300 devices joining three relays at once get 300 addresses, in etcd as on the wire, and keep them over a restart of every relay', async () => {
+    let relays = await startRelays(cluster.endpoints);
+    const joinString = relays[0]!.server.joinString;
+    const first = await joinAll(relays, joinString);
+    assert.equal(new Set(first.values()).size, DEVICES, 'no address given twice on the wire');
+
+    const reader = new EtcdClient({ endpoints: cluster.endpoints });
+    try {
+      const guards = (await reader.list('/mnedc/test-net/addresses/')).kvs;
+      assert.equal(guards.length, DEVICES);
+      for (const kv of guards) assert.equal(first.get(kv.value), kv.key.slice('/mnedc/test-net/addresses/'.length), kv.key);
+      assert.equal((await reader.list('/mnedc/test-net/bindings/')).kvs.length, DEVICES);
+    } finally {
+      reader.close();
+    }
+
+    clients.splice(0).forEach((c) => c.close());
+    await Promise.all(servers.map((s) => s.stop()));
+    relays = await startRelays(cluster.endpoints);
+    // Each device now joins another relay than before: its address is the cluster's, not a relay's.
+    const again = new Map<string, string>();
+    await Promise.all(Array.from({ length: DEVICES }, async (_, i) => {
+      const client = await WireClient.join(relays[(i + 1) % 3]!.port, joinString, `dev-${i}`, {}, keys[i]);
+      clients.push(client);
+      assert.ok(client.welcome, `dev-${i}: ${JSON.stringify(client.reject)}`);
+      again.set(`dev-${i}`, client.welcome.ip);
+    }));
+    assert.deepEqual(again, first);
+    const stranger = await WireClient.join(relays[2]!.port, joinString, 'dev-0');
+    clients.push(stranger);
+    assert.equal(stranger.reject?.code, 'auth', 'another key for a bound ID is refused by any relay');
+    assert.equal(servers.reduce((n, s) => n + s.leases.size, 0), 3 * DEVICES, 'every relay knows every lease');
+  });
+
+  it('a relay that cannot read the cluster\'s state tells a joining device to retry, and counts it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mnedc-cluster-blind-'));
+    dirs.push(dir);
+    const server = new RelayServer({ config: parseServerConfig(config(dir, ['http://127.0.0.1:9']), 'test.ini'), log, serverDeviceId: 'relay-blind' });
+    servers.push(server);
+    const { port } = await server.start();
+    const client = await WireClient.join(port, server.joinString, 'early');
+    clients.push(client);
+    assert.equal(client.welcome, null);
+    assert.equal(client.reject?.code, 'busy');
+    assert.match(String(client.reject?.reason), /etcd unreachable/);
+    assert.ok(Number(client.reject?.retryAfterMs) >= 15_000);
+    assert.equal(server.refused.clusterUnavailable, 1);
+    assert.equal(intToIpv4(server.serverIp), '10.20.0.1');
+  });
+});
