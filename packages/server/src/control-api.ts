@@ -118,7 +118,7 @@ export function serverMethods(server: RelayServer, config: () => ServerConfig, v
     /** The join string carries the secret: the socket's 0660 root:mnedc mode is what guards it. */
     join: (): JoinResult => ({ join: server.joinString, fingerprint: showFingerprint(server.identity.fingerprint) }),
 
-    rotateJoin: (): JoinResult => ({ join: server.rotateJoin(), fingerprint: showFingerprint(server.identity.fingerprint) }),
+    rotateJoin: async (): Promise<JoinResult> => ({ join: await server.rotateJoin(), fingerprint: showFingerprint(server.identity.fingerprint) }),
 
     watch: (_params, context): WatchResult => {
       const forward = (event: PeerEvent) => context.notify('peer', exactly<PeerEventResult>()(event));

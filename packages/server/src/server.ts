@@ -77,7 +77,7 @@ export class RelayServer extends EventEmitter {
     const secureContext = createSecureContext({ key: identity.keyPem, cert: identity.certPem, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' });
     this.joinSecrets = new JoinSecret(config.server.state_dir);
     if (config.cluster.etcd.length > 0) {
-      this.cluster = new ClusterState(config, log);
+      this.cluster = new ClusterState(config, log, this.joinSecrets);
       this.bindings = this.cluster.bindings;
       this.leases = this.cluster.leases;
       log.info({ etcd: config.cluster.etcd, network: config.cluster.network },
@@ -105,7 +105,7 @@ export class RelayServer extends EventEmitter {
     this.devices = new Devices({
       log, config, serverDeviceId: deps.serverDeviceId, serverIp: this.serverIp, leases: this.leases, bindings: this.bindings,
       directory: this.directory, plane: this.plane, secureContext, limits: this.limits,
-      joinSecret: () => this.joinSecrets.current,
+      joinSecret: () => (this.cluster?.joinSecret ?? this.joinSecrets).current,
       dnsDomain: () => this.dns?.domain,
       emit: (event: string, payload?: unknown) => this.emit(event, payload),
     });
@@ -261,9 +261,10 @@ export class RelayServer extends EventEmitter {
     return this.joinSecrets.joinString(this.identity.fingerprint);
   }
 
-  /** A new join secret: join strings handed out before stop working; connected devices stay. */
-  rotateJoin(): string {
-    this.joinSecrets.rotate();
+  /** A new join secret (a cluster's: on every relay): join strings handed out before stop working; connected devices stay. */
+  async rotateJoin(): Promise<string> {
+    if (this.cluster) await this.cluster.joinSecret.rotate();
+    else this.joinSecrets.rotate();
     this.log.warn(`Rotated the join secret: earlier join strings no longer admit devices`);
     return this.joinString;
   }

@@ -8,7 +8,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { generateKeyPairSync } from 'node:crypto';
-import { copyFileSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -23,11 +23,11 @@ const DEVICES = 300;
 /** Each device's key, kept over the restart: a new key for an ID is another device, and refused. */
 const keys = Array.from({ length: DEVICES }, () => generateKeyPairSync('ed25519').privateKey);
 
-function config(stateDir: string, etcd: string[]): string {
+function config(stateDir: string, etcd: string[], network = 'test-net'): string {
   return `[server]\nlisten = 127.0.0.1:0\ninterface =\nstate_dir = ${stateDir}\nsubnet = 10.20.0.0/22\n` +
     '[limits]\nconnections_per_source_per_second = 100000\nconnection_burst_per_source = 100000\nmax_handshakes_per_source = 100000\n' +
     'new_devices_per_minute = 100000\nnew_device_burst = 100000\n' +
-    `[cluster]\netcd = ${etcd.join(', ')}\nnetwork = test-net\n`;
+    `[cluster]\netcd = ${etcd.join(', ')}\nnetwork = ${network}\n`;
 }
 
 describe('a cluster of relays on etcd', () => {
@@ -126,4 +126,47 @@ describe('a cluster of relays on etcd', () => {
     assert.equal(server.refused.clusterUnavailable, 1);
     assert.equal(intToIpv4(server.serverIp), '10.20.0.1');
   });
+
+  it('one join secret for the cluster: a relay takes it from etcd, and a rotation on one relay reaches all', async () => {
+    const own = [0, 1].map((i) => mkdtempSync(join(tmpdir(), `mnedc-secret-${i}-`)));
+    dirs.push(...own);
+    const start = async (dir: string, id: string) => {
+      const server = new RelayServer({ config: parseServerConfig(config(dir, cluster.endpoints, 'secret-net'), 'test.ini'), log, serverDeviceId: id });
+      servers.push(server);
+      return { server, port: (await server.start()).port };
+    };
+    const a = await start(own[0]!, 'relay-a');
+    await until(async () => (await secretInEtcd()) !== undefined, 'a\'s secret in etcd');
+    // b has the same identity but a join secret of its own, as a relay set up before it joined would.
+    for (const file of ['server.key', 'server.crt']) copyFileSync(join(own[0]!, file), join(own[1]!, file));
+    const b = await start(own[1]!, 'relay-b');
+    await until(() => b.server.joinString === a.server.joinString, 'b takes the cluster\'s secret');
+    assert.equal(readFileSync(join(own[1]!, 'join.secret'), 'utf8'), readFileSync(join(own[0]!, 'join.secret'), 'utf8'), 'and keeps it for a start without etcd');
+    const before = a.server.joinString;
+    const rotated = await b.server.rotateJoin();
+    await until(() => a.server.joinString === rotated, 'a follows the rotation');
+    const fresh = await WireClient.join(a.port, rotated, 'after-rotation');
+    clients.push(fresh);
+    assert.ok(fresh.welcome, JSON.stringify(fresh.reject));
+    const stale = await WireClient.join(a.port, before, 'stale-string');
+    clients.push(stale);
+    assert.equal(stale.reject?.code, 'auth');
+
+    async function secretInEtcd(): Promise<string | undefined> {
+      const reader = new EtcdClient({ endpoints: cluster.endpoints });
+      try {
+        return (await reader.get('/mnedc/secret-net/secrets/join'))?.value;
+      } finally {
+        reader.close();
+      }
+    }
+  });
 });
+
+async function until(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  const end = Date.now() + 15_000;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -236,7 +236,7 @@ describe('relay server over loopback', () => {
     const { server, port } = await startServer();
     const before = relays.joinString;
     const connected = await joinAs(port, 'dev-a');
-    const rotated = server.rotateJoin();
+    const rotated = await server.rotateJoin();
     assert.notEqual(rotated, before);
     assert.equal(rotated.split('.')[1], before.split('.')[1], 'same server identity');
     const late = await WireClient.join(port, before, 'dev-late');

@@ -2,7 +2,9 @@ import { readFileSync } from 'node:fs';
 import type { Logger } from '@mnedc/common';
 import { EtcdClient, type EtcdOptions } from '@mnedc/etcd';
 import type { ServerConfig } from '../config';
+import type { JoinSecret } from '../stores/identity';
 import { ClusterBindings } from './bindings';
+import { ClusterJoinSecret } from './join-secret';
 import { ClusterKeys } from './keys';
 import { ClusterLeases } from './leases';
 
@@ -42,12 +44,15 @@ export class ClusterState {
   readonly keys: ClusterKeys;
   readonly leases: ClusterLeases;
   readonly bindings: ClusterBindings;
+  readonly joinSecret: ClusterJoinSecret;
 
-  constructor(config: ServerConfig, log: Logger) {
+  /** `localSecret`: this relay's join.secret, the cluster's first secret if it has none yet, kept in step after. */
+  constructor(config: ServerConfig, log: Logger, localSecret: JoinSecret) {
     this.client = new EtcdClient(etcdOptions(config.cluster));
     this.keys = new ClusterKeys(config.cluster.network);
     this.leases = new ClusterLeases(this.client, this.keys, config.server.subnet, log);
     this.bindings = new ClusterBindings(this.client, this.keys, log);
+    this.joinSecret = new ClusterJoinSecret(this.client, this.keys, localSecret, log);
   }
 
   /** Both tables read: new devices can be admitted. */
@@ -56,6 +61,7 @@ export class ClusterState {
   }
 
   async close(): Promise<void> {
+    this.joinSecret.close();
     await Promise.all([this.leases.close(), this.bindings.close()]);
     this.client.close();
   }

@@ -4,6 +4,7 @@
  *   leases/<device-id>     the device's lease: JSON {ip, hostname, underlay, createdAt, lastSeen}
  *   addresses/<ip>         the device ID holding that address: the guard that makes an address unique
  *   bindings/<device-id>   the fingerprint of the key bound to the device ID
+ *   secrets/join           the network's join secret (base64url)
  *
  * A lease and its address guard are created together, only if neither exists (a transaction, as flannel
  * allocates subnets), so two relays allocating at the same instant never hand out one address twice. None
@@ -31,6 +32,14 @@ export class ClusterKeys {
 
   get bindings(): string {
     return `${this.root}bindings/`;
+  }
+
+  get secrets(): string {
+    return `${this.root}secrets/`;
+  }
+
+  get joinSecret(): string {
+    return `${this.secrets}join`;
   }
 
   lease(deviceId: string): string {

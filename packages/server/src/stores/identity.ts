@@ -93,12 +93,18 @@ export class JoinSecret {
     return this.value;
   }
 
+  /** A secret decided elsewhere (a cluster's, in etcd): kept here too, for a start without etcd. */
+  adopt(secret: Buffer): void {
+    if (secret.length !== SECRET_BYTES) throw new IdentityError(`a join secret is ${SECRET_BYTES} bytes, not ${secret.length}`);
+    if (secret.equals(this.value)) return;
+    this.value = this.write(secret);
+  }
+
   joinString(fingerprint: Buffer): string {
     return formatJoin({ fingerprint, secret: this.value });
   }
 
-  private write(): Buffer {
-    const secret = randomBytes(SECRET_BYTES);
+  private write(secret = randomBytes(SECRET_BYTES)): Buffer {
     writeFileAtomic(this.path, `${secret.toString('base64url')}\n`, 0o600);
     return secret;
   }
