@@ -101,6 +101,8 @@ export const serverSchema = {
     etcd: key(etcdEndpoints, ''),
     /** The network's name: its state lives under /mnedc/<network>/ in etcd, so one etcd can serve several. */
     network: key(networkName, 'mnedc'),
+    /** host:port devices and the other relays reach this relay at; empty: the listen address. */
+    advertise: key(parsers.optionalListenAddress, ''),
     /** PEM files: the CA of https:// members, and a client certificate and key for members that ask for one. */
     etcd_ca: key(parsers.optionalPath, ''),
     etcd_cert: key(parsers.optionalPath, ''),

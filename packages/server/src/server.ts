@@ -2,14 +2,14 @@ import { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Server as NetServer } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import { hostname } from 'node:os';
-import type { Logger } from '@mnedc/common';
+import { formatHostPort, type Logger } from '@mnedc/common';
 import { intToIpv4, showFingerprint } from '@mnedc/protocol';
 import type { TunDevice } from '@mnedc/tun';
 import type { ServerConfig } from './config';
 import { DataPlane } from './dataplane/data-plane';
 import { LocalDevice } from './dataplane/local-device';
 import { newCounters } from './dataplane/target';
-import { Devices, SWEEP_SLICES } from './devices';
+import { Devices, SWEEP_SLICES, type PeerEvent } from './devices';
 import { startOverlayDns } from './dns/overlay-dns';
 import { newDnsCounters, type DnsCounters, type DnsResponder } from './dns/responder';
 import { fdLimitWarning, readOpenFileLimit } from './fd-limit';
@@ -132,6 +132,7 @@ export class RelayServer extends EventEmitter {
       });
     });
     listener.on('error', (err) => this.log.error({ err }, `Listener error: ${err.message}`));
+    if (this.cluster) this.registerInCluster(listener.address() as AddressInfo);
     this.armSweep();
     const fds = fdLimitWarning(readOpenFileLimit(), this.limits.maxClients, this.leases.capacity, this.limits.maxHandshakes);
     if (fds) this.log.warn(fds.fields, fds.message);
@@ -241,6 +242,17 @@ export class RelayServer extends EventEmitter {
       clearInterval(this.keepaliveTimer);
       this.armSweep();
     }
+  }
+
+  /** Announces this relay and, from now on, which devices are on it. */
+  private registerInCluster(address: AddressInfo): void {
+    const { advertise } = this.deps.config.cluster;
+    const registry = this.cluster!.register(this.deps.serverDeviceId, formatHostPort(advertise ?? { host: address.address, port: address.port }));
+    for (const session of this.devices.connected()) registry.attach(session.deviceId);
+    this.on('peer', (event: PeerEvent) => {
+      if (event.event === 'up') registry.attach(event.deviceId);
+      else registry.detach(event.deviceId);
+    });
   }
 
   /** Devices.sweep visits one slice of the sessions per call: SWEEP_SLICES calls per keepalive interval. */

@@ -93,6 +93,11 @@ describe('a cluster of relays on etcd', () => {
       reader.close();
     }
 
+    // Every relay knows the three relays and which device is on which.
+    const placed = (relay: RelayServer, shift: number) => Array.from({ length: DEVICES }, (_, i) => i)
+      .every((i) => relay.cluster!.registry!.relayOf(`dev-${i}`) === `relay-${(i + shift) % 3}`);
+    await until(() => servers.every((s) => s.cluster!.registry!.relays().length === 3 && placed(s, 0)), 'every relay sees every device\'s relay');
+
     clients.splice(0).forEach((c) => c.close());
     await Promise.all(servers.map((s) => s.stop()));
     relays = await startRelays(cluster.endpoints);
@@ -105,6 +110,7 @@ describe('a cluster of relays on etcd', () => {
       again.set(`dev-${i}`, client.welcome.ip);
     }));
     assert.deepEqual(again, first);
+    await until(() => servers.every((s) => placed(s, 1)), 'the registries follow the move');
     const stranger = await WireClient.join(relays[2]!.port, joinString, 'dev-0');
     clients.push(stranger);
     assert.equal(stranger.reject?.code, 'auth', 'another key for a bound ID is refused by any relay');

@@ -7,6 +7,7 @@ import { ClusterBindings } from './bindings';
 import { ClusterJoinSecret } from './join-secret';
 import { ClusterKeys } from './keys';
 import { ClusterLeases } from './leases';
+import { RelayRegistry } from './registry';
 
 /** A cluster setting the relay cannot start with: a file it names cannot be read. */
 export class ClusterConfigError extends Error {}
@@ -45,14 +46,22 @@ export class ClusterState {
   readonly leases: ClusterLeases;
   readonly bindings: ClusterBindings;
   readonly joinSecret: ClusterJoinSecret;
+  /** Which relays are up and which device is on which; from `register`, once the relay listens. */
+  registry: RelayRegistry | null = null;
 
   /** `localSecret`: this relay's join.secret, the cluster's first secret if it has none yet, kept in step after. */
-  constructor(config: ServerConfig, log: Logger, localSecret: JoinSecret) {
+  constructor(config: ServerConfig, private readonly log: Logger, localSecret: JoinSecret) {
     this.client = new EtcdClient(etcdOptions(config.cluster));
     this.keys = new ClusterKeys(config.cluster.network);
     this.leases = new ClusterLeases(this.client, this.keys, config.server.subnet, log);
     this.bindings = new ClusterBindings(this.client, this.keys, log);
     this.joinSecret = new ClusterJoinSecret(this.client, this.keys, localSecret, log);
+  }
+
+  /** Announces this relay (`advertise`: host:port) and, from now on, its devices. */
+  register(relayId: string, advertise: string): RelayRegistry {
+    this.registry = new RelayRegistry(this.client, this.keys, { id: relayId, advertise, since: Date.now() }, this.log);
+    return this.registry;
   }
 
   /** Both tables read: new devices can be admitted. */
@@ -62,7 +71,7 @@ export class ClusterState {
 
   async close(): Promise<void> {
     this.joinSecret.close();
-    await Promise.all([this.leases.close(), this.bindings.close()]);
+    await Promise.all([this.leases.close(), this.bindings.close(), this.registry?.close()]);
     this.client.close();
   }
 }

@@ -5,10 +5,13 @@
  *   addresses/<ip>         the device ID holding that address: the guard that makes an address unique
  *   bindings/<device-id>   the fingerprint of the key bound to the device ID
  *   secrets/join           the network's join secret (base64url)
+ *   relays/<relay-id>      a relay that is up: JSON {id, advertise, since}       } under that relay's one
+ *   attach/<device-id>     the relay the device is connected to                  } etcd lease
  *
  * A lease and its address guard are created together, only if neither exists (a transaction, as flannel
  * allocates subnets), so two relays allocating at the same instant never hand out one address twice. None
- * of these keys has an etcd lease: a relay crash must never free an address or a device ID.
+ * of the first four has an etcd lease: a relay crash must never free an address or a device ID. Only
+ * "relay R is up" and "device D is on relay R" go with R's lease.
  */
 import { isValidDeviceId } from '@mnedc/protocol';
 
@@ -40,6 +43,22 @@ export class ClusterKeys {
 
   get joinSecret(): string {
     return `${this.secrets}join`;
+  }
+
+  get relays(): string {
+    return `${this.root}relays/`;
+  }
+
+  get attachments(): string {
+    return `${this.root}attach/`;
+  }
+
+  relay(relayId: string): string {
+    return `${this.relays}${relayId}`;
+  }
+
+  attachment(deviceId: string): string {
+    return `${this.attachments}${deviceId}`;
   }
 
   lease(deviceId: string): string {
