@@ -9,16 +9,10 @@ import pino from 'pino';
 import { EtcdClient, EtcdCluster } from '@mnedc/etcd';
 import { ClusterKeys } from '../src/cluster/keys';
 import { RelayRegistry } from '../src/cluster/registry';
+import { until } from './until';
 
 const log = pino({ level: 'silent' });
 
-async function until(check: () => boolean | Promise<boolean>, what: string, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe('relay registry in etcd', () => {
   let cluster: EtcdCluster;

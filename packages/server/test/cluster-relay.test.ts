@@ -17,6 +17,7 @@ import { EtcdClient, EtcdCluster } from '@mnedc/etcd';
 import { WireClient } from '@mnedc/lab';
 import { intToIpv4 } from '@mnedc/protocol';
 import { parseServerConfig, RelayServer } from '../src';
+import { until } from './until';
 
 const log = pino({ level: 'silent' });
 const DEVICES = 300;
@@ -169,10 +170,3 @@ describe('a cluster of relays on etcd', () => {
   });
 });
 
-async function until(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  const end = Date.now() + 15_000;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}

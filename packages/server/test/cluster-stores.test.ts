@@ -14,6 +14,7 @@ import { ClusterBindings } from '../src/cluster/bindings';
 import { ClusterKeys } from '../src/cluster/keys';
 import { ClusterLeases } from '../src/cluster/leases';
 import type { Lease } from '../src/stores/lease-pool';
+import { until } from './until';
 
 const log = pino({ level: 'silent' });
 const SUBNET = parseSubnet('10.9.0.0/26');
@@ -29,13 +30,6 @@ async function join(leases: ClusterLeases, deviceId: string, requestedIp?: numbe
   throw new Error(`${deviceId}: no stable lease in 50 attempts`);
 }
 
-async function until(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  const end = Date.now() + 15_000;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe('cluster leases in etcd', () => {
   let cluster: EtcdCluster;
