@@ -75,6 +75,21 @@ const clientStats = kind.object({
   rttMs: n,
 });
 
+/** A relay of the cluster as the registry in etcd shows it; `devices`: how many are attached to it. */
+const clusterRelay = kind.object({ id: s, advertise: s, since: n, devices: n, self: b });
+
+const clusterInfo = kind.object({
+  /** The network's name; null for a single relay with local files (no [cluster] etcd). */
+  network: kind.nullable(s),
+  /** This relay's ID in the cluster. */
+  relay: s,
+  /** The etcd member asked and what it answered; null without a cluster. `error` is '' when reachable. */
+  etcd: kind.nullable(kind.object({ endpoint: s, reachable: b, version: s, leader: s, revision: n, error: s })),
+  /** Whether this relay has read the shared leases and bindings (new devices are admitted). */
+  stateReadable: b,
+  relays: kind.array(clusterRelay),
+});
+
 const peerEvent = kind.object({ event: kind.oneOf('up', 'down'), deviceId: s, ip: s, hostname: s, at: n });
 
 /**
@@ -94,6 +109,7 @@ export const RPC_SCHEMA = {
       forget: kind.object({ forgotten: 'true', deviceId: s, ip: kind.nullable(s), binding: b }),
       join: kind.object({ join: s, fingerprint: s }),
       rotateJoin: kind.object({ join: s, fingerprint: s }),
+      cluster: clusterInfo,
       watch: kind.object({ watching: 'true' }),
     },
     notifications: { peer: peerEvent },
@@ -124,6 +140,7 @@ export type ClientPeer = TypeOf<typeof clientPeer>;
 export type ServerStats = TypeOf<typeof serverStats>;
 export type ClientStats = TypeOf<typeof clientStats>;
 export type PeerEvent = TypeOf<typeof peerEvent>;
+export type ClusterInfo = TypeOf<typeof clusterInfo>;
 
 export type KickResult = TypeOf<typeof RPC_SCHEMA.server.results.kick>;
 export type ReleaseResult = TypeOf<typeof RPC_SCHEMA.server.results.release>;
@@ -134,7 +151,7 @@ export type WatchResult = TypeOf<typeof RPC_SCHEMA.server.results.watch>;
 /** Result types by method, for a daemon's method table to be checked against. */
 export interface ServerResults {
   status: ServerStatus; peers: ServerPeer[]; leases: Lease[]; stats: ServerStats; kick: KickResult; release: ReleaseResult;
-  forget: ForgetResult; join: JoinResult; rotateJoin: JoinResult; watch: WatchResult;
+  forget: ForgetResult; join: JoinResult; rotateJoin: JoinResult; cluster: ClusterInfo; watch: WatchResult;
 }
 export interface ClientResults { status: ClientStatus; peers: ClientPeer[]; stats: ClientStats; watch: WatchResult }
 

@@ -3,6 +3,6 @@
  * the daemons type their results with the same declarations.
  */
 export type {
-  ClientPeer, ClientStats, ClientStatus, Counters, DaemonKind, Drops, ForgetResult, JoinResult, KickResult, Lease, PeerEvent,
+  ClientPeer, ClientStats, ClientStatus, ClusterInfo, Counters, DaemonKind, Drops, ForgetResult, JoinResult, KickResult, Lease, PeerEvent,
   ReleaseResult, ServerPeer, ServerStats, ServerStatus, Status, WatchResult,
 } from '@mnedc/common';

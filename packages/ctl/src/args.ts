@@ -4,7 +4,7 @@ import { outputHelp } from './glossary';
 
 export const PROGRAM = 'mnedcctl';
 
-export type CommandName = 'status' | 'peers' | 'leases' | 'stats' | 'kick' | 'release' | 'forget' | 'join' | 'rotate-join' | 'watch'
+export type CommandName = 'status' | 'peers' | 'leases' | 'stats' | 'kick' | 'release' | 'forget' | 'join' | 'rotate-join' | 'cluster' | 'watch'
   | 'wait-online' | 'sync-hosts';
 
 /** Commands that are not one RPC call and a rendering of its answer (system-commands.ts runs them). */
@@ -77,6 +77,13 @@ const COMMANDS: Record<CommandName, CommandSpec> = {
     summary: 'replace the join secret; earlier join strings stop working (server only)',
     description: 'Creates a new join secret and prints the new join string. Connected devices stay connected;\n' +
       'any device that reconnects needs the new string.',
+  },
+  cluster: {
+    serverOnly: true,
+    summary: 'the relays of the cluster, their devices, and etcd (server only)',
+    description: 'Lists the relays of this relay\'s cluster as etcd shows them, with the devices on each, and the\n' +
+      'etcd member asked with its answer (version, leader, revision) or why it did not answer.\n' +
+      'A relay without [cluster] etcd says it is a single relay.',
   },
   watch: {
     serverOnly: false,

@@ -1,5 +1,5 @@
 import type {
-  ClientPeer, ClientStats, ClientStatus, Counters, DaemonKind, Drops, ForgetResult, JoinResult, KickResult, Lease, PeerEvent, ReleaseResult, ServerPeer,
+  ClientPeer, ClientStats, ClientStatus, ClusterInfo, Counters, DaemonKind, Drops, ForgetResult, JoinResult, KickResult, Lease, PeerEvent, ReleaseResult, ServerPeer,
   ServerStats, ServerStatus, Status,
 } from './api';
 import { counterLabel, CUT_TERMS, DISCOVERY_TERMS, DNS_TERMS, labelFromKey, DROP_TERMS, REFUSAL_TERMS, SESSION_TERMS, TUNNEL_TERMS, type Term } from './glossary';
@@ -205,6 +205,19 @@ export function renderJoin(result: JoinResult): string {
   return `${printable(result.join)}\n`;
 }
 
+export function renderCluster(c: ClusterInfo, now: number): string {
+  if (c.network === null || c.etcd === null) return `not a cluster: a single relay (${printable(c.relay)}) with its own files ([cluster] etcd is empty)\n`;
+  const e = c.etcd;
+  const etcd = e.reachable
+    ? `etcd ${printable(e.endpoint)}: v${printable(e.version)}, ${e.leader === '0' ? 'no leader' : 'has a leader'}, revision ${e.revision}`
+    : `etcd ${printable(e.endpoint)}: unreachable (${printable(e.error)})`;
+  const state = c.stateReadable ? '' : '; shared state not read yet: new devices are told to retry';
+  const head = `network ${printable(c.network)}, ${etcd}${state}\n`;
+  return head + formatTable(['RELAY', 'ADVERTISE', 'STARTED', 'DEVICES'], c.relays.map((r) => [
+    `${r.id}${r.self ? ' (this)' : ''}`, orDash(r.advertise), formatAgo(r.since, now), formatCount(r.devices),
+  ]), ['left', 'left', 'left', 'right']);
+}
+
 /** One watch line: "12:03:04 up   device-b 10.0.0.3 hostname"; `label` tells daemons apart when watching two. */
 export function renderNotification(method: string, params: unknown, now: number, label?: string): string {
   const prefix = label ? ` [${label}]` : '';
@@ -217,7 +230,7 @@ export function renderNotification(method: string, params: unknown, now: number,
   return `${formatClock(now)}${prefix} ${printable(method)} ${printable(JSON.stringify(params ?? null))}\n`;
 }
 
-export type QueryCommand = 'status' | 'peers' | 'leases' | 'stats' | 'kick' | 'release' | 'forget' | 'join' | 'rotate-join';
+export type QueryCommand = 'status' | 'peers' | 'leases' | 'stats' | 'kick' | 'release' | 'forget' | 'join' | 'rotate-join' | 'cluster';
 
 /** The human text for one daemon's answer to one command. */
 export function renderResult(command: QueryCommand, daemon: DaemonKind, result: unknown, now: number, status?: Status): string {
@@ -231,5 +244,6 @@ export function renderResult(command: QueryCommand, daemon: DaemonKind, result: 
     case 'forget': return renderForget(result as ForgetResult);
     case 'join':
     case 'rotate-join': return renderJoin(result as JoinResult);
+    case 'cluster': return renderCluster(result as ClusterInfo, now);
   }
 }

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { ControlServer, type RpcMethods } from '@mnedc/common';
 import { formatClock, run, type RunIo } from '../src';
 import {
-  Capture, NOW, clientPeers, clientStats, clientStatus, fakeClient, fakeServer, leases, serverPeers, serverStats, serverStatus,
+  Capture, NOW, clientPeers, clientStats, clientStatus, clusterInfo, fakeClient, fakeServer, leases, serverPeers, serverStats, serverStatus,
 } from './fixtures';
 
 const TIMEOUT = { timeout: 10_000 };
@@ -126,6 +126,17 @@ describe('against a server daemon', () => {
       { released: true, deviceId: 'device-c', ip: '10.0.0.4' });
     assert.deepEqual(fake.calls[0], ['kick', { deviceId: 'device-a' }]);
     assert.deepEqual(fake.calls.at(-1), ['release', { deviceId: 'device-c' }]);
+  });
+
+  test('cluster: the network, what etcd said, and each relay with its devices', TIMEOUT, async () => {
+    assert.deepEqual(await ctl(on('cluster')), {
+      code: 0, stderr: '',
+      stdout: 'network fleet-7, etcd http://10.1.0.5:2379: v3.4.23, has a leader, revision 1234\n' +
+        'RELAY               ADVERTISE      STARTED    DEVICES\n' +
+        'server-aaaa (this)  10.1.0.5:3334  2h 5m ago     1204\n' +
+        'server-bbbb         10.1.0.6:3334  5m ago         987\n',
+    });
+    assert.deepEqual(JSON.parse((await ctl(on('cluster', '--json'))).stdout), clusterInfo);
   });
 
   test('an error answer exits 1 naming the method', TIMEOUT, async () => {

@@ -1,6 +1,6 @@
 import { RpcError, RPC_ERRORS, stringParam, type CallContext, type RpcMethods } from '@mnedc/common';
 import type {
-  ClientPeer, ClientStats, ClientStatus, Lease, ServerPeer, ServerStats, ServerStatus,
+  ClientPeer, ClientStats, ClientStatus, ClusterInfo, Lease, ServerPeer, ServerStats, ServerStatus,
 } from '../src/api';
 
 /** The fixed "now" every relative time in the tests is computed against. */
@@ -87,6 +87,15 @@ function watchable(): { watch: RpcMethods[string]; watched: Promise<CallContext>
   };
 }
 
+export const clusterInfo: ClusterInfo = {
+  network: 'fleet-7', relay: 'server-aaaa', stateReadable: true,
+  etcd: { endpoint: 'http://10.1.0.5:2379', reachable: true, version: '3.4.23', leader: '8e9e05c52164694d', revision: 1234, error: '' },
+  relays: [
+    { id: 'server-aaaa', advertise: '10.1.0.5:3334', since: NOW - 7_500_000, devices: 1204, self: true },
+    { id: 'server-bbbb', advertise: '10.1.0.6:3334', since: NOW - 300_000, devices: 987, self: false },
+  ],
+};
+
 /** Method tables standing in for the daemons. */
 export function fakeServer(): Fake {
   const calls: Array<[string, unknown]> = [];
@@ -96,6 +105,7 @@ export function fakeServer(): Fake {
     peers: () => serverPeers,
     leases: () => leases,
     stats: () => serverStats,
+    cluster: () => clusterInfo,
     kick: (params) => {
       const deviceId = stringParam(params, 'deviceId');
       calls.push(['kick', params]);

@@ -1,5 +1,5 @@
 import {
-  exactly, formatHostPort, listQueryParam, RPC_ERRORS, selectRows, RpcError, stringParam, type Counters, type ForgetResult, type JoinResult, type KickResult,
+  exactly, formatHostPort, listQueryParam, RPC_ERRORS, selectRows, RpcError, stringParam, type ClusterInfo, type Counters, type ForgetResult, type JoinResult, type KickResult,
   type Lease, type PeerEvent as PeerEventResult, type ReleaseResult, type RpcMethodsOf, type ServerPeer,
   type ServerResults, type ServerStats, type ServerStatus, type WatchResult,
 } from '@mnedc/common';
@@ -120,6 +120,8 @@ export function serverMethods(server: RelayServer, config: () => ServerConfig, v
 
     rotateJoin: async (): Promise<JoinResult> => ({ join: await server.rotateJoin(), fingerprint: showFingerprint(server.identity.fingerprint) }),
 
+    cluster: (): Promise<ClusterInfo> => clusterView(server),
+
     watch: (_params, context): WatchResult => {
       const forward = (event: PeerEvent) => context.notify('peer', exactly<PeerEventResult>()(event));
       server.on('peer', forward);
@@ -128,4 +130,28 @@ export function serverMethods(server: RelayServer, config: () => ServerConfig, v
     },
   };
   return methods;
+}
+
+/** How long `cluster` waits for etcd's answer: an operator asking is told "unreachable", not kept waiting. */
+const ETCD_STATUS_TIMEOUT_MS = 2_000;
+
+async function clusterView(server: RelayServer): Promise<ClusterInfo> {
+  const { cluster } = server;
+  const listen = server.listenAddress;
+  const self = { id: server.relayId, advertise: listen ? formatHostPort({ host: listen.address, port: listen.port }) : '', since: server.startedAt };
+  if (!cluster) {
+    return { network: null, relay: self.id, etcd: null, stateReadable: true, relays: [{ ...self, devices: server.connected().length, self: true }] };
+  }
+  let timer: NodeJS.Timeout | undefined;
+  const etcd = await Promise.race([
+    cluster.client.status().then((st) => ({ endpoint: st.endpoint, reachable: true, version: st.version, leader: st.leader, revision: st.revision, error: '' })),
+    new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${ETCD_STATUS_TIMEOUT_MS} ms`)), ETCD_STATUS_TIMEOUT_MS); }),
+  ]).catch((err: Error) => ({ endpoint: cluster.client.endpoint, reachable: false, version: '', leader: '0', revision: 0, error: err.message }))
+    .finally(() => clearTimeout(timer));
+  const registry = cluster.registry;
+  const counts = registry?.deviceCounts() ?? new Map<string, number>();
+  const relays = (registry?.relays() ?? [self]).map((r) => ({
+    id: r.id, advertise: r.advertise, since: r.since, devices: counts.get(r.id) ?? 0, self: r.id === self.id,
+  }));
+  return { network: cluster.keys.network, relay: self.id, etcd, stateReadable: cluster.available, relays };
 }

@@ -244,10 +244,15 @@ export class RelayServer extends EventEmitter {
     }
   }
 
+  /** This relay's ID in a cluster (its own device ID). */
+  get relayId(): string {
+    return this.deps.serverDeviceId;
+  }
+
   /** Announces this relay and, from now on, which devices are on it. */
   private registerInCluster(address: AddressInfo): void {
     const { advertise } = this.deps.config.cluster;
-    const registry = this.cluster!.register(this.deps.serverDeviceId, formatHostPort(advertise ?? { host: address.address, port: address.port }));
+    const registry = this.cluster!.register(this.relayId, formatHostPort(advertise ?? { host: address.address, port: address.port }));
     for (const session of this.devices.connected()) registry.attach(session.deviceId);
     this.on('peer', (event: PeerEvent) => {
       if (event.event === 'up') registry.attach(event.deviceId);

@@ -17,6 +17,7 @@ import { EtcdClient, EtcdCluster } from '@mnedc/etcd';
 import { WireClient } from '@mnedc/lab';
 import { intToIpv4 } from '@mnedc/protocol';
 import { parseServerConfig, RelayServer } from '../src';
+import { serverMethods } from '../src/control-api';
 import { until } from './until';
 
 const log = pino({ level: 'silent' });
@@ -98,6 +99,9 @@ describe('a cluster of relays on etcd', () => {
     const placed = (relay: RelayServer, shift: number) => Array.from({ length: DEVICES }, (_, i) => i)
       .every((i) => relay.cluster!.registry!.relayOf(`dev-${i}`) === `relay-${(i + shift) % 3}`);
     await until(() => servers.every((s) => s.cluster!.registry!.relays().length === 3 && placed(s, 0)), 'every relay sees every device\'s relay');
+    const view = await clusterView(servers[1]!);
+    assert.deepEqual([view.network, view.relay, view.stateReadable, view.etcd?.reachable, view.etcd?.version], ['test-net', 'relay-1', true, true, '3.4.23']);
+    assert.deepEqual(view.relays.map((r) => [r.id, r.devices, r.self]).sort(), [['relay-0', 100, false], ['relay-1', 100, true], ['relay-2', 100, false]]);
 
     clients.splice(0).forEach((c) => c.close());
     await Promise.all(servers.map((s) => s.stop()));
@@ -131,6 +135,9 @@ describe('a cluster of relays on etcd', () => {
     assert.match(String(client.reject?.reason), /etcd unreachable/);
     assert.ok(Number(client.reject?.retryAfterMs) >= 15_000);
     assert.equal(server.refused.clusterUnavailable, 1);
+    const view = await clusterView(server);
+    assert.deepEqual([view.stateReadable, view.etcd?.reachable], [false, false]);
+    assert.match(view.etcd!.error, /ECONNREFUSED|unavailable/);
     assert.equal(intToIpv4(server.serverIp), '10.20.0.1');
   });
 
@@ -170,3 +177,7 @@ describe('a cluster of relays on etcd', () => {
   });
 });
 
+/** What `mnedcctl cluster` gets from a relay. */
+function clusterView(server: RelayServer) {
+  return serverMethods(server, () => parseServerConfig('', 't.ini'), 'test').cluster(undefined, undefined as never);
+}

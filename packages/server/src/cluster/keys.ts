@@ -24,7 +24,7 @@ export function isNetworkName(name: string): boolean {
 export class ClusterKeys {
   readonly root: string;
 
-  constructor(network: string) {
+  constructor(readonly network: string) {
     if (!isNetworkName(network)) throw new Error(`network name ${JSON.stringify(network)}: 1-63 of a-z 0-9 -, starting with a letter or digit`);
     this.root = `/mnedc/${network}/`;
   }

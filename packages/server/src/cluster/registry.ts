@@ -78,6 +78,13 @@ export class RelayRegistry extends EventEmitter {
     return this.mine.has(deviceId) ? this.self.id : this.attached.get(deviceId);
   }
 
+  /** Devices per relay ID, this relay's own included. */
+  deviceCounts(): Map<string, number> {
+    const counts = new Map<string, number>([[this.self.id, this.mine.size]]);
+    for (const relay of this.attached.values()) if (relay !== this.self.id) counts.set(relay, (counts.get(relay) ?? 0) + 1);
+    return counts;
+  }
+
   /** Whether this relay's registration is in etcd under a live lease. */
   get registered(): boolean {
     return this.lease !== null;
