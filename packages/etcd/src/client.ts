@@ -25,7 +25,12 @@ export interface EtcdOptions {
   maxResponseBytes?: number;
 }
 
-const DEFAULT_TIMEOUT_MS = 5_000;
+/**
+ * A write sent to a follower just as the leader died waits, unanswered, until etcd gives up on it (5 s
+ * and more); by 3 s a new leader is elected (1-2 s election timeout), so the next member answers. A
+ * device waits 10 s for its WELCOME, so one member lost never costs a join.
+ */
+const DEFAULT_TIMEOUT_MS = 3_000;
 const DEFAULT_MAX_RESPONSE = 64 << 20;
 /** Keys per page when listing a prefix: a page stays a few hundred KiB. */
 const PAGE = 2_000;

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { EtcdClient, EtcdCluster } from '@mnedc/etcd';
-import { WireClient } from '@mnedc/lab';
+import { ipPacket, WireClient } from '@mnedc/lab';
 import { intToIpv4 } from '@mnedc/protocol';
 import { parseServerConfig, RelayServer } from '../src';
 import { serverMethods } from '../src/control-api';
@@ -139,6 +139,49 @@ describe('a cluster of relays on etcd', () => {
     assert.deepEqual([view.stateReadable, view.etcd?.reachable], [false, false]);
     assert.match(view.etcd!.error, /ECONNREFUSED|unavailable/);
     assert.equal(intToIpv4(server.serverIp), '10.20.0.1');
+  });
+
+  it('etcd: one member lost changes nothing; all lost, connected devices go on and a new one is told to retry; back, it joins', async () => {
+    const three = await EtcdCluster.start({ members: 3 });
+    try {
+      const dir = mkdtempSync(join(tmpdir(), 'mnedc-outage-'));
+      dirs.push(dir);
+      const server = new RelayServer({ config: parseServerConfig(config(dir, three.endpoints, 'outage-net'), 'test.ini'), log, serverDeviceId: 'relay-o' });
+      servers.push(server);
+      const { port } = await server.start();
+      await until(() => server.cluster!.available, 'the shared state read');
+      const joinString = server.joinString;
+      const device = async (id: string) => {
+        const client = await WireClient.join(port, joinString, id);
+        clients.push(client);
+        return client;
+      };
+      const [a, b] = [await device('out-a'), await device('out-b')];
+      const delivered = async (what: string) => {
+        const before = b.data.length;
+        a.send(ipPacket(a.ip, b.ip, what));
+        await until(() => b.data.slice(before).some((frame) => frame.includes(what)), `${what} at b`);
+      };
+
+      await three.members[0]!.kill();
+      assert.ok((await device('one-member-lost')).welcome, 'a member lost changes nothing');
+
+      await Promise.all(three.members.map((m) => m.kill()));
+      await delivered('while etcd is down');
+      const refused = await device('during-outage');
+      assert.equal(refused.reject?.code, 'busy');
+      assert.equal(refused.reject?.reason, 'the cluster\'s shared state cannot be written now; retry later', 'no etcd address told to a device');
+      assert.ok(Number(refused.reject?.retryAfterMs) >= 15_000);
+      assert.ok(server.refused.clusterUnavailable >= 1);
+
+      for (const m of three.members) m.start('existing');
+      await Promise.all(three.members.map((m) => m.ready()));
+      const after = await device('during-outage');
+      assert.ok(after.welcome, JSON.stringify(after.reject));
+      await delivered('after the outage');
+    } finally {
+      await three.stop();
+    }
   });
 
   it('one join secret for the cluster: a relay takes it from etcd, and a rotation on one relay reaches all', async () => {

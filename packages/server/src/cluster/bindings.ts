@@ -1,7 +1,7 @@
 import { RateLimitedWarning, type Logger } from '@mnedc/common';
 import { type EtcdClient, type KeyValue, PrefixWatch, type WatchEvent } from '@mnedc/etcd';
 import { isFingerprintText } from '@mnedc/protocol';
-import type { BindingStore } from '../stores/services';
+import { StoreUnavailableError, type BindingStore } from '../stores/services';
 import type { ClusterKeys } from './keys';
 
 /**
@@ -46,7 +46,7 @@ export class ClusterBindings implements BindingStore {
   }
 
   bind(deviceId: string, fingerprint: string): Promise<void> {
-    if (!this.loaded) return Promise.reject(new Error('the cluster\'s key bindings are not readable yet (etcd unreachable)'));
+    if (!this.loaded) return Promise.reject(new StoreUnavailableError('the cluster\'s key bindings are not readable yet (etcd unreachable)'));
     this.table.set(deviceId, fingerprint);
     const key = this.keys.binding(deviceId);
     const write = this.client.txn([{ key, target: 'CREATE', result: 'EQUAL', value: 0 }], [{ put: { key, value: fingerprint } }], [{ get: { key } }])
@@ -59,7 +59,7 @@ export class ClusterBindings implements BindingStore {
         else if (this.table.get(deviceId) === fingerprint) this.table.delete(deviceId);
       }, (err: Error) => {
         if (this.table.get(deviceId) === fingerprint) this.table.delete(deviceId);
-        throw err;
+        throw new StoreUnavailableError(`etcd: ${err.message}`);
       })
       .finally(() => {
         if (this.writes.get(deviceId) === write) this.writes.delete(deviceId);

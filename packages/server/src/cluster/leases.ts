@@ -3,7 +3,7 @@ import { type EtcdClient, type KeyValue, PrefixWatch, type WatchEvent } from '@m
 import { intToIpv4 } from '@mnedc/protocol';
 import type { Subnet } from '@mnedc/protocol';
 import { checkStoredLease, LeasePool, type AcquireRequest, type AcquireResult, type Lease } from '../stores/lease-pool';
-import type { LeaseService } from '../stores/services';
+import { StoreUnavailableError, type LeaseService } from '../stores/services';
 import type { ClusterKeys } from './keys';
 
 /** lastSeen is written back at most this often per device: it only orders reclaims, which go by days. */
@@ -166,7 +166,7 @@ export class ClusterLeases implements LeaseService {
     } catch (err) {
       if (this.proposed.get(deviceId) === lease) this.proposed.delete(deviceId);
       if (this.pool.get(deviceId) === lease) this.pool.release(deviceId);
-      throw err;
+      throw new StoreUnavailableError(`etcd: ${(err as Error).message}`);
     }
   }
 

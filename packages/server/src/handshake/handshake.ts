@@ -7,7 +7,7 @@ import {
 } from '@mnedc/protocol';
 import { Session } from '../session';
 import type { AcquireResult } from '../stores/lease-pool';
-import type { BindingStore, LeaseService } from '../stores/services';
+import { StoreUnavailableError, type BindingStore, type LeaseService } from '../stores/services';
 import { Admission, type AdmissionLimits, type Refusal } from './admission';
 import {
   identify, JoinLimits, spreadReject, spreadRetry, type JoinLimitSettings, type RefusalCounters, type Turnaway,
@@ -179,6 +179,14 @@ export class Handshakes {
       throw err;
     });
     Promise.all([watch(binding, 'device bindings'), watch(lease, 'leases')]).then(() => this.complete(device), (err: Error) => {
+      if (err instanceof StoreUnavailableError) {
+        if (session.state === 'closed') return;
+        // The device learns that it must wait, not where the relay keeps its state (etcd's addresses stay in the log).
+        this.turnAway(session, { reason: 'clusterUnavailable', message: `Told ${hello.deviceId} to retry: the cluster's shared state cannot be written now (${err.message})`,
+          reject: { code: 'busy', reason: 'the cluster\'s shared state cannot be written now; retry later', retryAfterMs: UNAVAILABLE_RETRY_MS } },
+        { deviceId: hello.deviceId });
+        return;
+      }
       this.host.log.error({ err, deviceId: hello.deviceId }, `Rejected ${hello.deviceId}: cannot record its ${failed === 'leases' ? 'lease' : 'key binding'}: ${err.message}`);
       if (session.state !== 'closed') {
         session.reject({ code: 'busy', reason: `the server cannot record ${failed} (storage error)`, retryAfterMs: spreadRetry(30_000) });

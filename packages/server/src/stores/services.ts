@@ -4,6 +4,12 @@ import type { AcquireRequest, AcquireResult, Lease, LeasePool } from './lease-po
 import { LeaseStore, type LeaseStoreOptions } from './lease-store';
 
 /**
+ * A shared store (a cluster's etcd) cannot be read or written now: not the device's fault nor a full
+ * disk, and it passes. The device is told to retry; the relay goes on serving the devices it has.
+ */
+export class StoreUnavailableError extends Error {}
+
+/**
  * Who holds which virtual address. The handshake acquires, the relay records when a device was last
  * seen, the operator releases. This relay's file store is one implementation; a cluster puts a shared
  * store behind the same interface.
