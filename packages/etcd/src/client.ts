@@ -267,7 +267,7 @@ export class EtcdClient {
         });
         response.on('error', (err) => reject(new TransportError(err.message)));
       });
-      request.on('error', (err) => reject(err instanceof TransportError ? err : new TransportError((err as NodeJS.ErrnoException).code ?? err.message)));
+      request.on('error', (err) => reject(err instanceof TransportError ? err : new TransportError(err.message || ((err as NodeJS.ErrnoException).code ?? 'failed'))));
       request.end(JSON.stringify(body));
     });
   }

@@ -3,8 +3,9 @@
  * namespace, through `wrap`), each with a temporary data directory, stopped and removed by `stop`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { get } from 'node:http';
+import { get as httpsGet } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +18,14 @@ export interface MemberSpec {
   host: string;
   clientPort: number;
   peerPort: number;
+  /** Client URLs over TLS with this certificate; with `ca`, clients must present a certificate it signed. */
+  tls?: MemberTls;
+}
+
+export interface MemberTls {
+  certFile: string;
+  keyFile: string;
+  caFile?: string;
 }
 
 /** A port nobody listens on now (the kernel's choice); racy in theory, fine on a test machine. */
@@ -41,7 +50,7 @@ export class EtcdMember {
     private readonly wrap: (argv: string[]) => string[] = (argv) => argv) {}
 
   get clientUrl(): string {
-    return `http://${this.spec.host}:${this.spec.clientPort}`;
+    return `${this.spec.tls ? 'https' : 'http'}://${this.spec.host}:${this.spec.clientPort}`;
   }
 
   get running(): boolean {
@@ -55,10 +64,11 @@ export class EtcdMember {
   /** Starts the process; `state` 'existing' for a member coming back or added to a running cluster. */
   start(state: 'new' | 'existing' = 'new'): void {
     if (this.child) throw new Error(`etcd member ${this.spec.name} is running`);
-    const { name, host, clientPort, peerPort } = this.spec;
+    const { name, host, peerPort, tls } = this.spec;
+    const tlsFlags = tls ? ['--cert-file', tls.certFile, '--key-file', tls.keyFile, ...(tls.caFile ? ['--trusted-ca-file', tls.caFile, '--client-cert-auth'] : [])] : [];
     const argv = this.wrap([ETCD_BINARY,
       '--name', name, '--data-dir', this.dataDir,
-      '--listen-client-urls', `http://${host}:${clientPort}`, '--advertise-client-urls', `http://${host}:${clientPort}`,
+      '--listen-client-urls', this.clientUrl, '--advertise-client-urls', this.clientUrl, ...tlsFlags,
       '--listen-peer-urls', `http://${host}:${peerPort}`, '--initial-advertise-peer-urls', `http://${host}:${peerPort}`,
       '--initial-cluster', this.cluster, '--initial-cluster-state', state, '--initial-cluster-token', this.token,
       // As the README tells operators: history is compacted, so watches must cope with it.
@@ -89,9 +99,13 @@ export class EtcdMember {
     throw new Error(`etcd member ${this.spec.name} not healthy within ${timeoutMs} ms: ${this.tail.slice(-5).join('\n')}`);
   }
 
+  /** The member's own certificate doubles as the client's for a TLS member (the tests make it for both uses). */
   healthy(): Promise<boolean> {
+    const { tls } = this.spec;
+    const fetch = tls ? httpsGet : get;
+    const options = tls ? { cert: readFileSync(tls.certFile), key: readFileSync(tls.keyFile), ...(tls.caFile ? { ca: readFileSync(tls.caFile) } : {}) } : {};
     return new Promise((resolve) => {
-      const request = get(`${this.clientUrl}/health`, { timeout: 1_000 }, (response) => {
+      const request = fetch(`${this.clientUrl}/health`, { timeout: 1_000, ...options }, (response) => {
         let body = '';
         response.on('data', (c: Buffer) => { body += c.toString(); });
         response.on('end', () => resolve(response.statusCode === 200 && /"health":\s*"true"/.test(body)));
@@ -126,6 +140,7 @@ export interface EtcdClusterOptions {
   host?: string;
   /** Runs each member through this (e.g. `ip netns exec NAME`); default: as it is. */
   wrap?: (argv: string[]) => string[];
+  tls?: MemberTls;
 }
 
 /** N members forming one cluster, each with its own data directory under one temporary directory. */
@@ -137,7 +152,9 @@ export class EtcdCluster {
     const host = options.host ?? '127.0.0.1';
     const dir = mkdtempSync(join(tmpdir(), 'mnedc-etcd-'));
     const specs: MemberSpec[] = [];
-    for (let i = 0; i < n; i++) specs.push({ name: `m${i}`, host, clientPort: await freePort(host), peerPort: await freePort(host) });
+    for (let i = 0; i < n; i++) {
+      specs.push({ name: `m${i}`, host, clientPort: await freePort(host), peerPort: await freePort(host), ...(options.tls ? { tls: options.tls } : {}) });
+    }
     const initial = specs.map((s) => `${s.name}=http://${s.host}:${s.peerPort}`).join(',');
     const token = `mnedc-test-${process.pid}-${Date.now()}`;
     const cluster = new EtcdCluster(specs.map((s) => new EtcdMember(s, join(dir, s.name), initial, token, options.wrap)), dir);

@@ -172,7 +172,7 @@ export class PrefixWatch {
       request.on('timeout', () => finish(undefined, 'quiet'));
       request.on('error', (err) => {
         if (!settled) this.client.failed(index);
-        finish(err instanceof TransportError ? err : new TransportError((err as NodeJS.ErrnoException).code ?? err.message));
+        finish(err instanceof TransportError ? err : new TransportError(err.message || ((err as NodeJS.ErrnoException).code ?? 'failed')));
       });
       request.end(body);
     });

@@ -4,6 +4,10 @@
  * watches that survive a silent member and compaction.
  */
 import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { EtcdClient, EtcdCluster, EtcdError, GRPC, PrefixWatch, type KeyValue, type WatchEvent } from '../src';
 
@@ -207,6 +211,58 @@ describe('etcd client, three members', () => {
       m.watch.close();
       client.close();
       writer.close();
+    }
+  });
+});
+
+/** A CA, a certificate for 127.0.0.1 (server and client use) and a client certificate, made with openssl. */
+function makeCertificates(dir: string): { ca: string; server: { cert: string; key: string }; client: { cert: string; key: string } } {
+  const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=test etcd CA');
+  writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n');
+  for (const name of ['server', 'client']) {
+    openssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
+    openssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-extfile', 'ext.cnf', '-out', `${name}.crt`);
+  }
+  const at = (file: string) => join(dir, file);
+  return { ca: at('ca.crt'), server: { cert: at('server.crt'), key: at('server.key') }, client: { cert: at('client.crt'), key: at('client.key') } };
+}
+
+describe('etcd client over TLS', () => {
+  let dir: string;
+  let cluster: EtcdCluster;
+  let files: ReturnType<typeof makeCertificates>;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'mnedc-etcd-tls-'));
+    files = makeCertificates(dir);
+    cluster = await EtcdCluster.start({ tls: { certFile: files.server.cert, keyFile: files.server.key, caFile: files.ca } });
+  });
+  after(async () => {
+    await cluster?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('talks https with the CA and a client certificate, and says what is wrong without them', async () => {
+    assert.match(cluster.endpoints[0]!, /^https:/);
+    const tls = { ca: readFileSync(files.ca), cert: readFileSync(files.client.cert), key: readFileSync(files.client.key) };
+    const good = new EtcdClient({ endpoints: cluster.endpoints, tls });
+    const noClientCert = new EtcdClient({ endpoints: cluster.endpoints, tls: { ca: tls.ca }, timeoutMs: 1_000 });
+    const noCa = new EtcdClient({ endpoints: cluster.endpoints, timeoutMs: 1_000 });
+    try {
+      await good.put('/tls/k', 'v');
+      assert.equal((await good.get('/tls/k'))?.value, 'v');
+      const m = mirror(good, '/tls/');
+      try {
+        await until(() => m.state.get('/tls/k') === 'v', 'a watch over TLS');
+      } finally {
+        m.watch.close();
+      }
+      await assert.rejects(noCa.get('/tls/k'), /etcd unavailable: .*certificate/i);
+      await assert.rejects(noClientCert.get('/tls/k'), /etcd unavailable/);
+    } finally {
+      good.close();
+      noClientCert.close();
+      noCa.close();
     }
   });
 });
