@@ -80,6 +80,7 @@ export class RelayServer extends EventEmitter {
       this.cluster = new ClusterState(config, log, this.joinSecrets);
       this.bindings = this.cluster.bindings;
       this.leases = this.cluster.leases;
+      void this.cluster.importLocalState(config.server.state_dir, config.server.subnet);
       log.info({ etcd: config.cluster.etcd, network: config.cluster.network },
         `Leases and key bindings are the cluster's, in etcd (${config.cluster.etcd.join(', ')}) under ${this.cluster.keys.root}`);
     } else {

@@ -184,6 +184,52 @@ describe('a cluster of relays on etcd', () => {
     }
   });
 
+  it('a single relay grows into a cluster: its devices keep their addresses and keys on either relay, and a release is not undone by a restart', async () => {
+    const single = mkdtempSync(join(tmpdir(), 'mnedc-grow-a-'));
+    const added = mkdtempSync(join(tmpdir(), 'mnedc-grow-b-'));
+    dirs.push(single, added);
+    const singleConfig = `[server]\nlisten = 127.0.0.1:0\ninterface =\nstate_dir = ${single}\nsubnet = 10.20.0.0/22\n`;
+    const alone = new RelayServer({ config: parseServerConfig(singleConfig, 'test.ini'), log, serverDeviceId: 'relay-alone' });
+    const { port: alonePort } = await alone.start();
+    const joinString = alone.joinString;
+    const ids = ['grow-0', 'grow-1', 'grow-2', 'grow-3'];
+    const before = new Map<string, string>();
+    for (const [i, id] of ids.entries()) {
+      // Spread out, as addresses given over time are: not simply the first four.
+      if (i > 0) alone.leases.acquire({ deviceId: `gap-${i}`, hostname: '', underlay: [], now: Date.now(), isConnected: () => false });
+      const c = await WireClient.join(alonePort, joinString, id, {}, keys[i]);
+      before.set(id, c.welcome!.ip);
+      c.close();
+    }
+    await alone.stop();
+
+    for (const file of ['server.key', 'server.crt']) copyFileSync(join(single, file), join(added, file));
+    const start = async (dir: string, id: string) => {
+      const server = new RelayServer({ config: parseServerConfig(config(dir, cluster.endpoints, 'grow-net'), 'test.ini'), log, serverDeviceId: id });
+      servers.push(server);
+      const { port } = await server.start();
+      await until(() => server.cluster!.available, `${id} ready`);
+      return { server, port };
+    };
+    const a = await start(single, 'relay-grown');
+    const b = await start(added, 'relay-added');
+    await until(() => b.server.leases.size === ids.length + 3, 'b sees the moved leases');
+    for (const [i, id] of ids.entries()) {
+      const c = await WireClient.join((i % 2 ? a : b).port, joinString, id, {}, keys[i]);
+      clients.push(c);
+      assert.equal(c.welcome?.ip, before.get(id), `${id} keeps its address`);
+    }
+    const impostor = await WireClient.join(b.port, joinString, 'grow-0');
+    clients.push(impostor);
+    assert.equal(impostor.reject?.code, 'auth', 'the moved binding holds on the other relay');
+
+    b.server.release('grow-3');
+    await b.server.leases.pending('grow-3');
+    await a.server.stop();
+    const again = await start(single, 'relay-grown');
+    assert.equal(again.server.leases.get('grow-3'), undefined, 'imported once: the release stands');
+  });
+
   it('one join secret for the cluster: a relay takes it from etcd, and a rotation on one relay reaches all', async () => {
     const own = [0, 1].map((i) => mkdtempSync(join(tmpdir(), `mnedc-secret-${i}-`)));
     dirs.push(...own);

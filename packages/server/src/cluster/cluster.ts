@@ -4,6 +4,7 @@ import { EtcdClient, type EtcdOptions } from '@mnedc/etcd';
 import type { ServerConfig } from '../config';
 import type { JoinSecret } from '../stores/identity';
 import { ClusterBindings } from './bindings';
+import { importLocalState } from './import';
 import { ClusterJoinSecret } from './join-secret';
 import { ClusterKeys } from './keys';
 import { ClusterLeases } from './leases';
@@ -48,6 +49,7 @@ export class ClusterState {
   readonly joinSecret: ClusterJoinSecret;
   /** Which relays are up and which device is on which; from `register`, once the relay listens. */
   registry: RelayRegistry | null = null;
+  private closing = false;
 
   /** `localSecret`: this relay's join.secret, the cluster's first secret if it has none yet, kept in step after. */
   constructor(config: ServerConfig, private readonly log: Logger, localSecret: JoinSecret) {
@@ -56,6 +58,27 @@ export class ClusterState {
     this.leases = new ClusterLeases(this.client, this.keys, config.server.subnet, log);
     this.bindings = new ClusterBindings(this.client, this.keys, log);
     this.joinSecret = new ClusterJoinSecret(this.client, this.keys, localSecret, log);
+  }
+
+  /**
+   * A single relay's own leases and bindings in `stateDir` go into etcd first (once, see import.ts): no
+   * lease is given before, so its devices get their addresses back. Retried while etcd is unreachable.
+   */
+  importLocalState(stateDir: string, subnet: ServerConfig['server']['subnet']): Promise<void> {
+    const done = (async () => {
+      await Promise.all([this.leases.ready, this.bindings.ready]);
+      for (let delayMs = 500; !this.closing; delayMs = Math.min(delayMs * 2, 10_000)) {
+        try {
+          await importLocalState(this, stateDir, subnet, this.log);
+          return;
+        } catch (err) {
+          this.log.warn({ err }, `Could not move this relay's leases and bindings into etcd yet (${(err as Error).message}); retrying`);
+          await new Promise((resolve) => setTimeout(resolve, delayMs));
+        }
+      }
+    })();
+    this.leases.holdUntil(done);
+    return done;
   }
 
   /** Announces this relay (`advertise`: host:port) and, from now on, its devices. */
@@ -70,6 +93,7 @@ export class ClusterState {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     this.joinSecret.close();
     await Promise.all([this.leases.close(), this.bindings.close(), this.registry?.close()]);
     this.client.close();

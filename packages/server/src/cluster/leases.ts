@@ -31,6 +31,8 @@ export class ClusterLeases implements LeaseService {
   private readonly watch: PrefixWatch;
   private readonly warnings: RateLimitedWarning;
   private loaded = false;
+  /** No lease is given while something must come first (a single relay's own leases going into etcd). */
+  private held = false;
   private firstLoad: () => void = () => {};
   /** Resolves once the table has been read the first time. */
   readonly ready: Promise<void>;
@@ -62,9 +64,15 @@ export class ClusterLeases implements LeaseService {
     return this.pool.capacity;
   }
 
-  /** Whether the table has been read: until then no lease is given. */
+  /** Whether the table has been read (and nothing holds allocation back): until then no lease is given. */
   get available(): boolean {
-    return this.loaded;
+    return this.loaded && !this.held;
+  }
+
+  /** Gives no lease until `first` settles. */
+  holdUntil(first: Promise<unknown>): void {
+    this.held = true;
+    void first.finally(() => { this.held = false; });
   }
 
   leases(): Iterable<Lease> {
@@ -76,7 +84,7 @@ export class ClusterLeases implements LeaseService {
   }
 
   acquire(request: AcquireRequest): AcquireResult {
-    if (!this.loaded) return { ok: false, reason: 'the cluster\'s leases are not readable yet (etcd unreachable)', unavailable: true };
+    if (!this.available) return { ok: false, reason: 'the cluster\'s leases are not readable yet (etcd unreachable)', unavailable: true };
     const result = this.pool.acquire(request);
     if (!result.ok || !result.isNew) return result;
     const { lease } = result;

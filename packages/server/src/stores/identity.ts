@@ -143,6 +143,11 @@ export class DeviceBindings {
     return this.store.size;
   }
 
+  /** Device ID → fingerprint, every binding. */
+  entries(): IterableIterator<[string, string]> {
+    return this.store.entries();
+  }
+
   /** Appends and syncs so far, and journal records a restart would replay. */
   get stats(): { batches: number; records: number; compactions: number; journalRecords: number } {
     return { ...this.store.stats, journalRecords: this.store.journalRecords };
