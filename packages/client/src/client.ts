@@ -14,7 +14,7 @@ import { describeSocketError, rejectKind } from './failure';
 import { checkWelcome } from './lease-overlap';
 import { logPeerChanges } from './peer-log';
 import { NO_PEERS, PeerTable, type PeerChanges } from './peer-table';
-import { buildHello, openTunnel, serverMismatch, type Credentials } from './secure';
+import { buildHello, endorsedRelayProblem, ENDORSE_WAIT_MS, openTunnel, serverMismatch, type Credentials } from './secure';
 import { relayBudget, TunBridge } from './tun-bridge';
 
 export type ClientState = 'connecting' | 'connected' | 'waiting' | 'stopped';
@@ -71,6 +71,8 @@ export class RelayClient extends EventEmitter {
   private retryTimer: NodeJS.Timeout | null = null;
   private keepaliveTimer: NodeJS.Timeout | null = null;
   private handshakeTimer: NodeJS.Timeout | null = null;
+  /** Why the relay's certificate is not the pinned one, until its ENDORSE proves it a relay of the network. */
+  private unendorsed: string | null = null;
   private retryHintMs: number | null = null;
   private paused = false;
   private configuredAddress = '';
@@ -168,27 +170,20 @@ export class RelayClient extends EventEmitter {
     this.failure = { kind: 'outage' };
     socket.setNoDelay(true);
     this.handshakeTimer = setTimeout(() => {
-      this.fail(link, `no answer from ${this.server} within ${HANDSHAKE_TIMEOUT_MS} ms`);
+      if (this.unendorsed !== null) this.refuseRelay(link, this.unendorsed);
+      else this.fail(link, `no answer from ${this.server} within ${HANDSHAKE_TIMEOUT_MS} ms`);
     }, HANDSHAKE_TIMEOUT_MS);
     let secured = false;
     socket.on('secureConnect', () => {
       secured = true;
-      const mismatch = serverMismatch(socket, this.deps.credentials.join.fingerprint);
-      if (mismatch) {
-        // Nothing has been sent yet: a wrong server learns neither the device ID nor any proof.
-        this.lastError = mismatch;
-        this.failure = { kind: 'mistake', line: `Refusing ${this.server}: ${mismatch}` };
-        socket.destroy();
-        return;
+      // Another certificate may still be a relay of the network: its ENDORSE, first, decides (onFrame).
+      this.unendorsed = serverMismatch(socket, this.deps.credentials.join.fingerprint);
+      if (this.unendorsed === null) this.hello(link, socket);
+      else {
+        // A relay of the network writes its ENDORSE as its TLS handshake completes; a wrong server writes none.
+        const why = this.unendorsed;
+        setTimeout(() => { if (this.unendorsed === why && this.link === link) this.refuseRelay(link, why); }, ENDORSE_WAIT_MS).unref();
       }
-      link.sendControl(encodeJsonFrame(FrameType.Hello, buildHello(socket, this.deps.credentials, {
-        deviceId: this.deps.deviceId,
-        hostname: this.deps.hostname,
-        underlay: this.deps.underlay(),
-        capabilities: this.bridge.vnet ? [CAPABILITY_GSO, CAPABILITY_PEERS_BIN] : [CAPABILITY_PEERS_BIN],
-        previousIp: this.lease?.ip ?? this.deps.previousIp,
-        discovery: this.deps.config.client.discovery as Hello['discovery'],
-      })));
     });
     socket.on('drain', () => {
       if (this.paused && link === this.link) {
@@ -204,6 +199,24 @@ export class RelayClient extends EventEmitter {
       this.failure = { kind: failure.kind };
     });
     socket.on('close', () => this.onClose(link));
+  }
+
+  /** Refuses the relay: nothing has been sent yet, so a wrong one learns neither the device ID nor any proof. */
+  private refuseRelay(link: Link, why: string): void {
+    this.lastError = why;
+    this.failure = { kind: 'mistake', line: `Refusing ${this.server}: ${why}` };
+    link.socket.destroy();
+  }
+
+  private hello(link: Link, socket: TLSSocket): void {
+    link.sendControl(encodeJsonFrame(FrameType.Hello, buildHello(socket, this.deps.credentials, {
+      deviceId: this.deps.deviceId,
+      hostname: this.deps.hostname,
+      underlay: this.deps.underlay(),
+      capabilities: this.bridge.vnet ? [CAPABILITY_GSO, CAPABILITY_PEERS_BIN] : [CAPABILITY_PEERS_BIN],
+      previousIp: this.lease?.ip ?? this.deps.previousIp,
+      discovery: this.deps.config.client.discovery as Hello['discovery'],
+    })));
   }
 
   private onChunk(link: Link, chunk: Buffer): void {
@@ -257,7 +270,16 @@ export class RelayClient extends EventEmitter {
           throw new ProtocolError('unexpected', `${frameName(type)} from the server`);
       }
     }
-    if (type === FrameType.Welcome) {
+    if (type === FrameType.Endorse) {
+      // Needed only from a relay whose certificate is not the pinned one; otherwise nothing to act on.
+      if (this.unendorsed === null) return;
+      const problem = endorsedRelayProblem(payload, link.socket as TLSSocket, this.deps.credentials.join.fingerprint);
+      if (problem) return this.refuseRelay(link, `it presented another certificate than the join string pins, and ${problem}`);
+      this.unendorsed = null;
+      this.hello(link, link.socket as TLSSocket);
+    } else if (this.unendorsed !== null) {
+      this.refuseRelay(link, this.unendorsed);
+    } else if (type === FrameType.Welcome) {
       const welcome = this.checkedWelcome(payload, link.socket as TLSSocket);
       if (welcome) this.onWelcome(link, welcome);
       else link.socket.destroy();
@@ -355,6 +377,12 @@ export class RelayClient extends EventEmitter {
       this.deps.device.resume();
     }
     if (this.state === 'stopped') return;
+    // Another certificate than the pinned one, and closed without an endorsement: the wrong server it was.
+    if (this.unendorsed !== null && this.failure.kind !== 'mistake') {
+      this.lastError = this.unendorsed;
+      this.failure = { kind: 'mistake', line: `Refusing ${this.server}: ${this.unendorsed}` };
+    }
+    this.unendorsed = null;
     const wasConnected = this.state === 'connected';
     const { kind, line } = this.failure;
     const delay = this.retry.next(kind, this.retryHintMs);

@@ -5,7 +5,7 @@ import type { OnReadOpts } from 'node:net';
 import { connect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { writeFileAtomic } from '@mnedc/common';
 import {
-  certificateFingerprint, EXPORTER_BYTES, EXPORTER_CONTEXT, EXPORTER_LABEL, helloAuth, PROTOCOL_VERSION, showFingerprint,
+  certificateFingerprint, endorsementProblem, EXPORTER_BYTES, EXPORTER_CONTEXT, EXPORTER_LABEL, helloAuth, parseEndorsement, PROTOCOL_VERSION, showFingerprint,
   type Hello, type HelloAuth, type JoinString,
 } from '@mnedc/protocol';
 
@@ -75,6 +75,30 @@ export function serverMismatch(socket: TLSSocket, pinned: Buffer): string | null
   return `server identity changed: it presented ${showFingerprint(presented)} but the join string pins ${showFingerprint(pinned)}. ` +
     'If the server was reinstalled, get a new join string (mnedcd-server --print-join) and set [client] join; ' +
     'if [client] server names another TLS server, not the mnedc relay, correct it; otherwise someone may be intercepting the connection';
+}
+
+/**
+ * How long a relay presenting another certificate than the pinned one has to send its ENDORSE: it is
+ * written as the relay's side of the TLS handshake completes, so this covers a relay busy with a join
+ * storm, while a wrong server (a misconfigured [client] server) is still named within seconds.
+ */
+export const ENDORSE_WAIT_MS = 3_000;
+
+/**
+ * Null when an ENDORSE payload makes the relay on `socket` (whose certificate the TLS session proved) a
+ * relay of the network `pinned` names; else why not (protocol endorsement.ts).
+ */
+export function endorsedRelayProblem(payload: Buffer, socket: TLSSocket, pinned: Buffer): string | null {
+  let endorsement;
+  try {
+    endorsement = parseEndorsement(JSON.parse(payload.toString('utf8')));
+  } catch {
+    endorsement = null;
+  }
+  if (!endorsement) return 'its ENDORSE frame is not an endorsement';
+  const presented = socket.getPeerCertificate(false)?.raw;
+  if (!presented) return 'it presented no certificate';
+  return endorsementProblem(endorsement, pinned, presented, Date.now());
 }
 
 export function proveIdentity(socket: TLSSocket, credentials: Credentials, deviceId: string): HelloAuth {

@@ -93,6 +93,8 @@ export class Model {
     if (this.error) return;
     if (!this.connected) {
       if (type === FrameType.Welcome) this.welcome(payload);
+      // An endorsement the pinned relay did not need is ignored, whatever it holds.
+      else if (type === FrameType.Endorse) return;
       else if (type === FrameType.Reject) {
         let reject;
         try { reject = parseReject(payload); } catch (err) { return this.fail('protocol error', errorMessage(err)); }

@@ -12,12 +12,16 @@ export interface DaemonArgs {
   logFormat: LogFormat;
   /** Server only: print the join string (creating the identity if needed) and exit. */
   printJoin: boolean;
+  /** Server only: endorse the relay whose certificate is in this file (--endorse FILE --relay-id ID [--days N]). */
+  endorse?: { certificateFile: string; relayId: string; days: number };
 }
 
 export interface DaemonArgsOptions {
   /** Extra usage lines for options only this daemon has. */
   extraUsage?: string;
   allowPrintJoin?: boolean;
+  /** --endorse FILE, --relay-id ID, --days N (the server). */
+  allowEndorse?: boolean;
 }
 
 export function parseDaemonArgs(program: string, argv: string[], defaultConfig: string, version: string, options: DaemonArgsOptions = {}): DaemonArgs {
@@ -35,6 +39,7 @@ export function parseDaemonArgs(program: string, argv: string[], defaultConfig: 
         config: { type: 'string', short: 'c' },
         'log-format': { type: 'string' },
         ...(options.allowPrintJoin ? { 'print-join': { type: 'boolean' as const } } : {}),
+        ...(options.allowEndorse ? { endorse: { type: 'string' as const }, 'relay-id': { type: 'string' as const }, days: { type: 'string' as const } } : {}),
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean' },
       },
@@ -58,8 +63,22 @@ export function parseDaemonArgs(program: string, argv: string[], defaultConfig: 
     process.stderr.write(`${program}: --log-format must be one of ${LOG_FORMATS.join(', ')}, not ${JSON.stringify(format)}\n${usage}`);
     process.exit(EXIT_USAGE);
   }
-  const printJoin = (parsed.values as Record<string, unknown>)['print-join'] === true;
-  return { configPath: parsed.values.config ?? defaultConfig, logFormat: format as LogFormat, printJoin };
+  const values = parsed.values as Record<string, unknown>;
+  const printJoin = values['print-join'] === true;
+  const usageError = (text: string): never => {
+    process.stderr.write(`${program}: ${text}\n${usage}`);
+    process.exit(EXIT_USAGE);
+  };
+  let endorse: DaemonArgs['endorse'];
+  if (typeof values.endorse === 'string') {
+    if (typeof values['relay-id'] !== 'string') usageError('--endorse needs --relay-id ID: the name the relay goes by in the cluster');
+    const days = values.days === undefined ? 365 : Number(values.days);
+    if (!Number.isInteger(days) || days < 1 || days > 36_500) usageError(`--days wants a whole number of days from 1 to 36500, not ${JSON.stringify(values.days)}`);
+    endorse = { certificateFile: values.endorse, relayId: values['relay-id'] as string, days };
+  } else if (values['relay-id'] !== undefined || values.days !== undefined) {
+    usageError('--relay-id and --days go with --endorse FILE');
+  }
+  return { configPath: parsed.values.config ?? defaultConfig, logFormat: format as LogFormat, printJoin, ...(endorse ? { endorse } : {}) };
 }
 
 /**

@@ -11,3 +11,4 @@ export * from './dns/names';
 export * from './dns/respond';
 export * from './peers-binary';
 export * from './udp';
+export * from './endorsement';

@@ -22,6 +22,8 @@
  *   0x05 GOODBYE                 both       JSON Goodbye     — the sender is closing on purpose
  *   0x06 PEERS_BIN               s → c      binary PEERS     — the same, compact; only to a client that
  *                                           negotiated "peers-bin" (see DISCOVERY)
+ *   0x07 ENDORSE                 s → c      JSON Endorsement — a relay not holding the pinned certificate,
+ *                                           first, unasked (see CLUSTER)
  *   0x10 DATA                    both       one raw IPv4 packet (20 .. MAX_PACKET bytes), never re-encoded
  *   0x11 DATA_GSO                both       virtio_net_hdr + IPv4 packet (30 .. MAX_PACKET + 10 bytes); only
  *                                           between peers that negotiated "gso" (see OFFLOADS)
@@ -87,6 +89,13 @@
  *   round trip), so a client must ping on its own. Any frame received proves the peer alive; a side that
  *   hears nothing for deadAfterMs closes the stream.
  *
+ * CLUSTER (endorsement.ts)
+ *   A relay whose certificate is not the one the join string pins sends ENDORSE as its first frame: the
+ *   network certificate (whose fingerprint is the pinned one), its relay ID, an expiry, and the network
+ *   key's signature over its own public key. The client checks it against the certificate the TLS session
+ *   proved before it sends HELLO, and refuses the relay otherwise. A relay holding the pinned certificate
+ *   sends none; a client ignores an ENDORSE it did not need.
+ *
  * LEASES AND TAKEOVER
  *   The lease is keyed by deviceId. A HELLO for a deviceId whose previous session is still open replaces
  *   that session (it receives GOODBYE "replaced" and is closed): the newest connection is the device.
@@ -120,6 +129,7 @@ export enum FrameType {
   Peers = 0x04,
   PeersBin = 0x06,
   Goodbye = 0x05,
+  Endorse = 0x07,
   Data = 0x10,
   DataGso = 0x11,
   Ping = 0x20,
@@ -133,6 +143,7 @@ const FRAME_NAMES: Readonly<Record<number, string>> = {
   [FrameType.Peers]: 'PEERS',
   [FrameType.PeersBin]: 'PEERS_BIN',
   [FrameType.Goodbye]: 'GOODBYE',
+  [FrameType.Endorse]: 'ENDORSE',
   [FrameType.Data]: 'DATA',
   [FrameType.DataGso]: 'DATA_GSO',
   [FrameType.Ping]: 'PING',
@@ -180,6 +191,7 @@ export function checkHeader(type: number, length: number, maxPayload: number): v
     case FrameType.Peers:
     case FrameType.PeersBin:
     case FrameType.Goodbye:
+    case FrameType.Endorse:
       if (length > MAX_CONTROL_PAYLOAD) {
         throw new ProtocolError('oversize', `${frameName(type)} frame of ${length} bytes (max ${MAX_CONTROL_PAYLOAD})`);
       }

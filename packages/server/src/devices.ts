@@ -43,6 +43,8 @@ export interface DevicesDeps {
   secureContext: SecureContext;
   limits: ServerLimits;
   joinSecret(): Buffer;
+  /** The ENDORSE frame a relay with an endorsement sends every client first; null for the network's own. */
+  endorseFrame: Buffer | null;
   /** The domain the relay answers DNS for, once its responder listens. */
   dnsDomain(): string | undefined;
   emit(event: 'peer', payload: PeerEvent): void;
@@ -62,6 +64,7 @@ export class Devices implements HandshakeHost {
   readonly leases: LeaseService;
   readonly bindings: BindingStore;
   readonly serverDeviceId: string;
+  readonly endorseFrame: Buffer | null;
   /** Sessions the relay closed to protect itself, by reason. */
   readonly cut = { overBudget: 0 };
   readonly refused = newRefusalCounters();
@@ -80,6 +83,7 @@ export class Devices implements HandshakeHost {
     this.leases = deps.leases;
     this.bindings = deps.bindings;
     this.serverDeviceId = deps.serverDeviceId;
+    this.endorseFrame = deps.endorseFrame;
     this.limits = deps.limits;
     this.warnings = new RateLimitedWarning(deps.log);
     this.handshakes = new Handshakes(this, deps.limits, deps.secureContext, (s, frame) => this.onFrame(s, frame), (s, needed) => this.cutOverBudget(s, needed));

@@ -10,6 +10,7 @@ export * from './handshake/admission';
 export * from './handshake/handshake';
 export * from './handshake/join-gate';
 export * from './handshake/rate';
+export * from './stores/endorsement-file';
 export * from './stores/identity';
 export * from './stores/journal';
 export * from './stores/lease-pool';

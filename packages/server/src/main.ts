@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import {
   ControlServer, createLogger, EXIT_CONFIG, loadConfigOrExit, machineDeviceId, parseDaemonArgs, readHostState, reloadConfig,
   serveMetricsOrExit, SystemdNotifier, type Logger,
@@ -8,6 +9,7 @@ import { DEFAULT_CONFIG_PATH, parseServerConfig, SERVER_LIVE_KEYS, type ServerCo
 import { serverMethods } from './control-api';
 import { LeaseStateError } from './stores/lease-store';
 import { ClusterConfigError } from './cluster/cluster';
+import { endorseRelay } from './stores/endorsement-file';
 import { IdentityError } from './stores/identity';
 import { limitsFromConfig, RelayServer } from './server';
 
@@ -61,9 +63,24 @@ function applyLive(server: RelayServer, current: ServerConfig, next: ServerConfi
 async function main(): Promise<void> {
   const args = parseDaemonArgs(PROGRAM, process.argv.slice(2), DEFAULT_CONFIG_PATH, VERSION, {
     allowPrintJoin: true,
-    extraUsage: '  --print-join         print the join string for clients (server identity + join secret) and exit\n',
+    allowEndorse: true,
+    extraUsage: '  --print-join         print the join string for clients (server identity + join secret) and exit\n' +
+      '  --endorse FILE --relay-id ID [--days N]\n' +
+      '                       on the network\'s first relay: print the endorsement (for the new relay\'s\n' +
+      '                       state_dir/network.endorsement) of the relay whose server.crt is FILE, valid\n' +
+      '                       N days (default 365), and exit\n',
   });
   let config = loadConfigOrExit(PROGRAM, args.configPath, parseServerConfig);
+  if (args.endorse) {
+    const { certificateFile, relayId, days } = args.endorse;
+    try {
+      process.stdout.write(endorseRelay(config.server.state_dir, readFileSync(certificateFile, 'utf8'), relayId, days, Date.now()));
+      process.exit(0);
+    } catch (err) {
+      process.stderr.write(`${PROGRAM}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? `cannot read ${certificateFile}` : (err as Error).message}\n`);
+      process.exit(EXIT_CONFIG);
+    }
+  }
   // With --print-join stdout carries only the join string, so a script can capture it.
   const log = createLogger(PROGRAM, config.log.level, args.logFormat, args.printJoin ? 2 : 1);
   const notifier = new SystemdNotifier(log);

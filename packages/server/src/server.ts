@@ -3,7 +3,7 @@ import { createServer, type AddressInfo, type Server as NetServer } from 'node:n
 import { createSecureContext } from 'node:tls';
 import { hostname } from 'node:os';
 import { formatHostPort, type Logger } from '@mnedc/common';
-import { intToIpv4, showFingerprint } from '@mnedc/protocol';
+import { certificateFingerprint, encodeEndorsement, encodeJsonFrame, FrameType, intToIpv4, showFingerprint } from '@mnedc/protocol';
 import type { TunDevice } from '@mnedc/tun';
 import type { ServerConfig } from './config';
 import { DataPlane } from './dataplane/data-plane';
@@ -17,6 +17,7 @@ import { spreadRetry, type RefusalCounters } from './handshake/join-gate';
 import { limitsFromConfig, type ServerLimits } from './limits';
 import type { Session } from './session';
 import { ClusterState } from './cluster/cluster';
+import { ENDORSEMENT_WARN_DAYS } from './stores/endorsement-file';
 import { DeviceBindings, JoinSecret, loadOrCreateIdentity, type ServerIdentity } from './stores/identity';
 import type { Lease } from './stores/lease-pool';
 import { PeerDirectory } from './stores/peer-directory';
@@ -73,7 +74,15 @@ export class RelayServer extends EventEmitter {
     this.limits = limitsFromConfig(config);
     const { identity, created } = loadOrCreateIdentity(config.server.state_dir);
     this.identity = identity;
-    if (created) log.info({ fingerprint: showFingerprint(identity.fingerprint) }, `Created the server identity ${showFingerprint(identity.fingerprint)} in ${config.server.state_dir}`);
+    const own = showFingerprint(certificateFingerprint(identity.certificate));
+    if (created) log.info({ fingerprint: own }, `Created the server identity ${own} in ${config.server.state_dir}`);
+    if (identity.endorsement) {
+      const { relay, notAfter } = identity.endorsement;
+      const days = Math.floor((notAfter * 1000 - Date.now()) / 86_400_000);
+      const line = `A relay of the network ${showFingerprint(identity.fingerprint)} as ${relay}, endorsed until ${new Date(notAfter * 1000).toISOString()}`;
+      if (days < ENDORSEMENT_WARN_DAYS) log.warn({ relay, days }, `${line}: ${days} days left; renew it with mnedcd-server --endorse on the network's first relay`);
+      else log.info({ relay, days }, line);
+    }
     const secureContext = createSecureContext({ key: identity.keyPem, cert: identity.certPem, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' });
     this.joinSecrets = new JoinSecret(config.server.state_dir);
     if (config.cluster.etcd.length > 0) {
@@ -107,6 +116,7 @@ export class RelayServer extends EventEmitter {
       log, config, serverDeviceId: deps.serverDeviceId, serverIp: this.serverIp, leases: this.leases, bindings: this.bindings,
       directory: this.directory, plane: this.plane, secureContext, limits: this.limits,
       joinSecret: () => (this.cluster?.joinSecret ?? this.joinSecrets).current,
+      endorseFrame: identity.endorsement ? encodeJsonFrame(FrameType.Endorse, encodeEndorsement(identity.endorsement)) : null,
       dnsDomain: () => this.dns?.domain,
       emit: (event: string, payload?: unknown) => this.emit(event, payload),
     });

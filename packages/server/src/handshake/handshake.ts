@@ -35,6 +35,8 @@ export interface HandshakeHost {
   readonly leases: LeaseService;
   readonly bindings: BindingStore;
   readonly serverDeviceId: string;
+  /** Sent first on every TLS session, before the device may speak (protocol endorsement.ts); null: none. */
+  readonly endorseFrame: Buffer | null;
   /** The secret join strings carry now (rotatable). */
   joinSecret(): Buffer;
   isConnected(deviceId: string): boolean;
@@ -114,6 +116,7 @@ export class Handshakes {
     });
     socket.once('secure', () => {
       session.tlsReady = true;
+      if (this.host.endorseFrame) socket.write(this.host.endorseFrame);
     });
     this.host.opened(session);
   }

@@ -3,7 +3,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { writeFileAtomic } from '@mnedc/common';
-import { certificateFingerprint, formatJoin, SECRET_BYTES } from '@mnedc/protocol';
+import { certificateFingerprint, formatJoin, SECRET_BYTES, type Endorsement } from '@mnedc/protocol';
+import { loadEndorsement } from './endorsement-file';
 import { CertificateError, selfSignedCertificate } from './certificate';
 import { DerError } from './der';
 import { JournalError, JournalStore, type JournalOptions } from './journal';
@@ -17,7 +18,12 @@ import { JournalError, JournalStore, type JournalOptions } from './journal';
 export interface ServerIdentity {
   keyPem: string;
   certPem: string;
+  /** This relay's certificate, DER. */
+  certificate: Buffer;
+  /** What join strings pin: this relay's certificate's, or with an endorsement the network's. */
   fingerprint: Buffer;
+  /** Set on a relay that joins a network with a key of its own (endorsement-file.ts); sent to every client first. */
+  endorsement?: Endorsement;
 }
 
 export class IdentityError extends Error {}
@@ -57,7 +63,9 @@ export function loadOrCreateIdentity(stateDir: string): { identity: ServerIdenti
   } catch (err) {
     throw new IdentityError(`${certPath} is not a certificate (${(err as Error).message})`);
   }
-  return { identity: { keyPem, certPem, fingerprint: certificateFingerprint(der) }, created };
+  const endorsement = loadEndorsement(stateDir, der, Date.now());
+  const fingerprint = certificateFingerprint(endorsement ? endorsement.network : der);
+  return { identity: { keyPem, certPem, certificate: der, fingerprint, ...(endorsement ? { endorsement } : {}) }, created };
 }
 
 function parseKey(keyPem: string, keyPath: string): KeyObject {
