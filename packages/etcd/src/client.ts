@@ -31,7 +31,10 @@ export interface EtcdOptions {
  * device waits 10 s for its WELCOME, so one member lost never costs a join.
  */
 const DEFAULT_TIMEOUT_MS = 3_000;
-const DEFAULT_MAX_RESPONSE = 64 << 20;
+/** The largest answer we ask for is a page of PAGE keys, well under a MiB with our small values. */
+const DEFAULT_MAX_RESPONSE = 8 << 20;
+/** A prefix listed in pages stops here: far beyond any network (65,533 devices), short of exhausting memory. */
+const MAX_LISTED = 1_000_000;
 /** Keys per page when listing a prefix: a page stays a few hundred KiB. */
 const PAGE = 2_000;
 
@@ -139,8 +142,11 @@ export class EtcdClient {
       if (revision === 0) revision = page.revision;
       kvs.push(...page.kvs);
       if (!page.more || page.kvs.length === 0) return { kvs, revision };
-      // The next page starts just after the last key: the key with a zero byte appended.
-      from = Buffer.concat([Buffer.from(page.kvs[page.kvs.length - 1]!.key, 'utf8'), Buffer.from([0])]).toString('base64');
+      if (kvs.length > MAX_LISTED) throw new EtcdProtocolError(`${prefix} lists more than ${MAX_LISTED} keys`);
+      // The next page starts just after the last key: the key with a zero byte appended. It must move on.
+      const next = Buffer.concat([Buffer.from(page.kvs[page.kvs.length - 1]!.key, 'utf8'), Buffer.from([0])]);
+      if (Buffer.compare(next, Buffer.from(from, 'base64')) <= 0) throw new EtcdProtocolError(`listing ${prefix} does not move on past ${JSON.stringify(page.kvs[page.kvs.length - 1]!.key)}`);
+      from = next.toString('base64');
     }
   }
 
@@ -235,7 +241,8 @@ export class EtcdClient {
 
   /** One request to one member: the decoded JSON of a 200, EtcdError for an answer of etcd's, TransportError otherwise. */
   post(index: number, path: string, body: Record<string, unknown>, token: string | null): Promise<Record<string, unknown>> {
-    return new Promise((resolve, reject) => {
+    let deadline: NodeJS.Timeout | undefined;
+    return new Promise<Record<string, unknown>>((resolve, reject) => {
       const request = this.open(index, path, token, (response) => {
         const chunks: Buffer[] = [];
         let size = 0;
@@ -268,8 +275,10 @@ export class EtcdClient {
         response.on('error', (err) => reject(new TransportError(err.message)));
       });
       request.on('error', (err) => reject(err instanceof TransportError ? err : new TransportError(err.message || ((err as NodeJS.ErrnoException).code ?? 'failed'))));
+      // A deadline for the whole answer: the idle timeout alone lets a member that trickles a byte a second hold it for ever.
+      deadline = setTimeout(() => request.destroy(new TransportError(`no whole answer in ${this.timeoutMs} ms`)), this.timeoutMs);
       request.end(JSON.stringify(body));
-    });
+    }).finally(() => clearTimeout(deadline));
   }
 
   /** A request to member `index` (the watch keeps its response open); times out after timeoutMs without an answer. */

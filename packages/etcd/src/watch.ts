@@ -41,6 +41,8 @@ export class PrefixWatch {
   private request: ClientRequest | null = null;
   private wake: (() => void) | null = null;
   private live = false;
+  /** The current stream's watch was created (etcd said so). */
+  private created = false;
   private readonly quietMs: number;
   private readonly minRetryMs: number;
   private readonly maxRetryMs: number;
@@ -87,7 +89,9 @@ export class PrefixWatch {
           this.needList = false;
           this.handlers.reset(kvs, revision);
         }
-        if ((await this.stream()) === 'quiet') {
+        const ended = await this.stream();
+        if (ended === 'refused') throw new TransportError('the watch stream ended before etcd created the watch');
+        if (ended === 'quiet') {
           // Silence from a hung member looks like silence from a calm prefix: one ordinary request tells
           // them apart, and moves the client to the next member when this one does not answer.
           await this.client.range(this.prefix, { countOnly: true });
@@ -122,14 +126,15 @@ export class PrefixWatch {
   }
 
   /** One watch stream from revision + 1: resolves when it ends or goes quiet, throws on errors and compaction. */
-  private async stream(): Promise<'ended' | 'quiet'> {
+  private async stream(): Promise<'ended' | 'quiet' | 'refused'> {
     await this.client.ensureToken();
     const { index, token } = this.client.route;
     const body = JSON.stringify({
       create_request: { key: b64(this.prefix), range_end: prefixEnd(this.prefix), start_revision: String(this.revision + 1), progress_notify: true },
     });
     this.streams++;
-    return new Promise<'ended' | 'quiet'>((resolve, reject) => {
+    this.created = false;
+    return new Promise<'ended' | 'quiet' | 'refused'>((resolve, reject) => {
       let settled = false;
       const finish = (err?: Error, how: 'ended' | 'quiet' = 'ended'): void => {
         if (settled) return;
@@ -137,7 +142,8 @@ export class PrefixWatch {
         this.request = null;
         request.destroy();
         if (err) reject(err);
-        else resolve(how);
+        // Ended before etcd said "created": a proxy or a member that closes at once; retried with a backoff.
+        else resolve(how === 'ended' && !this.created ? 'refused' : how);
       };
       const request = this.client.open(index, '/v3/watch', token, (response) => {
         if (response.statusCode !== 200) {
@@ -182,7 +188,10 @@ export class PrefixWatch {
     const m = decodeWatchMessage(value);
     if (m.compactRevision > 0) throw new Compacted(`revision ${this.revision + 1} compacted (now ${m.compactRevision})`);
     if (m.canceled) throw new Canceled(`watch canceled: ${m.cancelReason || 'no reason given'}`);
-    if (m.created) this.setLive(true);
+    if (m.created) {
+      this.created = true;
+      this.setLive(true);
+    }
     if (m.events.length === 0) {
       // A progress notification: nothing changed under the prefix up to its revision.
       if (m.revision > this.revision && !m.created) this.revision = m.revision;

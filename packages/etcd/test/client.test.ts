@@ -8,6 +8,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer as createHttpServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { EtcdClient, EtcdCluster, EtcdError, GRPC, PrefixWatch, type KeyValue, type WatchEvent } from '../src';
 
@@ -263,6 +265,66 @@ describe('etcd client over TLS', () => {
       good.close();
       noClientCert.close();
       noCa.close();
+    }
+  });
+});
+
+describe('etcd client against a member that misbehaves', () => {
+  /** An HTTP server on loopback answering every request with `answer`. */
+  async function fake(answer: (path: string, respond: import('node:http').ServerResponse) => void): Promise<{ url: string; server: Server; hits: () => number }> {
+    let hits = 0;
+    const server = createHttpServer((request, response) => {
+      hits++;
+      request.resume();
+      request.on('end', () => answer(request.url ?? '', response));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server, hits: () => hits };
+  }
+
+  it('gives up on an answer that trickles in, at the deadline, not when the member stops sending', async () => {
+    const trickle = await fake((_path, response) => {
+      response.writeHead(200, { 'content-type': 'application/json' });
+      const timer = setInterval(() => response.write(' '), 100);
+      response.on('close', () => clearInterval(timer));
+    });
+    const client = new EtcdClient({ endpoints: [trickle.url], timeoutMs: 500 });
+    const started = Date.now();
+    try {
+      await assert.rejects(client.get('/k'), /no whole answer in 500 ms/);
+      assert.ok(Date.now() - started < 2_000);
+    } finally {
+      client.close();
+      trickle.server.closeAllConnections();
+      trickle.server.close();
+    }
+  });
+
+  it('refuses a listing that does not move on, and backs off from watch streams that end at once', async () => {
+    const looping = await fake((path, response) => {
+      response.writeHead(200, { 'content-type': 'application/json' });
+      if (path === '/v3/kv/range') response.end(JSON.stringify({ header: { revision: '5' }, kvs: [{ key: Buffer.from('/p/a').toString('base64') }], more: true }));
+      else response.end();
+    });
+    const client = new EtcdClient({ endpoints: [looping.url], timeoutMs: 500 });
+    try {
+      // /p/a then /p/a again: the second page starts where the first did.
+      const pages = await fake((_path, response) => response.end(JSON.stringify({ header: { revision: '5' }, kvs: [{ key: Buffer.from('/p/').toString('base64') }], more: true })));
+      const stuck = new EtcdClient({ endpoints: [pages.url] });
+      await assert.rejects(stuck.list('/p/', 1), /does not move on/);
+      stuck.close();
+      pages.server.close();
+      const states: boolean[] = [];
+      const watch = new PrefixWatch(client, '/w/', { reset: () => {}, events: () => {}, state: (live) => states.push(live) }, { minRetryMs: 100, maxRetryMs: 400 });
+      const before = looping.hits();
+      await new Promise((r) => setTimeout(r, 1_500));
+      watch.close();
+      assert.ok(watch.streams < 12, `${watch.streams} streams in 1.5 s: backing off`);
+      assert.ok(looping.hits() - before < 30);
+      assert.ok(states.includes(false), 'reported not live');
+    } finally {
+      client.close();
+      looping.server.close();
     }
   });
 });

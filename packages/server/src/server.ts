@@ -90,6 +90,12 @@ export class RelayServer extends EventEmitter {
       this.bindings = this.cluster.bindings;
       this.leases = this.cluster.leases;
       void this.cluster.importLocalState(config.server.state_dir, config.server.subnet);
+      // Another relay released, moved or forgot what a device connected here holds: it must not keep it.
+      const lost = (what: string) => (deviceId: string, why: string) => {
+        if (this.devices.session(deviceId)) this.kick(deviceId, `its ${what} ${why} on another relay of the cluster`);
+      };
+      this.cluster.leases.onLost = lost('lease');
+      this.cluster.bindings.onLost = lost('key binding');
       log.info({ etcd: config.cluster.etcd, network: config.cluster.network },
         `Leases and key bindings are the cluster's, in etcd (${config.cluster.etcd.join(', ')}) under ${this.cluster.keys.root}`);
     } else {

@@ -108,9 +108,11 @@ describe('a cluster of relays on etcd', () => {
     relays = await startRelays(cluster.endpoints);
     // Each device now joins another relay than before: its address is the cluster's, not a relay's.
     const again = new Map<string, string>();
+    const byId = new Map<string, WireClient>();
     await Promise.all(Array.from({ length: DEVICES }, async (_, i) => {
       const client = await WireClient.join(relays[(i + 1) % 3]!.port, joinString, `dev-${i}`, {}, keys[i]);
       clients.push(client);
+      byId.set(`dev-${i}`, client);
       assert.ok(client.welcome, `dev-${i}: ${JSON.stringify(client.reject)}`);
       again.set(`dev-${i}`, client.welcome.ip);
     }));
@@ -119,7 +121,14 @@ describe('a cluster of relays on etcd', () => {
     const stranger = await WireClient.join(relays[2]!.port, joinString, 'dev-0');
     clients.push(stranger);
     assert.equal(stranger.reject?.code, 'auth', 'another key for a bound ID is refused by any relay');
+
     assert.equal(servers.reduce((n, s) => n + s.leases.size, 0), 3 * DEVICES, 'every relay knows every lease');
+
+    // Released on relay 2 while connected to relay 1: relay 1 disconnects it, and nobody keeps the address.
+    const victim = byId.get('dev-0')!;
+    servers[2]!.release('dev-0');
+    await victim.until(() => victim.closed, 'dev-0 disconnected by its relay');
+    assert.equal(servers[1]!.session('dev-0'), undefined);
   });
 
   it('a relay that cannot read the cluster\'s state tells a joining device to retry, and counts it', async () => {

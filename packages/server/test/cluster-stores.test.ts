@@ -48,12 +48,12 @@ describe('cluster leases in etcd', () => {
   });
 
   /** `count` relays of a fresh network, each with its own client, once they have read the table. */
-  async function relaysOf(count: number, keys = new ClusterKeys(`net${++network}`)): Promise<{ keys: ClusterKeys; leases: ClusterLeases[] }> {
+  async function relaysOf(count: number, keys = new ClusterKeys(`net${++network}`), subnet = '10.9.0.0/26'): Promise<{ keys: ClusterKeys; leases: ClusterLeases[] }> {
     const leases: ClusterLeases[] = [];
     for (let i = 0; i < count; i++) {
       const client = new EtcdClient({ endpoints: cluster.endpoints });
       clients.push(client);
-      const relay = new ClusterLeases(client, keys, SUBNET, log);
+      const relay = new ClusterLeases(client, keys, parseSubnet(subnet), log);
       relays.push(relay);
       leases.push(relay);
     }
@@ -112,6 +112,32 @@ describe('cluster leases in etcd', () => {
     await until(async () => (await storedSeen()) === later, 'lastSeen in etcd');
     a!.touch('seen', later + 60_000);
     assert.equal(await storedSeen(), later, 'not again within the hour');
+  });
+
+  it('a release right after the device\'s lastSeen was written stays released', async () => {
+    const { keys, leases: [a, b] } = await relaysOf(2);
+    for (let i = 0; i < 10; i++) {
+      const id = `late-${i}`;
+      await join(a!, id);
+      a!.touch(id, Date.now() + 2 * 3_600_000);
+      a!.release(id);
+      await a!.pending(id);
+      assert.equal(await clients[0]!.get(keys.lease(id)), undefined, `${id} released in etcd`);
+    }
+    await until(() => [...b!.leases()].every((l) => !l.deviceId.startsWith('late-')), 'b sees every release');
+  });
+
+  it('never reclaims the address of a device connected to another relay, however long ago it was seen', async () => {
+    const { leases: [a] } = await relaysOf(1, undefined, '10.9.1.0/29');
+    a!.attachedAnywhere = (id) => id === 'on-b';
+    await join(a!, 'on-b');
+    for (const id of ['x1', 'x2', 'x3', 'x4']) await join(a!, id);
+    const later = Date.now() + 40 * 86_400_000;
+    const result = a!.acquire({ deviceId: 'newcomer', hostname: '', underlay: [], now: later, isConnected: () => false });
+    assert.ok(result.ok && result.reclaimedFrom, 'the pool is full: an expired lease is reclaimed');
+    assert.notEqual(result.reclaimedFrom.deviceId, 'on-b');
+    await a!.pending('newcomer');
+    assert.ok(a!.get('on-b'));
   });
 
   it('gives no lease while the table cannot be read, saying why', async () => {

@@ -18,6 +18,8 @@ export class ClusterBindings implements BindingStore {
   private loaded = false;
   private firstLoad: () => void = () => {};
   readonly ready: Promise<void>;
+  /** A binding of this relay's table was forgotten or changed by another relay: a device connected here with it must go. */
+  onLost: (deviceId: string, why: string) => void = () => {};
 
   constructor(private readonly client: EtcdClient, private readonly keys: ClusterKeys, private readonly log: Logger,
     watchOptions: ConstructorParameters<typeof PrefixWatch>[3] = {}) {
@@ -103,7 +105,7 @@ export class ClusterBindings implements BindingStore {
         continue;
       }
       const deviceId = this.keys.deviceIdOf(this.keys.bindings, kv.key);
-      if (deviceId !== null && !this.writes.has(deviceId)) this.table.delete(deviceId);
+      if (deviceId !== null && !this.writes.has(deviceId) && this.table.delete(deviceId)) this.onLost(deviceId, 'was forgotten');
     }
   }
 
@@ -113,6 +115,8 @@ export class ClusterBindings implements BindingStore {
       this.warnings.warn('record', () => ({ fields: { key: kv.key }, message: `Ignored ${kv.key} in etcd: not a device ID bound to a key fingerprint` }));
       return;
     }
+    const before = this.table.get(deviceId);
     this.table.set(deviceId, kv.value);
+    if (before !== undefined && before !== kv.value) this.onLost(deviceId, 'is bound to another key now');
   }
 }

@@ -4,7 +4,7 @@ import { EtcdClient, type EtcdOptions } from '@mnedc/etcd';
 import type { ServerConfig } from '../config';
 import type { JoinSecret } from '../stores/identity';
 import { ClusterBindings } from './bindings';
-import { importLocalState } from './import';
+import { importLocalState, readLocalStateOnce } from './import';
 import { ClusterJoinSecret } from './join-secret';
 import { ClusterKeys } from './keys';
 import { ClusterLeases } from './leases';
@@ -62,14 +62,17 @@ export class ClusterState {
 
   /**
    * A single relay's own leases and bindings in `stateDir` go into etcd first (once, see import.ts): no
-   * lease is given before, so its devices get their addresses back. Retried while etcd is unreachable.
+   * lease is given before, so its devices get their addresses back. Its files are read now (a corrupt
+   * one stops the start); the writes are retried while etcd is unreachable.
    */
   importLocalState(stateDir: string, subnet: ServerConfig['server']['subnet']): Promise<void> {
+    const local = readLocalStateOnce(stateDir, subnet, this.log);
+    if (!local) return Promise.resolve();
     const done = (async () => {
       await Promise.all([this.leases.ready, this.bindings.ready]);
       for (let delayMs = 500; !this.closing; delayMs = Math.min(delayMs * 2, 10_000)) {
         try {
-          await importLocalState(this, stateDir, subnet, this.log);
+          await importLocalState(this, stateDir, local, this.log);
           return;
         } catch (err) {
           this.log.warn({ err }, `Could not move this relay's leases and bindings into etcd yet (${(err as Error).message}); retrying`);
@@ -83,8 +86,10 @@ export class ClusterState {
 
   /** Announces this relay (`advertise`: host:port) and, from now on, its devices. */
   register(relayId: string, advertise: string): RelayRegistry {
-    this.registry = new RelayRegistry(this.client, this.keys, { id: relayId, advertise, since: Date.now() }, this.log);
-    return this.registry;
+    const registry = new RelayRegistry(this.client, this.keys, { id: relayId, advertise, since: Date.now() }, this.log);
+    this.registry = registry;
+    this.leases.attachedAnywhere = (deviceId) => registry.relayOf(deviceId) !== undefined;
+    return registry;
   }
 
   /** Both tables read: new devices can be admitted. */

@@ -36,6 +36,12 @@ export class ClusterLeases implements LeaseService {
   private firstLoad: () => void = () => {};
   /** Resolves once the table has been read the first time. */
   readonly ready: Promise<void>;
+  /** lastSeen writes in flight: a release waits for its device's, so it compares against what that wrote. */
+  private readonly touching = new Map<string, Promise<void>>();
+  /** Whether a device is attached to some relay of the cluster (the registry): such a lease is never reclaimed. */
+  attachedAnywhere: (deviceId: string) => boolean = () => false;
+  /** A lease this relay had was released or moved by another relay: a device connected here with it must go. */
+  onLost: (deviceId: string, why: string) => void = () => {};
 
   constructor(private readonly client: EtcdClient, private readonly keys: ClusterKeys, subnet: Subnet, private readonly log: Logger,
     watchOptions: ConstructorParameters<typeof PrefixWatch>[3] = {}) {
@@ -85,7 +91,8 @@ export class ClusterLeases implements LeaseService {
 
   acquire(request: AcquireRequest): AcquireResult {
     if (!this.available) return { ok: false, reason: 'the cluster\'s leases are not readable yet (etcd unreachable)', unavailable: true };
-    const result = this.pool.acquire(request);
+    // Connected to another relay is connected: its address must not go to a newcomer, however old its lastSeen.
+    const result = this.pool.acquire({ ...request, isConnected: (id) => request.isConnected(id) || this.attachedAnywhere(id) });
     if (!result.ok || !result.isNew) return result;
     const { lease } = result;
     this.proposed.set(lease.deviceId, lease);
@@ -103,11 +110,16 @@ export class ClusterLeases implements LeaseService {
     if (!lease || revision === undefined || now - (this.writtenSeen.get(deviceId) ?? 0) < SEEN_WRITE_MS) return;
     this.writtenSeen.set(deviceId, now);
     // Only over the record as last read: a lease released or changed meanwhile is not written back.
-    this.client.txn([{ key: this.keys.lease(deviceId), target: 'MOD', result: 'EQUAL', value: revision }],
-      [{ put: { key: this.keys.lease(deviceId), value: encodeRecord(lease) } }]).catch((err: Error) => {
+    const write = this.client.txn([{ key: this.keys.lease(deviceId), target: 'MOD', result: 'EQUAL', value: revision }],
+      [{ put: { key: this.keys.lease(deviceId), value: encodeRecord(lease) } }]).then((r) => {
+      if (r.succeeded && (this.revisions.get(deviceId) ?? 0) < r.revision) this.revisions.set(deviceId, r.revision);
+    }, (err: Error) => {
       this.writtenSeen.delete(deviceId);
       this.log.debug({ err, deviceId }, `Could not record when ${deviceId} was last seen: ${err.message}`);
+    }).finally(() => {
+      if (this.touching.get(deviceId) === write) this.touching.delete(deviceId);
     });
+    this.touching.set(deviceId, write);
   }
 
   pending(deviceId: string): Promise<void> | undefined {
@@ -118,12 +130,12 @@ export class ClusterLeases implements LeaseService {
     const lease = this.pool.release(deviceId);
     if (!lease) return undefined;
     this.proposed.delete(deviceId);
-    const revision = this.revisions.get(deviceId);
     const ip = intToIpv4(lease.ip);
-    const write = this.client.txn([
+    // After the device's lastSeen write, if one is in flight (a release follows the kick that touched it).
+    const write = (this.touching.get(deviceId) ?? Promise.resolve()).then(() => this.client.txn([
       { key: this.keys.address(ip), target: 'VALUE', result: 'EQUAL', value: deviceId },
-      ...(revision !== undefined ? [{ key: this.keys.lease(deviceId), target: 'MOD' as const, result: 'EQUAL' as const, value: revision }] : []),
-    ], [{ delete: { key: this.keys.address(ip) } }, { delete: { key: this.keys.lease(deviceId) } }]).then((r) => {
+      ...(this.revisions.has(deviceId) ? [{ key: this.keys.lease(deviceId), target: 'MOD' as const, result: 'EQUAL' as const, value: this.revisions.get(deviceId)! }] : []),
+    ], [{ delete: { key: this.keys.address(ip) } }, { delete: { key: this.keys.lease(deviceId) } }])).then((r) => {
       if (!r.succeeded) this.log.warn({ deviceId, ip }, `Released ${deviceId} here, but its lease in etcd changed meanwhile (another relay); left as it is`);
     }).finally(() => {
       if (this.writes.get(deviceId) === write) this.writes.delete(deviceId);
@@ -211,7 +223,7 @@ export class ClusterLeases implements LeaseService {
       if (deviceId === null || this.proposed.has(deviceId)) continue;
       this.revisions.delete(deviceId);
       this.writtenSeen.delete(deviceId);
-      this.pool.release(deviceId);
+      if (this.pool.release(deviceId)) this.onLost(deviceId, 'was released');
     }
   }
 
@@ -237,7 +249,9 @@ export class ClusterLeases implements LeaseService {
       here.lastSeen = Math.max(here.lastSeen, lease.lastSeen);
       return true;
     }
-    const { adopted } = this.pool.adopt(lease);
+    const { adopted, displaced } = this.pool.adopt(lease);
+    if (here) this.onLost(deviceId, `moved to ${intToIpv4(lease.ip)}`);
+    if (displaced && displaced.deviceId !== deviceId) this.onLost(displaced.deviceId, `address ${intToIpv4(lease.ip)} is ${deviceId}'s`);
     if (!adopted) this.warnings.warn('outside', () => ({ fields: { deviceId, ip: intToIpv4(lease.ip) }, message: `Ignored the lease of ${deviceId} in etcd: ${intToIpv4(lease.ip)} is outside this relay's subnet` }));
     return adopted;
   }
