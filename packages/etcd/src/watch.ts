@@ -197,9 +197,17 @@ export class PrefixWatch {
       if (m.revision > this.revision && !m.created) this.revision = m.revision;
       return;
     }
-    // Events arrive in revision order; one message is one or more whole revisions.
-    const last = m.events[m.events.length - 1]!.kv.modRevision;
+    // Events arrive in revision order; one message is one or more whole revisions. Any at or below what
+    // was seen (a member replaying) were handled already.
+    const fresh = m.events.filter((e) => e.kv.modRevision > this.revision);
+    if (fresh.length === 0) return;
+    const last = fresh[fresh.length - 1]!.kv.modRevision;
+    try {
+      this.handlers.events(fresh, last);
+    } catch (err) {
+      // Not past this batch: the stream ends with the error and is reopened to deliver it again.
+      throw new TransportError(`a watch handler failed: ${(err as Error).message}`);
+    }
     this.revision = Math.max(this.revision, last);
-    this.handlers.events(m.events, last);
   }
 }

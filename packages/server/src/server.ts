@@ -269,6 +269,9 @@ export class RelayServer extends EventEmitter {
   /** Announces this relay and, from now on, which devices are on it. */
   private registerInCluster(address: AddressInfo): void {
     const { advertise } = this.deps.config.cluster;
+    if (!advertise && (address.address === '0.0.0.0' || address.address === '::')) {
+      this.log.warn(`[cluster] advertise is empty and the relay listens on ${address.address}: the other relays cannot reach it at that; set advertise = host:port`);
+    }
     const registry = this.cluster!.register(this.relayId, formatHostPort(advertise ?? { host: address.address, port: address.port }));
     for (const session of this.devices.connected()) registry.attach(session.deviceId);
     this.on('peer', (event: PeerEvent) => {

@@ -1,5 +1,6 @@
 import { RateLimitedWarning, type Logger } from '@mnedc/common';
 import { type EtcdClient, type KeyValue, PrefixWatch, type WatchEvent } from '@mnedc/etcd';
+import { randomBytes } from 'node:crypto';
 import { SECRET_BYTES } from '@mnedc/protocol';
 import type { JoinSecret } from '../stores/identity';
 import type { ClusterKeys } from './keys';
@@ -27,10 +28,11 @@ export class ClusterJoinSecret {
     return this.local.current;
   }
 
-  /** A new secret for the whole cluster; resolves once etcd has it. */
+  /** A new secret for the whole cluster: in etcd first (a failure changes nothing), then here. */
   async rotate(): Promise<Buffer> {
-    const secret = this.local.rotate();
+    const secret = randomBytes(SECRET_BYTES);
     await this.client.put(this.keys.joinSecret, secret.toString('base64url'));
+    this.local.adopt(secret);
     return secret;
   }
 
