@@ -238,8 +238,9 @@ export class ClusterLeases implements LeaseService {
       this.warnings.warn('record', () => ({ fields: { key: kv.key }, message: `Ignored ${kv.key} in etcd: ${(err as Error).message}` }));
       return false;
     }
-    this.revisions.set(deviceId, kv.modRevision);
-    this.writtenSeen.set(deviceId, lease.lastSeen);
+    // Never backwards: this relay's own write may have answered before the watch brings the older record.
+    this.revisions.set(deviceId, Math.max(this.revisions.get(deviceId) ?? 0, kv.modRevision));
+    this.writtenSeen.set(deviceId, Math.max(this.writtenSeen.get(deviceId) ?? 0, lease.lastSeen));
     const here = this.pool.get(deviceId);
     if (here && here.ip === lease.ip) {
       // The same lease: keep the object the handshake holds, and the later of the two lastSeen.
