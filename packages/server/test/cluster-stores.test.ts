@@ -8,7 +8,7 @@ import { strict as assert } from 'node:assert';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { EtcdClient, EtcdCluster } from '@mnedc/etcd';
-import { intToIpv4, parseSubnet, showFingerprint } from '@mnedc/protocol';
+import { intToIpv4, ipv4ToInt, parseSubnet, showFingerprint } from '@mnedc/protocol';
 import { randomBytes } from 'node:crypto';
 import { ClusterBindings } from '../src/cluster/bindings';
 import { ClusterKeys } from '../src/cluster/keys';
@@ -138,6 +138,24 @@ describe('cluster leases in etcd', () => {
     assert.notEqual(result.reclaimedFrom.deviceId, 'on-b');
     await a!.pending('newcomer');
     assert.ok(a!.get('on-b'));
+  });
+
+  it('never loops on reclaiming an address known only by its guard (no lease record to take over)', async () => {
+    const keys = new ClusterKeys(`net${++network}`);
+    const writer = new EtcdClient({ endpoints: cluster.endpoints });
+    clients.push(writer);
+    await writer.put(keys.address('10.9.2.2'), 'ghost');
+    const { leases: [a] } = await relaysOf(1, keys, '10.9.2.0/29');
+    // Asking for the ghost's address: the guard refuses it, and the relay learns who holds it.
+    await join(a!, 'asker', ipv4ToInt('10.9.2.2'));
+    assert.equal(a!.get('ghost')?.ip, ipv4ToInt('10.9.2.2'));
+    for (const id of ['f1', 'f2', 'f3']) await join(a!, id);
+    a!.attachedAnywhere = (id) => id !== 'ghost';
+    const result = a!.acquire({ deviceId: 'newcomer', hostname: '', underlay: [], now: Date.now() + 40 * 86_400_000, isConnected: () => false });
+    assert.equal(result.ok, false);
+    assert.ok(!result.ok && result.unavailable, 'told to retry, not turned away as pool-full for good');
+    assert.equal(a!.get('ghost')?.ip, ipv4ToInt('10.9.2.2'), 'the ghost keeps its address');
+    assert.equal(a!.get('newcomer'), undefined);
   });
 
   it('gives no lease while the table cannot be read, saying why', async () => {

@@ -95,6 +95,13 @@ export class ClusterLeases implements LeaseService {
     const result = this.pool.acquire({ ...request, isConnected: (id) => request.isConnected(id) || this.attachedAnywhere(id) });
     if (!result.ok || !result.isNew) return result;
     const { lease } = result;
+    if (result.reclaimedFrom && !this.revisions.has(result.reclaimedFrom.deviceId)) {
+      // Only known as an address another relay holds, never read as a lease: no revision to take it over
+      // by, and the transaction would fail each time. Put back; the device retries once the record is in.
+      this.pool.release(lease.deviceId);
+      this.pool.adopt(result.reclaimedFrom);
+      return { ok: false, reason: `the address pool is full and the expired lease of ${result.reclaimedFrom.deviceId} is not readable yet`, unavailable: true };
+    }
     this.proposed.set(lease.deviceId, lease);
     const write = this.propose(lease, result.reclaimedFrom).finally(() => {
       if (this.writes.get(lease.deviceId) === write) this.writes.delete(lease.deviceId);
