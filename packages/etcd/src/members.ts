@@ -72,7 +72,7 @@ export class EtcdMember {
       '--listen-peer-urls', `http://${host}:${peerPort}`, '--initial-advertise-peer-urls', `http://${host}:${peerPort}`,
       '--initial-cluster', this.cluster, '--initial-cluster-state', state, '--initial-cluster-token', this.token,
       // As the README tells operators: history is compacted, so watches must cope with it.
-      '--auto-compaction-mode', 'revision', '--auto-compaction-retention', '1000',
+      '--auto-compaction-mode', 'revision', '--auto-compaction-retention', '1000', '--experimental-watch-progress-notify-interval', '10s',
       '--logger', 'zap', '--log-outputs', 'stderr', '--log-level', 'warn']);
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child = child;
