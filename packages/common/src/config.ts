@@ -135,21 +135,22 @@ export const parsers = {
   },
 
   hostPort(text: string): HostPort {
-    return hostPort(text, 1);
+    return parseHostPort(text, 1);
   },
 
   /** Like hostPort, but port 0 (the kernel picks one) is allowed, which tests and ephemeral relays use. */
   listenAddress(text: string): HostPort {
-    return hostPort(text, 0);
+    return parseHostPort(text, 0);
   },
 
   /** A listen address, or empty (null) to switch the feature off. */
   optionalListenAddress(text: string): HostPort | null {
-    return text === '' ? null : hostPort(text, 0);
+    return text === '' ? null : parseHostPort(text, 0);
   },
 };
 
-function hostPort(text: string, minPort: number): HostPort {
+/** host:port (IPv6 as [addr]:port), the port at least minPort; throws naming what is wrong. */
+export function parseHostPort(text: string, minPort = 1): HostPort {
     const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\s[\]]+)):(\d{1,5})$/.exec(text);
     if (!match) throw new Error(`${JSON.stringify(text)} is not host:port (IPv6 as [addr]:port)`);
     const port = Number(match[3]);

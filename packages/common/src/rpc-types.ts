@@ -75,8 +75,15 @@ const clientStats = kind.object({
   rttMs: n,
 });
 
-/** A relay of the cluster as the registry in etcd shows it; `devices`: how many are attached to it. */
-const clusterRelay = kind.object({ id: s, advertise: s, since: n, devices: n, self: b });
+/**
+ * A relay of the cluster as the registry in etcd shows it; `devices`: how many are attached to it. `link`:
+ * this relay's mesh link to it ('self' for this relay); `problem` says why it is not up ('' when it is);
+ * the counters are the packets and bytes that crossed that link each way.
+ */
+const clusterRelay = kind.object({
+  id: s, advertise: s, since: n, devices: n, self: b,
+  link: kind.oneOf('self', 'up', 'connecting', 'down'), problem: s, rttMs: n, txPackets: n, txBytes: n, rxPackets: n, rxBytes: n,
+});
 
 const clusterInfo = kind.object({
   /** The network's name; null for a single relay with local files (no [cluster] etcd). */

@@ -213,9 +213,13 @@ export function renderCluster(c: ClusterInfo, now: number): string {
     : `etcd ${printable(e.endpoint)}: unreachable (${printable(e.error)})`;
   const state = c.stateReadable ? '' : '; shared state not read yet: new devices are told to retry';
   const head = `network ${printable(c.network)}, ${etcd}${state}\n`;
-  return head + formatTable(['RELAY', 'ADVERTISE', 'STARTED', 'DEVICES'], c.relays.map((r) => [
+  const table = formatTable(['RELAY', 'ADVERTISE', 'STARTED', 'DEVICES', 'MESH', 'RTT', 'SENT', 'RECEIVED'], c.relays.map((r) => [
     `${r.id}${r.self ? ' (this)' : ''}`, orDash(r.advertise), formatAgo(r.since, now), formatCount(r.devices),
-  ]), ['left', 'left', 'left', 'right']);
+    r.self ? '-' : printable(r.link), r.self ? '-' : formatRtt(r.rttMs), r.self ? '-' : formatBytes(r.txBytes), r.self ? '-' : formatBytes(r.rxBytes),
+  ]), ['left', 'left', 'left', 'right', 'left', 'right', 'right', 'right']);
+  // Why a link is not up, where an operator reads on from the table.
+  const problems = c.relays.filter((r) => !r.self && r.link !== 'up' && r.problem).map((r) => `${printable(r.id)}: ${printable(r.problem)}\n`);
+  return head + table + problems.join('');
 }
 
 /** One watch line: "12:03:04 up   device-b 10.0.0.3 hostname"; `label` tells daemons apart when watching two. */

@@ -91,8 +91,12 @@ export const clusterInfo: ClusterInfo = {
   network: 'fleet-7', relay: 'server-aaaa', stateReadable: true,
   etcd: { endpoint: 'http://10.1.0.5:2379', reachable: true, version: '3.4.23', leader: '8e9e05c52164694d', revision: 1234, error: '' },
   relays: [
-    { id: 'server-aaaa', advertise: '10.1.0.5:3334', since: NOW - 7_500_000, devices: 1204, self: true },
-    { id: 'server-bbbb', advertise: '10.1.0.6:3334', since: NOW - 300_000, devices: 987, self: false },
+    { id: 'server-aaaa', advertise: '10.1.0.5:3334', since: NOW - 7_500_000, devices: 1204, self: true,
+      link: 'self', problem: '', rttMs: -1, txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0 },
+    { id: 'server-bbbb', advertise: '10.1.0.6:3334', since: NOW - 300_000, devices: 987, self: false,
+      link: 'up', problem: '', rttMs: 0.84, txPackets: 9000, txBytes: 12_582_912, rxPackets: 7000, rxBytes: 9_437_184 },
+    { id: 'server-cccc', advertise: '10.1.0.7:3334', since: NOW - 60_000, devices: 0, self: false,
+      link: 'down', problem: 'connect ECONNREFUSED 10.1.0.7:3334', rttMs: -1, txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0 },
   ],
 };
 

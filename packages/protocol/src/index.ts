@@ -12,3 +12,4 @@ export * from './dns/respond';
 export * from './peers-binary';
 export * from './udp';
 export * from './endorsement';
+export * from './mesh';

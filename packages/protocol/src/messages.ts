@@ -109,7 +109,7 @@ export function decodeJson(payload: Buffer, what: string): Record<string, unknow
 }
 
 /** Field readers that throw a ProtocolError naming the message and the field. */
-class Fields {
+export class Fields {
   constructor(private readonly what: string, private readonly obj: Record<string, unknown>) {}
 
   fail(field: string, problem: string): never {

@@ -24,6 +24,9 @@
  *                                           negotiated "peers-bin" (see DISCOVERY)
  *   0x07 ENDORSE                 s → c      JSON Endorsement — a relay not holding the pinned certificate,
  *                                           first, unasked (see CLUSTER)
+ *   0x08 MESH_HELLO              r → r      JSON MeshHello   — a relay dialing another: its first frame
+ *                                           (mesh.ts)
+ *   0x09 MESH_WELCOME            r → r      JSON MeshWelcome — the relay dialed accepts; the link is open
  *   0x10 DATA                    both       one raw IPv4 packet (20 .. MAX_PACKET bytes), never re-encoded
  *   0x11 DATA_GSO                both       virtio_net_hdr + IPv4 packet (30 .. MAX_PACKET + 10 bytes); only
  *                                           between peers that negotiated "gso" (see OFFLOADS)
@@ -95,6 +98,7 @@
  *   key's signature over its own public key. The client checks it against the certificate the TLS session
  *   proved before it sends HELLO, and refuses the relay otherwise. A relay holding the pinned certificate
  *   sends none; a client ignores an ENDORSE it did not need.
+ *   Relays of one cluster link to each other on the same port: MESH_HELLO instead of HELLO (mesh.ts).
  *
  * LEASES AND TAKEOVER
  *   The lease is keyed by deviceId. A HELLO for a deviceId whose previous session is still open replaces
@@ -130,6 +134,8 @@ export enum FrameType {
   PeersBin = 0x06,
   Goodbye = 0x05,
   Endorse = 0x07,
+  MeshHello = 0x08,
+  MeshWelcome = 0x09,
   Data = 0x10,
   DataGso = 0x11,
   Ping = 0x20,
@@ -144,6 +150,8 @@ const FRAME_NAMES: Readonly<Record<number, string>> = {
   [FrameType.PeersBin]: 'PEERS_BIN',
   [FrameType.Goodbye]: 'GOODBYE',
   [FrameType.Endorse]: 'ENDORSE',
+  [FrameType.MeshHello]: 'MESH_HELLO',
+  [FrameType.MeshWelcome]: 'MESH_WELCOME',
   [FrameType.Data]: 'DATA',
   [FrameType.DataGso]: 'DATA_GSO',
   [FrameType.Ping]: 'PING',
@@ -192,6 +200,8 @@ export function checkHeader(type: number, length: number, maxPayload: number): v
     case FrameType.PeersBin:
     case FrameType.Goodbye:
     case FrameType.Endorse:
+    case FrameType.MeshHello:
+    case FrameType.MeshWelcome:
       if (length > MAX_CONTROL_PAYLOAD) {
         throw new ProtocolError('oversize', `${frameName(type)} frame of ${length} bytes (max ${MAX_CONTROL_PAYLOAD})`);
       }

@@ -139,8 +139,9 @@ async function clusterView(server: RelayServer): Promise<ClusterInfo> {
   const { cluster } = server;
   const listen = server.listenAddress;
   const self = { id: server.relayId, advertise: listen ? formatHostPort({ host: listen.address, port: listen.port }) : '', since: server.startedAt };
+  const alone = { link: 'self' as const, problem: '', rttMs: -1, txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0 };
   if (!cluster) {
-    return { network: null, relay: self.id, etcd: null, stateReadable: true, relays: [{ ...self, devices: server.connected().length, self: true }] };
+    return { network: null, relay: self.id, etcd: null, stateReadable: true, relays: [{ ...self, devices: server.connected().length, self: true, ...alone }] };
   }
   let timer: NodeJS.Timeout | undefined;
   const etcd = await Promise.race([
@@ -150,8 +151,13 @@ async function clusterView(server: RelayServer): Promise<ClusterInfo> {
     .finally(() => clearTimeout(timer));
   const registry = cluster.registry;
   const counts = registry?.deviceCounts() ?? new Map<string, number>();
-  const relays = (registry?.relays() ?? [self]).map((r) => ({
-    id: r.id, advertise: r.advertise, since: r.since, devices: counts.get(r.id) ?? 0, self: r.id === self.id,
-  }));
+  const links = new Map((server.mesh?.view() ?? []).map((l) => [l.id, l]));
+  const relays = (registry?.relays() ?? [self]).map((r) => {
+    const mine = r.id === self.id;
+    const l = links.get(r.id);
+    const link = mine ? alone : l ? { link: l.link, problem: l.problem, rttMs: l.rttMs, txPackets: l.txPackets, txBytes: l.txBytes, rxPackets: l.rxPackets, rxBytes: l.rxBytes }
+      : { ...alone, link: 'down' as const, problem: 'not linked' };
+    return { id: r.id, advertise: r.advertise, since: r.since, devices: counts.get(r.id) ?? 0, self: mine, ...link };
+  });
   return { network: cluster.keys.network, relay: self.id, etcd, stateReadable: cluster.available, relays };
 }

@@ -13,6 +13,7 @@ import { Session } from './session';
 import type { Lease } from './stores/lease-pool';
 import { grantDiscovery, type PeerDirectory } from './stores/peer-directory';
 import type { BindingStore, LeaseService } from './stores/services';
+import type { RelayMesh } from './mesh/mesh';
 
 /** Capabilities this server grants when a HELLO asks for them. */
 const SERVER_CAPABILITIES: readonly string[] = [CAPABILITY_GSO, CAPABILITY_PEERS_BIN];
@@ -45,6 +46,8 @@ export interface DevicesDeps {
   joinSecret(): Buffer;
   /** The ENDORSE frame a relay with an endorsement sends every client first; null for the network's own. */
   endorseFrame: Buffer | null;
+  /** The cluster's relay mesh, which takes connections that open with MESH_HELLO; null for a single relay. */
+  mesh(): RelayMesh | null;
   /** The domain the relay answers DNS for, once its responder listens. */
   dnsDomain(): string | undefined;
   emit(event: 'peer', payload: PeerEvent): void;
@@ -128,6 +131,7 @@ export class Devices implements HandshakeHost {
     socket.on('close', () => {
       this.sessions.delete(session);
       this.handshakes.end(session);
+      if (session.relay) this.deps.mesh()?.down(session.relay, 'connection closed');
       this.detach(session, 'connection closed without a goodbye', 'lost');
     });
   }
@@ -142,6 +146,11 @@ export class Devices implements HandshakeHost {
         this.deps.log.error({ err, deviceId: session.deviceId || undefined, remote: session.remote },
           `Internal error handling ${session.deviceId || session.remote}; closing its session: ${(err as Error).message}`);
         this.detach(session, 'internal error');
+        session.socket.destroy();
+        return;
+      }
+      if (session.relay) {
+        this.deps.mesh()?.down(session.relay, `protocol error: ${err.message}`);
         session.socket.destroy();
         return;
       }
@@ -169,7 +178,23 @@ export class Devices implements HandshakeHost {
       else throw new ProtocolError('unexpected', `${frameName(type)} from a client`);
       return;
     }
-    if (session.state === 'handshake') this.handshakes.receive(session, frame);
+    if (session.state === 'relay') this.deps.mesh()!.receive(session.relay!, frame);
+    else if (session.state === 'handshake') {
+      if (type === FrameType.MeshHello && !session.hello) this.meshHello(session, frame);
+      else this.handshakes.receive(session, frame);
+    }
+  }
+
+  /** Another relay of the cluster dialing this one: its connection leaves the devices for the mesh. */
+  private meshHello(session: Session, frame: Buffer): void {
+    const mesh = this.deps.mesh();
+    if (!mesh) throw new ProtocolError('unexpected', 'MESH_HELLO to a relay that is in no cluster');
+    this.handshakes.end(session);
+    const peer = mesh.accept(session, frame);
+    if (!peer) return;
+    this.sessions.delete(session);
+    session.relay = peer;
+    session.state = 'relay';
   }
 
   /** The device leaves on purpose (its daemon stopped): gone for its peers now, not once the socket closed. */

@@ -17,6 +17,7 @@ import { spreadRetry, type RefusalCounters } from './handshake/join-gate';
 import { limitsFromConfig, type ServerLimits } from './limits';
 import type { Session } from './session';
 import { ClusterState } from './cluster/cluster';
+import { RelayMesh } from './mesh/mesh';
 import { ENDORSEMENT_WARN_DAYS } from './stores/endorsement-file';
 import { DeviceBindings, JoinSecret, loadOrCreateIdentity, type ServerIdentity } from './stores/identity';
 import type { Lease } from './stores/lease-pool';
@@ -66,6 +67,8 @@ export class RelayServer extends EventEmitter {
   private limits: ServerLimits;
   private address: AddressInfo | null = null;
   private dns: DnsResponder | null = null;
+  /** Links to the cluster's other relays; null for a single relay (or until it listens). */
+  mesh: RelayMesh | null = null;
 
   constructor(private readonly deps: ServerDeps) {
     super();
@@ -124,6 +127,7 @@ export class RelayServer extends EventEmitter {
       joinSecret: () => (this.cluster?.joinSecret ?? this.joinSecrets).current,
       endorseFrame: identity.endorsement ? encodeJsonFrame(FrameType.Endorse, encodeEndorsement(identity.endorsement)) : null,
       dnsDomain: () => this.dns?.domain,
+      mesh: () => this.mesh,
       emit: (event: string, payload?: unknown) => this.emit(event, payload),
     });
   }
@@ -178,6 +182,8 @@ export class RelayServer extends EventEmitter {
         session.socket.destroy();
       }
     }
+    this.mesh?.close();
+    this.plane.attachMesh(null);
     await (this.cluster ? this.cluster.close() : Promise.all([this.leases.close(), this.bindings.close()]));
     this.plane.serve(null);
     this.dns?.close();
@@ -261,9 +267,9 @@ export class RelayServer extends EventEmitter {
     }
   }
 
-  /** This relay's ID in a cluster (its own device ID). */
+  /** This relay's ID in a cluster: the one its endorsement names, else its own device ID. */
   get relayId(): string {
-    return this.deps.serverDeviceId;
+    return this.identity.endorsement?.relay ?? this.deps.serverDeviceId;
   }
 
   /** Announces this relay and, from now on, which devices are on it. */
@@ -274,6 +280,18 @@ export class RelayServer extends EventEmitter {
     }
     const registry = this.cluster!.register(this.relayId, formatHostPort(advertise ?? { host: address.address, port: address.port }));
     for (const session of this.devices.connected()) registry.attach(session.deviceId);
+    const cluster = this.cluster!;
+    const { keepaliveMs, deadAfterMs } = this.limits;
+    this.mesh = new RelayMesh({
+      network: cluster.keys.network, relayId: this.relayId, fingerprint: this.identity.fingerprint, certificate: this.identity.certificate,
+      keyPem: this.identity.keyPem, ...(this.identity.endorsement ? { endorsement: this.identity.endorsement } : {}),
+    }, this.plane, {
+      holderOf: (ip) => cluster.leases.holderOf(ip),
+      relayOf: (deviceId) => registry.relayOf(deviceId),
+      others: () => registry.relays().filter((r) => r.id !== registry.self.id),
+    }, this.log, { keepaliveMs, deadAfterMs });
+    registry.on('relays', () => this.mesh?.sync());
+    this.mesh.sync();
     this.on('peer', (event: PeerEvent) => {
       if (event.event === 'up') registry.attach(event.deviceId);
       else registry.detach(event.deviceId);

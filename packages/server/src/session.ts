@@ -4,8 +4,10 @@ import { Link, type WriteBatch } from '@mnedc/link';
 import type { Handshake } from './handshake/admission';
 import { newCounters, type Target } from './dataplane/target';
 import type { PeerFormat, PeerSubscriber } from './stores/peer-directory';
+import type { PeerRelay } from './mesh/peer-relay';
 
-export type SessionState = 'handshake' | 'established' | 'closed';
+/** 'relay': another relay of the cluster, whose link the mesh owns (mesh/mesh.ts). */
+export type SessionState = 'handshake' | 'established' | 'relay' | 'closed';
 
 /**
  * One device's connection to the relay: its Link, and once the handshake made it a device, a target of
@@ -42,6 +44,8 @@ export class Session implements Target, PeerSubscriber {
   /** Negotiated "peers-bin": discovery goes as PEERS_BIN. */
   peerFormat: PeerFormat = 'json';
   private current: SessionState = 'handshake';
+  /** Set when the connection is another relay's mesh link. */
+  relay: PeerRelay | null = null;
 
   constructor(socket: Socket, budgetBytes: number, onOverBudget: (session: Session, needed: number) => void,
     onFrame: (session: Session, frame: Buffer) => void, maxPayload?: number) {
@@ -53,10 +57,10 @@ export class Session implements Target, PeerSubscriber {
     return this.current;
   }
 
-  /** Keepalive frames are the link's to answer only while established. */
+  /** Keepalive frames are the link's to answer only while established (or a relay's). */
   set state(next: SessionState) {
     this.current = next;
-    this.link.open = next === 'established';
+    this.link.open = next === 'established' || next === 'relay';
   }
 
   get socket(): Socket {

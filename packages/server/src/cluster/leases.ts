@@ -89,6 +89,11 @@ export class ClusterLeases implements LeaseService {
     return this.pool.get(deviceId);
   }
 
+  /** The device holding an address, as etcd says (the mesh routes by it). */
+  holderOf(ip: number): string | undefined {
+    return this.pool.holder(ip)?.deviceId;
+  }
+
   acquire(request: AcquireRequest): AcquireResult {
     if (!this.available) return { ok: false, reason: 'the cluster\'s leases are not readable yet (etcd unreachable)', unavailable: true };
     // Connected to another relay is connected: its address must not go to a newcomer, however old its lastSeen.

@@ -7,6 +7,17 @@ import {
 import { checkFrame, frameDestination, packetOffset, RoutingTable, Verdict, type DropReason } from './router';
 import { newCounters, type LocalUdpService, type Target } from './target';
 
+/**
+ * Where the data plane sends what no local target holds: another relay of the cluster (mesh/mesh.ts).
+ * A relay is a Target; its packets come in through forwardFromRelay.
+ */
+export interface MeshRoutes {
+  /** The relay carrying the device at `ip`; 'down' when it is not linked now; null when no relay carries it. */
+  routeTo(ip: number): Target | 'down' | null;
+  /** Whether `source` is a device `relay` carries: the only source a relay may send from. */
+  carries(relay: Target, source: number): boolean;
+}
+
 /** Unreachables are a courtesy: a source spraying unknown addresses gets at most this many per second. */
 const ICMP_PER_SECOND = 200;
 /** IPv6 from a device is an older client's (a current one drops it before sending): worth a line an hour. */
@@ -30,6 +41,7 @@ export class DataPlane {
   private readonly warnings: RateLimitedWarning;
   private readonly ipv6Notice: RateLimitedWarning;
   private service: LocalUdpService | null = null;
+  private mesh: MeshRoutes | null = null;
 
   constructor(private readonly subnet: Subnet, private readonly serverIp: number, log: Logger) {
     this.warnings = new RateLimitedWarning(log);
@@ -47,6 +59,11 @@ export class DataPlane {
    */
   serve(service: LocalUdpService | null): void {
     this.service = service;
+  }
+
+  /** Devices on other relays of the cluster are reached through `mesh`. */
+  attachMesh(mesh: MeshRoutes | null): void {
+    this.mesh = mesh;
   }
 
   /** Only while the route still leads to `target`, so a replaced session cannot unroute its successor. */
@@ -85,7 +102,16 @@ export class DataPlane {
     }
     const destination = frameDestination(frame, ip);
     if (destination === this.serverIp && this.service !== null && !from.local && this.answerLocally(from, frame, ip, gso)) return;
-    const target = this.routes.get(destination);
+    let target = this.routes.get(destination);
+    if (target === undefined && this.mesh !== null && !from.local) {
+      // The relay's own address is each relay's own: its host's traffic never crosses the mesh.
+      const relay = this.mesh.routeTo(destination);
+      if (relay === 'down') {
+        this.drop(from, 'relayDown', frame);
+        return;
+      }
+      if (relay !== null) target = relay;
+    }
     if (target === undefined) {
       // Not carried (yet) and never answered: RFC 1122 forbids ICMP errors for these, and mDNS or
       // SSDP chatter is no fault worth a log line.
@@ -98,6 +124,52 @@ export class DataPlane {
       this.unreachable(from, frame.subarray(ip));
       return;
     }
+    this.send(from, target, frame, gso, bytes);
+  }
+
+  /**
+   * A DATA or DATA_GSO frame from another relay of the cluster: delivered to a device of this relay when
+   * its source is a device that relay carries; never sent on to a relay (one hop, no loops) nor to this
+   * relay's own interface (whose address is each relay's own).
+   */
+  forwardFromRelay(from: Target, frame: Buffer): void {
+    const counters = from.counters;
+    const gso = frame[0] === FrameType.DataGso;
+    const ip = packetOffset(frame);
+    const bytes = frame.length - ip;
+    counters.rxPackets++;
+    counters.rxBytes += bytes;
+    this.totals.rxPackets++;
+    this.totals.rxBytes += bytes;
+    if (frame[ip]! >> 4 !== 4 || frame.length - ip < 20) {
+      this.drop(from, 'malformed', frame);
+      return;
+    }
+    if (gso) {
+      const problem = checkOffloadPacket(frame, HEADER_BYTES, frame.length);
+      if (problem !== null) {
+        this.drop(from, 'malformed', frame, problem);
+        return;
+      }
+    }
+    const source = frame.readUInt32BE(ip + 12);
+    if (this.mesh === null || !this.mesh.carries(from, source)) {
+      this.drop(from, 'spoofed', frame);
+      return;
+    }
+    if (checkFrame(frame, source, ip) !== Verdict.Deliver) {
+      this.drop(from, 'malformed', frame);
+      return;
+    }
+    const target = this.routes.get(frameDestination(frame, ip));
+    if (target === undefined || target.local) {
+      this.countDrop(from, 'noRoute');
+      return;
+    }
+    this.send(from, target, frame, gso, bytes);
+  }
+
+  private send(from: Target, target: Target, frame: Buffer, gso: boolean, bytes: number): void {
     if (!target.accepts(frame.length)) {
       this.countDrop(from, 'queueFull');
       return;

@@ -16,8 +16,9 @@ export enum Verdict {
 /**
  * Why a packet was not delivered. multicast and broadcast are destinations the overlay does not carry
  * (yet): dropped silently, never answered with ICMP; ipv6 likewise, the overlay carrying IPv4 only.
+ * relayDown: for a device on another relay of the cluster that this one has no mesh link to now.
  */
-export type DropReason = 'noRoute' | 'spoofed' | 'malformed' | 'queueFull' | 'multicast' | 'broadcast' | 'ipv6';
+export type DropReason = 'noRoute' | 'spoofed' | 'malformed' | 'queueFull' | 'multicast' | 'broadcast' | 'ipv6' | 'relayDown';
 
 /** Where the IPv4 header of a DATA or DATA_GSO frame starts. */
 export function packetOffset(frame: Buffer): number {

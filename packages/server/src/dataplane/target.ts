@@ -10,7 +10,7 @@ export interface TrafficCounters {
 }
 
 export function newCounters(): TrafficCounters {
-  return { rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0, drops: { noRoute: 0, spoofed: 0, malformed: 0, queueFull: 0, multicast: 0, broadcast: 0, ipv6: 0 } };
+  return { rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0, drops: { noRoute: 0, spoofed: 0, malformed: 0, queueFull: 0, multicast: 0, broadcast: 0, ipv6: 0, relayDown: 0 } };
 }
 
 /**

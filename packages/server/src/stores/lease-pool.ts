@@ -73,6 +73,11 @@ export class LeasePool {
     return this.byDeviceId.get(deviceId);
   }
 
+  /** The lease holding an address. */
+  holder(ip: number): Lease | undefined {
+    return this.byAddress.get(ip);
+  }
+
   leases(): IterableIterator<Lease> {
     return this.byDeviceId.values();
   }

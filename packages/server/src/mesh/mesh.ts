@@ -1,0 +1,370 @@
+import { createPrivateKey, type KeyObject } from 'node:crypto';
+import type { TLSSocket } from 'node:tls';
+import { connect } from 'node:tls';
+import { parseHostPort, RateLimitedWarning, type Logger } from '@mnedc/common';
+import { Link, pingFrame } from '@mnedc/link';
+import {
+  CAPABILITY_GSO, certificateFingerprint, encodeJsonFrame, encodeMeshHello, endorsementProblem, EXPORTER_BYTES, EXPORTER_MESH_LABEL,
+  FrameType, frameName, HEADER_BYTES, MESH_VERSION, meshHelloProblem, meshProof, parseEndorsement, parseGoodbye, parseMeshHello,
+  parseMeshWelcome, parseReject, ProtocolError, type Endorsement,
+} from '@mnedc/protocol';
+import type { DataPlane, MeshRoutes } from '../dataplane/data-plane';
+import type { Session } from '../session';
+import { PeerRelay, type MeshLinkState } from './peer-relay';
+
+/** What one relay may make another hold: it carries many devices' traffic, so more than one device's. */
+export const MESH_BUDGET_BYTES = 4 * 1024 * 1024;
+/** The listener's ENDORSE and MESH_WELCOME must come within this, or the dial is tried again. */
+const MESH_HANDSHAKE_MS = 5_000;
+const REDIAL_MIN_MS = 250;
+const REDIAL_MAX_MS = 5_000;
+const MESH_CAPABILITIES = [CAPABILITY_GSO];
+
+export interface MeshIdentity {
+  /** The cluster's network name: a relay of another network is refused even with a valid endorsement. */
+  network: string;
+  relayId: string;
+  /** What join strings pin: the network certificate's fingerprint. */
+  fingerprint: Buffer;
+  certificate: Buffer;
+  keyPem: string;
+  endorsement?: Endorsement;
+}
+
+/** Which relay carries which device: the cluster's leases and registry (watched, never re-read per packet). */
+export interface MeshDirectory {
+  /** The device holding an overlay address. */
+  holderOf(ip: number): string | undefined;
+  relayOf(deviceId: string): string | undefined;
+  /** Relays up now (self excluded), with where they listen. */
+  others(): Array<{ id: string; advertise: string }>;
+}
+
+export interface MeshPeerView {
+  id: string;
+  link: MeshLinkState;
+  dialed: boolean;
+  since: number;
+  rttMs: number;
+  txPackets: number;
+  txBytes: number;
+  rxPackets: number;
+  rxBytes: number;
+  /** Why the link is down, '' when up. */
+  problem: string;
+}
+
+interface Dialer {
+  advertise: string;
+  timer: NodeJS.Timeout | null;
+  socket: TLSSocket | null;
+  delayMs: number;
+  problem: string;
+  downSince: number;
+}
+
+/**
+ * The relay's links to the other relays of its cluster (protocol mesh.ts). For each pair, the relay whose
+ * ID sorts first dials and redials while the other is listed in the registry; the other accepts. Packets
+ * for a device attached to another relay go over that relay's link in one hop; what arrives over a link
+ * is delivered only to this relay's own devices (DataPlane.forwardFromRelay), so nothing loops.
+ */
+export class RelayMesh implements MeshRoutes {
+  private readonly links = new Map<string, PeerRelay>();
+  private readonly dialers = new Map<string, Dialer>();
+  private readonly key: KeyObject;
+  private readonly warnings: RateLimitedWarning;
+  private keepalive: NodeJS.Timeout;
+  private closed = false;
+  /** Packets for a relay this one had no link to, and links lost: the operator's view. */
+  readonly counters = { linksLost: 0, refused: 0 };
+
+  constructor(private readonly self: MeshIdentity, private readonly plane: DataPlane, private readonly directory: MeshDirectory,
+    private readonly log: Logger, private readonly timing: { keepaliveMs: number; deadAfterMs: number }) {
+    this.key = createPrivateKey(self.keyPem);
+    this.warnings = new RateLimitedWarning(log);
+    this.keepalive = setInterval(() => this.sweep(), timing.keepaliveMs);
+    plane.attachMesh(this);
+  }
+
+  // ---- routing (the data plane's hot path) ----
+
+  /** The link for a device on another relay; 'down' when that relay is not linked now; null: on no relay. */
+  routeTo(ip: number): PeerRelay | 'down' | null {
+    const deviceId = this.directory.holderOf(ip);
+    if (deviceId === undefined) return null;
+    const relay = this.directory.relayOf(deviceId);
+    if (relay === undefined || relay === this.self.relayId) return null;
+    const peer = this.links.get(relay);
+    return peer !== undefined && peer.open ? peer : 'down';
+  }
+
+  /** Whether `source` is the address of a device `peer` carries: the only source it may send from. */
+  carries(peer: PeerRelay, source: number): boolean {
+    const deviceId = this.directory.holderOf(source);
+    return deviceId !== undefined && this.directory.relayOf(deviceId) === peer.relayId;
+  }
+
+  // ---- the set of links ----
+
+  /** The registry changed: dial relays that appeared (where this one dials), forget those gone. */
+  sync(): void {
+    if (this.closed) return;
+    const listed = new Map(this.directory.others().map((r) => [r.id, r.advertise]));
+    for (const [id, advertise] of listed) {
+      if (this.self.relayId >= id) continue;
+      const dialer = this.dialers.get(id);
+      if (!dialer) {
+        this.dialers.set(id, { advertise, timer: null, socket: null, delayMs: REDIAL_MIN_MS, problem: 'connecting', downSince: Date.now() });
+        this.dial(id);
+      } else if (dialer.advertise !== advertise) {
+        // It restarted elsewhere: the next dial goes to the new address.
+        dialer.advertise = advertise;
+        dialer.delayMs = REDIAL_MIN_MS;
+      }
+    }
+    for (const [id, dialer] of this.dialers) {
+      if (listed.has(id)) continue;
+      if (dialer.timer) clearTimeout(dialer.timer);
+      dialer.socket?.destroy();
+      this.dialers.delete(id);
+      this.log.info({ relay: id }, `Relay ${id} left the cluster's registry; no longer linking to it`);
+    }
+    for (const [id, peer] of this.links) if (!listed.has(id) && !peer.dialed && !peer.open) this.links.delete(id);
+  }
+
+  /** Links as the operator sees them, one per relay known (listed or linked). */
+  view(): MeshPeerView[] {
+    const ids = new Set([...this.directory.others().map((r) => r.id), ...this.links.keys()]);
+    return [...ids].sort().map((id) => {
+      const peer = this.links.get(id);
+      const dialer = this.dialers.get(id);
+      const up = peer !== undefined && peer.open;
+      const c = peer?.counters;
+      return {
+        id,
+        link: up ? 'up' : dialer && !dialer.timer ? 'connecting' : 'down',
+        dialed: peer?.dialed ?? dialer !== undefined,
+        since: up ? peer.openedAt : dialer?.downSince ?? 0,
+        rttMs: up ? Math.round(peer.link.rttMs * 10) / 10 : -1,
+        txPackets: c?.txPackets ?? 0,
+        txBytes: c?.txBytes ?? 0,
+        rxPackets: c?.rxPackets ?? 0,
+        rxBytes: c?.rxBytes ?? 0,
+        problem: up ? '' : dialer?.problem ?? 'waiting for it to dial this relay',
+      };
+    });
+  }
+
+  close(): void {
+    this.closed = true;
+    clearInterval(this.keepalive);
+    for (const dialer of this.dialers.values()) {
+      if (dialer.timer) clearTimeout(dialer.timer);
+      dialer.socket?.destroy();
+    }
+    this.dialers.clear();
+    for (const peer of this.links.values()) peer.link.finish(encodeJsonFrame(FrameType.Goodbye, { code: 'shutdown', reason: 'relay shutting down' }), 500);
+    this.links.clear();
+  }
+
+  // ---- accepting (the relay's listener saw MESH_HELLO instead of HELLO) ----
+
+  /**
+   * A connection whose first frame is MESH_HELLO. Its session leaves the devices: from here on its frames
+   * come to `receive`. Returns the peer, or null when refused (REJECT sent, connection closing).
+   */
+  accept(session: Session, frame: Buffer): PeerRelay | null {
+    const hello = parseMeshHello(frame.subarray(HEADER_BYTES));
+    const ekm = (session.socket as TLSSocket).exportKeyingMaterial(EXPORTER_BYTES, EXPORTER_MESH_LABEL, Buffer.alloc(0));
+    let problem = meshHelloProblem(hello, this.self.fingerprint, ekm, Date.now());
+    if (!problem && hello.version !== MESH_VERSION) problem = `it speaks mesh version ${hello.version}, this relay ${MESH_VERSION}`;
+    if (!problem && hello.network !== this.self.network) problem = `it is in the cluster network ${hello.network}, this relay in ${this.self.network}`;
+    if (!problem && hello.to !== this.self.relayId) problem = `it meant to reach relay ${hello.to}, this is ${this.self.relayId}`;
+    if (!problem && hello.relay === this.self.relayId) problem = 'it claims this relay\'s own ID';
+    if (problem) {
+      this.counters.refused++;
+      this.warnings.warn(`refused:${session.remote}`, () => ({ fields: { remote: session.remote, relay: hello.relay },
+        message: `Refused a mesh link from ${session.remote} claiming to be relay ${hello.relay}: ${problem}` }));
+      session.reject({ code: 'auth', reason: `mesh link refused: ${problem}` });
+      return null;
+    }
+    const peer = new PeerRelay(hello.relay, session.link, false, session.remote);
+    peer.gso = hello.capabilities.includes(CAPABILITY_GSO);
+    session.link.budgetBytes = MESH_BUDGET_BYTES;
+    session.link.sendControl(encodeJsonFrame(FrameType.MeshWelcome, { relay: this.self.relayId, capabilities: MESH_CAPABILITIES }));
+    this.up(peer);
+    return peer;
+  }
+
+  /** A frame of an open link (PING and PONG are the link's): DATA to the data plane, GOODBYE ends it. */
+  receive(peer: PeerRelay, frame: Buffer): void {
+    const type = frame[0];
+    if (type === FrameType.Data) this.plane.forwardFromRelay(peer, frame);
+    else if (type === FrameType.DataGso) {
+      if (!peer.gso) throw new ProtocolError('unexpected', 'DATA_GSO without the gso capability');
+      this.plane.forwardFromRelay(peer, frame);
+    } else if (type === FrameType.Goodbye) {
+      const goodbye = parseGoodbye(frame.subarray(HEADER_BYTES));
+      this.down(peer, `it said goodbye: ${goodbye.reason}`);
+      peer.link.finish();
+    } else {
+      throw new ProtocolError('unexpected', `${frameName(type!)} on a mesh link`);
+    }
+  }
+
+  /** The connection of a link ended (either side, any reason). */
+  down(peer: PeerRelay, why: string): void {
+    if (!peer.open) return;
+    peer.open = false;
+    peer.link.open = false;
+    if (this.links.get(peer.relayId) !== peer) return;
+    this.links.delete(peer.relayId);
+    this.counters.linksLost++;
+    this.log.warn({ relay: peer.relayId, remote: peer.remote, why }, `Mesh link to relay ${peer.relayId} (${peer.remote}) is down: ${why}; ` +
+      'packets between its devices and this relay\'s are dropped (drops.relayDown) until it is back');
+    const dialer = this.dialers.get(peer.relayId);
+    if (dialer && peer.dialed) {
+      dialer.problem = why;
+      dialer.downSince = Date.now();
+      this.redial(peer.relayId, dialer);
+    }
+  }
+
+  private up(peer: PeerRelay): void {
+    const previous = this.links.get(peer.relayId);
+    peer.open = true;
+    peer.link.open = true;
+    this.links.set(peer.relayId, peer);
+    if (previous && previous !== peer) {
+      // The newest link is the relay's: the old one is usually a dead connection not yet timed out.
+      previous.open = false;
+      previous.link.socket.destroy();
+    }
+    this.log.info({ relay: peer.relayId, remote: peer.remote, dialed: peer.dialed }, `Mesh link to relay ${peer.relayId} (${peer.remote}) is up`);
+  }
+
+  // ---- dialing ----
+
+  private redial(id: string, dialer: Dialer): void {
+    if (this.closed || dialer.timer || this.dialers.get(id) !== dialer) return;
+    const delay = dialer.delayMs;
+    dialer.delayMs = Math.min(dialer.delayMs * 2, REDIAL_MAX_MS);
+    dialer.timer = setTimeout(() => {
+      dialer.timer = null;
+      this.dial(id);
+    }, delay * (0.75 + Math.random() / 2));
+  }
+
+  private dial(id: string): void {
+    const dialer = this.dialers.get(id);
+    if (!dialer || this.closed) return;
+    let target: { host: string; port: number };
+    try {
+      target = parseHostPort(dialer.advertise);
+    } catch (err) {
+      this.fail(id, dialer, `its advertised address ${dialer.advertise} is not host:port (${(err as Error).message})`);
+      return;
+    }
+    const socket = connect({ host: target.host, port: target.port, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3', rejectUnauthorized: false, servername: '' });
+    dialer.socket = socket;
+    socket.setNoDelay(true);
+    let verified = false;
+    let peer: PeerRelay | null = null;
+    const remote = dialer.advertise;
+    const deadline = setTimeout(() => finish(verified ? `no MESH_WELCOME within ${MESH_HANDSHAKE_MS} ms`
+      : `not a relay of this network: its certificate is not the network's and it sent no endorsement within ${MESH_HANDSHAKE_MS} ms`), MESH_HANDSHAKE_MS);
+    const finish = (why: string) => {
+      clearTimeout(deadline);
+      socket.destroy();
+      if (peer?.open) this.down(peer, why);
+      else if (dialer.socket === socket) this.fail(id, dialer, why);
+    };
+    const link = new Link(socket, { budgetBytes: MESH_BUDGET_BYTES, onOverBudget: () => finish('it does not read what this relay sends (over its budget)') }, (frame) => {
+      const type = frame[0];
+      if (peer?.open) {
+        this.receive(peer, frame);
+        return;
+      }
+      if (type === FrameType.Endorse && !verified) {
+        const endorsement = parseEndorsement(safeJson(frame));
+        const presented = socket.getPeerCertificate(false)?.raw;
+        const problem = !endorsement ? 'its ENDORSE frame is not an endorsement' : !presented ? 'it presented no certificate'
+          : endorsementProblem(endorsement, this.self.fingerprint, presented, Date.now()) ?? (endorsement.relay !== id ? `it is endorsed as ${endorsement.relay}, not ${id}` : null);
+        if (problem) throw new ProtocolError('unexpected', `not a relay of this network: ${problem}`);
+        verified = true;
+        this.sendHello(socket, link, id);
+      } else if (type === FrameType.MeshWelcome && verified) {
+        const welcome = parseMeshWelcome(frame.subarray(HEADER_BYTES));
+        if (welcome.relay !== id) throw new ProtocolError('unexpected', `it answered as relay ${welcome.relay}, not ${id}`);
+        clearTimeout(deadline);
+        peer = new PeerRelay(id, link, true, remote);
+        peer.gso = welcome.capabilities.includes(CAPABILITY_GSO);
+        dialer.delayMs = REDIAL_MIN_MS;
+        dialer.problem = '';
+        this.up(peer);
+      } else if (type === FrameType.Reject) {
+        throw new ProtocolError('unexpected', `it refused the link: ${parseReject(frame.subarray(HEADER_BYTES)).reason}`);
+      } else {
+        throw new ProtocolError('unexpected', `${frameName(type!)} before MESH_WELCOME`);
+      }
+    });
+    socket.once('secureConnect', () => {
+      const presented = socket.getPeerCertificate(false)?.raw;
+      if (presented && certificateFingerprint(presented).equals(this.self.fingerprint)) {
+        // The network's own certificate: the relay holds the network key, and sends no ENDORSE.
+        verified = true;
+        this.sendHello(socket, link, id);
+      }
+    });
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        link.receive(chunk, this.plane.batch);
+      } catch (err) {
+        finish(err instanceof ProtocolError ? err.message : `internal error: ${(err as Error).message}`);
+        if (!(err instanceof ProtocolError)) this.log.error({ err, relay: id }, `Internal error on the mesh link to ${id}: ${(err as Error).message}`);
+      } finally {
+        this.plane.endBatch();
+      }
+    });
+    socket.on('error', (err) => finish(err.message));
+    socket.on('close', () => finish('connection closed'));
+  }
+
+  private sendHello(socket: TLSSocket, link: Link, to: string): void {
+    const ekm = socket.exportKeyingMaterial(EXPORTER_BYTES, EXPORTER_MESH_LABEL, Buffer.alloc(0));
+    const { relayId, network, certificate, endorsement } = this.self;
+    link.sendControl(encodeJsonFrame(FrameType.MeshHello, encodeMeshHello({
+      version: MESH_VERSION, network, relay: relayId, to, certificate, ...(endorsement ? { endorsement } : {}),
+      proof: meshProof(this.key, ekm, relayId, to), capabilities: MESH_CAPABILITIES,
+    })));
+  }
+
+  private fail(id: string, dialer: Dialer, why: string): void {
+    dialer.socket = null;
+    if (dialer.problem !== why) {
+      this.warnings.warn(`dial:${id}`, () => ({ fields: { relay: id, advertise: dialer.advertise, why },
+        message: `Cannot link to relay ${id} at ${dialer.advertise}: ${why}; retrying` }));
+    }
+    dialer.problem = why;
+    this.redial(id, dialer);
+  }
+
+  /** Keepalive for every open link; a silent one is closed (and redialed by its dialer). */
+  private sweep(): void {
+    const ping = pingFrame();
+    for (const peer of [...this.links.values()]) {
+      if (peer.link.keepalive(this.timing.keepaliveMs, this.timing.deadAfterMs, ping)) continue;
+      this.down(peer, `silent for ${this.timing.deadAfterMs} ms`);
+      peer.link.socket.destroy();
+    }
+  }
+}
+
+function safeJson(frame: Buffer): unknown {
+  try {
+    return JSON.parse(frame.subarray(HEADER_BYTES).toString('utf8'));
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,133 @@
+/**
+ * The relay mesh (issue 16): three real relays in this process (no TUN) on one real etcd, two of them
+ * with keys of their own endorsed by the first. Devices spread over them reach each other in one
+ * relay↔relay hop; a relay of another network is refused a link; a relay that is gone is reported, and
+ * packets for its devices are dropped and counted until they are on a relay that is linked again.
+ */
+import { strict as assert } from 'node:assert';
+import { copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import pino from 'pino';
+import { EtcdCluster } from '@mnedc/etcd';
+import { ipPacket, WireClient } from '@mnedc/lab';
+import { endorseRelay, loadOrCreateIdentity, parseServerConfig, RelayServer } from '../src';
+import { serverMethods } from '../src/control-api';
+import { until } from './until';
+
+const log = pino({ level: 'silent' });
+
+function config(stateDir: string, etcd: string[], network: string, listen = '127.0.0.1:0'): string {
+  return `[server]\nlisten = ${listen}\ninterface =\nstate_dir = ${stateDir}\nsubnet = 10.30.0.0/24\nkeepalive_ms = 500\ndead_after_ms = 2000\n` +
+    `[cluster]\netcd = ${etcd.join(', ')}\nnetwork = ${network}\n`;
+}
+
+describe('the relay mesh', () => {
+  let etcd: EtcdCluster;
+  const dirs: string[] = [];
+  const servers: RelayServer[] = [];
+  const clients: WireClient[] = [];
+
+  function dir(): string {
+    const d = mkdtempSync(join(tmpdir(), 'mnedc-mesh-'));
+    dirs.push(d);
+    return d;
+  }
+
+  /** A relay of the network whose first relay keeps its state in `network`, endorsed as `relayId`. */
+  function endorsed(network: string, relayId: string): string {
+    loadOrCreateIdentity(network);
+    const d = dir();
+    const own = loadOrCreateIdentity(d).identity;
+    writeFileSync(join(d, 'network.endorsement'), endorseRelay(network, own.certPem, relayId, 30, Date.now()));
+    if (existsSync(join(network, 'join.secret'))) copyFileSync(join(network, 'join.secret'), join(d, 'join.secret'));
+    return d;
+  }
+
+  async function relay(stateDir: string, network: string, deviceId: string, listen?: string): Promise<{ server: RelayServer; port: number }> {
+    const server = new RelayServer({ config: parseServerConfig(config(stateDir, etcd.endpoints, network, listen), 'test.ini'), log, serverDeviceId: deviceId });
+    servers.push(server);
+    const { port } = await server.start();
+    return { server, port };
+  }
+
+  before(async () => {
+    etcd = await EtcdCluster.start();
+  });
+  after(async () => {
+    clients.forEach((c) => c.close());
+    await Promise.all(servers.map((s) => s.stop()));
+    await etcd?.stop();
+    dirs.forEach((d) => rmSync(d, { recursive: true, force: true }));
+  });
+
+  const meshOf = async (server: RelayServer) => (await serverMethods(server, () => parseServerConfig('', 't.ini'), 'test').cluster(undefined, undefined as never)).relays;
+
+  it('12 devices on 3 relays: every device reaches every other in one hop; links, traffic and a relay of another network show in the cluster view', async () => {
+    const first = dir();
+    const a = await relay(first, 'mesh-net', 'relay-a');
+    // The first relay's identity files exist once it started: the others are endorsed by its key.
+    const b = await relay(endorsed(first, 'relay-b'), 'mesh-net', 'unused-b');
+    const c = await relay(endorsed(first, 'relay-c'), 'mesh-net', 'unused-c');
+    const relays = [a, b, c];
+    assert.deepEqual(relays.map((r) => r.server.relayId), ['relay-a', 'relay-b', 'relay-c'], 'an endorsed relay goes by the ID it is endorsed as');
+    await until(async () => (await Promise.all(relays.map(async (r) => (await meshOf(r.server)).filter((p) => !p.self && p.link === 'up').length)))
+      .every((n) => n === 2), 'every relay linked to the two others');
+
+    const joinString = a.server.joinString;
+    const devices = await Promise.all(Array.from({ length: 12 }, async (_, i) => {
+      const client = await WireClient.join(relays[i % 3]!.port, joinString, `mesh-${i}`);
+      clients.push(client);
+      assert.ok(client.welcome, `mesh-${i}: ${JSON.stringify(client.reject)}`);
+      return client;
+    }));
+    await until(() => servers.every((s) => devices.every((_, i) => s.cluster!.registry!.relayOf(`mesh-${i}`) === `relay-${'abc'[i % 3]}`)),
+      'every relay knows where every device is');
+
+    for (const [i, from] of devices.entries()) {
+      for (const [j, to] of devices.entries()) {
+        if (i !== j) from.send(ipPacket(from.ip, to.ip, `pair ${i}>${j}.`));
+      }
+    }
+    for (const [j, to] of devices.entries()) {
+      await to.until(() => devices.every((_, i) => i === j || to.data.some((p) => p.includes(`pair ${i}>${j}.`))), `all 11 packets at mesh-${j}`);
+      // Exactly once each: nothing went round in a loop.
+      for (const [i] of devices.entries()) if (i !== j) assert.equal(to.data.filter((p) => p.includes(`pair ${i}>${j}.`)).length, 1);
+    }
+    // 12 devices, 4 per relay: each relay sends 4 × 8 packets to the other relays, 4 × 4 to each.
+    const view = await meshOf(a.server);
+    for (const peer of view.filter((p) => !p.self)) assert.equal(peer.txPackets, 16, `relay-a → ${peer.id}`);
+    assert.deepEqual(view.map((p) => [p.id, p.link, p.devices]), [['relay-a', 'self', 4], ['relay-b', 'up', 4], ['relay-c', 'up', 4]]);
+
+    // Relays with keys endorsed by another network, under the same etcd network name: no link either way.
+    // relay-x is dialed (its dialers refuse it); relay-0 dials, and refuses the relays it reaches itself.
+    const other = dir();
+    const dialed = await relay(endorsed(other, 'relay-x'), 'mesh-net', 'unused-x');
+    const dialing = await relay(endorsed(other, 'relay-0'), 'mesh-net', 'unused-0');
+    await until(async () => (await meshOf(a.server)).some((p) => p.id === 'relay-x' && /endorsed by the network/.test(p.problem)),
+      'relay-a reports why it has no link to relay-x');
+    const ours = (p: { id: string }) => ['relay-a', 'relay-b', 'relay-c'].includes(p.id);
+    await until(async () => (await meshOf(dialing.server)).filter(ours).every((p) => /not a relay of this network/.test(p.problem)),
+      'relay-0 reports why it has no links to relays of the other network');
+    for (const stranger of [dialed, dialing]) {
+      assert.ok((await meshOf(stranger.server)).filter(ours).every((p) => p.link !== 'up'), `${stranger.server.relayId} is linked to none of the network's relays`);
+      await stranger.server.stop();
+    }
+
+    // relay-c gone: its devices are reported unreachable (relayDown), not queued.
+    await c.server.stop();
+    await until(async () => (await meshOf(a.server)).every((p) => p.id !== 'relay-c' || p.link !== 'up'), 'relay-a sees relay-c gone');
+    const before = a.server.totals.drops.relayDown + a.server.totals.drops.noRoute;
+    devices[0]!.send(ipPacket(devices[0]!.ip, devices[2]!.ip, 'to a device whose relay is gone'));
+    await until(() => a.server.totals.drops.relayDown + a.server.totals.drops.noRoute > before, 'the packet is dropped and counted');
+
+    // Its devices join another relay with the same address, and are reached there.
+    const moved = await WireClient.join(b.port, joinString, 'mesh-2', {}, devices[2]!.key);
+    clients.push(moved);
+    assert.equal(moved.welcome?.ip, devices[2]!.welcome!.ip);
+    await until(() => a.server.cluster!.registry!.relayOf('mesh-2') === 'relay-b', 'relay-a learns mesh-2 moved');
+    devices[0]!.send(ipPacket(devices[0]!.ip, moved.ip, 'after the move'));
+    await moved.until(() => moved.data.some((p) => p.includes('after the move')), 'the packet at mesh-2 on relay-b');
+  });
+});
