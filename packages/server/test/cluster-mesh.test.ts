@@ -5,13 +5,18 @@
  * packets for its devices are dropped and counted until they are on a relay that is linked again.
  */
 import { strict as assert } from 'node:assert';
-import { copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createPrivateKey, generateKeyPairSync, randomBytes, X509Certificate } from 'node:crypto';
+import { once } from 'node:events';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { EtcdCluster } from '@mnedc/etcd';
 import { ipPacket, WireClient } from '@mnedc/lab';
+import {
+  encodeFrame, encodeJsonFrame, encodeMeshHello, EXPORTER_BYTES, EXPORTER_MESH_LABEL, FrameType, meshProof, parseEndorsement, type Endorsement,
+} from '@mnedc/protocol';
 import { endorseRelay, loadOrCreateIdentity, parseServerConfig, RelayServer } from '../src';
 import { serverMethods } from '../src/control-api';
 import { until } from './until';
@@ -129,5 +134,53 @@ describe('the relay mesh', () => {
     await until(() => a.server.cluster!.registry!.relayOf('mesh-2') === 'relay-b', 'relay-a learns mesh-2 moved');
     devices[0]!.send(ipPacket(devices[0]!.ip, moved.ip, 'after the move'));
     await moved.until(() => moved.data.some((p) => p.includes('after the move')), 'the packet at mesh-2 on relay-b');
+  });
+
+  it('a forged MESH_HELLO is refused by the real relay, which lives on: no endorsement, another key\'s proof, a replayed proof, garbage', async () => {
+    const first = dir();
+    const a = await relay(first, 'forge-net', 'forge-a');
+    const bDir = endorsed(first, 'forge-b');
+    const b = loadOrCreateIdentity(bDir).identity;
+    const bKey = createPrivateKey(b.keyPem);
+    const attacker = generateKeyPairSync('ed25519').privateKey;
+    const attackerCert = new X509Certificate(loadOrCreateIdentity(dir()).identity.certPem).raw;
+
+    async function attempt(hello: (ekm: Buffer) => Record<string, unknown> | Buffer): Promise<WireClient> {
+      const client = new WireClient(a.port, a.server.joinString);
+      clients.push(client);
+      await once(client.socket, 'secureConnect');
+      const ekm = client.socket.exportKeyingMaterial(EXPORTER_BYTES, EXPORTER_MESH_LABEL, Buffer.alloc(0));
+      const payload = hello(ekm);
+      client.socket.write(Buffer.isBuffer(payload) ? encodeFrame(FrameType.MeshHello, payload) : encodeJsonFrame(FrameType.MeshHello, payload));
+      await client.until(() => client.closed, 'the relay closes the connection');
+      return client;
+    }
+    const endorsement = JSON.parse(readFileSync(join(bDir, 'network.endorsement'), 'utf8')) as Endorsement;
+    const base = { version: 1, network: 'forge-net', relay: 'forge-b', to: 'forge-a', capabilities: [] };
+
+    const unendorsed = await attempt((ekm) => encodeMeshHello({ ...base, relay: 'forge-z', certificate: attackerCert, proof: meshProof(attacker, ekm, 'forge-z', 'forge-a') }));
+    assert.match(String(unendorsed.reject?.reason), /not the network's and it sent no endorsement/);
+    // relay-b's certificate and endorsement are public (every client sees them): without its key they are useless.
+    const stolen = { ...base, certificate: b.certificate, endorsement: parseEndorsement(endorsement)! };
+    const otherKey = await attempt((ekm) => encodeMeshHello({ ...stolen, proof: meshProof(attacker, ekm, 'forge-b', 'forge-a') }));
+    assert.match(String(otherKey.reject?.reason), /proof is not signed by the key of its certificate/);
+    const replayed = await attempt(() => encodeMeshHello({ ...stolen, proof: meshProof(bKey, randomBytes(EXPORTER_BYTES), 'forge-b', 'forge-a') }));
+    assert.match(String(replayed.reject?.reason), /proof is not signed/);
+    const misdirected = await attempt((ekm) => encodeMeshHello({ ...stolen, to: 'forge-q', proof: meshProof(bKey, ekm, 'forge-b', 'forge-q') }));
+    assert.match(String(misdirected.reject?.reason), /meant to reach relay forge-q/);
+    const otherNetwork = await attempt((ekm) => encodeMeshHello({ ...stolen, network: 'elsewhere', proof: meshProof(bKey, ekm, 'forge-b', 'forge-a') }));
+    assert.match(String(otherNetwork.reject?.reason), /cluster network elsewhere/);
+    const garbage = await attempt(() => Buffer.from('{"version": 1, "relay": '));
+    assert.equal(garbage.reject, null, 'a protocol error: closed without a word');
+    assert.equal(a.server.mesh!.counters.refused, 5);
+    assert.equal(a.server.mesh!.view().filter((p) => p.link === 'up').length, 0, 'no link was made');
+
+    // Still serving: a device joins, and the real relay-b links.
+    const device = await WireClient.join(a.port, a.server.joinString, 'after-forgeries');
+    clients.push(device);
+    assert.ok(device.welcome);
+    const real = await relay(bDir, 'forge-net', 'unused');
+    await until(() => a.server.mesh!.view().some((p) => p.id === 'forge-b' && p.link === 'up'), 'the real forge-b linked');
+    await real.server.stop();
   });
 });

@@ -1,0 +1,120 @@
+/**
+ * The data plane's rules for the relay mesh, as a table of cases with recording targets: a packet for a
+ * device on another relay goes to that relay's link; what comes from a relay reaches this relay's own
+ * devices only, only from a source that relay carries, and is never sent on to another relay (one hop:
+ * no loops) nor to this relay's own interface.
+ */
+import { strict as assert } from 'node:assert';
+import { describe, it } from 'node:test';
+import pino from 'pino';
+import { encodeFrame, FrameType, ipv4ToInt, parseSubnet } from '@mnedc/protocol';
+import type { WriteBatch } from '@mnedc/link';
+import { ipPacket } from '@mnedc/lab';
+import { DataPlane, type MeshRoutes } from '../src/dataplane/data-plane';
+import { newCounters, type Target } from '../src/dataplane/target';
+
+const SUBNET = parseSubnet('10.0.0.0/24');
+const ip = (last: number) => ipv4ToInt(`10.0.0.${last}`);
+
+class Recorder implements Target {
+  readonly counters = newCounters();
+  readonly gso = false;
+  readonly received: Buffer[] = [];
+  up = true;
+  constructor(readonly deviceId: string, readonly ip: number, readonly local = false) {}
+  accepts(): boolean {
+    return this.up;
+  }
+  deliver(frames: Buffer, batch: WriteBatch): void {
+    this.received.push(Buffer.from(frames));
+    batch.push({ flush: () => {} });
+  }
+}
+
+/** Devices .10 and .11 are here, .20 on relay B, .30 on relay C (whose link is down); .40 is nobody's. */
+function setup() {
+  const plane = new DataPlane(SUBNET, ip(1), pino({ level: 'silent' }));
+  const here = new Recorder('here', ip(10));
+  const alsoHere = new Recorder('also-here', ip(11));
+  const tun = new Recorder('server', ip(1), true);
+  const b = new Recorder('relay B', 0);
+  const c = new Recorder('relay C', 0);
+  c.up = false;
+  const carriedBy = new Map<number, Target>([[ip(20), b], [ip(30), c]]);
+  const asked: number[] = [];
+  const mesh: MeshRoutes = {
+    routeTo: (address) => {
+      asked.push(address);
+      const relay = carriedBy.get(address);
+      return relay === undefined ? null : relay.accepts(0) ? relay : 'down';
+    },
+    carries: (relay, source) => carriedBy.get(source) === relay,
+  };
+  for (const t of [here, alsoHere, tun]) plane.route(t);
+  plane.attachMesh(mesh);
+  return { plane, here, alsoHere, tun, b, c, asked };
+}
+
+const frame = (src: number, dst: number, body = 'x') => encodeFrame(FrameType.Data, ipPacket(src, dst, body));
+
+describe('the data plane and the relay mesh', () => {
+  it('a packet for a device on another relay goes to that relay; one whose relay is not linked is dropped as relayDown', () => {
+    const { plane, here, b, c } = setup();
+    plane.forward(here, frame(ip(10), ip(20)));
+    plane.forward(here, frame(ip(10), ip(30)));
+    plane.endBatch();
+    assert.equal(b.received.length, 1);
+    assert.equal(c.received.length, 0);
+    assert.equal(here.counters.drops.relayDown, 1);
+    assert.equal(b.counters.txPackets, 1);
+  });
+
+  it('the relay\'s own interface never sends over the mesh: its address is each relay\'s own', () => {
+    const { plane, tun, b, asked } = setup();
+    plane.forward(tun, frame(ip(1), ip(20)));
+    plane.endBatch();
+    assert.equal(b.received.length, 0);
+    assert.deepEqual(asked, []);
+    assert.equal(tun.counters.drops.noRoute, 1);
+  });
+
+  it('from a relay: delivered to this relay\'s device when the source is a device that relay carries', () => {
+    const { plane, here, b } = setup();
+    plane.forwardFromRelay(b, frame(ip(20), ip(10), 'hello'));
+    plane.endBatch();
+    assert.equal(here.received.length, 1);
+    assert.ok(here.received[0]!.includes('hello'));
+    assert.equal(b.counters.rxPackets, 1);
+  });
+
+  it('from a relay: a source it does not carry (a device here, on another relay, or nobody) is dropped as spoofed', () => {
+    const { plane, here, alsoHere, b } = setup();
+    for (const source of [ip(11), ip(30), ip(40), ip(1)]) plane.forwardFromRelay(b, frame(source, ip(10)));
+    plane.endBatch();
+    assert.equal(here.received.length + alsoHere.received.length, 0);
+    assert.equal(b.counters.drops.spoofed, 4);
+  });
+
+  it('from a relay: never sent on to another relay, nor to this relay\'s interface, nor to nobody — no loops', () => {
+    const { plane, b, c, tun, asked } = setup();
+    c.up = true;
+    for (const destination of [ip(30), ip(20), ip(1), ip(40)]) plane.forwardFromRelay(b, frame(ip(20), destination));
+    plane.endBatch();
+    assert.equal(c.received.length + b.received.length + tun.received.length, 0);
+    assert.deepEqual(asked, [], 'the mesh is not even asked for a route');
+    assert.equal(b.counters.drops.noRoute, 4);
+  });
+
+  it('from a relay: what is not IPv4 is malformed', () => {
+    const { plane, b, here } = setup();
+    const v6 = Buffer.alloc(40);
+    v6[0] = 0x60;
+    plane.forwardFromRelay(b, encodeFrame(FrameType.Data, v6));
+    const short = ipPacket(ip(20), ip(10), 'x');
+    short.writeUInt16BE(200, 2);
+    plane.forwardFromRelay(b, encodeFrame(FrameType.Data, short));
+    plane.endBatch();
+    assert.equal(here.received.length, 0);
+    assert.equal(b.counters.drops.malformed, 2);
+  });
+});
