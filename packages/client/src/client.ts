@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { TLSSocket } from 'node:tls';
-import { formatHostPort, RateLimitedWarning, type Logger } from '@mnedc/common';
+import { formatHostPort, RateLimitedWarning, type HostPort, type Logger } from '@mnedc/common';
 import { Link, pingFrame } from '@mnedc/link';
 import {
   CAPABILITY_GSO, CAPABILITY_PEERS_BIN, encodeJsonFrame, FrameType, frameName, HANDSHAKE_TIMEOUT_MS, HEADER_BYTES, ipv4ToInt, parseGoodbye,
@@ -14,7 +14,8 @@ import { describeSocketError, rejectKind } from './failure';
 import { checkWelcome } from './lease-overlap';
 import { logPeerChanges } from './peer-log';
 import { NO_PEERS, PeerTable, type PeerChanges } from './peer-table';
-import { buildHello, endorsedRelayProblem, ENDORSE_WAIT_MS, openTunnel, serverMismatch, type Credentials } from './secure';
+import { Failback, PROBE_EVERY_MS, RelayChoice, RETURN_AFTER_MS } from './relay-choice';
+import { buildHello, endorsedRelayProblem, ENDORSE_WAIT_MS, openTunnel, probeRelay, serverMismatch, type Credentials } from './secure';
 import { relayBudget, TunBridge } from './tun-bridge';
 
 export type ClientState = 'connecting' | 'connected' | 'waiting' | 'stopped';
@@ -38,6 +39,12 @@ export interface ClientDeps {
   openTunnel?: typeof openTunnel;
   /** This host's addresses and routes, read at each WELCOME to refuse a subnet that overlaps them; absent: no check. */
   localNetworks?: () => HostNetworks;
+  /** The relays earlier WELCOMEs listed (the state file), tried after the configured ones. */
+  learnedRelays?: string[];
+  /** A WELCOME listed another set of relays: to persist. */
+  onRelays?: (relays: string[]) => void;
+  /** When to go back to the preferred relay; default every PROBE_EVERY_MS, after RETURN_AFTER_MS of answers. */
+  failback?: { probeEveryMs: number; returnAfterMs: number; probe?: (relay: HostPort) => Promise<boolean> };
 }
 
 /**
@@ -79,6 +86,11 @@ export class RelayClient extends EventEmitter {
   private queueLimit: number;
   private readonly bridge: TunBridge;
   private readonly warnings: RateLimitedWarning;
+  private readonly choice: RelayChoice;
+  private readonly failback: Failback;
+  private probeTimer: NodeJS.Timeout | null = null;
+  /** Leaving a healthy relay for the preferred one: the next attempt goes there at once. */
+  private returning = false;
 
   constructor(private readonly deps: ClientDeps) {
     super();
@@ -87,6 +99,8 @@ export class RelayClient extends EventEmitter {
     this.queueLimit = deps.config.client.send_queue_kib * 1024;
     this.warnings = new RateLimitedWarning(deps.log);
     this.bridge = new TunBridge(deps.device, this.counters, this.warnings, deps.log, () => this.server);
+    this.choice = new RelayChoice(deps.config.client.server, deps.learnedRelays);
+    this.failback = new Failback(deps.failback?.returnAfterMs ?? RETURN_AFTER_MS);
   }
 
   /** Whether the current (or last) session moves offloaded super-packets. */
@@ -131,8 +145,14 @@ export class RelayClient extends EventEmitter {
     }
   }
 
+  /** The relay connected to, or tried next. */
   get server(): string {
-    return formatHostPort(this.deps.config.client.server);
+    return formatHostPort(this.choice.current);
+  }
+
+  /** Every relay the device may use, in the order it tries them. */
+  get relays(): string[] {
+    return this.choice.all;
   }
 
   start(): void {
@@ -158,7 +178,7 @@ export class RelayClient extends EventEmitter {
   private connect(): void {
     if (this.state === 'stopped') return;
     this.state = 'connecting';
-    const { host, port } = this.deps.config.client.server;
+    const { host, port } = this.choice.current;
     // The chunk is a view of a reused buffer: the Link consumes it before returning (frames split across
     // chunks are copied by the decoder, and DATA views are written to the TUN at the end of the chunk).
     const socket: TLSSocket = (this.deps.openTunnel ?? openTunnel)(host, port, (chunk) => this.onChunk(link, chunk));
@@ -341,6 +361,8 @@ export class RelayClient extends EventEmitter {
     if (this.joinedBefore) this.counters.reconnects++;
     this.joinedBefore = true;
     if (changed) this.deps.onLease?.(welcome);
+    if (welcome.relays && this.choice.learn(welcome.relays)) this.deps.onRelays?.(this.choice.learned);
+    if (!this.choice.onPreferred) this.watchPreferred(link);
     this.keepaliveTimer = setInterval(() => {
       if (!link.keepalive(welcome.keepaliveMs, welcome.deadAfterMs, pingFrame())) this.fail(link, `no word from ${this.server} for ${welcome.deadAfterMs} ms`);
     }, welcome.keepaliveMs);
@@ -384,6 +406,17 @@ export class RelayClient extends EventEmitter {
     }
     this.unendorsed = null;
     const wasConnected = this.state === 'connected';
+    if (this.returning) {
+      this.returning = false;
+      this.choice.prefer();
+      this.state = 'waiting';
+      this.retryInMs = 0;
+      this.retryTimer = setTimeout(() => this.connect(), 0);
+      return;
+    }
+    // A cluster: the next attempt goes to the next relay, so a lost one costs its devices a reconnect.
+    const lost = this.server;
+    this.choice.next();
     const { kind, line } = this.failure;
     const delay = this.retry.next(kind, this.retryHintMs);
     this.retryHintMs = null;
@@ -393,19 +426,39 @@ export class RelayClient extends EventEmitter {
     const why = this.lastError || 'connection closed';
     const fields = { server: this.server, delayMs: delay, failure: kind };
     if (wasConnected) {
-      this.deps.log.warn(fields, `Lost ${this.server} (${why}); reconnecting in ${delay} ms, keeping ${this.lease?.ip} on ${this.bridge.name}`);
+      this.deps.log.warn({ ...fields, server: lost, next: this.server },
+        `Lost ${lost} (${why}); reconnecting${this.server === lost ? '' : ` to ${this.server}`} in ${delay} ms, keeping ${this.lease?.ip} on ${this.bridge.name}`);
     } else if (kind === 'mistake') {
       // One line per attempt, at one level: an operator has to act, and the waits grow to minutes meanwhile.
-      this.deps.log.error(fields, `${line ?? `Cannot join ${this.server}: ${why}`}; retrying in ${delay} ms`);
+      this.deps.log.error({ ...fields, server: lost }, `${line ?? `Cannot join ${lost}: ${why}`}; retrying${this.server === lost ? '' : ` with ${this.server}`} in ${delay} ms`);
     } else {
-      this.deps.log.warn(fields, `${line ?? `Cannot join ${this.server}: ${why}`}; retrying in ${delay} ms`);
+      this.deps.log.warn({ ...fields, server: lost }, `${line ?? `Cannot join ${lost}: ${why}`}; retrying${this.server === lost ? '' : ` with ${this.server}`} in ${delay} ms`);
     }
     this.retryTimer = setTimeout(() => this.connect(), delay);
   }
 
   private clearTimers(): void {
-    for (const timer of [this.retryTimer, this.keepaliveTimer, this.handshakeTimer]) if (timer) clearTimeout(timer);
-    this.retryTimer = this.keepaliveTimer = this.handshakeTimer = null;
+    for (const timer of [this.retryTimer, this.keepaliveTimer, this.handshakeTimer, this.probeTimer]) if (timer) clearTimeout(timer);
+    this.retryTimer = this.keepaliveTimer = this.handshakeTimer = this.probeTimer = null;
+  }
+
+  /**
+   * On a relay other than the preferred one: probe the preferred, and go back once it has answered every
+   * probe for the failback wait. The move is a new session on the preferred relay (same IP and TUN).
+   */
+  private watchPreferred(link: Link): void {
+    this.failback.reset();
+    const every = this.deps.failback?.probeEveryMs ?? PROBE_EVERY_MS;
+    const probe = this.deps.failback?.probe ?? ((relay: HostPort) => probeRelay(relay.host, relay.port));
+    this.probeTimer = setInterval(() => {
+      void probe(this.choice.preferred).then((ok) => {
+        if (link !== this.link || this.state !== 'connected' || !this.failback.probed(ok, Date.now())) return;
+        const preferred = formatHostPort(this.choice.preferred);
+        this.deps.log.info({ server: this.server, preferred }, `Returning to the preferred relay ${preferred}: it has answered for a while`);
+        this.returning = true;
+        link.finish(encodeJsonFrame(FrameType.Goodbye, { code: 'shutdown', reason: `moving to the preferred relay ${preferred}` }), 500);
+      });
+    }, every);
   }
 
   /** TUN → relay; while the relay is behind, the TUN is paused and the kernel's queue absorbs and drops. */

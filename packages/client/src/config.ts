@@ -1,4 +1,4 @@
-import { ConfigError, key, LOG_LEVELS, parseConfig, parsers, type ConfigOf } from '@mnedc/common';
+import { ConfigError, key, LOG_LEVELS, parseConfig, parseHostPort, parsers, type ConfigOf, type HostPort } from '@mnedc/common';
 import { DISCOVERY_REQUESTS, isValidDeviceId, parseJoin, parseSubnetList } from '@mnedc/protocol';
 import { isUserName } from './hook-runner';
 
@@ -11,6 +11,23 @@ function deviceId(text: string): string {
   return text;
 }
 
+/** Relays a device may be told to try, configured: more than a cluster has relays to spare. */
+const MAX_SERVERS = 16;
+
+/** One relay or several (a cluster), comma-separated host:port; the first is the preferred one. */
+function serverList(text: string): HostPort[] {
+  const entries = text.split(',').map((e) => e.trim()).filter((e) => e !== '');
+  if (entries.length === 0) throw new Error('names no relay (host:port, or several separated by commas)');
+  if (entries.length > MAX_SERVERS) throw new Error(`names ${entries.length} relays; at most ${MAX_SERVERS}`);
+  const relays: HostPort[] = [];
+  for (const entry of entries) {
+    const relay = parseHostPort(entry);
+    if (relays.some((r) => r.host === relay.host && r.port === relay.port)) throw new Error(`names ${entry} twice`);
+    relays.push(relay);
+  }
+  return relays;
+}
+
 /** Whether the user exists and the daemon may switch to it is checked at start (hook-runner.ts). */
 function hookUser(text: string): string {
   if (text !== '' && !isUserName(text)) throw new Error(`${JSON.stringify(text)} is not a user name or number`);
@@ -19,8 +36,11 @@ function hookUser(text: string): string {
 
 export const clientSchema = {
   client: {
-    /** Required: there is no sensible default for where the relay is. */
-    server: key(parsers.hostPort),
+    /**
+     * Required: there is no sensible default for where the relay is. Several (a cluster's relays),
+     * comma-separated: the first is preferred, the others are where the device goes when it is lost.
+     */
+    server: key(serverList),
     /** Required: the server's fingerprint and join secret, from mnedcd-server --print-join. */
     /** parseJoin's messages never echo the value: it is a secret. */
     join: key(parseJoin),

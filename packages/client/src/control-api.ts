@@ -16,6 +16,7 @@ export function clientMethods(client: RelayClient, info: { version: string; devi
       uptimeSec: Math.round((Date.now() - info.startedAt) / 1000),
       state: client.state,
       server: client.server,
+      relays: client.relays,
       deviceId: info.deviceId,
       ip: client.lease?.ip ?? '',
       prefix: client.lease?.prefix ?? 0,

@@ -103,6 +103,13 @@ async function main(): Promise<void> {
     fatal(`cannot load or create the device key: ${(err as Error).message}`, EXIT_CONFIG);
   }
   let routesProblem = '';
+  const save = () => {
+    try {
+      saveClientState(stateFile, state);
+    } catch (err) {
+      log.error({ err, path: stateFile }, `Cannot save state to ${stateFile}: ${(err as Error).message}`);
+    }
+  };
   const client = new RelayClient({
     config,
     log,
@@ -120,14 +127,17 @@ async function main(): Promise<void> {
       routesProblem = host.routesProblem;
       return hostNetworks(host);
     },
+    ...(state.relays ? { learnedRelays: state.relays } : {}),
     onLease: (welcome) => {
       // The files list this device too, so they change with its address even when no peer did.
       discovery.update({ deviceId, ip: welcome.ip, hostname: hostname() }, client.peers.list(), { up: [], down: [] });
-      try {
-        saveClientState(stateFile, { lastIp: welcome.ip, server: client.server });
-      } catch (err) {
-        log.error({ err, path: stateFile }, `Cannot save state to ${stateFile}: ${(err as Error).message}`);
-      }
+      state.lastIp = welcome.ip;
+      state.server = client.server;
+      save();
+    },
+    onRelays: (relays) => {
+      state.relays = relays;
+      save();
     },
   });
   const self = () => (client.lease ? { deviceId, ip: client.lease.ip, hostname: hostname() } : null);

@@ -66,6 +66,26 @@ export function openTunnel(host: string, port: number, onData?: (chunk: Buffer) 
   return connect(options);
 }
 
+/**
+ * Whether a relay completes a TLS handshake within `timeoutMs`: the failback probe (relay-choice.ts). It
+ * sends nothing, so the relay learns nothing of the device; the session it would pin is checked when the
+ * device connects for real.
+ */
+export function probeRelay(host: string, port: number, timeoutMs = 3_000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = openTunnel(host, port);
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    socket.once('secureConnect', () => done(true));
+    socket.once('error', () => done(false));
+    socket.once('close', () => done(false));
+  });
+}
+
 /** Null when the server is the one the join string pins; else a sentence for the log and status. */
 export function serverMismatch(socket: TLSSocket, pinned: Buffer): string | null {
   const certificate = socket.getPeerCertificate(false);

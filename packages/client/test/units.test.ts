@@ -87,12 +87,18 @@ describe('client configuration', () => {
 
   it('reads the documented keys and checks them', () => {
     const config = parseClientConfig(`[client]\nserver = 192.168.0.10:3334   ; host:port\njoin = ${JOIN}\ndevice_id =\n`, 'c.ini');
-    assert.deepEqual(config.client.server, { host: '192.168.0.10', port: 3334 });
+    assert.deepEqual(config.client.server, [{ host: '192.168.0.10', port: 3334 }]);
     assert.equal(config.client.device_id, '');
     assert.equal(config.client.interface, 'mnedc0');
-    assert.deepEqual(parseClientConfig(`[client]\nserver = relay.example.org:1\njoin = ${JOIN}\n`, 'c.ini').client.server, { host: 'relay.example.org', port: 1 });
-    assert.deepEqual(parseClientConfig(`[client]\nserver = [fd00::1]:3334\njoin = ${JOIN}\n`, 'c.ini').client.server, { host: 'fd00::1', port: 3334 });
+    assert.deepEqual(parseClientConfig(`[client]\nserver = relay.example.org:1\njoin = ${JOIN}\n`, 'c.ini').client.server, [{ host: 'relay.example.org', port: 1 }]);
+    assert.deepEqual(parseClientConfig(`[client]\nserver = [fd00::1]:3334\njoin = ${JOIN}\n`, 'c.ini').client.server, [{ host: 'fd00::1', port: 3334 }]);
     assert.throws(() => parseClientConfig('[client]\nserver = 1.2.3.4:0\n', 'c.ini'), /\[client\] server: port 0 is outside 1\.\.65535/);
+    // A cluster: several relays, the first preferred.
+    assert.deepEqual(parseClientConfig(`[client]\nserver = 10.1.0.1:3334, relay-b.example:3334,[fd00::3]:3334\njoin = ${JOIN}\n`, 'c.ini').client.server,
+      [{ host: '10.1.0.1', port: 3334 }, { host: 'relay-b.example', port: 3334 }, { host: 'fd00::3', port: 3334 }]);
+    assert.throws(() => parseClientConfig(`[client]\nserver = 10.1.0.1:3334, 10.1.0.1:3334\njoin = ${JOIN}\n`, 'c.ini'), /\[client\] server: names 10\.1\.0\.1:3334 twice/);
+    assert.throws(() => parseClientConfig(`[client]\nserver = 10.1.0.1:3334, oops\njoin = ${JOIN}\n`, 'c.ini'), /\[client\] server: "oops" is not host:port/);
+    assert.throws(() => parseClientConfig(`[client]\nserver = ,\njoin = ${JOIN}\n`, 'c.ini'), /\[client\] server: names no relay/);
     assert.throws(() => parseClientConfig(`[client]\nserver = 1.2.3.4:1\njoin = ${JOIN}\ndevice_id = has space\n`, 'c.ini'), /\[client\] device_id: "has space" is not a device ID/);
     assert.throws(() => parseClientConfig(`[client]\nserver = 1.2.3.4:1\njoin = ${JOIN}\ninterface =\n`, 'c.ini'), /\[client\] interface: must name the TUN interface/);
     assert.throws(() => parseClientConfig(`[client]\nserver = 1.2.3.4:1\njoin = ${JOIN}\n[server]\n`, 'c.ini'), /\[server\]: unknown section/);

@@ -19,8 +19,8 @@ export const DROP_TERMS: Record<string, Term> = {
   queueFull: term('QUEUE FULL', 'packets from the device dropped because the destination\'s send queue was full'),
   multicast: term('MULTICAST', 'packets to multicast addresses (224.0.0.0/4): not carried yet, never answered with ICMP'),
   broadcast: term('BROADCAST', 'packets to 255.255.255.255 or the subnet\'s broadcast or network address: not carried, never answered with ICMP'),
-  relayDown: term('RELAY DOWN', 'packets for a device on another relay of the cluster while this relay has no mesh link to it'),
   ipv6: term('IPV6', 'IPv6 packets (the overlay carries IPv4 only; clients of this version drop them themselves)'),
+  relayDown: term('RELAY DOWN', 'packets for a device on another relay of the cluster while this relay has no mesh link to it'),
 };
 
 /** Connections the relay turned away (`refused` in stats), by reason. */

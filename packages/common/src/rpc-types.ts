@@ -29,6 +29,8 @@ const clientStatus = kind.object({
   daemon: kind.oneOf('client'), version: s, pid: n, uptimeSec: n,
   state: kind.oneOf('connecting', 'connected', 'waiting', 'stopped'),
   server: s, deviceId: s, ip: s, prefix: n, interface: s, since: n,
+  /** Every relay the device may use, in the order it tries them (configured, then learned); absent from older clients. */
+  relays: kind.optional(kind.array(s)),
   /** Sessions established again after an earlier one ended. */
   reconnects: n,
   /** Connection attempts that ended without a session. */

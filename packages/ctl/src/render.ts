@@ -58,13 +58,16 @@ export function renderServerStatus(s: ServerStatus): string {
 }
 
 export function renderClientStatus(s: ClientStatus, now: number): string {
-  return withUnknownFields(s, [
+  // One relay is the server line already; several are listed in the order the device tries them.
+  const { relays, ...rest } = s;
+  return withUnknownFields(rest, [
     ['daemon', 'client'],
     ['version', orDash(s.version)],
     ['pid', formatCount(s.pid)],
     ['uptime', formatDuration(s.uptimeSec)],
     ['state', `${orDash(s.state)}${since(s.since, now)}`],
     ['server', orDash(s.server)],
+    ...(relays && relays.length > 1 ? [['relays', relays.map(printable).join(', ')] as [string, string]] : []),
     ['device', orDash(s.deviceId)],
     ['ip', s.ip ? (s.prefix ? `${s.ip}/${s.prefix}` : s.ip) : '-'],
     ['interface', orDash(s.interface)],

@@ -91,10 +91,10 @@ describe('against a server daemon', () => {
     const human = await ctl(on('stats'));
     assert.equal(human.code, 0);
     assert.equal(human.stdout,
-      'DEVICE    IP        RX PKTS  RX BYTES  TX PKTS  TX BYTES  NO ROUTE  SPOOFED  MALFORMED  QUEUE FULL  MULTICAST  BROADCAST  IPV6  MISSED\n' +
-      '(total)   -            1200   1.5 MiB      803   500 KiB         1        0          0           2          0          0     0       -\n' +
-      '(local)   -              10     840 B       12    1008 B         0        0          0           0          0          0     0       -\n' +
-      'device-a  10.0.0.2     1200   1.5 MiB      800   500 KiB         1        0          0           2          0          0     0       0\n' +
+      'DEVICE    IP        RX PKTS  RX BYTES  TX PKTS  TX BYTES  NO ROUTE  SPOOFED  MALFORMED  QUEUE FULL  MULTICAST  BROADCAST  IPV6  RELAY DOWN  MISSED\n' +
+      '(total)   -            1200   1.5 MiB      803   500 KiB         1        0          0           2          0          0     0           0       -\n' +
+      '(local)   -              10     840 B       12    1008 B         0        0          0           0          0          0     0           0       -\n' +
+      'device-a  10.0.0.2     1200   1.5 MiB      800   500 KiB         1        0          0           2          0          0     0           0       0\n' +
       '\n' +
       'refused (connections turned away):\n' +
       '  rate limited          101\n' +
@@ -132,9 +132,11 @@ describe('against a server daemon', () => {
     assert.deepEqual(await ctl(on('cluster')), {
       code: 0, stderr: '',
       stdout: 'network fleet-7, etcd http://10.1.0.5:2379: v3.4.23, has a leader, revision 1234\n' +
-        'RELAY               ADVERTISE      STARTED    DEVICES\n' +
-        'server-aaaa (this)  10.1.0.5:3334  2h 5m ago     1204\n' +
-        'server-bbbb         10.1.0.6:3334  5m ago         987\n',
+        'RELAY               ADVERTISE      STARTED    DEVICES  MESH     RTT      SENT  RECEIVED\n' +
+        'server-aaaa (this)  10.1.0.5:3334  2h 5m ago     1204  -          -         -         -\n' +
+        'server-bbbb         10.1.0.6:3334  5m ago         987  up    0.8 ms  12.0 MiB   9.0 MiB\n' +
+        'server-cccc         10.1.0.7:3334  1m ago           0  down       -       0 B       0 B\n' +
+        'server-cccc: connect ECONNREFUSED 10.1.0.7:3334\n',
     });
     assert.deepEqual(JSON.parse((await ctl(on('cluster', '--json'))).stdout), clusterInfo);
   });

@@ -6,7 +6,7 @@ import type {
 /** The fixed "now" every relative time in the tests is computed against. */
 export const NOW = Date.UTC(2024, 0, 15, 12, 0, 0);
 
-const drops = (noRoute = 0, spoofed = 0, malformed = 0, queueFull = 0) => ({ noRoute, spoofed, malformed, queueFull, multicast: 0, broadcast: 0, ipv6: 0 });
+const drops = (noRoute = 0, spoofed = 0, malformed = 0, queueFull = 0) => ({ noRoute, spoofed, malformed, queueFull, multicast: 0, broadcast: 0, ipv6: 0, relayDown: 0 });
 
 export const serverStatus: ServerStatus = {
   daemon: 'server', version: '0.1.0', pid: 4242, uptimeSec: 7500, startedAt: NOW - 7_500_000,

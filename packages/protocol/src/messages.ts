@@ -55,7 +55,16 @@ export interface Welcome {
   dnsDomain?: string;
   /** The peer push the relay granted; absent from older relays (which push the full list to everyone). */
   discovery?: DiscoveryMode;
+  /**
+   * The relays of the cluster now, host:port (IPv6 as [addr]:port), at most MAX_WELCOME_RELAYS: where the
+   * device may go when this relay is lost. Absent from a single relay.
+   */
+  relays?: string[];
 }
+
+export const MAX_WELCOME_RELAYS = 32;
+/** host:port as relays advertise it: a name or IPv4 address, or [IPv6]; a port 1..65535 checked by the reader. */
+export const RELAY_ADDRESS = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/;
 
 export type RejectCode = 'version' | 'bad-hello' | 'pool-full' | 'auth' | 'busy' | 'forbidden';
 
@@ -225,6 +234,7 @@ export function parseWelcome(payload: Buffer): Welcome {
     if (!isDnsName(domain)) f.fail('dnsDomain', `${JSON.stringify(domain.slice(0, 64))} is not a lowercase DNS name`);
     welcome.dnsDomain = domain;
   }
+  if (f.has('relays')) welcome.relays = f.stringList('relays', MAX_WELCOME_RELAYS, 261, RELAY_ADDRESS);
   // A mode this version does not know (a newer relay) is left out: the client then takes PEERS as they come.
   if (f.has('discovery')) {
     const mode = f.string('discovery', 16);

@@ -83,7 +83,7 @@ export function runsFor(fuzzCase: FuzzCase, total: number): number {
 const MIN_GSO_FRAME = GSO_HEADER_BYTES + MIN_IPV4_PACKET;
 const CONTROL_TYPES = [FrameType.Hello, FrameType.Welcome, FrameType.Reject, FrameType.Peers, FrameType.Goodbye];
 /** Frames held to MAX_CONTROL_PAYLOAD: the JSON ones and the binary PEERS_BIN. */
-const CONTROL_SIZED: readonly number[] = [...CONTROL_TYPES, FrameType.PeersBin, FrameType.Endorse];
+const CONTROL_SIZED: readonly number[] = [...CONTROL_TYPES, FrameType.PeersBin, FrameType.Endorse, FrameType.MeshHello, FrameType.MeshWelcome];
 const KNOWN_TYPES: readonly number[] = [...CONTROL_SIZED, FrameType.Data, FrameType.DataGso, FrameType.Ping, FrameType.Pong];
 const UNKNOWN_TYPES: readonly number[] = Array.from({ length: 256 }, (_, i) => i).filter((t) => !KNOWN_TYPES.includes(t));
 

@@ -50,6 +50,8 @@ export interface DevicesDeps {
   mesh(): RelayMesh | null;
   /** The domain the relay answers DNS for, once its responder listens. */
   dnsDomain(): string | undefined;
+  /** The cluster's relays (host:port) a WELCOME lists; empty for a single relay. */
+  relays(): string[];
   emit(event: 'peer', payload: PeerEvent): void;
   emit(event: 'sessions'): void;
 }
@@ -248,6 +250,8 @@ export class Devices implements HandshakeHost {
     };
     const dnsDomain = this.deps.dnsDomain();
     if (dnsDomain) welcome.dnsDomain = dnsDomain;
+    const relays = this.deps.relays();
+    if (relays.length > 0) welcome.relays = relays;
     session.sendControl(encodeJsonFrame(FrameType.Welcome, welcome));
     session.keepaliveMs = welcome.keepaliveMs;
     // Slots go to established sessions only, round robin: failed handshakes must not unbalance them.

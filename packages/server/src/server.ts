@@ -3,7 +3,9 @@ import { createServer, type AddressInfo, type Server as NetServer } from 'node:n
 import { createSecureContext } from 'node:tls';
 import { hostname } from 'node:os';
 import { formatHostPort, type Logger } from '@mnedc/common';
-import { certificateFingerprint, encodeEndorsement, encodeJsonFrame, FrameType, intToIpv4, showFingerprint } from '@mnedc/protocol';
+import {
+  certificateFingerprint, encodeEndorsement, encodeJsonFrame, FrameType, intToIpv4, MAX_WELCOME_RELAYS, RELAY_ADDRESS, showFingerprint,
+} from '@mnedc/protocol';
 import type { TunDevice } from '@mnedc/tun';
 import type { ServerConfig } from './config';
 import { DataPlane } from './dataplane/data-plane';
@@ -128,6 +130,7 @@ export class RelayServer extends EventEmitter {
       endorseFrame: identity.endorsement ? encodeJsonFrame(FrameType.Endorse, encodeEndorsement(identity.endorsement)) : null,
       dnsDomain: () => this.dns?.domain,
       mesh: () => this.mesh,
+      relays: () => this.relayAddresses(),
       emit: (event: string, payload?: unknown) => this.emit(event, payload),
     });
   }
@@ -296,6 +299,16 @@ export class RelayServer extends EventEmitter {
       if (event.event === 'up') registry.attach(event.deviceId);
       else registry.detach(event.deviceId);
     });
+  }
+
+  /**
+   * Where a device may go when this relay is lost: the registry's relays, this one first. An address a
+   * client would refuse (etcd holds what any relay wrote) is left out rather than spoil the WELCOME.
+   */
+  private relayAddresses(): string[] {
+    const registry = this.cluster?.registry;
+    if (!registry) return [];
+    return registry.relays().map((r) => r.advertise).filter((a) => RELAY_ADDRESS.test(a) && a.length <= 261).slice(0, MAX_WELCOME_RELAYS);
   }
 
   /** Devices.sweep visits one slice of the sessions per call: SWEEP_SLICES calls per keepalive interval. */

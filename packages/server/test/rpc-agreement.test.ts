@@ -65,7 +65,8 @@ describe('RPC types agree with the relay', () => {
       await answer('forget', { deviceId: 'dev-b' });
       await answer('rotateJoin');
       assert.deepEqual(await answer('cluster'), { network: null, relay: server.relayId, etcd: null, stateReadable: true,
-        relays: [{ id: server.relayId, advertise: `127.0.0.1:${port}`, since: server.startedAt, devices: 0, self: true }] });
+        relays: [{ id: server.relayId, advertise: `127.0.0.1:${port}`, since: server.startedAt, devices: 0, self: true,
+          link: 'self', problem: '', rttMs: -1, txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0 }] });
 
       for (const n of events.seen) assert.deepEqual(rpcProblems('server', { notification: n.method }, n.params), [], JSON.stringify(n));
       assert.deepEqual([...called].sort(), Object.keys(RPC_SCHEMA.server.results).sort(), 'every declared method was called');
