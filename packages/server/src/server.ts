@@ -20,6 +20,7 @@ import { limitsFromConfig, type ServerLimits } from './limits';
 import type { Session } from './session';
 import { ClusterState } from './cluster/cluster';
 import { RelayMesh } from './mesh/mesh';
+import { followRemotePeers } from './cluster/remote-peers';
 import { ENDORSEMENT_WARN_DAYS } from './stores/endorsement-file';
 import { DeviceBindings, JoinSecret, loadOrCreateIdentity, type ServerIdentity } from './stores/identity';
 import type { Lease } from './stores/lease-pool';
@@ -47,8 +48,9 @@ const STOP_FLUSH_MS = 1_000;
  * start and stop, and what the operator may do.
  *
  * Events: 'peer' (PeerEvent) when a device joins or leaves — a takeover by the same device is neither,
- * unless it comes under another hostname (then an 'up' with the new one) — and 'sessions' after any
- * change of the connected set.
+ * unless it comes under another hostname (then an 'up' with the new one) — 'remote-peer' (PeerEvent) when
+ * a device comes to or leaves another relay of the cluster, and 'sessions' after any change of the
+ * connected set.
  */
 export class RelayServer extends EventEmitter {
   readonly leases: LeaseService;
@@ -295,6 +297,8 @@ export class RelayServer extends EventEmitter {
     }, this.log, { keepaliveMs, deadAfterMs });
     registry.on('relays', () => this.mesh?.sync());
     this.mesh.sync();
+    followRemotePeers(registry, this.directory, (deviceId) => cluster.leases.get(deviceId), (deviceId) => this.devices.isConnected(deviceId),
+      (event) => this.emit('remote-peer', event));
     this.on('peer', (event: PeerEvent) => {
       if (event.event === 'up') registry.attach(event.deviceId);
       else registry.detach(event.deviceId);

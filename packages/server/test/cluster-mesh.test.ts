@@ -90,6 +90,10 @@ describe('the relay mesh', () => {
     await until(() => servers.every((s) => devices.every((_, i) => s.cluster!.registry!.relayOf(`mesh-${i}`) === `relay-${'abc'[i % 3]}`)),
       'every relay knows where every device is');
 
+    // Discovery gives the same answer on every relay: each device's peer list holds all twelve, with their addresses.
+    await until(() => devices.every((d) => devices.every((other, i) => d.peers.get(`mesh-${i}`)?.ip === other.welcome!.ip)),
+      'every device lists every device of the cluster');
+
     for (const [i, from] of devices.entries()) {
       for (const [j, to] of devices.entries()) {
         if (i !== j) from.send(ipPacket(from.ip, to.ip, `pair ${i}>${j}.`));
@@ -132,6 +136,7 @@ describe('the relay mesh', () => {
     clients.push(moved);
     assert.equal(moved.welcome?.ip, devices[2]!.welcome!.ip);
     await until(() => a.server.cluster!.registry!.relayOf('mesh-2') === 'relay-b', 'relay-a learns mesh-2 moved');
+    await until(() => devices[0]!.peers.get('mesh-2')?.ip === moved.welcome!.ip, 'mesh-0 still lists mesh-2');
     devices[0]!.send(ipPacket(devices[0]!.ip, moved.ip, 'after the move'));
     await moved.until(() => moved.data.some((p) => p.includes('after the move')), 'the packet at mesh-2 on relay-b');
   });

@@ -13,7 +13,7 @@ export interface OverlayDnsOptions {
   log: Logger;
   serverIp: number;
   serverDeviceId: string;
-  /** The relay's 'peer' events: a device joining is resolvable from that moment, leaving takes its name. */
+  /** The relay's 'peer' and 'remote-peer' events: a device joining is resolvable from that moment, leaving takes its name. */
   events: EventEmitter;
   port?: number;
 }
@@ -39,10 +39,13 @@ export async function startOverlayDns(options: OverlayDnsOptions): Promise<DnsRe
     return null;
   }
   responder.names.up(options.serverDeviceId, serverIp, hostname());
-  options.events.on('peer', (event: PeerEvent) => {
+  // Devices on the cluster's other relays have names here too: every relay gives the same answers.
+  const follow = (event: PeerEvent) => {
     if (event.event === 'up') responder.names.up(event.deviceId, ipv4ToInt(event.ip), event.hostname);
     else responder.names.down(event.deviceId);
-  });
+  };
+  options.events.on('peer', follow);
+  options.events.on('remote-peer', follow);
   log.info({ dns: `${host}:${responder.port}`, domain: responder.domain }, `Answering DNS for ${responder.domain} on ${host}:${responder.port} (UDP and TCP)`);
   return responder;
 }
