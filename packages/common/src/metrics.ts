@@ -30,6 +30,7 @@ const SCOPES: Record<string, Scope> = {
   dns: { name: 'dns', about: 'the relay\'s DNS responder on the overlay', terms: DNS_TERMS },
   discovery: { name: 'discovery', about: 'the peer list pushed to devices that get it', terms: DISCOVERY_TERMS },
   tunnel: { name: 'tunnel', about: 'the TUN device: rx is what was read from it, on its way to the relay; tx what was written to it', terms: TUNNEL_TERMS },
+  mesh: { name: 'mesh', about: 'the mesh link to one other relay of the cluster: rx is what came from it, tx what was sent to it' },
   session: { name: 'session', about: 'the connection to the relay: rx is what came from the relay, tx what was sent to it', terms: SESSION_TERMS },
 };
 
@@ -52,6 +53,7 @@ const COMMON_TERMS: Record<string, { name?: string; meaning: string; unscoped?: 
 /** Values that go up and down; everything else in a stats answer is a counter. */
 const GAUGES: Record<string, { name: string; scale: number; meaning: string }> = {
   rttMs: { name: 'rtt_seconds', scale: 1e-3, meaning: 'Round-trip time of the last keepalive to the relay, in seconds (NaN before the first)' },
+  up: { name: 'up', scale: 1, meaning: '1 while the mesh link to that relay is up, 0 while it is not' },
 };
 
 export type Labels = Record<string, string>;
@@ -137,9 +139,10 @@ function walk(out: Exposition, prefix: string[], record: object, labels: Labels,
       const inner = Object.hasOwn(SCOPES, key) ? SCOPES[key] : undefined;
       value.forEach((element: unknown, i) => {
         if (typeof element !== 'object' || element === null) return;
-        const id = (element as { deviceId?: unknown }).deviceId;
-        const device = typeof id === 'string' ? id : String(i);
-        walk(out, [name(inner?.name ?? metricNamePart(key))], element, { ...labels, device }, inner, `${at}[]`);
+        // A device's counters are labelled by its ID, a mesh link's by the relay at its other end.
+        const { deviceId, relay } = element as { deviceId?: unknown; relay?: unknown };
+        const label: Labels = typeof relay === 'string' && deviceId === undefined ? { relay } : { device: typeof deviceId === 'string' ? deviceId : String(i) };
+        walk(out, [name(inner?.name ?? metricNamePart(key))], element, { ...labels, ...label }, inner, `${at}[]`);
       });
     } else if (typeof value === 'object' && value !== null) {
       const reasons = Object.hasOwn(REASONS, key) ? REASONS[key] : undefined;

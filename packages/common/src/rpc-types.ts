@@ -69,6 +69,8 @@ const serverStats = kind.object({
   totals: counters,
   local: counters,
   clients: kind.array(kind.object({ deviceId: s, ip: s, rxPackets: n, rxBytes: n, txPackets: n, txBytes: n, drops, missed: n })),
+  /** The links to the cluster's other relays (a relay without [cluster]: none): `up` 1 or 0, drops of what came over it. */
+  mesh: kind.optional(kind.array(kind.object({ relay: s, up: n, rxPackets: n, rxBytes: n, txPackets: n, txBytes: n, drops }))),
 });
 
 const clientStats = kind.object({

@@ -150,7 +150,8 @@ export function renderLeases(leases: Lease[], now: number): string {
  * every refusal and cut counter, zeros included: an operator looking for a reason should find it listed.
  */
 export function renderServerStats(stats: ServerStats): string {
-  const counters: Counters[] = [stats.totals, stats.local, ...stats.clients];
+  const mesh = stats.mesh ?? [];
+  const counters: Counters[] = [stats.totals, stats.local, ...stats.clients, ...mesh];
   const dropKeys = counterKeys(DROP_TERMS, counters.map((c) => c.drops));
   const headers = ['DEVICE', 'IP', 'RX PKTS', 'RX BYTES', 'TX PKTS', 'TX BYTES',
     ...dropKeys.map((key) => printable(counterLabel(DROP_TERMS, key, true))), 'MISSED'];
@@ -164,6 +165,8 @@ export function renderServerStats(stats: ServerStats): string {
     row('(total)', '-', stats.totals, '-'),
     row('(local)', '-', stats.local, '-'),
     ...stats.clients.map((c) => row(c.deviceId, orDash(c.ip), c, formatCount(c.missed))),
+    // The cluster's other relays: what crossed the mesh link to each (rx: from it), drops of what came over it.
+    ...mesh.map((m) => row(`(relay ${printable(m.relay)})`, '-', m, '-')),
   ], align);
   const sections = [
     ['refused (connections turned away)', counterFields(REFUSAL_TERMS, stats.refused)],

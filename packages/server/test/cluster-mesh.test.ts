@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
+import { renderMetrics, type ServerStats } from '@mnedc/common';
 import { EtcdCluster } from '@mnedc/etcd';
 import { ipPacket, WireClient } from '@mnedc/lab';
 import {
@@ -108,6 +109,13 @@ describe('the relay mesh', () => {
     const view = await meshOf(a.server);
     for (const peer of view.filter((p) => !p.self)) assert.equal(peer.txPackets, 16, `relay-a → ${peer.id}`);
     assert.deepEqual(view.map((p) => [p.id, p.link, p.devices]), [['relay-a', 'self', 4], ['relay-b', 'up', 4], ['relay-c', 'up', 4]]);
+    // The same in the metrics: one series per relay linked.
+    const metrics = renderMetrics('server', serverMethods(a.server, () => parseServerConfig('', 't.ini'), 'test').stats(undefined, undefined as never) as ServerStats);
+    for (const relayId of ['relay-b', 'relay-c']) {
+      assert.match(metrics, new RegExp(`^mnedc_relay_mesh_tx_packets_total\\{relay="${relayId}"\\} 16$`, 'm'));
+      assert.match(metrics, new RegExp(`^mnedc_relay_mesh_rx_packets_total\\{relay="${relayId}"\\} 16$`, 'm'));
+      assert.match(metrics, new RegExp(`^mnedc_relay_mesh_up\\{relay="${relayId}"\\} 1$`, 'm'));
+    }
 
     // Relays with keys endorsed by another network, under the same etcd network name: no link either way.
     // relay-x is dialed (its dialers refuse it); relay-0 dials, and refuses the relays it reaches itself.

@@ -9,6 +9,7 @@ import {
   parseMeshWelcome, parseReject, ProtocolError, type Endorsement,
 } from '@mnedc/protocol';
 import type { DataPlane, MeshRoutes } from '../dataplane/data-plane';
+import { newCounters, type TrafficCounters } from '../dataplane/target';
 import type { Session } from '../session';
 import { PeerRelay, type MeshLinkState } from './peer-relay';
 
@@ -71,6 +72,8 @@ interface Dialer {
  */
 export class RelayMesh implements MeshRoutes {
   private readonly links = new Map<string, PeerRelay>();
+  /** Per relay ever linked, across its links. */
+  private readonly traffic = new Map<string, TrafficCounters>();
   private readonly dialers = new Map<string, Dialer>();
   private readonly key: KeyObject;
   private readonly warnings: RateLimitedWarning;
@@ -140,7 +143,7 @@ export class RelayMesh implements MeshRoutes {
       const peer = this.links.get(id);
       const dialer = this.dialers.get(id);
       const up = peer !== undefined && peer.open;
-      const c = peer?.counters;
+      const c = this.traffic.get(id);
       return {
         id,
         link: up ? 'up' : dialer && !dialer.timer ? 'connecting' : 'down',
@@ -154,6 +157,12 @@ export class RelayMesh implements MeshRoutes {
         problem: up ? '' : dialer?.problem ?? 'waiting for it to dial this relay',
       };
     });
+  }
+
+  /** Traffic per linked relay, for stats and metrics: the counters of the current (or last) link to each. */
+  stats(): Array<{ relay: string; up: number; rxPackets: number; rxBytes: number; txPackets: number; txBytes: number; drops: TrafficCounters['drops'] }> {
+    return [...this.traffic].map(([relay, { rxPackets, rxBytes, txPackets, txBytes, drops }]) =>
+      ({ relay, up: this.links.get(relay)?.open ? 1 : 0, rxPackets, rxBytes, txPackets, txBytes, drops: { ...drops } }));
   }
 
   close(): void {
@@ -189,7 +198,7 @@ export class RelayMesh implements MeshRoutes {
       session.reject({ code: 'auth', reason: `mesh link refused: ${problem}` });
       return null;
     }
-    const peer = new PeerRelay(hello.relay, session.link, false, session.remote);
+    const peer = new PeerRelay(hello.relay, session.link, false, session.remote, this.countersOf(hello.relay));
     peer.gso = hello.capabilities.includes(CAPABILITY_GSO);
     session.link.budgetBytes = MESH_BUDGET_BYTES;
     session.link.sendControl(encodeJsonFrame(FrameType.MeshWelcome, { relay: this.self.relayId, capabilities: MESH_CAPABILITIES }));
@@ -229,6 +238,15 @@ export class RelayMesh implements MeshRoutes {
       dialer.downSince = Date.now();
       this.redial(peer.relayId, dialer);
     }
+  }
+
+  private countersOf(relay: string): TrafficCounters {
+    let counters = this.traffic.get(relay);
+    if (!counters) {
+      counters = newCounters();
+      this.traffic.set(relay, counters);
+    }
+    return counters;
   }
 
   private up(peer: PeerRelay): void {
@@ -298,7 +316,7 @@ export class RelayMesh implements MeshRoutes {
         const welcome = parseMeshWelcome(frame.subarray(HEADER_BYTES));
         if (welcome.relay !== id) throw new ProtocolError('unexpected', `it answered as relay ${welcome.relay}, not ${id}`);
         clearTimeout(deadline);
-        peer = new PeerRelay(id, link, true, remote);
+        peer = new PeerRelay(id, link, true, remote, this.countersOf(id));
         peer.gso = welcome.capabilities.includes(CAPABILITY_GSO);
         dialer.delayMs = REDIAL_MIN_MS;
         dialer.problem = '';

@@ -1,5 +1,5 @@
 import { Link, type WriteBatch } from '@mnedc/link';
-import { newCounters, type Target } from '../dataplane/target';
+import type { Target, TrafficCounters } from '../dataplane/target';
 
 export type MeshLinkState = 'connecting' | 'up' | 'down';
 
@@ -12,14 +12,14 @@ export type MeshLinkState = 'connecting' | 'up' | 'down';
 export class PeerRelay implements Target {
   readonly local = false;
   readonly ip = 0;
-  readonly counters = newCounters();
   readonly deviceId: string;
   /** Both sides listed "gso": DATA_GSO crosses the link as it is. */
   gso = false;
   open = false;
   readonly openedAt = Date.now();
 
-  constructor(readonly relayId: string, readonly link: Link, readonly dialed: boolean, readonly remote: string) {
+  /** `counters`: the relay's, kept across its links, so a reconnect does not reset what was counted. */
+  constructor(readonly relayId: string, readonly link: Link, readonly dialed: boolean, readonly remote: string, readonly counters: TrafficCounters) {
     this.deviceId = `relay ${relayId}`;
   }
 
