@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { TLSSocket } from 'node:tls';
-import { formatHostPort, RateLimitedWarning, type HostPort, type Logger } from '@mnedc/common';
+import { formatHostPort, RateLimitedWarning, type Logger } from '@mnedc/common';
 import { Link, pingFrame } from '@mnedc/link';
 import {
   CAPABILITY_GSO, CAPABILITY_PEERS_BIN, encodeJsonFrame, FrameType, frameName, HANDSHAKE_TIMEOUT_MS, HEADER_BYTES, ipv4ToInt, parseGoodbye,
@@ -14,7 +14,7 @@ import { describeSocketError, rejectKind } from './failure';
 import { checkWelcome } from './lease-overlap';
 import { logPeerChanges } from './peer-log';
 import { NO_PEERS, PeerTable, type PeerChanges } from './peer-table';
-import { Failback, PROBE_EVERY_MS, RelayChoice, RETURN_AFTER_MS } from './relay-choice';
+import { PreferredProbe, PROBE_EVERY_MS, RelayChoice, RETURN_AFTER_MS, type FailbackOptions } from './relay-choice';
 import { buildHello, endorsedRelayProblem, ENDORSE_WAIT_MS, openTunnel, probeRelay, serverMismatch, type Credentials } from './secure';
 import { relayBudget, TunBridge } from './tun-bridge';
 
@@ -43,8 +43,8 @@ export interface ClientDeps {
   learnedRelays?: string[];
   /** A WELCOME listed another set of relays: to persist. */
   onRelays?: (relays: string[]) => void;
-  /** When to go back to the preferred relay; default every PROBE_EVERY_MS, after RETURN_AFTER_MS of answers. */
-  failback?: { probeEveryMs: number; returnAfterMs: number; probe?: (relay: HostPort) => Promise<boolean> };
+  /** When to go back to the preferred relay; default a probe every PROBE_EVERY_MS, back after RETURN_AFTER_MS of answers. */
+  failback?: Partial<FailbackOptions>;
 }
 
 /**
@@ -87,8 +87,7 @@ export class RelayClient extends EventEmitter {
   private readonly bridge: TunBridge;
   private readonly warnings: RateLimitedWarning;
   private readonly choice: RelayChoice;
-  private readonly failback: Failback;
-  private probeTimer: NodeJS.Timeout | null = null;
+  private readonly preferredProbe: PreferredProbe;
   /** Leaving a healthy relay for the preferred one: the next attempt goes there at once. */
   private returning = false;
 
@@ -100,7 +99,9 @@ export class RelayClient extends EventEmitter {
     this.warnings = new RateLimitedWarning(deps.log);
     this.bridge = new TunBridge(deps.device, this.counters, this.warnings, deps.log, () => this.server);
     this.choice = new RelayChoice(deps.config.client.server, deps.learnedRelays);
-    this.failback = new Failback(deps.failback?.returnAfterMs ?? RETURN_AFTER_MS);
+    this.preferredProbe = new PreferredProbe({
+      probeEveryMs: PROBE_EVERY_MS, returnAfterMs: RETURN_AFTER_MS, probe: (relay) => probeRelay(relay.host, relay.port), ...deps.failback,
+    });
   }
 
   /** Whether the current (or last) session moves offloaded super-packets. */
@@ -362,7 +363,7 @@ export class RelayClient extends EventEmitter {
     this.joinedBefore = true;
     if (changed) this.deps.onLease?.(welcome);
     if (welcome.relays && this.choice.learn(welcome.relays)) this.deps.onRelays?.(this.choice.learned);
-    if (!this.choice.onPreferred) this.watchPreferred(link);
+    if (!this.choice.onPreferred) this.preferredProbe.start(this.choice.preferred, () => this.returnToPreferred(link));
     this.keepaliveTimer = setInterval(() => {
       if (!link.keepalive(welcome.keepaliveMs, welcome.deadAfterMs, pingFrame())) this.fail(link, `no word from ${this.server} for ${welcome.deadAfterMs} ms`);
     }, welcome.keepaliveMs);
@@ -424,41 +425,27 @@ export class RelayClient extends EventEmitter {
     if (!wasConnected) this.counters.failedAttempts++;
     this.state = 'waiting';
     const why = this.lastError || 'connection closed';
-    const fields = { server: this.server, delayMs: delay, failure: kind };
-    if (wasConnected) {
-      this.deps.log.warn({ ...fields, server: lost, next: this.server },
-        `Lost ${lost} (${why}); reconnecting${this.server === lost ? '' : ` to ${this.server}`} in ${delay} ms, keeping ${this.lease?.ip} on ${this.bridge.name}`);
-    } else if (kind === 'mistake') {
-      // One line per attempt, at one level: an operator has to act, and the waits grow to minutes meanwhile.
-      this.deps.log.error({ ...fields, server: lost }, `${line ?? `Cannot join ${lost}: ${why}`}; retrying${this.server === lost ? '' : ` with ${this.server}`} in ${delay} ms`);
-    } else {
-      this.deps.log.warn({ ...fields, server: lost }, `${line ?? `Cannot join ${lost}: ${why}`}; retrying${this.server === lost ? '' : ` with ${this.server}`} in ${delay} ms`);
-    }
+    const fields = { server: lost, next: this.server, delayMs: delay, failure: kind };
+    const next = this.server === lost ? '' : ` ${wasConnected ? 'to' : 'with'} ${this.server}`;
+    // One line per attempt, at one level: for a mistake an operator has to act, and the waits grow to minutes meanwhile.
+    if (wasConnected) this.deps.log.warn(fields, `Lost ${lost} (${why}); reconnecting${next} in ${delay} ms, keeping ${this.lease?.ip} on ${this.bridge.name}`);
+    else this.deps.log[kind === 'mistake' ? 'error' : 'warn'](fields, `${line ?? `Cannot join ${lost}: ${why}`}; retrying${next} in ${delay} ms`);
     this.retryTimer = setTimeout(() => this.connect(), delay);
   }
 
   private clearTimers(): void {
-    for (const timer of [this.retryTimer, this.keepaliveTimer, this.handshakeTimer, this.probeTimer]) if (timer) clearTimeout(timer);
-    this.retryTimer = this.keepaliveTimer = this.handshakeTimer = this.probeTimer = null;
+    for (const timer of [this.retryTimer, this.keepaliveTimer, this.handshakeTimer]) if (timer) clearTimeout(timer);
+    this.retryTimer = this.keepaliveTimer = this.handshakeTimer = null;
+    this.preferredProbe.stop();
   }
 
-  /**
-   * On a relay other than the preferred one: probe the preferred, and go back once it has answered every
-   * probe for the failback wait. The move is a new session on the preferred relay (same IP and TUN).
-   */
-  private watchPreferred(link: Link): void {
-    this.failback.reset();
-    const every = this.deps.failback?.probeEveryMs ?? PROBE_EVERY_MS;
-    const probe = this.deps.failback?.probe ?? ((relay: HostPort) => probeRelay(relay.host, relay.port));
-    this.probeTimer = setInterval(() => {
-      void probe(this.choice.preferred).then((ok) => {
-        if (link !== this.link || this.state !== 'connected' || !this.failback.probed(ok, Date.now())) return;
-        const preferred = formatHostPort(this.choice.preferred);
-        this.deps.log.info({ server: this.server, preferred }, `Returning to the preferred relay ${preferred}: it has answered for a while`);
-        this.returning = true;
-        link.finish(encodeJsonFrame(FrameType.Goodbye, { code: 'shutdown', reason: `moving to the preferred relay ${preferred}` }), 500);
-      });
-    }, every);
+  /** The preferred relay has answered for the failback wait: a new session there (same IP and TUN). */
+  private returnToPreferred(link: Link): void {
+    if (link !== this.link || this.state !== 'connected') return;
+    const preferred = formatHostPort(this.choice.preferred);
+    this.deps.log.info({ server: this.server, preferred }, `Returning to the preferred relay ${preferred}: it has answered for a while`);
+    this.returning = true;
+    link.finish(encodeJsonFrame(FrameType.Goodbye, { code: 'shutdown', reason: `moving to the preferred relay ${preferred}` }), 500);
   }
 
   /** TUN → relay; while the relay is behind, the TUN is paused and the kernel's queue absorbs and drops. */

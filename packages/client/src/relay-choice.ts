@@ -110,3 +110,38 @@ export class Failback {
     this.healthySince = null;
   }
 }
+
+export interface FailbackOptions {
+  probeEveryMs: number;
+  returnAfterMs: number;
+  /** Whether the relay answers now (secure.ts probeRelay). */
+  probe: (relay: HostPort) => Promise<boolean>;
+}
+
+/** While the device is on another relay: probes the preferred one, and says when to go back (Failback). */
+export class PreferredProbe {
+  private timer: NodeJS.Timeout | null = null;
+  private readonly failback: Failback;
+
+  constructor(private readonly options: FailbackOptions) {
+    this.failback = new Failback(options.returnAfterMs);
+  }
+
+  start(preferred: HostPort, back: () => void): void {
+    this.stop();
+    this.failback.reset();
+    const timer = setInterval(() => {
+      void this.options.probe(preferred).then((ok) => {
+        if (this.timer !== timer || !this.failback.probed(ok, Date.now())) return;
+        this.stop();
+        back();
+      });
+    }, this.options.probeEveryMs);
+    this.timer = timer;
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+}
