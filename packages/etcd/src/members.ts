@@ -47,7 +47,7 @@ export class EtcdMember {
   private readonly tail: string[] = [];
 
   constructor(readonly spec: MemberSpec, readonly dataDir: string, private readonly cluster: string, private readonly token: string,
-    private readonly wrap: (argv: string[]) => string[] = (argv) => argv) {}
+    private readonly wrap: (argv: string[]) => string[] = (argv) => argv, private readonly health?: (member: EtcdMember) => Promise<boolean>) {}
 
   get clientUrl(): string {
     return `${this.spec.tls ? 'https' : 'http'}://${this.spec.host}:${this.spec.clientPort}`;
@@ -101,6 +101,7 @@ export class EtcdMember {
 
   /** The member's own certificate doubles as the client's for a TLS member (the tests make it for both uses). */
   healthy(): Promise<boolean> {
+    if (this.health) return this.health(this);
     const { tls } = this.spec;
     const fetch = tls ? httpsGet : get;
     const options = tls ? { cert: readFileSync(tls.certFile), key: readFileSync(tls.keyFile), ...(tls.caFile ? { ca: readFileSync(tls.caFile) } : {}) } : {};
@@ -138,9 +139,16 @@ export class EtcdMember {
 export interface EtcdClusterOptions {
   members?: number;
   host?: string;
-  /** Runs each member through this (e.g. `ip netns exec NAME`); default: as it is. */
-  wrap?: (argv: string[]) => string[];
+  /** Runs each member through this (e.g. `ip netns exec NAME`, per member index); default: as it is. */
+  wrap?: (argv: string[], member: number) => string[];
   tls?: MemberTls;
+  /**
+   * One address per member, each in a network namespace of its own (with `wrap`): members listen on the
+   * standard ports 2379 and 2380 there, and `health` asks them from inside (the test's own namespace
+   * cannot reach them).
+   */
+  hosts?: string[];
+  health?: (member: EtcdMember) => Promise<boolean>;
 }
 
 /** N members forming one cluster, each with its own data directory under one temporary directory. */
@@ -148,16 +156,22 @@ export class EtcdCluster {
   private constructor(readonly members: EtcdMember[], private readonly dir: string) {}
 
   static async start(options: EtcdClusterOptions = {}): Promise<EtcdCluster> {
-    const n = options.members ?? 1;
+    const n = options.hosts?.length ?? options.members ?? 1;
     const host = options.host ?? '127.0.0.1';
     const dir = mkdtempSync(join(tmpdir(), 'mnedc-etcd-'));
     const specs: MemberSpec[] = [];
     for (let i = 0; i < n; i++) {
-      specs.push({ name: `m${i}`, host, clientPort: await freePort(host), peerPort: await freePort(host), ...(options.tls ? { tls: options.tls } : {}) });
+      const own = options.hosts?.[i];
+      specs.push({
+        name: `m${i}`, host: own ?? host, clientPort: own ? 2379 : await freePort(host), peerPort: own ? 2380 : await freePort(host),
+        ...(options.tls ? { tls: options.tls } : {}),
+      });
     }
     const initial = specs.map((s) => `${s.name}=http://${s.host}:${s.peerPort}`).join(',');
     const token = `mnedc-test-${process.pid}-${Date.now()}`;
-    const cluster = new EtcdCluster(specs.map((s) => new EtcdMember(s, join(dir, s.name), initial, token, options.wrap)), dir);
+    const { wrap } = options;
+    const cluster = new EtcdCluster(specs.map((s, i) => new EtcdMember(s, join(dir, s.name), initial, token,
+      wrap ? (argv) => wrap(argv, i) : undefined, options.health)), dir);
     try {
       for (const m of cluster.members) m.start();
       await Promise.all(cluster.members.map((m) => m.ready()));

@@ -10,3 +10,4 @@ export * from './openvpn';
 export * from './tls-records';
 export { runScale } from './scale/run';
 export { formatTable, type ScaleOptions, type ScaleResult } from './scale/stats';
+export * from './cluster-lab';

@@ -10,7 +10,7 @@ export type Device = (typeof DEVICES)[number];
 export const SERVER_PORT = 3334;
 
 const SERVER_BIN = path.join(REPO_ROOT, 'packages/server/bin/mnedcd-server.js');
-const CLIENT_BIN = path.join(REPO_ROOT, 'packages/client/bin/mnedcd-client.js');
+export const CLIENT_BIN = path.join(REPO_ROOT, 'packages/client/bin/mnedcd-client.js');
 const CTL_BIN = path.join(REPO_ROOT, 'packages/ctl/bin/mnedcctl.js');
 
 export interface LogLine {
