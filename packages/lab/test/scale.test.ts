@@ -79,7 +79,7 @@ describe('scale bench packets', () => {
 
 describe('scale bench options and statistics', () => {
   it('parses options with defaults and names what is wrong', () => {
-    assert.deepEqual(parseScaleArgs(['--devices', '10000']), { devices: 10000, discovery: 'auto', workers: 4, probes: 2000, secondsIdle: 30 });
+    assert.deepEqual(parseScaleArgs(['--devices', '10000']), { devices: 10000, discovery: 'auto', workers: 4, probes: 2000, secondsIdle: 30, relays: 1 });
     assert.deepEqual(parseScaleArgs(['--devices', '500', '--workers', '2', '--probes', '50', '--seconds-idle', '5', '--discovery', 'names']),
       { devices: 500, discovery: 'names', workers: 2, probes: 50, secondsIdle: 5 });
     assert.throws(() => parseScaleArgs(['--discovery', 'some']), /--discovery wants one of auto, full, names, off, not "some"/);

@@ -25,7 +25,8 @@ export interface DeviceSink {
 }
 
 export interface RelayTarget {
-  port: number;
+  /** One relay's port, or a cluster's: a device starts on ports[index % length] and moves on when it loses one. */
+  ports: number[];
   join: string;
   /** HELLO.discovery, as a client's [client] discovery. */
   discovery: DiscoveryRequest;
@@ -53,6 +54,8 @@ export class SimDevice {
   /** When this device first knew every other device (Date.now()), 0 before. */
   completeAt = 0;
   rejects = 0;
+  /** Which of target.ports it is on (or tries next). */
+  relay: number;
   private readonly known: Uint8Array;
   private decoder = new FrameDecoder();
   /** Derived once: the worker's CPU is the relay's competitor for the machine's cores. */
@@ -69,6 +72,7 @@ export class SimDevice {
     this.known = new Uint8Array(Math.ceil(devices / 8));
     this.publicKey = createPublicKey(key).export({ format: 'der', type: 'spki' });
     this.secret = parseJoin(target.join).secret;
+    this.relay = index % target.ports.length;
   }
 
   start(): void {
@@ -79,7 +83,7 @@ export class SimDevice {
   private open(): void {
     if (this.stopped) return this.settle();
     this.decoder = new FrameDecoder();
-    const tcp = netConnect({ host: '127.0.0.1', port: this.target.port, localAddress: this.localAddress });
+    const tcp = netConnect({ host: '127.0.0.1', port: this.target.ports[this.relay]!, localAddress: this.localAddress });
     const socket = connect({ socket: tcp, rejectUnauthorized: false, minVersion: 'TLSv1.3' });
     this.socket = socket;
     socket.once('secureConnect', () => this.hello(socket));
@@ -199,6 +203,8 @@ export class SimDevice {
     this.backoffMs = this.backoffMs === 0 ? 250 : Math.min(1000, this.backoffMs * 2);
     const wait = Math.min(MAX_WAIT_MS, Math.max(this.backoffMs * (0.5 + Math.random() / 2), this.hintMs * (1 + Math.random() / 2)));
     this.hintMs = 0;
+    // As the client does: the next attempt goes to the cluster's next relay.
+    this.relay = (this.relay + 1) % this.target.ports.length;
     setTimeout(() => this.start(), wait);
   }
 

@@ -1,5 +1,5 @@
 /**
- * `npm run bench:scale -- --devices N [--workers W] [--probes P] [--seconds-idle S]`: the real relay and N
+ * `npm run bench:scale -- --devices N [--relays R] [--workers W] [--probes P] [--seconds-idle S]`: the real relay (or R of a cluster) and N
  * simulated devices (see run.ts), one table on stdout, JSON in bench-results/scale-N-<time>.json. Root:
  * the relay runs in a network namespace with its TUN.
  */
@@ -20,7 +20,7 @@ async function main(): Promise<void> {
   const result = await runScale(options, (line) => process.stderr.write(`bench:scale: ${line}\n`));
   const dir = path.join(REPO_ROOT, 'bench-results');
   mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, `scale-${options.devices}-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  const file = path.join(dir, `scale-${options.devices}${options.relays > 1 ? `x${options.relays}` : ""}-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
   writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
   process.stdout.write(`${formatTable([result])}\n`);
   process.stdout.write(`commit ${result.commit}, ${result.cores} cores, load average ${result.loadavg.start.map((l) => l.toFixed(2)).join(' ')} at the start, ` +

@@ -4,7 +4,7 @@ import type { RelayTarget } from './device';
 export type Request =
   | { cmd: 'start'; first: number; count: number; devices: number; target: RelayTarget }
   | { cmd: 'status' }
-  /** Answer: [index, leased IP or 0 when not connected] for each device. */
+  /** Answer: [index, leased IP or 0 when not connected, which relay of the target's] for each device. */
   | { cmd: 'ips' }
   | { cmd: 'mark' }
   /** Answer: how many could be sent (the sender was connected). */

@@ -5,7 +5,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { REPO_ROOT, runCommand } from '../lab';
@@ -36,10 +36,21 @@ function installHandlers(): void {
   }
 }
 
-/** Relay settings for `devices` devices: every fleet limit raised to fit, the rest as an operator leaves them. */
-export function scaleConfig(devices: number, stateDir: string, socket: string, port: number): string {
+/** A relay of a cluster: its etcd, and whether it has the network key or an endorsement (`prepare` writes it). */
+export interface ScaleCluster {
+  etcd: string[];
+  network: string;
+}
+
+/**
+ * Relay settings for `devices` devices: every fleet limit raised to fit, the rest as an operator leaves
+ * them. A cluster's relays share one namespace and have no interface (their TUNs would all claim the
+ * relay address there), so they answer no DNS.
+ */
+export function scaleConfig(devices: number, stateDir: string, socket: string, port: number, cluster?: ScaleCluster): string {
   return [
-    '[server]', `listen = 127.0.0.1:${port}`, `subnet = ${SCALE_SUBNET}`, 'interface = mnsc0', `state_dir = ${stateDir}`,
+    '[server]', `listen = 127.0.0.1:${port}`, `subnet = ${SCALE_SUBNET}`, `interface = ${cluster ? '' : 'mnsc0'}`, `state_dir = ${stateDir}`,
+    ...(cluster ? ['[cluster]', `etcd = ${cluster.etcd.join(', ')}`, `network = ${cluster.network}`] : []),
     '[limits]', 'max_handshakes = 4096', `max_handshakes_per_source = 1024`,
     'connections_per_source_per_second = 100000', 'connection_burst_per_source = 100000',
     `max_clients = ${devices + 16}`, `max_devices = ${devices * 2 + 16}`,
@@ -49,9 +60,20 @@ export function scaleConfig(devices: number, stateDir: string, socket: string, p
   ].join('\n');
 }
 
+export interface ScaleRelayOptions {
+  /** Run in this relay's namespace (a cluster's second and later relays) rather than a new one. */
+  beside?: ScaleRelay;
+  cluster?: ScaleCluster;
+  /** Runs before the first start, its configuration written (an endorsement goes into its state directory). */
+  prepare?: (relay: ScaleRelay) => Promise<void>;
+}
+
 export class ScaleRelay {
-  readonly ns = `mn${randomBytes(2).toString('hex')}-sc`;
+  readonly ns: string;
   readonly dir = mkdtempSync(path.join(tmpdir(), 'mnedc-scale-'));
+  readonly stateDir = path.join(this.dir, 'state');
+  /** The namespace is this relay's to delete. */
+  private readonly ownsNamespace: boolean;
   readonly socket = path.join(this.dir, 'server.sock');
   readonly config = path.join(this.dir, 'server.ini');
   daemon: Daemon | null = null;
@@ -59,16 +81,24 @@ export class ScaleRelay {
   join = '';
   private readonly children = new Set<ChildProcess>();
 
-  private constructor(readonly devices: number) {}
+  private constructor(readonly devices: number, private readonly options: ScaleRelayOptions) {
+    this.ns = options.beside?.ns ?? `mn${randomBytes(2).toString('hex')}-sc`;
+    this.ownsNamespace = options.beside === undefined;
+  }
 
-  static async create(devices: number): Promise<ScaleRelay> {
+  static async create(devices: number, options: ScaleRelayOptions = {}): Promise<ScaleRelay> {
     installHandlers();
-    const relay = new ScaleRelay(devices);
+    const relay = new ScaleRelay(devices, options);
     live.add(relay);
     try {
-      for (const argv of [['netns', 'add', relay.ns], ['-n', relay.ns, 'link', 'set', 'lo', 'up']]) {
+      for (const argv of relay.ownsNamespace ? [['netns', 'add', relay.ns], ['-n', relay.ns, 'link', 'set', 'lo', 'up']] : []) {
         const result = await runCommand('ip', argv, 10_000);
         if (result.code !== 0) throw new Error(`ip ${argv.join(' ')}: ${result.stderr.trim()}`);
+      }
+      if (options.prepare) {
+        mkdirSync(relay.stateDir, { recursive: true });
+        relay.writeConfig();
+        await options.prepare(relay);
       }
       await relay.start();
     } catch (error) {
@@ -88,7 +118,7 @@ export class ScaleRelay {
 
   /** Starts the relay (again, on the same state and port after a kill). */
   async start(): Promise<void> {
-    writeFileSync(this.config, scaleConfig(this.devices, path.join(this.dir, 'state'), this.socket, this.port));
+    this.writeConfig();
     // What the relay's own start-up check counts (max_clients + max_handshakes + 256), and slack.
     const nofile = this.devices + 16 + 4096 + 512;
     // MNEDC_SCALE_RELAY_NODE_ARGS (e.g. --perf-basic-prof, for perf record -p) reaches the relay's node.
@@ -104,6 +134,10 @@ export class ScaleRelay {
       if (result.code !== 0) throw new Error(`mnedcctl join: ${result.stderr.trim()}`);
       this.join = (JSON.parse(result.stdout) as { join: string }).join;
     }
+  }
+
+  writeConfig(): void {
+    writeFileSync(this.config, scaleConfig(this.devices, this.stateDir, this.socket, this.port, this.options.cluster));
   }
 
   async kill9(): Promise<void> {
@@ -141,13 +175,15 @@ export class ScaleRelay {
         child.kill('SIGKILL');
       } catch { /* gone */ }
     }
-    // Whatever still holds the namespace (a worker that ignored its parent) dies with it.
-    spawnSync('ip', ['netns', 'pids', this.ns], { encoding: 'utf8' }).stdout?.split('\n').filter(Boolean).forEach((pid) => {
-      try {
-        process.kill(Number(pid), 'SIGKILL');
-      } catch { /* gone */ }
-    });
-    spawnSync('ip', ['netns', 'del', this.ns]);
+    if (this.ownsNamespace) {
+      // Whatever still holds the namespace (a worker that ignored its parent, etcd) dies with it.
+      spawnSync('ip', ['netns', 'pids', this.ns], { encoding: 'utf8' }).stdout?.split('\n').filter(Boolean).forEach((pid) => {
+        try {
+          process.kill(Number(pid), 'SIGKILL');
+        } catch { /* gone */ }
+      });
+      spawnSync('ip', ['netns', 'del', this.ns]);
+    }
     rmSync(this.dir, { recursive: true, force: true });
   }
 }

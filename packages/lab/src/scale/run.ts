@@ -8,7 +8,8 @@ import { cpus, loadavg } from 'node:os';
 import { REPO_ROOT } from '../lab';
 import { cpuSeconds } from '../measure';
 import type { DnsResult, WorkerStatus } from './protocol';
-import { ScaleRelay } from './relay';
+import { startRelays } from './cluster';
+import type { ScaleRelay } from './relay';
 import { deviceId, observerDevices, percentile, randomPairs, seededRandom, splitDevices, type ScaleOptions, type ScaleResult } from './stats';
 import { all, sumStatus, WorkerHandle } from './workers';
 
@@ -45,19 +46,22 @@ async function pollUntil(workers: WorkerHandle[], done: (s: WorkerStatus) => boo
   }
 }
 
-/** Connected devices by index → address, from every worker. */
-async function connectedIps(workers: WorkerHandle[]): Promise<Map<number, number>> {
-  const lists = await all<Array<[number, number]>>(workers, { cmd: 'ips' });
-  return new Map(lists.flat().filter(([, ip]) => ip !== 0));
+/** Connected devices by index → address, and which relay each is on, from every worker. */
+async function connectedIps(workers: WorkerHandle[]): Promise<Map<number, number> & { relayOf?: Map<number, number> }> {
+  const lists = (await all<Array<[number, number, number]>>(workers, { cmd: 'ips' })).flat().filter(([, ip]) => ip !== 0);
+  return Object.assign(new Map(lists.map(([index, ip]) => [index, ip])), { relayOf: new Map(lists.map(([index, , relay]) => [index, relay])) });
 }
 
 function ownerOf(shares: Array<{ first: number; count: number }>, index: number): number {
   return shares.findIndex((s) => index >= s.first && index < s.first + s.count);
 }
 
-/** Sends `count` probes between random connected pairs; counts how many arrived within the grace period. */
-async function probes(workers: WorkerHandle[], shares: Array<{ first: number; count: number }>, ips: Map<number, number>,
-  count: number, seed: number, spreadMs: number): Promise<{ sent: number; delivered: number }> {
+/**
+ * Sends `count` probes between random connected pairs; counts how many arrived within the grace period,
+ * and of those between devices on different relays (`ips.relayOf`) how many crossed.
+ */
+async function probes(workers: WorkerHandle[], shares: Array<{ first: number; count: number }>, ips: Map<number, number> & { relayOf?: Map<number, number> },
+  count: number, seed: number, spreadMs: number): Promise<{ sent: number; delivered: number; cross: { sent: number; delivered: number } }> {
   await all(workers, { cmd: 'received' });
   const pairs = randomPairs([...ips.keys()], count, seededRandom(seed));
   const sends: Array<Array<[number, number, number]>> = workers.map(() => []);
@@ -70,7 +74,13 @@ async function probes(workers: WorkerHandle[], shares: Array<{ first: number; co
     for (const ids of await all<number[]>(workers, { cmd: 'received' })) ids.forEach((id) => seen.add(id));
     if (seen.size < pairs.length) await new Promise((r) => setTimeout(r, POLL_MS));
   }
-  return { sent: pairs.length > 0 ? sent : 0, delivered: seen.size };
+  const across = new Set(pairs.flatMap(([from, to], id) => (ips.relayOf?.get(from) !== ips.relayOf?.get(to) ? [id] : [])));
+  return { sent: pairs.length > 0 ? sent : 0, delivered: seen.size, cross: { sent: across.size, delivered: [...seen].filter((id) => across.has(id)).length } };
+}
+
+/** CPU seconds of every relay together. */
+async function relaysCpu(relays: ScaleRelay[]): Promise<number> {
+  return (await Promise.all(relays.map((r) => cpuSeconds(r.pid())))).reduce((a, b) => a + b, 0);
 }
 
 async function dns(workers: WorkerHandle[], shares: Array<{ first: number; count: number }>, ips: Map<number, number>): Promise<ScaleResult['dns']> {
@@ -113,7 +123,10 @@ export async function runScale(options: ScaleOptions, say: Say = () => {}): Prom
   const n = options.devices;
   const notes: string[] = [];
   const start = loadavg();
-  const relay = await ScaleRelay.create(n);
+  const cluster = await startRelays(n, options.relays);
+  const relays = cluster.relays;
+  const relay = relays[0]!;
+  const runQueue = () => relays.reduce((sum, r) => sum + r.runQueueSeconds(), 0);
   const workers: WorkerHandle[] = [];
   try {
     const observed = observerDevices(n);
@@ -122,26 +135,26 @@ export async function runScale(options: ScaleOptions, say: Say = () => {}): Prom
     shares.forEach((_, i) => workers.push(WorkerHandle.spawn(relay, i, observed > 0 && i === shares.length - 1)));
     const observer = observed > 0 ? workers[workers.length - 1] : null;
     const loadWorkers = observer ? workers.slice(0, -1) : workers;
-    say(`relay pid ${relay.pid()} in ${relay.ns} on 127.0.0.1:${relay.port}; ${n} devices over ${loadWorkers.length} workers` +
-      (observer ? ` and an observer with ${observed}` : ''));
+    say(`${relays.length === 1 ? 'relay' : `${relays.length} relays of a cluster on etcd,`} pid ${relays.map((r) => r.pid()).join(', ')} in ${relay.ns} on 127.0.0.1:${relays.map((r) => r.port).join(', ')}; ` +
+      `${n} devices over ${loadWorkers.length} workers` + (observer ? ` and an observer with ${observed}` : ''));
 
-    const cpuBeforeJoin = await cpuSeconds(relay.pid());
-    const waitBeforeJoin = relay.runQueueSeconds();
+    const cpuBeforeJoin = await relaysCpu(relays);
+    const waitBeforeJoin = runQueue();
     const t0 = Date.now();
     await Promise.all(workers.map((w, i) => w.call({ cmd: 'start', first: shares[i].first, count: shares[i].count, devices: n,
-      target: { port: relay.port, join: relay.join, discovery: options.discovery } }, 120_000)));
+      target: { ports: relays.map((r) => r.port), join: relay.join, discovery: options.discovery } }, 120_000)));
     const joined = await pollUntil(workers, (s) => s.welcomed === n, joinDeadlineMs(n), (s) => say(`join: ${s.welcomed}/${n}`));
     if (joined.timedOut) notes.push(`join: ${joined.status.welcomed}/${n} after ${joinDeadlineMs(n) / 1000} s`);
     const joinAll = joined.status.lastWelcome;
     const join = { seconds: joined.timedOut ? null : (joinAll - t0) / 1000, joined: joined.status.welcomed };
-    const rssKib = relay.rssKib();
+    const rssKib = relays.reduce((sum, r) => sum + r.rssKib(), 0);
     if (joined.timedOut) notes.push('the idle CPU was measured while the devices not joined yet kept trying');
     // CPU per join holds still when the shared machine is busy, where wall-clock join time does not.
-    const joinCpu = (await cpuSeconds(relay.pid())) - cpuBeforeJoin;
+    const joinCpu = (await relaysCpu(relays)) - cpuBeforeJoin;
     const joinCpuMs = joinCpu * 1000 / Math.max(1, join.joined);
     // Below ~90% the relay waited for a core (a busy shared machine), not for the devices.
     const joinCpuShare = joinCpu / ((Date.now() - t0) / 1000) * 100;
-    const joinRunQueueSeconds = relay.runQueueSeconds() - waitBeforeJoin;
+    const joinRunQueueSeconds = runQueue() - waitBeforeJoin;
     say(`joined ${join.joined}/${n} in ${join.seconds ?? 'timeout'} s; relay RSS ${rssKib} KiB; relay CPU ${joinCpuMs.toFixed(1)} ms per join, ${joinCpuShare.toFixed(0)}% of a core, ${joinRunQueueSeconds.toFixed(1)} s waiting for one`);
 
     const peers = await pollUntil(workers, (s) => s.complete >= s.full, PEERS_DEADLINE_MS, (s) => say(`peers: ${s.complete}/${s.full} full-list devices know everyone`));
@@ -150,52 +163,56 @@ export async function runScale(options: ScaleOptions, say: Say = () => {}): Prom
 
     const ips = await connectedIps(workers);
     const probed = await probes(workers, shares, ips, options.probes, 1, 1000);
-    say(`probes: ${probed.delivered}/${probed.sent}`);
-    const dnsResult = await dns(workers, shares, ips);
+    say(`probes: ${probed.delivered}/${probed.sent}` + (relays.length > 1 ? `, across relays ${probed.cross.delivered}/${probed.cross.sent}` : ''));
+    // A cluster's relays in one namespace have no interface, so no DNS (scale/relay.ts).
+    const noDns = { asked: 0, answered: 0, correct: 0, p50Ms: null, p99Ms: null };
+    const dnsResult = relays.length === 1 ? await dns(workers, shares, ips) : noDns;
+    if (relays.length > 1) notes.push('a cluster\'s relays in one namespace have no interface here: no DNS phases');
     say(`DNS: ${dnsResult.answered}/${dnsResult.asked} answered`);
 
-    const before = await cpuSeconds(relay.pid());
+    const before = await relaysCpu(relays);
     await new Promise((r) => setTimeout(r, options.secondsIdle * 1000));
-    const idleCpuPercent = ((await cpuSeconds(relay.pid())) - before) / options.secondsIdle * 100;
+    const idleCpuPercent = ((await relaysCpu(relays)) - before) / options.secondsIdle * 100;
     const discovery = (await status(workers)).peerBytes;
     say(`idle CPU ${idleCpuPercent.toFixed(1)}% over ${options.secondsIdle} s`);
 
     await all(workers, { cmd: 'mark' });
-    await relay.kill9();
-    await relay.start();
+    for (const r of relays) await r.kill9();
+    for (const r of relays) await r.start();
     const listening = Date.now();
-    const cpuBeforeStorm = await cpuSeconds(relay.pid());
-    const waitBeforeStorm = relay.runQueueSeconds();
-    say('relay killed (-9) and restarted: reconnect storm');
-    const lookups = observer ? await lookUpJoiners(observer, loadWorkers) : [];
+    const cpuBeforeStorm = await relaysCpu(relays);
+    const waitBeforeStorm = runQueue();
+    say(`${relays.length === 1 ? 'relay' : 'every relay'} killed (-9) and restarted: reconnect storm`);
+    const lookups = observer && relays.length === 1 ? await lookUpJoiners(observer, loadWorkers) : [];
     // Probes during the storm go between devices already back, once half are: the rest are still joining.
     const half = await pollUntil(workers, (s) => s.welcomed >= n / 2, joinDeadlineMs(n));
     const stormIps = await connectedIps(workers);
     const stormProbed = await probes(workers, shares, stormIps, options.probes, 2, 1000);
     const back = await pollUntil(workers, (s) => s.welcomed === n, joinDeadlineMs(n), (s) => say(`storm: ${s.welcomed}/${n} back`));
     if (half.timedOut || back.timedOut) notes.push(`storm: ${back.status.welcomed}/${n} back after ${joinDeadlineMs(n) / 1000} s`);
-    const stormCpu = (await cpuSeconds(relay.pid())) - cpuBeforeStorm;
+    const stormCpu = (await relaysCpu(relays)) - cpuBeforeStorm;
     for (const w of loadWorkers) w.onWelcomed = null;
     const dnsOnJoin = dnsSummary(await Promise.all(lookups));
     say(`DNS right after joining: ${dnsOnJoin.correct}/${dnsOnJoin.asked} right, p50/p99 ${dnsOnJoin.p50Ms}/${dnsOnJoin.p99Ms} ms`);
     const storm = { seconds: back.timedOut ? null : (back.status.lastWelcome - listening) / 1000, back: back.status.welcomed, sameIp: back.status.sameIp, hadIp: back.status.hadIp,
       cpuMsPerDevice: stormCpu * 1000 / Math.max(1, back.status.welcomed), cpuShare: stormCpu / ((Date.now() - listening) / 1000) * 100,
-      runQueueSeconds: relay.runQueueSeconds() - waitBeforeStorm };
+      runQueueSeconds: runQueue() - waitBeforeStorm };
     say(`storm: ${storm.back}/${n} back in ${storm.seconds ?? 'timeout'} s, ${storm.sameIp} of ${storm.hadIp} with the same IP; probes ${stormProbed.delivered}/${stormProbed.sent}; ` +
       `relay CPU ${storm.cpuMsPerDevice.toFixed(1)} ms per device back, ${storm.cpuShare.toFixed(0)}% of a core, ${storm.runQueueSeconds.toFixed(1)} s waiting for one`);
 
     return {
-      devices: n, workers: workers.length, commit: commit(), cores: cpus().length, loadavg: { start, end: loadavg() },
+      devices: n, relays: relays.length, workers: workers.length, commit: commit(), cores: cpus().length, loadavg: { start, end: loadavg() },
       join, relay: { rssKib, kibPerDevice: rssKib / Math.max(1, join.joined), joinCpuMs, joinCpuShare, joinRunQueueSeconds, idleCpuPercent, idleSeconds: options.secondsIdle },
       discovery: { totalBytes: discovery, meanBytes: discovery / n },
       discoveryRequested: options.discovery,
       peers: { full: peers.status.full, complete: peers.status.complete, seconds: peers.timedOut ? null : Math.max(0, peers.status.lastComplete - joinAll) / 1000 },
-      dns: dnsResult, dnsOnJoin, probes: probed,
-      stormProbes: { ...stormProbed, connectedWhenSent: stormIps.size }, storm, notes,
+      dns: dnsResult, ...(relays.length === 1 ? { dnsOnJoin } : {}), probes: { sent: probed.sent, delivered: probed.delivered },
+      ...(relays.length > 1 ? { crossRelay: probed.cross } : {}),
+      stormProbes: { sent: stormProbed.sent, delivered: stormProbed.delivered, connectedWhenSent: stormIps.size }, storm, notes,
     };
   } finally {
     await Promise.allSettled(workers.map((w) => w.call({ cmd: 'stop' }, 5000)));
-    relay.destroySync();
+    await cluster.stop();
   }
 }
 

@@ -12,6 +12,8 @@ export interface ScaleOptions {
   workers: number;
   probes: number;
   secondsIdle: number;
+  /** Relays of one cluster (on one etcd) the devices are spread over; 1: a single relay with its files. */
+  relays: number;
 }
 
 /** Devices per worker process: each holds one socket per device, under the 20,000 descriptors a process may have. */
@@ -32,7 +34,7 @@ function integer(argv: string[], name: string, fallback: number, min: number, ma
   return value;
 }
 
-const KNOWN = new Set(['--devices', '--workers', '--probes', '--seconds-idle', '--discovery']);
+const KNOWN = new Set(['--devices', '--workers', '--probes', '--seconds-idle', '--discovery', '--relays']);
 
 function discovery(argv: string[]): DiscoveryRequest {
   const index = argv.indexOf('--discovery');
@@ -46,7 +48,7 @@ function discovery(argv: string[]): DiscoveryRequest {
 
 export function parseScaleArgs(argv: string[]): ScaleOptions {
   for (let i = 0; i < argv.length; i += 2) {
-    if (!KNOWN.has(argv[i])) throw new Error(`unknown option ${JSON.stringify(argv[i])}; options: --devices N, --workers N, --probes N, --seconds-idle N, --discovery ${DISCOVERY_REQUESTS.join('|')}`);
+    if (!KNOWN.has(argv[i])) throw new Error(`unknown option ${JSON.stringify(argv[i])}; options: --devices N, --workers N, --probes N, --seconds-idle N, --discovery ${DISCOVERY_REQUESTS.join('|')}, --relays N`);
   }
   const devices = integer(argv, '--devices', 1000, 2, MAX_DEVICES);
   return {
@@ -55,6 +57,7 @@ export function parseScaleArgs(argv: string[]): ScaleOptions {
     workers: integer(argv, '--workers', Math.ceil(devices / DEVICES_PER_WORKER), 1, 64),
     probes: integer(argv, '--probes', 2000, 1, 1_000_000),
     secondsIdle: integer(argv, '--seconds-idle', 30, 1, 3600),
+    relays: integer(argv, '--relays', 1, 1, 8),
   };
 }
 
@@ -124,6 +127,8 @@ export function seededRandom(seed: number): () => number {
 
 export interface ScaleResult {
   devices: number;
+  /** Relays of the cluster the devices were spread over (1: a single relay). */
+  relays?: number;
   workers: number;
   commit: string;
   cores: number;
@@ -151,6 +156,8 @@ export interface ScaleResult {
   /** Lookups of devices the moment they were welcomed in the storm (ms from WELCOME to the answer). */
   dnsOnJoin?: { asked: number; answered: number; correct: number; p50Ms: number | null; p99Ms: number | null };
   probes: { sent: number; delivered: number };
+  /** Of those, the ones between devices on different relays (over the mesh); absent for one relay. */
+  crossRelay?: { sent: number; delivered: number };
   stormProbes: { sent: number; delivered: number; connectedWhenSent: number };
   /**
    * After kill -9 and restart: seconds from the new relay listening until all were back; of the devices
@@ -182,13 +189,14 @@ function ms(value: number | null): string {
   return value === null ? '-' : value < 10 ? value.toFixed(2) : value.toFixed(0);
 }
 
-export const TABLE_HEADER = ['devices', 'join all', 'relay CPU per join', 'relay RSS (per device)', 'relay CPU idle', 'discovery bytes per device (all)',
-  'full-list devices that see every peer', 'DNS p50/p99 ms', 'DNS right after joining, p50/p99 ms', 'probes delivered', 'probes during storm', 'storm after kill -9', 'same IPs', 'load avg'];
+export const TABLE_HEADER = ['devices', 'relays', 'join all', 'relay CPU per join', 'relay RSS (per device)', 'relay CPU idle', 'discovery bytes per device (all)',
+  'full-list devices that see every peer', 'DNS p50/p99 ms', 'DNS right after joining, p50/p99 ms', 'probes delivered', 'of which across relays', 'probes during storm', 'storm after kill -9', 'same IPs', 'load avg'];
 
 export function tableRow(r: ScaleResult): string[] {
   const n = r.devices.toLocaleString('en');
   return [
     n,
+    String(r.relays ?? 1),
     r.join.joined === r.devices ? seconds(r.join.seconds) : `${r.join.joined}/${r.devices} (timeout)`,
     r.relay.joinCpuMs === null ? '-' : `${r.relay.joinCpuMs.toFixed(1)} ms`,
     r.relay.rssKib === null ? '-' : `${formatBytes(r.relay.rssKib * 1024)} (${r.relay.kibPerDevice!.toFixed(0)} KiB)`,
@@ -198,6 +206,7 @@ export function tableRow(r: ScaleResult): string[] {
     dnsCell(r.dns),
     r.dnsOnJoin ? dnsCell(r.dnsOnJoin) : '-',
     `${r.probes.delivered}/${r.probes.sent}`,
+    r.crossRelay ? `${r.crossRelay.delivered}/${r.crossRelay.sent}` : '-',
     `${r.stormProbes.delivered}/${r.stormProbes.sent} (${r.stormProbes.connectedWhenSent} back)`,
     r.storm.back === r.devices ? seconds(r.storm.seconds) : `${r.storm.back}/${r.devices} (timeout)`,
     r.storm.sameIp === r.devices ? 'all' : `${r.storm.sameIp} of ${r.storm.hadIp}`,

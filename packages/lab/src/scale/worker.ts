@@ -131,7 +131,7 @@ async function handle(request: Request): Promise<unknown> {
       return null;
     }
     case 'status': return status();
-    case 'ips': return devices.map((d) => [d.index, current(d) ? d.ip : 0]);
+    case 'ips': return devices.map((d) => [d.index, current(d) ? d.ip : 0, d.relay]);
     case 'mark':
       marked = devices.map((d) => d.ip);
       markedAt = Date.now();
