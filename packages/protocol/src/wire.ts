@@ -99,6 +99,8 @@
  *   proved before it sends HELLO, and refuses the relay otherwise. A relay holding the pinned certificate
  *   sends none; a client ignores an ENDORSE it did not need.
  *   Relays of one cluster link to each other on the same port: MESH_HELLO instead of HELLO (mesh.ts).
+ *   A cluster's relay lists the relays (host:port) in WELCOME.relays: where the device may go when this
+ *   one is lost (the client tries them after those it is configured with; it verifies each as any relay).
  *
  * LEASES AND TAKEOVER
  *   The lease is keyed by deviceId. A HELLO for a deviceId whose previous session is still open replaces

@@ -73,6 +73,7 @@ export class RelayServer extends EventEmitter {
   private dns: DnsResponder | null = null;
   /** Links to the cluster's other relays; null for a single relay (or until it listens). */
   mesh: RelayMesh | null = null;
+  private stopFollowing: () => void = () => {};
 
   constructor(private readonly deps: ServerDeps) {
     super();
@@ -188,6 +189,7 @@ export class RelayServer extends EventEmitter {
       }
     }
     this.mesh?.close();
+    this.stopFollowing();
     this.plane.attachMesh(null);
     await (this.cluster ? this.cluster.close() : Promise.all([this.leases.close(), this.bindings.close()]));
     this.plane.serve(null);
@@ -297,7 +299,7 @@ export class RelayServer extends EventEmitter {
     }, this.log, { keepaliveMs, deadAfterMs });
     registry.on('relays', () => this.mesh?.sync());
     this.mesh.sync();
-    followRemotePeers(registry, this.directory, (deviceId) => cluster.leases.get(deviceId), (deviceId) => this.devices.isConnected(deviceId),
+    this.stopFollowing = followRemotePeers(registry, this.directory, (deviceId) => cluster.leases.get(deviceId), (deviceId) => this.devices.isConnected(deviceId),
       (event) => this.emit('remote-peer', event));
     this.on('peer', (event: PeerEvent) => {
       if (event.event === 'up') registry.attach(event.deviceId);

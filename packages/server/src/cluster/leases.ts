@@ -6,6 +6,8 @@ import { checkStoredLease, LeasePool, type AcquireRequest, type AcquireResult, t
 import { StoreUnavailableError, type LeaseService } from '../stores/services';
 import type { ClusterKeys } from './keys';
 
+/** A device told the relay is still reading the leases (it just started) tries again after this. */
+const STARTING_RETRY_MS = 2_000;
 /** lastSeen is written back at most this often per device: it only orders reclaims, which go by days. */
 const SEEN_WRITE_MS = 3_600_000;
 
@@ -31,6 +33,8 @@ export class ClusterLeases implements LeaseService {
   private readonly watch: PrefixWatch;
   private readonly warnings: RateLimitedWarning;
   private loaded = false;
+  /** The watch failed since it was last live: etcd is out of reach, not merely being read. */
+  private unreachable = false;
   /** No lease is given while something must come first (a single relay's own leases going into etcd). */
   private held = false;
   private firstLoad: () => void = () => {};
@@ -52,6 +56,7 @@ export class ClusterLeases implements LeaseService {
       reset: (kvs) => this.reset(kvs),
       events: (events) => this.apply(events),
       state: (live, err) => {
+        this.unreachable = !live;
         if (live) log.info(`Following the cluster's leases in etcd (${client.endpoint})`);
         else this.warnings.warn('watch', () => ({ fields: { err }, message: `Lost the watch on the cluster's leases (${err?.message ?? 'no reason'}); retrying` }));
       },
@@ -95,7 +100,12 @@ export class ClusterLeases implements LeaseService {
   }
 
   acquire(request: AcquireRequest): AcquireResult {
-    if (!this.available) return { ok: false, reason: 'the cluster\'s leases are not readable yet (etcd unreachable)', unavailable: true };
+    if (!this.available) {
+      // Just started and reading: back in moments. etcd out of reach: a fleet must not spend the relay on TLS meanwhile.
+      return this.unreachable
+        ? { ok: false, reason: 'the cluster\'s leases are not readable yet (etcd unreachable)', unavailable: true }
+        : { ok: false, reason: 'the cluster\'s leases are still being read (the relay just started)', unavailable: true, retryAfterMs: STARTING_RETRY_MS };
+    }
     // Connected to another relay is connected: its address must not go to a newcomer, however old its lastSeen.
     const result = this.pool.acquire({ ...request, isConnected: (id) => request.isConnected(id) || this.attachedAnywhere(id) });
     if (!result.ok || !result.isNew) return result;

@@ -229,7 +229,7 @@ export class Handshakes {
     if (result.ok) return result;
     if (result.unavailable) {
       this.turnAway(session, { reason: 'clusterUnavailable', message: `Told ${hello.deviceId} to retry: ${result.reason}`,
-        reject: { code: 'busy', reason: result.reason, retryAfterMs: UNAVAILABLE_RETRY_MS } }, { deviceId: hello.deviceId });
+        reject: { code: 'busy', reason: result.reason, retryAfterMs: result.retryAfterMs ?? UNAVAILABLE_RETRY_MS } }, { deviceId: hello.deviceId });
       return undefined;
     }
     this.turnAway(session, { reason: 'poolFull', message: `Rejected ${hello.deviceId}: ${result.reason}`,

@@ -25,8 +25,11 @@ export interface Lease {
 
 export type AcquireResult =
   | { ok: true; lease: Lease; reclaimedFrom?: Lease; isNew: boolean }
-  /** `unavailable`: the store cannot decide now (a cluster's etcd unreachable); the device should retry. */
-  | { ok: false; reason: string; unavailable?: boolean };
+  /**
+   * `unavailable`: the store cannot decide now (a cluster's etcd unreachable, or its table still being
+   * read); the device should retry, after `retryAfterMs` when given.
+   */
+  | { ok: false; reason: string; unavailable?: boolean; retryAfterMs?: number };
 
 export interface AcquireRequest {
   deviceId: string;
