@@ -32,8 +32,10 @@ if [[ ! -x $ROOTFS/lib/systemd/systemd ]]; then
 fi
 
 # Beside what the mnedc packages need: iperf3, for a bulk transfer through the installed daemons;
-# systemd-resolved, libnss-resolve and polkitd, which mnedcd-client suggests, for names via the relay's DNS.
-EXTRA=(iperf3 systemd-resolved libnss-resolve polkitd)
+# systemd-resolved, libnss-resolve and polkitd, which mnedcd-client suggests, for names via the relay's DNS;
+# etcd-server (which mnedcd-server suggests) and etcd-client for a cluster of relays, and openssh-server
+# for an ssh session across one (test/system/cluster.test.ts).
+EXTRA=(iperf3 systemd-resolved libnss-resolve polkitd etcd-server etcd-client openssh-server)
 # The dependencies of the mnedc packages, as the Packages index states them, decide the runtime set.
 stamp=$( { grep -E '^(Package|Depends):' "$REPO/Packages" | sort -u; echo "${EXTRA[*]}"; } | sha256sum | cut -d' ' -f1)
 if [[ ! -f $RUNTIME/Packages || $(cat "$RUNTIME/.stamp" 2>/dev/null) != "$stamp" ]]; then
