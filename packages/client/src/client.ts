@@ -1,51 +1,23 @@
 import { EventEmitter } from 'node:events';
 import type { TLSSocket } from 'node:tls';
-import { formatHostPort, RateLimitedWarning, type Logger } from '@mnedc/common';
+import { formatHostPort, RateLimitedWarning } from '@mnedc/common';
 import { Link, pingFrame } from '@mnedc/link';
 import {
   CAPABILITY_GSO, CAPABILITY_PEERS_BIN, encodeJsonFrame, FrameType, frameName, HANDSHAKE_TIMEOUT_MS, HEADER_BYTES, ipv4ToInt, parseGoodbye,
-  parsePeersBinary, parsePeerUpdate, parseReject, ProtocolError, subnetOf, type DiscoveryMode, type Hello, type HostNetworks, type Subnet, type Welcome,
+  parsePeersBinary, parsePeerUpdate, parseReject, ProtocolError, subnetOf, type DiscoveryMode, type Hello, type Subnet, type Welcome,
 } from '@mnedc/protocol';
-import type { TunDevice } from '@mnedc/tun';
 import { RetryPolicy, type FailureKind } from './backoff';
-import type { ClientConfig } from './config';
 import { newClientCounters } from './counters';
 import { describeSocketError, rejectKind } from './failure';
 import { checkWelcome } from './lease-overlap';
 import { logPeerChanges } from './peer-log';
 import { NO_PEERS, PeerTable, type PeerChanges } from './peer-table';
-import { PreferredProbe, PROBE_EVERY_MS, RelayChoice, RETURN_AFTER_MS, type FailbackOptions } from './relay-choice';
-import { buildHello, endorsedRelayProblem, ENDORSE_WAIT_MS, openTunnel, probeRelay, serverMismatch, type Credentials } from './secure';
+import { PreferredProbe, PROBE_EVERY_MS, RelayChoice, RETURN_AFTER_MS } from './relay-choice';
+import { buildHello, endorsedRelayProblem, ENDORSE_WAIT_MS, openTunnel, probeRelay, serverMismatch } from './secure';
 import { relayBudget, TunBridge } from './tun-bridge';
+import type { ClientDeps, ClientState } from './client-deps';
 
-export type ClientState = 'connecting' | 'connected' | 'waiting' | 'stopped';
-
-export interface ClientDeps {
-  config: ClientConfig;
-  log: Logger;
-  deviceId: string;
-  hostname: string;
-  /** Underlay addresses to report, read at each connect (they change with DHCP). */
-  underlay: () => string[];
-  device: TunDevice;
-  credentials: Credentials;
-  /** The virtual IP from the last session, to ask for again. */
-  previousIp?: string;
-  /** Called when the lease changes, to persist it. */
-  onLease?: (welcome: Welcome) => void;
-  /** When to try again after a failed attempt; default: short for outages, long for operator mistakes. */
-  retry?: RetryPolicy;
-  /** How the connection is made; default openTunnel (secure.ts). A seam for tests that play the relay without a network. */
-  openTunnel?: typeof openTunnel;
-  /** This host's addresses and routes, read at each WELCOME to refuse a subnet that overlaps them; absent: no check. */
-  localNetworks?: () => HostNetworks;
-  /** The relays earlier WELCOMEs listed (the state file), tried after the configured ones. */
-  learnedRelays?: string[];
-  /** A WELCOME listed another set of relays: to persist. */
-  onRelays?: (relays: string[]) => void;
-  /** When to go back to the preferred relay; default a probe every PROBE_EVERY_MS, back after RETURN_AFTER_MS of answers. */
-  failback?: Partial<FailbackOptions>;
-}
+export type { ClientDeps, ClientState } from './client-deps';
 
 /**
  * One device's link to the relay: connect, handshake, shuttle TUN ⇄ Link, reconnect forever.
