@@ -54,6 +54,8 @@ export interface DevicesDeps {
   relays(): string[];
   emit(event: 'peer', payload: PeerEvent): void;
   emit(event: 'sessions'): void;
+  /** Every session established, a quiet takeover included: the device is on this relay now. */
+  emit(event: 'established', deviceId: string): void;
 }
 
 /** Devices.sweep runs this many times per keepalive interval, each time for one slice of the sessions. */
@@ -194,6 +196,7 @@ export class Devices implements HandshakeHost {
     this.handshakes.end(session);
     const peer = mesh.accept(session, frame);
     if (!peer) return;
+    this.handshakes.provedSource(session.socket.remoteAddress ?? '?');
     this.sessions.delete(session);
     session.relay = peer;
     session.state = 'relay';
@@ -259,6 +262,7 @@ export class Devices implements HandshakeHost {
     this.deps.directory.join(peerInfo(lease, now), discovery === 'full' ? session : undefined);
     if (discovery === 'full') session.socket.on('drain', () => this.deps.directory.drained(session));
     if (!quietTakeover) this.deps.emit('peer', { event: 'up', deviceId: hello.deviceId, ip: welcome.ip, hostname: hello.hostname, at: now } satisfies PeerEvent);
+    this.deps.emit('established', hello.deviceId);
     this.deps.emit('sessions');
     this.deps.log.info({ deviceId: hello.deviceId, ip: welcome.ip, hostname: hello.hostname, remote: session.remote, isNew: acquired.isNew },
       `Device ${hello.deviceId} (${hello.hostname || 'no hostname'}) joined from ${session.remote} as ${welcome.ip}`);

@@ -19,7 +19,7 @@ import { spreadRetry, type RefusalCounters } from './handshake/join-gate';
 import { limitsFromConfig, type ServerLimits } from './limits';
 import type { Session } from './session';
 import { ClusterState } from './cluster/cluster';
-import { RelayMesh } from './mesh/mesh';
+import { RelayMesh, unreachableAddress } from './mesh/mesh';
 import { followRemotePeers } from './cluster/remote-peers';
 import { ENDORSEMENT_WARN_DAYS } from './stores/endorsement-file';
 import { DeviceBindings, JoinSecret, loadOrCreateIdentity, type ServerIdentity } from './stores/identity';
@@ -73,7 +73,7 @@ export class RelayServer extends EventEmitter {
   private dns: DnsResponder | null = null;
   /** Links to the cluster's other relays; null for a single relay (or until it listens). */
   mesh: RelayMesh | null = null;
-  private stopFollowing: () => void = () => {};
+  private remotePeers: ReturnType<typeof followRemotePeers> | null = null;
 
   constructor(private readonly deps: ServerDeps) {
     super();
@@ -189,7 +189,7 @@ export class RelayServer extends EventEmitter {
       }
     }
     this.mesh?.close();
-    this.stopFollowing();
+    this.remotePeers?.stop();
     this.plane.attachMesh(null);
     await (this.cluster ? this.cluster.close() : Promise.all([this.leases.close(), this.bindings.close()]));
     this.plane.serve(null);
@@ -285,7 +285,8 @@ export class RelayServer extends EventEmitter {
     if (!advertise && (address.address === '0.0.0.0' || address.address === '::')) {
       this.log.warn(`[cluster] advertise is empty and the relay listens on ${address.address}: the other relays cannot reach it at that; set advertise = host:port`);
     }
-    const registry = this.cluster!.register(this.relayId, formatHostPort(advertise ?? { host: address.address, port: address.port }));
+    const key = certificateFingerprint(this.identity.certificate).toString('base64url');
+    const registry = this.cluster!.register(this.relayId, formatHostPort(advertise ?? { host: address.address, port: address.port }), key);
     for (const session of this.devices.connected()) registry.attach(session.deviceId);
     const cluster = this.cluster!;
     const { keepaliveMs, deadAfterMs } = this.limits;
@@ -299,12 +300,17 @@ export class RelayServer extends EventEmitter {
     }, this.log, { keepaliveMs, deadAfterMs });
     registry.on('relays', () => this.mesh?.sync());
     this.mesh.sync();
-    this.stopFollowing = followRemotePeers(registry, this.directory, (deviceId) => cluster.leases.get(deviceId), (deviceId) => this.devices.isConnected(deviceId),
+    this.remotePeers = followRemotePeers(registry, this.directory, (deviceId) => cluster.leases.get(deviceId), (deviceId) => this.devices.isConnected(deviceId),
       (event) => this.emit('remote-peer', event));
+    // Every session, a quiet takeover too: the device may have been recorded on another relay meanwhile.
+    this.on('established', (deviceId: string) => registry.attach(deviceId));
     this.on('peer', (event: PeerEvent) => {
-      if (event.event === 'up') registry.attach(event.deviceId);
-      else registry.detach(event.deviceId);
+      if (event.event !== 'down') return;
+      registry.detach(event.deviceId);
+      this.remotePeers?.localLeft(event.deviceId);
     });
+    // Another relay has the device since this one recorded it: the session here is a dead one.
+    registry.on('moved', (deviceId: string, relay: string) => this.kick(deviceId, `it moved to relay ${relay}`));
   }
 
   /**
@@ -314,7 +320,7 @@ export class RelayServer extends EventEmitter {
   private relayAddresses(): string[] {
     const registry = this.cluster?.registry;
     if (!registry) return [];
-    return registry.relays().map((r) => r.advertise).filter((a) => RELAY_ADDRESS.test(a) && a.length <= 261).slice(0, MAX_WELCOME_RELAYS);
+    return registry.relays().map((r) => r.advertise).filter((a) => RELAY_ADDRESS.test(a) && a.length <= 261 && !unreachableAddress(a)).slice(0, MAX_WELCOME_RELAYS);
   }
 
   /** Devices.sweep visits one slice of the sessions per call: SWEEP_SLICES calls per keepalive interval. */

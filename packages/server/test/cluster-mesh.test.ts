@@ -149,14 +149,20 @@ describe('the relay mesh', () => {
     await moved.until(() => moved.data.some((p) => p.includes('after the move')), 'the packet at mesh-2 on relay-b');
   });
 
-  it('a forged MESH_HELLO is refused by the real relay, which lives on: no endorsement, another key\'s proof, a replayed proof, garbage', async () => {
+  it('a forged MESH_HELLO is refused by the real relay, which lives on: unlisted, another key, a stolen certificate, a replayed proof, garbage', async () => {
     const first = dir();
     const a = await relay(first, 'forge-net', 'forge-a');
     const bDir = endorsed(first, 'forge-b');
     const b = loadOrCreateIdentity(bDir).identity;
     const bKey = createPrivateKey(b.keyPem);
+    // The real forge-b runs and is linked: the forgeries claim a relay the registry lists.
+    const real = await relay(bDir, 'forge-net', 'unused');
+    await until(() => a.server.mesh!.view().some((p) => p.id === 'forge-b' && p.link === 'up'), 'the real forge-b linked');
     const attacker = generateKeyPairSync('ed25519').privateKey;
     const attackerCert = new X509Certificate(loadOrCreateIdentity(dir()).identity.certPem).raw;
+    // Another key endorsed as forge-b too (a relay re-keyed, its old key leaked): valid, but not the registered one.
+    const oldDir = endorsed(first, 'forge-b');
+    const old = loadOrCreateIdentity(oldDir).identity;
 
     async function attempt(hello: (ekm: Buffer) => Record<string, unknown> | Buffer): Promise<WireClient> {
       const client = new WireClient(a.port, a.server.joinString);
@@ -168,13 +174,18 @@ describe('the relay mesh', () => {
       await client.until(() => client.closed, 'the relay closes the connection');
       return client;
     }
-    const endorsement = JSON.parse(readFileSync(join(bDir, 'network.endorsement'), 'utf8')) as Endorsement;
+    const endorsementOf = (d: string) => parseEndorsement(JSON.parse(readFileSync(join(d, 'network.endorsement'), 'utf8')) as Endorsement)!;
     const base = { version: 1, network: 'forge-net', relay: 'forge-b', to: 'forge-a', capabilities: [] };
 
-    const unendorsed = await attempt((ekm) => encodeMeshHello({ ...base, relay: 'forge-z', certificate: attackerCert, proof: meshProof(attacker, ekm, 'forge-z', 'forge-a') }));
-    assert.match(String(unendorsed.reject?.reason), /not the network's and it sent no endorsement/);
-    // relay-b's certificate and endorsement are public (every client sees them): without its key they are useless.
-    const stolen = { ...base, certificate: b.certificate, endorsement: parseEndorsement(endorsement)! };
+    const unlisted = await attempt((ekm) => encodeMeshHello({ ...base, relay: 'forge-z', certificate: attackerCert, proof: meshProof(attacker, ekm, 'forge-z', 'forge-a') }));
+    assert.match(String(unlisted.reject?.reason), /no relay forge-z is listed/);
+    const impostor = await attempt((ekm) => encodeMeshHello({ ...base, certificate: attackerCert, proof: meshProof(attacker, ekm, 'forge-b', 'forge-a') }));
+    assert.match(String(impostor.reject?.reason), /not the one relay forge-b registered/);
+    const oldKey = await attempt((ekm) => encodeMeshHello({ ...base, certificate: old.certificate, endorsement: endorsementOf(oldDir),
+      proof: meshProof(createPrivateKey(old.keyPem), ekm, 'forge-b', 'forge-a') }));
+    assert.match(String(oldKey.reject?.reason), /not the one relay forge-b registered/);
+    // forge-b's certificate and endorsement are public (every client sees them): without its key they are useless.
+    const stolen = { ...base, certificate: b.certificate, endorsement: endorsementOf(bDir) };
     const otherKey = await attempt((ekm) => encodeMeshHello({ ...stolen, proof: meshProof(attacker, ekm, 'forge-b', 'forge-a') }));
     assert.match(String(otherKey.reject?.reason), /proof is not signed by the key of its certificate/);
     const replayed = await attempt(() => encodeMeshHello({ ...stolen, proof: meshProof(bKey, randomBytes(EXPORTER_BYTES), 'forge-b', 'forge-a') }));
@@ -185,15 +196,36 @@ describe('the relay mesh', () => {
     assert.match(String(otherNetwork.reject?.reason), /cluster network elsewhere/);
     const garbage = await attempt(() => Buffer.from('{"version": 1, "relay": '));
     assert.equal(garbage.reject, null, 'a protocol error: closed without a word');
-    assert.equal(a.server.mesh!.counters.refused, 5);
-    assert.equal(a.server.mesh!.view().filter((p) => p.link === 'up').length, 0, 'no link was made');
+    assert.equal(a.server.mesh!.counters.refused, 7);
+    const links = a.server.mesh!.view().filter((p) => p.link === 'up');
+    assert.deepEqual(links.map((p) => [p.id, p.dialed]), [['forge-b', true]], 'only the real link, the one forge-a dialed, is up');
 
-    // Still serving: a device joins, and the real relay-b links.
+    // Still serving: a device joins.
     const device = await WireClient.join(a.port, a.server.joinString, 'after-forgeries');
     clients.push(device);
     assert.ok(device.welcome);
-    const real = await relay(bDir, 'forge-net', 'unused');
-    await until(() => a.server.mesh!.view().some((p) => p.id === 'forge-b' && p.link === 'up'), 'the real forge-b linked');
     await real.server.stop();
+  });
+
+  it('a device that turns up on another relay while its old session here looks alive: the old one is closed, and it is reached and listed there', async () => {
+    const first = dir();
+    const a = await relay(first, 'move-net', 'move-a');
+    const b = await relay(endorsed(first, 'move-b'), 'move-net', 'unused');
+    await until(() => a.server.mesh!.view().some((p) => p.id === 'move-b' && p.link === 'up'), 'move-a and move-b linked');
+    const join = a.server.joinString;
+    const stay = await WireClient.join(a.port, join, 'stays-on-a');
+    const before = await WireClient.join(a.port, join, 'mover');
+    clients.push(stay, before);
+    // Its path to move-a broke without a word (move-a still holds the session); it joins move-b.
+    const after = await WireClient.join(b.port, join, 'mover', {}, before.key);
+    clients.push(after);
+    assert.equal(after.welcome?.ip, before.welcome?.ip);
+    await before.until(() => before.goodbye !== null, 'move-a closes the session it still had', 10_000);
+    assert.match(String(before.goodbye?.reason), /moved to relay move-b/);
+    await until(() => a.server.session('mover') === undefined && a.server.cluster!.registry!.relayOf('mover') === 'move-b', 'move-a routes mover to move-b');
+    stay.send(ipPacket(stay.ip, after.ip, 'to the mover on move-b'));
+    await after.until(() => after.data.some((p) => p.includes('to the mover on move-b')), 'delivered over the mesh');
+    await stay.until(() => stay.peers.get('mover')?.ip === after.welcome!.ip, 'move-a still lists mover', 10_000);
+    await b.server.stop();
   });
 });

@@ -41,7 +41,7 @@ describe('devices on the other relays', () => {
     t.attach('d1', undefined);
     assert.deepEqual(t.listed(), []);
     assert.deepEqual(t.events.map((e) => e.event), ['up', 'down']);
-    t.stop();
+    t.stop.stop();
   });
 
   it('an attachment that comes before its lease: up once the lease is read', async () => {
@@ -51,7 +51,7 @@ describe('devices on the other relays', () => {
     t.lease('d2', '10.0.0.6');
     await until(() => t.listed().length === 1, 'd2 listed once its lease is known', 5_000);
     assert.deepEqual(t.listed(), ['d2@10.0.0.6']);
-    t.stop();
+    t.stop.stop();
   });
 
   it('this relay\'s own devices and its own attachments are not another relay\'s', () => {
@@ -62,6 +62,6 @@ describe('devices on the other relays', () => {
     t.attach('d4', 'relay-a');
     assert.deepEqual(t.listed(), []);
     assert.deepEqual(t.events, []);
-    t.stop();
+    t.stop.stop();
   });
 });

@@ -84,9 +84,9 @@ export class ClusterState {
     return done;
   }
 
-  /** Announces this relay (`advertise`: host:port) and, from now on, its devices. */
-  register(relayId: string, advertise: string): RelayRegistry {
-    const registry = new RelayRegistry(this.client, this.keys, { id: relayId, advertise, since: Date.now() }, this.log);
+  /** Announces this relay (`advertise`: host:port; `key`: its certificate's fingerprint) and, from now on, its devices. */
+  register(relayId: string, advertise: string, key: string): RelayRegistry {
+    const registry = new RelayRegistry(this.client, this.keys, { id: relayId, advertise, since: Date.now(), key }, this.log);
     this.registry = registry;
     this.leases.attachedAnywhere = (deviceId) => registry.relayOf(deviceId) !== undefined;
     return registry;

@@ -11,6 +11,8 @@ export interface RelayRecord {
   advertise: string;
   /** Epoch ms it started. */
   since: number;
+  /** The SHA-256 fingerprint (base64url) of its TLS certificate: the only key its mesh links may use. */
+  key?: string;
 }
 
 export interface RegistryOptions {
@@ -32,14 +34,19 @@ const MAX_TXN_OPS = 128;
  * and the record and every attachment put again. Attachments are written in batches.
  *
  * Events: 'relays' when the set of relays changes, 'attach' (deviceId, relayId | undefined) when a
- * device's relay changes.
+ * device's relay changes, 'moved' (deviceId, relayId) when another relay took over one of this relay's
+ * devices after this relay recorded it (its session here is a dead one: the device went elsewhere).
  */
 export class RelayRegistry extends EventEmitter {
   private readonly others = new Map<string, RelayRecord>();
   private readonly attached = new Map<string, string>();
   /** This relay's devices, as they should be in etcd. */
   private readonly mine = new Set<string>();
+  /** The etcd revision of this relay's last write of each of its devices' attachments. */
+  private readonly written = new Map<string, number>();
   private readonly dirty = new Map<string, 'put' | 'delete'>();
+  /** Changes of the transaction in flight. */
+  private sending = new Set<string>();
   private lease: string | null = null;
   private readonly ttl: number;
   private keepalive: NodeJS.Timeout | null = null;
@@ -97,6 +104,7 @@ export class RelayRegistry extends EventEmitter {
 
   detach(deviceId: string): void {
     if (!this.mine.delete(deviceId)) return;
+    this.written.delete(deviceId);
     this.mark(deviceId, 'delete');
   }
 
@@ -195,15 +203,21 @@ export class RelayRegistry extends EventEmitter {
     if (lease === null) return;
     const batch = [...this.dirty].slice(0, MAX_TXN_OPS);
     for (const [deviceId] of batch) this.dirty.delete(deviceId);
+    this.sending = new Set(batch.map(([deviceId]) => deviceId));
     const puts: Op[] = batch.filter(([, op]) => op === 'put').map(([id]) => ({ put: { key: this.keys.attachment(id), value: this.self.id, lease } }));
     const deletes = batch.filter(([, op]) => op === 'delete').map(([id]) => id);
     try {
-      if (puts.length > 0) await this.client.txn([], puts);
+      if (puts.length > 0) {
+        const { revision } = await this.client.txn([], puts);
+        for (const [deviceId, op] of batch) if (op === 'put' && this.mine.has(deviceId)) this.written.set(deviceId, revision);
+      }
       // Each alone: another relay may have taken the device over meanwhile, and its key is not ours to delete.
       await Promise.all(deletes.map((id) => this.client.txn([{ key: this.keys.attachment(id), target: 'VALUE', result: 'EQUAL', value: this.self.id }],
         [{ delete: { key: this.keys.attachment(id) } }])));
       this.failedFlush = false;
+      this.sending = new Set();
     } catch (err) {
+      this.sending = new Set();
       this.failedFlush = true;
       for (const [deviceId, op] of batch) if (!this.dirty.has(deviceId)) this.dirty.set(deviceId, op);
       this.warnings.warn('flush', () => ({ fields: { err }, message: `Cannot record this relay's devices in etcd (${(err as Error).message}); retrying` }));
@@ -230,7 +244,7 @@ export class RelayRegistry extends EventEmitter {
     try {
       const record = JSON.parse(kv.value) as Partial<RelayRecord>;
       if (record.id !== id || typeof record.advertise !== 'string' || typeof record.since !== 'number') throw new Error('not a relay record');
-      this.others.set(id, { id, advertise: record.advertise, since: record.since });
+      this.others.set(id, { id, advertise: record.advertise, since: record.since, ...(typeof record.key === 'string' ? { key: record.key } : {}) });
     } catch (err) {
       this.warnings.warn('relay-record', () => ({ fields: { key: kv.key }, message: `Ignored ${kv.key} in etcd: ${(err as Error).message}` }));
     }
@@ -250,6 +264,11 @@ export class RelayRegistry extends EventEmitter {
       if (!isValidDeviceId(deviceId)) continue;
       if (type === 'put') {
         if (this.adoptAttached(kv)) this.emit('attach', deviceId, kv.value);
+        // Written by another relay after this one's own write, and none of ours pending: the device left us.
+        const ours = this.written.get(deviceId);
+        if (kv.value !== this.self.id && this.mine.has(deviceId) && ours !== undefined && kv.modRevision > ours && !this.dirty.has(deviceId) && !this.sending.has(deviceId)) {
+          this.emit('moved', deviceId, kv.value);
+        }
       } else if (this.attached.delete(deviceId)) {
         this.emit('attach', deviceId, undefined);
       }

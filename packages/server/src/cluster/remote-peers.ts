@@ -12,10 +12,11 @@ import type { RelayRegistry } from './registry';
  *
  * The attachment and the lease come by two watches: an attachment whose lease this relay has not read
  * yet waits, and is looked at again every RECHECK_MS until the lease is there or the device has left.
- * Returns the function that stops following.
+ * `localLeft` is for a device whose session here ended: another relay may have it by now (an attachment
+ * seen while it was still here was not its to list).
  */
 export function followRemotePeers(registry: RelayRegistry, directory: PeerDirectory, lease: (deviceId: string) => Lease | undefined,
-  isLocal: (deviceId: string) => boolean, emit: (event: PeerEvent) => void): () => void {
+  isLocal: (deviceId: string) => boolean, emit: (event: PeerEvent) => void): { stop(): void; localLeft(deviceId: string): void } {
   const remote = new Set<string>();
   const waiting = new Set<string>();
   const follow = (deviceId: string, relay: string | undefined) => {
@@ -44,9 +45,12 @@ export function followRemotePeers(registry: RelayRegistry, directory: PeerDirect
   const recheck = setInterval(() => {
     for (const deviceId of [...waiting]) if (lease(deviceId)) follow(deviceId, registry.relayOf(deviceId));
   }, RECHECK_MS);
-  return () => {
-    clearInterval(recheck);
-    registry.off('attach', follow);
+  return {
+    stop: () => {
+      clearInterval(recheck);
+      registry.off('attach', follow);
+    },
+    localLeft: (deviceId) => follow(deviceId, registry.relayOf(deviceId)),
   };
 }
 

@@ -121,6 +121,11 @@ export class Handshakes {
     this.host.opened(session);
   }
 
+  /** A source that proved itself (another relay of the cluster): its handshakes are no longer the first evicted. */
+  provedSource(source: string): void {
+    this.admission.authenticated(source);
+  }
+
   /** Frees the handshake slot of a session once, whether it got established or died trying. */
   end(session: Session): void {
     if (session.handshakeTimer) clearTimeout(session.handshakeTimer);

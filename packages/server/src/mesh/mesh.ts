@@ -6,7 +6,7 @@ import { Link, pingFrame } from '@mnedc/link';
 import {
   CAPABILITY_GSO, certificateFingerprint, encodeJsonFrame, encodeMeshHello, endorsementProblem, EXPORTER_BYTES, EXPORTER_MESH_LABEL,
   FrameType, frameName, HEADER_BYTES, MESH_VERSION, meshHelloProblem, meshProof, parseEndorsement, parseGoodbye, parseMeshHello,
-  parseMeshWelcome, parseReject, ProtocolError, type Endorsement,
+  parseMeshWelcome, parseReject, ProtocolError, type Endorsement, type MeshHello,
 } from '@mnedc/protocol';
 import type { DataPlane, MeshRoutes } from '../dataplane/data-plane';
 import { newCounters, type TrafficCounters } from '../dataplane/target';
@@ -37,8 +37,8 @@ export interface MeshDirectory {
   /** The device holding an overlay address. */
   holderOf(ip: number): string | undefined;
   relayOf(deviceId: string): string | undefined;
-  /** Relays up now (self excluded), with where they listen. */
-  others(): Array<{ id: string; advertise: string }>;
+  /** Relays up now (self excluded), with where they listen and the fingerprint of their certificate. */
+  others(): Array<{ id: string; advertise: string; key?: string }>;
 }
 
 export interface MeshPeerView {
@@ -75,6 +75,8 @@ export class RelayMesh implements MeshRoutes {
   /** Per relay ever linked, across its links. */
   private readonly traffic = new Map<string, TrafficCounters>();
   private readonly dialers = new Map<string, Dialer>();
+  /** The certificate fingerprint each listed relay registered. */
+  private keys = new Map<string, string>();
   private readonly key: KeyObject;
   private readonly warnings: RateLimitedWarning;
   private keepalive: NodeJS.Timeout;
@@ -113,9 +115,16 @@ export class RelayMesh implements MeshRoutes {
   /** The registry changed: dial relays that appeared (where this one dials), forget those gone. */
   sync(): void {
     if (this.closed) return;
-    const listed = new Map(this.directory.others().map((r) => [r.id, r.advertise]));
+    const others = this.directory.others();
+    const listed = new Map(others.map((r) => [r.id, r.advertise]));
+    this.keys = new Map(others.flatMap((r) => (r.key ? [[r.id, r.key] as const] : [])));
     for (const [id, advertise] of listed) {
       if (this.self.relayId >= id) continue;
+      if (unreachableAddress(advertise)) {
+        this.warnings.warn(`advertise:${id}`, () => ({ fields: { relay: id, advertise },
+          message: `Relay ${id} advertises ${advertise}, which no other relay can reach; set its [cluster] advertise` }));
+        continue;
+      }
       const dialer = this.dialers.get(id);
       if (!dialer) {
         this.dialers.set(id, { advertise, timer: null, socket: null, delayMs: REDIAL_MIN_MS, problem: 'connecting', downSince: Date.now() });
@@ -133,7 +142,12 @@ export class RelayMesh implements MeshRoutes {
       this.dialers.delete(id);
       this.log.info({ relay: id }, `Relay ${id} left the cluster's registry; no longer linking to it`);
     }
-    for (const [id, peer] of this.links) if (!listed.has(id) && !peer.dialed && !peer.open) this.links.delete(id);
+    // A relay gone from the registry (dead, or cut off from etcd: its devices' attachments went with it).
+    for (const [id, peer] of this.links) {
+      if (listed.has(id)) continue;
+      this.down(peer, 'it left the cluster\'s registry');
+      peer.link.socket.destroy();
+    }
   }
 
   /** Links as the operator sees them, one per relay known (listed or linked). */
@@ -185,15 +199,11 @@ export class RelayMesh implements MeshRoutes {
    */
   accept(session: Session, frame: Buffer): PeerRelay | null {
     const hello = parseMeshHello(frame.subarray(HEADER_BYTES));
-    const ekm = (session.socket as TLSSocket).exportKeyingMaterial(EXPORTER_BYTES, EXPORTER_MESH_LABEL, Buffer.alloc(0));
-    let problem = meshHelloProblem(hello, this.self.fingerprint, ekm, Date.now());
-    if (!problem && hello.version !== MESH_VERSION) problem = `it speaks mesh version ${hello.version}, this relay ${MESH_VERSION}`;
-    if (!problem && hello.network !== this.self.network) problem = `it is in the cluster network ${hello.network}, this relay in ${this.self.network}`;
-    if (!problem && hello.to !== this.self.relayId) problem = `it meant to reach relay ${hello.to}, this is ${this.self.relayId}`;
-    if (!problem && hello.relay === this.self.relayId) problem = 'it claims this relay\'s own ID';
+    const problem = this.helloProblem(hello, session.socket as TLSSocket);
     if (problem) {
       this.counters.refused++;
-      this.warnings.warn(`refused:${session.remote}`, () => ({ fields: { remote: session.remote, relay: hello.relay },
+      // One key for every refusal: an unauthenticated peer must not grow the relay's memory per attempt.
+      this.warnings.warn('mesh-refused', () => ({ fields: { remote: session.remote, relay: hello.relay },
         message: `Refused a mesh link from ${session.remote} claiming to be relay ${hello.relay}: ${problem}` }));
       session.reject({ code: 'auth', reason: `mesh link refused: ${problem}` });
       return null;
@@ -206,8 +216,29 @@ export class RelayMesh implements MeshRoutes {
     return peer;
   }
 
+  /**
+   * Why a MESH_HELLO does not open a link, or null. The cheap checks come first; then the relay must be
+   * one the registry lists, presenting the certificate it registered (an old key with a still valid
+   * endorsement is refused), endorsed, and holding that key on this TLS session.
+   */
+  private helloProblem(hello: MeshHello, socket: TLSSocket): string | null {
+    if (hello.version !== MESH_VERSION) return `it speaks mesh version ${hello.version}, this relay ${MESH_VERSION}`;
+    if (hello.network !== this.self.network) return `it is in the cluster network ${hello.network}, this relay in ${this.self.network}`;
+    if (hello.to !== this.self.relayId) return `it meant to reach relay ${hello.to}, this is ${this.self.relayId}`;
+    if (hello.relay === this.self.relayId) return 'it claims this relay\'s own ID';
+    const listed = this.directory.others().find((r) => r.id === hello.relay);
+    if (!listed) return `no relay ${hello.relay} is listed in the cluster's registry`;
+    if (listed.key !== undefined && listed.key !== certificateFingerprint(hello.certificate).toString('base64url')) {
+      return `its certificate is not the one relay ${hello.relay} registered`;
+    }
+    const ekm = socket.exportKeyingMaterial(EXPORTER_BYTES, EXPORTER_MESH_LABEL, Buffer.alloc(0));
+    return meshHelloProblem(hello, this.self.fingerprint, ekm, Date.now());
+  }
+
   /** A frame of an open link (PING and PONG are the link's): DATA to the data plane, GOODBYE ends it. */
   receive(peer: PeerRelay, frame: Buffer): void {
+    // After a GOODBYE or once the link is replaced, what still comes is no longer this link's to deliver.
+    if (!peer.open) return;
     const type = frame[0];
     if (type === FrameType.Data) this.plane.forwardFromRelay(peer, frame);
     else if (type === FrameType.DataGso) {
@@ -329,6 +360,11 @@ export class RelayMesh implements MeshRoutes {
     });
     socket.once('secureConnect', () => {
       const presented = socket.getPeerCertificate(false)?.raw;
+      const registered = this.keys.get(id);
+      if (presented && registered !== undefined && certificateFingerprint(presented).toString('base64url') !== registered) {
+        finish(`it presents another certificate than relay ${id} registered`);
+        return;
+      }
       if (presented && certificateFingerprint(presented).equals(this.self.fingerprint)) {
         // The network's own certificate: the relay holds the network key, and sends no ENDORSE.
         verified = true;
@@ -377,6 +413,11 @@ export class RelayMesh implements MeshRoutes {
       peer.link.socket.destroy();
     }
   }
+}
+
+/** An advertised address no other relay reaches: unspecified (the relay listens on all and advertises nothing). */
+export function unreachableAddress(advertise: string): boolean {
+  return /^(0\.0\.0\.0|\[::\]):/.test(advertise);
 }
 
 function safeJson(frame: Buffer): unknown {
