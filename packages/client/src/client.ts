@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { TLSSocket } from 'node:tls';
-import { formatHostPort, RateLimitedWarning } from '@mnedc/common';
+import { formatHostPort, RateLimitedWarning, type HostPort } from '@mnedc/common';
 import { Link, pingFrame } from '@mnedc/link';
 import {
   CAPABILITY_GSO, CAPABILITY_PEERS_BIN, encodeJsonFrame, FrameType, frameName, HANDSHAKE_TIMEOUT_MS, HEADER_BYTES, ipv4ToInt, parseGoodbye,
@@ -62,6 +62,8 @@ export class RelayClient extends EventEmitter {
   private readonly preferredProbe: PreferredProbe;
   /** Leaving a healthy relay for the preferred one: the next attempt goes there at once. */
   private returning = false;
+  /** The relay left for the preferred one, until the preferred one welcomed the device: back there if it does not. */
+  private returnFrom: HostPort | null = null;
 
   constructor(private readonly deps: ClientDeps) {
     super();
@@ -72,7 +74,8 @@ export class RelayClient extends EventEmitter {
     this.bridge = new TunBridge(deps.device, this.counters, this.warnings, deps.log, () => this.server);
     this.choice = new RelayChoice(deps.config.client.server, deps.learnedRelays);
     this.preferredProbe = new PreferredProbe({
-      probeEveryMs: PROBE_EVERY_MS, returnAfterMs: RETURN_AFTER_MS, probe: (relay) => probeRelay(relay.host, relay.port), ...deps.failback,
+      probeEveryMs: PROBE_EVERY_MS, returnAfterMs: RETURN_AFTER_MS,
+      probe: (relay) => probeRelay(relay.host, relay.port, deps.credentials.join.fingerprint), ...deps.failback,
     });
   }
 
@@ -335,6 +338,10 @@ export class RelayClient extends EventEmitter {
     this.joinedBefore = true;
     if (changed) this.deps.onLease?.(welcome);
     if (welcome.relays && this.choice.learn(welcome.relays)) this.deps.onRelays?.(this.choice.learned);
+    if (this.returnFrom !== null) {
+      this.returnFrom = null;
+      this.preferredProbe.returned();
+    }
     if (!this.choice.onPreferred) this.preferredProbe.start(this.choice.preferred, () => this.returnToPreferred(link));
     this.keepaliveTimer = setInterval(() => {
       if (!link.keepalive(welcome.keepaliveMs, welcome.deadAfterMs, pingFrame())) this.fail(link, `no word from ${this.server} for ${welcome.deadAfterMs} ms`);
@@ -379,17 +386,31 @@ export class RelayClient extends EventEmitter {
     }
     this.unendorsed = null;
     const wasConnected = this.state === 'connected';
-    if (this.returning) {
+    if (this.returning || (this.returnFrom !== null && !wasConnected)) {
+      // To the preferred relay now; or, when it turned the device away, straight back where it was.
+      const back = this.returning ? null : this.returnFrom;
+      if (back) {
+        this.deps.log.warn({ server: this.server, back: formatHostPort(back) }, `The preferred relay ${this.server} did not take this device back ` +
+          `(${this.lastError || 'connection closed'}); returning to ${formatHostPort(back)} and waiting longer before the next try`);
+        this.choice.select(back);
+        this.preferredProbe.returnFailed();
+        this.returnFrom = null;
+      } else {
+        this.returnFrom = this.choice.current;
+        this.choice.prefer();
+      }
       this.returning = false;
-      this.choice.prefer();
       this.state = 'waiting';
       this.retryInMs = 0;
       this.retryTimer = setTimeout(() => this.connect(), 0);
       return;
     }
-    // A cluster: the next attempt goes to the next relay, so a lost one costs its devices a reconnect.
+    this.returnFrom = null;
+    // A cluster: the next attempt goes to the next relay, so a lost one costs its devices a reconnect. A
+    // relay only a WELCOME named that proves not to be one of the network is dropped from the list.
     const lost = this.server;
-    this.choice.next();
+    if (this.failure.kind === 'mistake' && !wasConnected && this.choice.dropIfLearned()) this.deps.onRelays?.(this.choice.learned);
+    else this.choice.next();
     const { kind, line } = this.failure;
     const delay = this.retry.next(kind, this.retryHintMs);
     this.retryHintMs = null;

@@ -71,7 +71,7 @@ export class RelayChoice {
         continue;
       }
       const key = formatHostPort(relay);
-      if (!configured.has(key) && !learned.includes(key)) learned.push(key);
+      if (!configured.has(key) && !learned.includes(key) && !unfitRelayAddress(relay.host)) learned.push(key);
     }
     const changed = learned.join(',') !== this.learnedRelays.join(',');
     const current = this.candidates.length > 0 ? formatHostPort(this.current) : null;
@@ -86,6 +86,38 @@ export class RelayChoice {
     }
     return changed;
   }
+
+  /** Back to `relay` (one tried before): a return to the preferred one that did not work. */
+  select(relay: HostPort): void {
+    const at = this.candidates.findIndex((c) => c.host === relay.host && c.port === relay.port);
+    if (at >= 0) this.index = at;
+  }
+
+  /**
+   * The current relay, if only a WELCOME named it, is dropped: it is not a relay of this network (the
+   * device refused it). A configured one stays: that is the operator's to fix. True when dropped.
+   */
+  dropIfLearned(): boolean {
+    const current = formatHostPort(this.current);
+    if (!this.learnedRelays.includes(current)) return false;
+    this.learnedRelays = this.learnedRelays.filter((r) => r !== current);
+    this.candidates.splice(this.index, 1);
+    this.index = this.index % this.candidates.length;
+    return true;
+  }
+}
+
+/**
+ * A relay a WELCOME may not send a device to: this host itself, no host, link-local or multicast
+ * addresses — what a hostile relay would name to make devices probe their own machine or network.
+ */
+export function unfitRelayAddress(host: string): boolean {
+  const h = host.toLowerCase();
+  if (h === 'localhost' || h === '::' || h === '::1' || h.startsWith('fe80:') || h.startsWith('ff')) return true;
+  const v4 = /^(\d+)\.(\d+)\.\d+\.\d+$/.exec(h);
+  if (!v4) return false;
+  const [a, b] = [Number(v4[1]), Number(v4[2])];
+  return a === 0 || a === 127 || (a === 169 && b === 254) || a >= 224;
 }
 
 /**
@@ -118,10 +150,18 @@ export interface FailbackOptions {
   probe: (relay: HostPort) => Promise<boolean>;
 }
 
-/** While the device is on another relay: probes the preferred one, and says when to go back (Failback). */
+/** A failed return doubles the wait before the next, up to this many times the first. */
+const MAX_RETURN_BACKOFF = 8;
+
+/**
+ * While the device is on another relay: probes the preferred one (every probeEveryMs, ±30%, so a fleet
+ * that failed over together does not probe in step), and says when to go back (Failback). A return that
+ * did not work (the relay answers TLS but turns devices away) doubles the wait for the next.
+ */
 export class PreferredProbe {
   private timer: NodeJS.Timeout | null = null;
-  private readonly failback: Failback;
+  private factor = 1;
+  private failback: Failback;
 
   constructor(private readonly options: FailbackOptions) {
     this.failback = new Failback(options.returnAfterMs);
@@ -129,19 +169,36 @@ export class PreferredProbe {
 
   start(preferred: HostPort, back: () => void): void {
     this.stop();
-    this.failback.reset();
-    const timer = setInterval(() => {
-      void this.options.probe(preferred).then((ok) => {
-        if (this.timer !== timer || !this.failback.probed(ok, Date.now())) return;
-        this.stop();
-        back();
-      });
-    }, this.options.probeEveryMs);
-    this.timer = timer;
+    this.failback = new Failback(this.options.returnAfterMs * this.factor);
+    const next = () => {
+      const timer = setTimeout(() => {
+        void this.options.probe(preferred).then((ok) => {
+          if (this.timer !== timer) return;
+          if (!this.failback.probed(ok, Date.now())) {
+            next();
+            return;
+          }
+          this.stop();
+          back();
+        });
+      }, this.options.probeEveryMs * (0.7 + Math.random() * 0.6));
+      this.timer = timer;
+    };
+    next();
+  }
+
+  /** The return did not get a session: wait longer before the next. */
+  returnFailed(): void {
+    this.factor = Math.min(this.factor * 2, MAX_RETURN_BACKOFF);
+  }
+
+  /** Back on the preferred relay. */
+  returned(): void {
+    this.factor = 1;
   }
 
   stop(): void {
-    if (this.timer) clearInterval(this.timer);
+    if (this.timer) clearTimeout(this.timer);
     this.timer = null;
   }
 }

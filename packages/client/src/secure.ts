@@ -5,7 +5,7 @@ import type { OnReadOpts } from 'node:net';
 import { connect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { writeFileAtomic } from '@mnedc/common';
 import {
-  certificateFingerprint, endorsementProblem, EXPORTER_BYTES, EXPORTER_CONTEXT, EXPORTER_LABEL, helloAuth, parseEndorsement, PROTOCOL_VERSION, showFingerprint,
+  certificateFingerprint, endorsementProblem, FrameDecoder, FrameType, HEADER_BYTES, MAX_CONTROL_PAYLOAD, EXPORTER_BYTES, EXPORTER_CONTEXT, EXPORTER_LABEL, helloAuth, parseEndorsement, PROTOCOL_VERSION, showFingerprint,
   type Hello, type HelloAuth, type JoinString,
 } from '@mnedc/protocol';
 
@@ -67,20 +67,30 @@ export function openTunnel(host: string, port: number, onData?: (chunk: Buffer) 
 }
 
 /**
- * Whether a relay completes a TLS handshake within `timeoutMs`: the failback probe (relay-choice.ts). It
- * sends nothing, so the relay learns nothing of the device; the session it would pin is checked when the
- * device connects for real.
+ * Whether a relay proves within `timeoutMs` that it is one of the network the join string pins (its
+ * certificate, or its ENDORSE): the failback probe (relay-choice.ts). It sends nothing, so the relay
+ * learns nothing of the device.
  */
-export function probeRelay(host: string, port: number, timeoutMs = 3_000): Promise<boolean> {
+export function probeRelay(host: string, port: number, pinned: Buffer, timeoutMs = ENDORSE_WAIT_MS): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = openTunnel(host, port);
+    const decoder = new FrameDecoder(MAX_CONTROL_PAYLOAD);
     const done = (ok: boolean) => {
       clearTimeout(timer);
       socket.destroy();
       resolve(ok);
     };
     const timer = setTimeout(() => done(false), timeoutMs);
-    socket.once('secureConnect', () => done(true));
+    socket.once('secureConnect', () => {
+      if (serverMismatch(socket, pinned) === null) done(true);
+    });
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        decoder.push(chunk, (frame) => done(frame[0] === FrameType.Endorse && endorsedRelayProblem(frame.subarray(HEADER_BYTES), socket, pinned) === null));
+      } catch {
+        done(false);
+      }
+    });
     socket.once('error', () => done(false));
     socket.once('close', () => done(false));
   });

@@ -2,7 +2,7 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import { parseHostPort } from '@mnedc/common';
-import { Failback, MAX_LEARNED_RELAYS, RelayChoice } from '../src/relay-choice';
+import { Failback, MAX_LEARNED_RELAYS, PreferredProbe, RelayChoice, unfitRelayAddress } from '../src/relay-choice';
 
 const hp = (text: string) => parseHostPort(text);
 
@@ -38,10 +38,48 @@ describe('RelayChoice', () => {
     assert.deepEqual(choice.current, hp('10.1.0.1:3334'));
   });
 
+  it('a WELCOME cannot send the device to its own host, nowhere, link-local or multicast addresses', () => {
+    const choice = new RelayChoice([hp('10.1.0.1:3334')]);
+    choice.learn(['127.0.0.1:6379', 'localhost:22', '0.0.0.0:3334', '169.254.169.254:443', '224.0.0.251:5353', '[::1]:3334', '[fe80::1]:3334', '10.1.0.9:3334']);
+    assert.deepEqual(choice.learned, ['10.1.0.9:3334']);
+    assert.equal(unfitRelayAddress('192.168.0.10'), false);
+  });
+
+  it('a learned relay that proves not to be one of the network is dropped; a configured one stays', () => {
+    const choice = new RelayChoice([hp('10.1.0.1:3334')], ['10.1.0.8:3334', '10.1.0.9:3334']);
+    assert.equal(choice.dropIfLearned(), false, 'the configured relay stays');
+    choice.next();
+    assert.equal(choice.dropIfLearned(), true);
+    assert.deepEqual(choice.learned, ['10.1.0.9:3334']);
+    assert.deepEqual(choice.current, hp('10.1.0.9:3334'), 'the next one is tried');
+    choice.select(hp('10.1.0.1:3334'));
+    assert.equal(choice.onPreferred, true);
+  });
+
   it('a hostile relay cannot make the list grow without bound', () => {
     const choice = new RelayChoice([hp('10.1.0.1:3334')]);
     choice.learn(Array.from({ length: 500 }, (_, i) => `10.2.${i >> 8}.${i & 255}:3334`));
     assert.equal(choice.learned.length, MAX_LEARNED_RELAYS);
+  });
+});
+
+describe('PreferredProbe', () => {
+  it('goes back once the preferred relay answered for the wait; after a failed return the wait doubles', async () => {
+    let answers = 0;
+    const probe = new PreferredProbe({ probeEveryMs: 10, returnAfterMs: 100, probe: async () => { answers++; return true; } });
+    const timed = async () => {
+      const before = answers;
+      await new Promise<void>((resolve) => probe.start(hp('10.1.0.1:3334'), resolve));
+      return answers - before;
+    };
+    const first = await timed();
+    probe.returnFailed();
+    probe.returnFailed();
+    const second = await timed();
+    // ~100 ms of answers at 7–13 ms each the first time (at most 16 probes), ~400 ms after two failed returns (at least 31).
+    assert.ok(first <= 16 && second >= 31, `${first} then ${second} probes`);
+    probe.returned();
+    probe.stop();
   });
 });
 
