@@ -7,13 +7,13 @@
  */
 import { strict as assert } from 'node:assert';
 import { generateKeyPairSync } from 'node:crypto';
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { EtcdCluster } from '@mnedc/etcd';
-import { ipPacket, RelayProcess } from '@mnedc/lab';
+import { ipPacket, mergeIni, RelayProcess } from '@mnedc/lab';
 import { ipv4ToInt } from '@mnedc/protocol';
 import { endorseRelay, loadOrCreateIdentity } from '@mnedc/server';
 import { parseClientConfig, RelayClient } from '@mnedc/client';
@@ -77,12 +77,16 @@ describe('client failover between the relays of a cluster', { timeout: 180_000 }
   }
 
   function device(id: string, servers: RelayProcess[], join: string): { client: RelayClient; tun: RecordingTun } {
+    return deviceWith(id, servers, join, { probeEveryMs: 200, returnAfterMs: 1_000 });
+  }
+
+  function deviceWith(id: string, servers: RelayProcess[], join: string, failback: { probeEveryMs: number; returnAfterMs: number }): { client: RelayClient; tun: RecordingTun } {
     const config = parseClientConfig(`[client]\nserver = ${servers.map((r) => `127.0.0.1:${r.port}`).join(', ')}\njoin = ${join}\ndevice_id = ${id}\n`, 'c.ini');
     const tun = new RecordingTun();
     const client = new RelayClient({
       config, log, deviceId: id, hostname: id, underlay: () => [], device: tun,
       credentials: { join: config.client.join, deviceKey: generateKeyPairSync('ed25519').privateKey },
-      failback: { probeEveryMs: 200, returnAfterMs: 1_000 },
+      failback,
     });
     clients.push(client);
     client.start();
@@ -147,5 +151,36 @@ describe('client failover between the relays of a cluster', { timeout: 180_000 }
     const d3 = device('fo-3', [a], a.join);
     await until(() => connectedTo(d3.client, a), 'a new device on the restarted A');
     await delivered(d3, d2, 'A to B, new device');
+  });
+
+  it('no flapping: a preferred relay that answers but turns the device away gets it back for a moment only, and the next try waits longer', async () => {
+    const first = mkdtempSync(join(tmpdir(), 'mnedc-flap-p-'));
+    dirs.push(first);
+    const p = await relay(first);
+    const qDir = mkdtempSync(join(tmpdir(), 'mnedc-flap-q-'));
+    dirs.push(qDir);
+    writeFileSync(join(qDir, 'network.endorsement'), endorseRelay(first, loadOrCreateIdentity(qDir).identity.certPem, 'flap-q', 30, Date.now()));
+    copyFileSync(join(first, 'join.secret'), join(qDir, 'join.secret'));
+    const q = await relay(qDir);
+    const flapper = deviceWith('flap-1', [p, q], p.join, { probeEveryMs: 100, returnAfterMs: 500 });
+    await until(() => connectedTo(flapper.client, p), 'flap-1 on P');
+    const seen: string[] = [];
+    flapper.client.on('state', (state: string) => { if (state === 'connected') seen.push(flapper.client.server); });
+
+    // P comes back with room for one device, which another takes first: P answers probes but turns flap-1 away.
+    p.daemon.signal('SIGKILL');
+    await until(() => connectedTo(flapper.client, q), 'flap-1 on Q');
+    writeFileSync(p.config, mergeIni(readFileSync(p.config, 'utf8'), '[limits]\nmax_clients = 1\n'));
+    await p.restart();
+    const squatter = device('flap-2', [p], p.join);
+    await until(() => connectedTo(squatter.client, p), 'flap-2 takes P\'s one place');
+    const left = seen.length;
+    await until(() => seen.length > left, 'flap-1 tried P and is connected again', 10_000);
+    const tried = new Date().toISOString();
+    assert.equal(seen.at(-1), `127.0.0.1:${q.port}`, 'straight back on Q, not waiting for P\'s retry hint');
+    // The next return waits twice as long (1 s of answers instead of 0.5): flap-1 stays on Q meanwhile.
+    await new Promise((resolve) => setTimeout(resolve, 800)); // a span of the scenario, not a wait for an event
+    assert.equal(seen.length, left + 1, `no second try within 0.8 s of ${tried}: ${seen.join(', ')}`);
+    assert.ok(connectedTo(flapper.client, q));
   });
 });

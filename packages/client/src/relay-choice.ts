@@ -61,6 +61,8 @@ export class RelayChoice {
    */
   learn(relays: string[]): boolean {
     const configured = new Set(this.configured.map(formatHostPort));
+    // Relays on this very host are the operator's choice only when a configured one is there too (a test, a demo).
+    const local = this.configured.some((c) => unfitRelayAddress(c.host));
     const learned: string[] = [];
     for (const text of relays) {
       if (learned.length >= MAX_LEARNED_RELAYS) break;
@@ -71,7 +73,7 @@ export class RelayChoice {
         continue;
       }
       const key = formatHostPort(relay);
-      if (!configured.has(key) && !learned.includes(key) && !unfitRelayAddress(relay.host)) learned.push(key);
+      if (!configured.has(key) && !learned.includes(key) && (local || !unfitRelayAddress(relay.host))) learned.push(key);
     }
     const changed = learned.join(',') !== this.learnedRelays.join(',');
     const current = this.candidates.length > 0 ? formatHostPort(this.current) : null;

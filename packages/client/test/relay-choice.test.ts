@@ -43,6 +43,10 @@ describe('RelayChoice', () => {
     choice.learn(['127.0.0.1:6379', 'localhost:22', '0.0.0.0:3334', '169.254.169.254:443', '224.0.0.251:5353', '[::1]:3334', '[fe80::1]:3334', '10.1.0.9:3334']);
     assert.deepEqual(choice.learned, ['10.1.0.9:3334']);
     assert.equal(unfitRelayAddress('192.168.0.10'), false);
+    // Unless the operator's own relays are there: several relays on one host (a test, a demo).
+    const local = new RelayChoice([hp('127.0.0.1:3334')]);
+    local.learn(['127.0.0.1:3335']);
+    assert.deepEqual(local.learned, ['127.0.0.1:3335']);
   });
 
   it('a learned relay that proves not to be one of the network is dropped; a configured one stays', () => {
