@@ -292,6 +292,12 @@ export class Devices implements HandshakeHost {
 
   /** A device that keeps talking but stops reading: what it is owed would outgrow its budget. */
   cutOverBudget(session: Session, needed: number): void {
+    if (session.relay) {
+      // Another relay not reading what this one sends it: the link goes, and is dialed again.
+      this.deps.mesh()?.down(session.relay, `it does not read what this relay sends (${Math.ceil(needed / 1024)} KiB would be queued)`);
+      session.socket.destroy();
+      return;
+    }
     this.cut.overBudget++;
     const who = session.deviceId || session.remote;
     const budget = session.link.budget.limit;

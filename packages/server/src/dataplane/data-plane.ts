@@ -170,7 +170,7 @@ export class DataPlane {
   }
 
   private send(from: Target, target: Target, frame: Buffer, gso: boolean, bytes: number): void {
-    if (!target.accepts(frame.length)) {
+    if (!target.accepts(frame.length, from)) {
       this.countDrop(from, 'queueFull');
       return;
     }

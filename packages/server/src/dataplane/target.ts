@@ -27,8 +27,8 @@ export interface Target {
   /** It takes DATA_GSO as it is; the others get super-packets segmented into DATA. */
   readonly gso: boolean;
   readonly counters: TrafficCounters;
-  /** Room for `bytes` more DATA now; a false is the sender's queueFull drop. */
-  accepts(bytes: number): boolean;
+  /** Room for `bytes` more DATA now (from `from`, for a target shared by many senders); a false is the sender's queueFull drop. */
+  accepts(bytes: number, from?: Target): boolean;
   /** Queues DATA_GSO (when gso) or one or more DATA frames back to back, joining `batch`. */
   deliver(frames: Buffer, batch: WriteBatch): void;
 }
