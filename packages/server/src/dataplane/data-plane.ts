@@ -76,25 +76,15 @@ export class DataPlane {
    * segmented for the others.
    */
   forward(from: Target, frame: Buffer): void {
-    const counters = from.counters;
     const gso = frame[0] === FrameType.DataGso;
     const ip = packetOffset(frame);
     const bytes = frame.length - ip;
-    counters.rxPackets++;
-    counters.rxBytes += bytes;
-    this.totals.rxPackets++;
-    this.totals.rxBytes += bytes;
+    this.countReceived(from, bytes);
     if (frame[ip]! >> 4 === 6) {
       this.dropIpv6(from);
       return;
     }
-    if (gso) {
-      const problem = checkOffloadPacket(frame, HEADER_BYTES, frame.length);
-      if (problem !== null) {
-        this.drop(from, 'malformed', frame, problem);
-        return;
-      }
-    }
+    if (gso && this.badOffload(from, frame)) return;
     const verdict = checkFrame(frame, from.ip, ip);
     if (verdict !== Verdict.Deliver) {
       this.drop(from, verdict === Verdict.Spoofed ? 'spoofed' : 'malformed', frame);
@@ -133,25 +123,15 @@ export class DataPlane {
    * relay's own interface (whose address is each relay's own).
    */
   forwardFromRelay(from: Target, frame: Buffer): void {
-    const counters = from.counters;
     const gso = frame[0] === FrameType.DataGso;
     const ip = packetOffset(frame);
     const bytes = frame.length - ip;
-    counters.rxPackets++;
-    counters.rxBytes += bytes;
-    this.totals.rxPackets++;
-    this.totals.rxBytes += bytes;
+    this.countReceived(from, bytes);
     if (frame[ip]! >> 4 !== 4 || frame.length - ip < 20) {
       this.drop(from, 'malformed', frame);
       return;
     }
-    if (gso) {
-      const problem = checkOffloadPacket(frame, HEADER_BYTES, frame.length);
-      if (problem !== null) {
-        this.drop(from, 'malformed', frame, problem);
-        return;
-      }
-    }
+    if (gso && this.badOffload(from, frame)) return;
     const source = frame.readUInt32BE(ip + 12);
     if (this.mesh === null || !this.mesh.carries(from, source)) {
       this.drop(from, 'spoofed', frame);
@@ -167,6 +147,21 @@ export class DataPlane {
       return;
     }
     this.send(from, target, frame, gso, bytes);
+  }
+
+  private countReceived(from: Target, bytes: number): void {
+    from.counters.rxPackets++;
+    from.counters.rxBytes += bytes;
+    this.totals.rxPackets++;
+    this.totals.rxBytes += bytes;
+  }
+
+  /** A DATA_GSO whose offload header does not hold: dropped as malformed (true). */
+  private badOffload(from: Target, frame: Buffer): boolean {
+    const problem = checkOffloadPacket(frame, HEADER_BYTES, frame.length);
+    if (problem === null) return false;
+    this.drop(from, 'malformed', frame, problem);
+    return true;
   }
 
   private send(from: Target, target: Target, frame: Buffer, gso: boolean, bytes: number): void {
