@@ -58,7 +58,7 @@ export function renderServerStatus(s: ServerStatus): string {
 }
 
 export function renderClientStatus(s: ClientStatus, now: number): string {
-  // One relay is the server line already; several are listed in the order the device tries them.
+  // Every relay the device may use, in the order it tries them (one: the server line again).
   const { relays, ...rest } = s;
   return withUnknownFields(rest, [
     ['daemon', 'client'],
@@ -67,7 +67,7 @@ export function renderClientStatus(s: ClientStatus, now: number): string {
     ['uptime', formatDuration(s.uptimeSec)],
     ['state', `${orDash(s.state)}${since(s.since, now)}`],
     ['server', orDash(s.server)],
-    ...(relays && relays.length > 1 ? [['relays', relays.map(printable).join(', ')] as [string, string]] : []),
+    ...(relays ? [['relays', relays.map(printable).join(', ')] as [string, string]] : []),
     ['device', orDash(s.deviceId)],
     ['ip', s.ip ? (s.prefix ? `${s.ip}/${s.prefix}` : s.ip) : '-'],
     ['interface', orDash(s.interface)],

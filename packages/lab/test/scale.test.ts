@@ -81,7 +81,9 @@ describe('scale bench options and statistics', () => {
   it('parses options with defaults and names what is wrong', () => {
     assert.deepEqual(parseScaleArgs(['--devices', '10000']), { devices: 10000, discovery: 'auto', workers: 4, probes: 2000, secondsIdle: 30, relays: 1 });
     assert.deepEqual(parseScaleArgs(['--devices', '500', '--workers', '2', '--probes', '50', '--seconds-idle', '5', '--discovery', 'names']),
-      { devices: 500, discovery: 'names', workers: 2, probes: 50, secondsIdle: 5 });
+      { devices: 500, discovery: 'names', workers: 2, probes: 50, secondsIdle: 5, relays: 1 });
+    assert.equal(parseScaleArgs(['--devices', '3000', '--relays', '3']).relays, 3);
+    assert.throws(() => parseScaleArgs(['--relays', '9']), /--relays wants an integer from 1 to 8, not "9"/);
     assert.throws(() => parseScaleArgs(['--discovery', 'some']), /--discovery wants one of auto, full, names, off, not "some"/);
     assert.throws(() => parseScaleArgs(['--devices', '1']), /--devices wants an integer from 2 to 65533, not "1"/);
     assert.throws(() => parseScaleArgs(['--devices', '70000']), /--devices wants an integer from 2 to 65533/);
@@ -148,14 +150,18 @@ describe('scale bench options and statistics', () => {
     const lines = formatTable([result]).split('\n');
     assert.equal(lines.length, 3);
     const cells = lines[2].split('|').map((c) => c.trim()).slice(1, -1);
-    assert.deepEqual(cells, ['10,000', '197.0 s', '13.0 ms', '1.53 GiB (161 KiB)', '12.5%', '532 KiB (5.20 GiB)', '0 of 10000', '-', '-',
-      '448/2000', '300/2000 (5000 back)', '9990/10000 (timeout)', '9990 of 10000', '1.00 → 2.50']);
+    assert.deepEqual(cells, ['10,000', '1', '197.0 s', '13.0 ms', '1.53 GiB (161 KiB)', '12.5%', '532 KiB (5.20 GiB)', '0 of 10000', '-', '-',
+      '448/2000', '-', '300/2000 (5000 back)', '9990/10000 (timeout)', '9990 of 10000', '1.00 → 2.50']);
+    // A cluster: how many relays, and the probes between devices on different ones.
+    const cluster = { ...result, relays: 3, crossRelay: { sent: 1300, delivered: 1299 } };
+    const clusterCells = formatTable([cluster]).split('\n')[2].split('|').map((c) => c.trim()).slice(1, -1);
+    assert.deepEqual([clusterCells[1], clusterCells[11]], ['3', '1299/1300']);
     const auto = { ...result, peers: { full: 1000, complete: 1000, seconds: 2.25 }, discoveryRequested: 'auto' as const };
-    assert.equal(formatTable([auto]).split('\n')[2].split('|')[7].trim(), 'all 1,000 (2.3 s); 9,000 by DNS');
+    assert.equal(formatTable([auto]).split('\n')[2].split('|')[8].trim(), 'all 1,000 (2.3 s); 9,000 by DNS');
     const names = { ...result, peers: { full: 0, complete: 0, seconds: null }, discoveryRequested: 'names' as const,
       dnsOnJoin: { asked: 200, answered: 200, correct: 199, p50Ms: 2.5, p99Ms: 41 } };
     const namesCells = formatTable([names]).split('\n')[2].split('|').map((c) => c.trim());
-    assert.equal(namesCells[7], 'none pushed; 10,000 by DNS');
-    assert.equal(namesCells[9], '2.50/41 (199/200 right)');
+    assert.equal(namesCells[8], 'none pushed; 10,000 by DNS');
+    assert.equal(namesCells[10], '2.50/41 (199/200 right)');
   });
 });

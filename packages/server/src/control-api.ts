@@ -93,7 +93,7 @@ export function serverMethods(server: RelayServer, config: () => ServerConfig, v
       clients: server.connected().map((s) => exactly<ServerStats['clients'][number]>()({
         deviceId: s.deviceId, ip: intToIpv4(s.ip), ...counterView(s.counters), missed: s.missed,
       })),
-      ...(server.mesh ? { mesh: server.mesh.stats() } : {}),
+      mesh: server.mesh?.stats() ?? [],
     }),
 
     kick: (params): KickResult => {

@@ -163,8 +163,12 @@ describe('cluster leases in etcd', () => {
     clients.push(client);
     const blind = new ClusterLeases(client, new ClusterKeys('blind'), SUBNET, log, { minRetryMs: 100, maxRetryMs: 200 });
     relays.push(blind);
-    const result = blind.acquire({ deviceId: 'x', hostname: '', underlay: [], now: Date.now(), isConnected: () => false });
-    assert.deepEqual(result, { ok: false, reason: 'the cluster\'s leases are not readable yet (etcd unreachable)', unavailable: true });
+    const ask = () => blind.acquire({ deviceId: 'x', hostname: '', underlay: [], now: Date.now(), isConnected: () => false });
+    // Just started: still reading, back in moments.
+    assert.deepEqual(ask(), { ok: false, reason: 'the cluster\'s leases are still being read (the relay just started)', unavailable: true, retryAfterMs: 2000 });
+    // Once reading failed: etcd is out of reach, and the device waits the longer default.
+    await until(() => (ask() as { reason: string }).reason.includes('etcd unreachable'), 'the first read failed');
+    assert.deepEqual(ask(), { ok: false, reason: 'the cluster\'s leases are not readable yet (etcd unreachable)', unavailable: true });
     assert.equal(blind.available, false);
   });
 
@@ -211,5 +215,45 @@ describe('cluster leases in etcd', () => {
     bindingStores.push(blind);
     await assert.rejects(blind.bind('x', showFingerprint(randomBytes(32))), /not readable yet \(etcd unreachable\)/);
     assert.equal(blind.get('x'), undefined);
+  });
+});
+
+describe('cluster leases, three members', () => {
+  let cluster: EtcdCluster;
+  before(async () => {
+    cluster = await EtcdCluster.start({ members: 3 });
+  });
+  after(async () => {
+    await cluster?.stop();
+  });
+
+  it('a release this relay\'s watch missed (its member hung, the history compacted) is seen on the re-list: the device connected here is told', async () => {
+    const keys = new ClusterKeys('hung');
+    const client = new EtcdClient({ endpoints: cluster.endpoints, timeoutMs: 1_000 });
+    const writer = new EtcdClient({ endpoints: [...cluster.endpoints].reverse() });
+    const here = new ClusterLeases(client, keys, SUBNET, log, { quietMs: 1_000 });
+    const there = new ClusterLeases(writer, keys, SUBNET, log);
+    const lost: string[] = [];
+    here.onLost = (deviceId, why) => lost.push(`${deviceId} ${why}`);
+    try {
+      await Promise.all([here.ready, there.ready]);
+      const victim = await join(there, 'victim');
+      await until(() => here.get('victim')?.ip === victim.ip, 'here reads the lease');
+      const silent = cluster.members.find((member) => member.clientUrl === client.endpoint)!;
+      silent.signal('SIGSTOP');
+      try {
+        there.release('victim');
+        await there.pending('victim');
+        await writer.compact((await writer.status()).revision);
+        await until(() => here.get('victim') === undefined, 'here re-lists, on another member', 20_000);
+      } finally {
+        silent.signal('SIGCONT');
+      }
+      assert.deepEqual(lost, ['victim was released']);
+    } finally {
+      await Promise.all([here.close(), there.close()]);
+      client.close();
+      writer.close();
+    }
   });
 });

@@ -219,13 +219,24 @@ export class ClusterLeases implements LeaseService {
     this.pool.adopt({ deviceId: holder, ip, hostname: '', underlay: [], createdAt: Date.now(), lastSeen: Date.now() });
   }
 
+  /**
+   * The whole table again (the first read, or the watch lost its place: compaction, cancel). What changed
+   * meanwhile without an event is told as an event would have been: a device here whose lease was
+   * released or moved elsewhere must not keep it.
+   */
   private reset(kvs: KeyValue[]): void {
+    const before = new Map([...this.pool.leases()].map((l) => [l.deviceId, l.ip]));
     this.pool = new LeasePool(this.pool.subnet);
     this.revisions.clear();
     this.writtenSeen.clear();
     for (const kv of kvs) this.adoptRecord(kv);
     for (const lease of this.proposed.values()) {
       if (this.pool.get(lease.deviceId) === undefined) this.pool.adopt(lease);
+    }
+    for (const [deviceId, ip] of before) {
+      const now = this.pool.get(deviceId);
+      if (!now) this.onLost(deviceId, 'was released');
+      else if (now.ip !== ip) this.onLost(deviceId, `moved to ${intToIpv4(now.ip)}`);
     }
     if (!this.loaded) {
       this.loaded = true;
