@@ -1,36 +1,21 @@
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
-import { connect } from 'node:tls';
-import { parseHostPort, RateLimitedWarning, type Logger } from '@mnedc/common';
-import { Link, pingFrame } from '@mnedc/link';
+import { RateLimitedWarning, type Logger } from '@mnedc/common';
+import { pingFrame } from '@mnedc/link';
 import {
-  CAPABILITY_GSO, certificateFingerprint, encodeJsonFrame, encodeMeshHello, endorsementProblem, EXPORTER_BYTES, EXPORTER_MESH_LABEL,
-  FrameType, frameName, HEADER_BYTES, MESH_VERSION, meshHelloProblem, meshProof, parseEndorsement, parseGoodbye, parseMeshHello,
-  parseMeshWelcome, parseReject, ProtocolError, type Endorsement, type MeshHello,
+  CAPABILITY_GSO, certificateFingerprint, encodeJsonFrame, EXPORTER_BYTES, EXPORTER_MESH_LABEL, FrameType, frameName, HEADER_BYTES,
+  MESH_VERSION, meshHelloProblem, parseGoodbye, parseMeshHello, ProtocolError, type MeshHello,
 } from '@mnedc/protocol';
 import type { DataPlane, MeshRoutes } from '../dataplane/data-plane';
 import { newCounters, type TrafficCounters } from '../dataplane/target';
 import type { Session } from '../session';
+import { dialRelay, MESH_BUDGET_BYTES, MESH_CAPABILITIES, type MeshIdentity } from './dial';
 import { PeerRelay, type MeshLinkState } from './peer-relay';
 
-/** What one relay may make another hold: it carries many devices' traffic, so more than one device's. */
-export const MESH_BUDGET_BYTES = 4 * 1024 * 1024;
-/** The listener's ENDORSE and MESH_WELCOME must come within this, or the dial is tried again. */
-const MESH_HANDSHAKE_MS = 5_000;
+export { MESH_BUDGET_BYTES, type MeshIdentity } from './dial';
+
 const REDIAL_MIN_MS = 250;
 const REDIAL_MAX_MS = 5_000;
-const MESH_CAPABILITIES = [CAPABILITY_GSO];
-
-export interface MeshIdentity {
-  /** The cluster's network name: a relay of another network is refused even with a valid endorsement. */
-  network: string;
-  relayId: string;
-  /** What join strings pin: the network certificate's fingerprint. */
-  fingerprint: Buffer;
-  certificate: Buffer;
-  keyPem: string;
-  endorsement?: Endorsement;
-}
 
 /** Which relay carries which device: the cluster's leases and registry (watched, never re-read per packet). */
 export interface MeshDirectory {
@@ -308,90 +293,26 @@ export class RelayMesh implements MeshRoutes {
   private dial(id: string): void {
     const dialer = this.dialers.get(id);
     if (!dialer || this.closed) return;
-    let target: { host: string; port: number };
-    try {
-      target = parseHostPort(dialer.advertise);
-    } catch (err) {
-      this.fail(id, dialer, `its advertised address ${dialer.advertise} is not host:port (${(err as Error).message})`);
-      return;
-    }
-    const socket = connect({ host: target.host, port: target.port, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3', rejectUnauthorized: false, servername: '' });
-    dialer.socket = socket;
-    socket.setNoDelay(true);
-    let verified = false;
     let peer: PeerRelay | null = null;
-    const remote = dialer.advertise;
-    const deadline = setTimeout(() => finish(verified ? `no MESH_WELCOME within ${MESH_HANDSHAKE_MS} ms`
-      : `not a relay of this network: its certificate is not the network's and it sent no endorsement within ${MESH_HANDSHAKE_MS} ms`), MESH_HANDSHAKE_MS);
-    const finish = (why: string) => {
-      clearTimeout(deadline);
-      socket.destroy();
-      if (peer?.open) this.down(peer, why);
-      else if (dialer.socket === socket) this.fail(id, dialer, why);
-    };
-    const link = new Link(socket, { budgetBytes: MESH_BUDGET_BYTES, onOverBudget: () => finish('it does not read what this relay sends (over its budget)') }, (frame) => {
-      const type = frame[0];
-      if (peer?.open) {
-        this.receive(peer, frame);
-        return;
-      }
-      if (type === FrameType.Endorse && !verified) {
-        const endorsement = parseEndorsement(safeJson(frame));
-        const presented = socket.getPeerCertificate(false)?.raw;
-        const problem = !endorsement ? 'its ENDORSE frame is not an endorsement' : !presented ? 'it presented no certificate'
-          : endorsementProblem(endorsement, this.self.fingerprint, presented, Date.now()) ?? (endorsement.relay !== id ? `it is endorsed as ${endorsement.relay}, not ${id}` : null);
-        if (problem) throw new ProtocolError('unexpected', `not a relay of this network: ${problem}`);
-        verified = true;
-        this.sendHello(socket, link, id);
-      } else if (type === FrameType.MeshWelcome && verified) {
-        const welcome = parseMeshWelcome(frame.subarray(HEADER_BYTES));
-        if (welcome.relay !== id) throw new ProtocolError('unexpected', `it answered as relay ${welcome.relay}, not ${id}`);
-        clearTimeout(deadline);
-        peer = new PeerRelay(id, link, true, remote, this.countersOf(id));
-        peer.gso = welcome.capabilities.includes(CAPABILITY_GSO);
+    let socket: TLSSocket | null = null;
+    socket = dialRelay({
+      id, advertise: dialer.advertise, registeredKey: this.keys.get(id), self: this.self, key: this.key, log: this.log,
+      batch: this.plane.batch, endBatch: () => this.plane.endBatch(),
+      opened: (link, gso) => {
+        const opened = new PeerRelay(id, link, true, dialer.advertise, this.countersOf(id));
+        opened.gso = gso;
+        peer = opened;
         dialer.delayMs = REDIAL_MIN_MS;
         dialer.problem = '';
-        this.up(peer);
-      } else if (type === FrameType.Reject) {
-        throw new ProtocolError('unexpected', `it refused the link: ${parseReject(frame.subarray(HEADER_BYTES)).reason}`);
-      } else {
-        throw new ProtocolError('unexpected', `${frameName(type!)} before MESH_WELCOME`);
-      }
+        this.up(opened);
+        return (frame) => this.receive(opened, frame);
+      },
+      ended: (why) => {
+        if (peer?.open) this.down(peer, why);
+        else if (dialer.socket === socket) this.fail(id, dialer, why);
+      },
     });
-    socket.once('secureConnect', () => {
-      const presented = socket.getPeerCertificate(false)?.raw;
-      const registered = this.keys.get(id);
-      if (presented && registered !== undefined && certificateFingerprint(presented).toString('base64url') !== registered) {
-        finish(`it presents another certificate than relay ${id} registered`);
-        return;
-      }
-      if (presented && certificateFingerprint(presented).equals(this.self.fingerprint)) {
-        // The network's own certificate: the relay holds the network key, and sends no ENDORSE.
-        verified = true;
-        this.sendHello(socket, link, id);
-      }
-    });
-    socket.on('data', (chunk: Buffer) => {
-      try {
-        link.receive(chunk, this.plane.batch);
-      } catch (err) {
-        finish(err instanceof ProtocolError ? err.message : `internal error: ${(err as Error).message}`);
-        if (!(err instanceof ProtocolError)) this.log.error({ err, relay: id }, `Internal error on the mesh link to ${id}: ${(err as Error).message}`);
-      } finally {
-        this.plane.endBatch();
-      }
-    });
-    socket.on('error', (err) => finish(err.message));
-    socket.on('close', () => finish('connection closed'));
-  }
-
-  private sendHello(socket: TLSSocket, link: Link, to: string): void {
-    const ekm = socket.exportKeyingMaterial(EXPORTER_BYTES, EXPORTER_MESH_LABEL, Buffer.alloc(0));
-    const { relayId, network, certificate, endorsement } = this.self;
-    link.sendControl(encodeJsonFrame(FrameType.MeshHello, encodeMeshHello({
-      version: MESH_VERSION, network, relay: relayId, to, certificate, ...(endorsement ? { endorsement } : {}),
-      proof: meshProof(this.key, ekm, relayId, to), capabilities: MESH_CAPABILITIES,
-    })));
+    dialer.socket = socket;
   }
 
   private fail(id: string, dialer: Dialer, why: string): void {
@@ -418,12 +339,4 @@ export class RelayMesh implements MeshRoutes {
 /** An advertised address no other relay reaches: unspecified (the relay listens on all and advertises nothing). */
 export function unreachableAddress(advertise: string): boolean {
   return /^(0\.0\.0\.0|\[::\]):/.test(advertise);
-}
-
-function safeJson(frame: Buffer): unknown {
-  try {
-    return JSON.parse(frame.subarray(HEADER_BYTES).toString('utf8'));
-  } catch {
-    return null;
-  }
 }
