@@ -1,5 +1,5 @@
 import type { ClientRequest } from 'node:http';
-import { EtcdClient, TransportError } from './client';
+import { EtcdClient, EtcdError, GRPC, TransportError } from './client';
 import { b64, decodeError, decodeWatchMessage, prefixEnd, type KeyValue, type WatchEvent } from './wire';
 
 export interface PrefixWatchHandlers {
@@ -79,6 +79,8 @@ export class PrefixWatch {
 
   private async run(): Promise<void> {
     let backoff = this.minRetryMs;
+    /** A stream is to be opened again from the revision seen (not right after a list). */
+    let resuming = false;
     while (!this.closed) {
       try {
         if (this.needList) {
@@ -87,15 +89,14 @@ export class PrefixWatch {
           this.lists++;
           this.revision = revision;
           this.needList = false;
+          resuming = false;
           this.handlers.reset(kvs, revision);
+        } else if (resuming) {
+          await this.checkSeenRevision();
         }
+        resuming = true;
         const ended = await this.stream();
         if (ended === 'refused') throw new TransportError('the watch stream ended before etcd created the watch');
-        if (ended === 'quiet') {
-          // Silence from a hung member looks like silence from a calm prefix: one ordinary request tells
-          // them apart, and moves the client to the next member when this one does not answer.
-          await this.client.range(this.prefix, { countOnly: true });
-        }
         backoff = this.minRetryMs;
       } catch (err) {
         if (this.closed) return;
@@ -111,6 +112,22 @@ export class PrefixWatch {
         await this.sleep(backoff);
         backoff = Math.min(backoff * 2, this.maxRetryMs);
       }
+    }
+  }
+
+  /**
+   * Before a stream is opened again: the revision last seen must still be readable. etcd takes a watch
+   * from the very revision it compacted to without a word, and a delete at that revision is gone with
+   * its tombstone: resumed there, the watch would miss it. Compacted past it: list again. Also the
+   * ordinary request that tells a hung member (a quiet stream) from a calm prefix, and moves the client
+   * to the next member when this one does not answer.
+   */
+  private async checkSeenRevision(): Promise<void> {
+    try {
+      await this.client.range(this.prefix, { countOnly: true, revision: this.revision });
+    } catch (err) {
+      if (err instanceof EtcdError && err.code === GRPC.OUT_OF_RANGE) throw new Compacted(`revision ${this.revision} compacted`);
+      throw err;
     }
   }
 

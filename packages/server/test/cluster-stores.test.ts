@@ -229,8 +229,11 @@ describe('cluster leases, three members', () => {
 
   it('a release this relay\'s watch missed (its member hung, the history compacted) is seen on the re-list: the device connected here is told', async () => {
     const keys = new ClusterKeys('hung');
-    const client = new EtcdClient({ endpoints: cluster.endpoints, timeoutMs: 1_000 });
-    const writer = new EtcdClient({ endpoints: [...cluster.endpoints].reverse() });
+    // The member to hang is a follower: with the leader hung, the release itself would wait for an election.
+    const follower = await followerOf(cluster);
+    const others = cluster.endpoints.filter((e) => e !== follower);
+    const client = new EtcdClient({ endpoints: [follower, ...others], timeoutMs: 1_000 });
+    const writer = new EtcdClient({ endpoints: others });
     const here = new ClusterLeases(client, keys, SUBNET, log, { quietMs: 1_000 });
     const there = new ClusterLeases(writer, keys, SUBNET, log);
     const lost: string[] = [];
@@ -239,7 +242,7 @@ describe('cluster leases, three members', () => {
       await Promise.all([here.ready, there.ready]);
       const victim = await join(there, 'victim');
       await until(() => here.get('victim')?.ip === victim.ip, 'here reads the lease');
-      const silent = cluster.members.find((member) => member.clientUrl === client.endpoint)!;
+      const silent = cluster.members.find((member) => member.clientUrl === follower)!;
       silent.signal('SIGSTOP');
       try {
         there.release('victim');
@@ -257,3 +260,17 @@ describe('cluster leases, three members', () => {
     }
   });
 });
+
+/** The client URL of a member that is not the raft leader now. */
+async function followerOf(cluster: EtcdCluster): Promise<string> {
+  for (const endpoint of cluster.endpoints) {
+    const probe = new EtcdClient({ endpoints: [endpoint] });
+    try {
+      const status = await probe.call('/v3/maintenance/status', {});
+      if ((status.header as { member_id?: string } | undefined)?.member_id !== status.leader) return endpoint;
+    } finally {
+      probe.close();
+    }
+  }
+  throw new Error('no follower among the members');
+}
