@@ -6,9 +6,9 @@ import type { ClientConfig } from './config';
 import type { FailbackOptions } from './relay-choice';
 import type { Credentials, openTunnel } from './secure';
 
-/** What a RelayClient is given: its configuration and identity, its TUN, and the seams tests use. */
 export type ClientState = 'connecting' | 'connected' | 'waiting' | 'stopped';
 
+/** What a RelayClient is given: its configuration and identity, its TUN, and the seams tests use. */
 export interface ClientDeps {
   config: ClientConfig;
   log: Logger;

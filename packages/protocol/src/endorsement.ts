@@ -40,7 +40,8 @@ function signedBytes(relaySpki: Buffer, relay: string, notAfter: number): Buffer
   return Buffer.concat([LABEL, createHash('sha256').update(relaySpki).digest(), expiry, Buffer.from(relay, 'utf8')]);
 }
 
-function digestFor(key: KeyObject): string | null {
+/** The digest a key signs with: none for Ed25519 (it hashes itself), SHA-256 for RSA. */
+export function digestFor(key: KeyObject): string | null {
   return key.asymmetricKeyType === 'ed25519' ? null : 'sha256';
 }
 

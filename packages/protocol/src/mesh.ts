@@ -19,15 +19,25 @@
  */
 import { sign, verify, X509Certificate, type KeyObject } from 'node:crypto';
 import { certificateFingerprint, EXPORTER_BYTES } from './auth';
-import { encodeEndorsement, endorsementProblem, MAX_ENDORSEMENT_BYTES, parseEndorsement, type Endorsement } from './endorsement';
-import { decodeJson, Fields, isValidDeviceId, LIMITS } from './messages';
+import { digestFor, encodeEndorsement, endorsementProblem, MAX_ENDORSEMENT_BYTES, parseEndorsement, type Endorsement } from './endorsement';
+import { CAPABILITY, decodeJson, DEVICE_ID, Fields, LIMITS } from './messages';
 
 export const EXPORTER_MESH_LABEL = 'EXPORTER-mnedc-mesh-v1';
 export const MESH_VERSION = 1;
 const PROOF_LABEL = Buffer.from('mnedc mesh hello v1\0');
-const RELAY_ID = /^[A-Za-z0-9][A-Za-z0-9._:@-]*$/;
-const NETWORK = /^[a-z0-9][a-z0-9-]{0,62}$/;
-const CAPABILITY = /^[a-z0-9-]+$/;
+/** A relay's ID is a device ID (the relay's own, or the one its endorsement names). */
+const RELAY_ID = DEVICE_ID;
+/** A cluster's network name: where its state is kept in etcd (/mnedc/<network>/). */
+const NETWORK_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+export function isNetworkName(name: string): boolean {
+  return NETWORK_NAME.test(name);
+}
+
+/** What a relay registers as its key (relays/<id>) and the mesh holds it to: its certificate's SHA-256, base64url. */
+export function certificateKey(der: Buffer): string {
+  return certificateFingerprint(der).toString('base64url');
+}
 
 export interface MeshHello {
   version: number;
@@ -48,10 +58,6 @@ export interface MeshWelcome {
 
 function proofBytes(ekm: Buffer, relay: string, to: string): Buffer {
   return Buffer.concat([PROOF_LABEL, ekm, Buffer.from(`${relay}\0${to}`, 'utf8')]);
-}
-
-function digestFor(key: KeyObject): string | null {
-  return key.asymmetricKeyType === 'ed25519' ? null : 'sha256';
 }
 
 /** The dialer's proof that it holds the key of `certificate`, bound to this TLS session (`ekm`). */
@@ -78,7 +84,7 @@ export function parseMeshHello(payload: Buffer): MeshHello {
   const f = new Fields('MESH_HELLO', decodeJson(payload, 'MESH_HELLO'));
   const hello: MeshHello = {
     version: f.int('version', 0, 0xffff),
-    network: f.string('network', 63, NETWORK),
+    network: f.string('network', 63, NETWORK_NAME),
     relay: f.string('relay', LIMITS.deviceIdLength, RELAY_ID),
     to: f.string('to', LIMITS.deviceIdLength, RELAY_ID),
     certificate: Buffer.from(f.string('certificate', MAX_ENDORSEMENT_BYTES, BASE64URL), 'base64url'),
@@ -104,7 +110,6 @@ export function parseMeshWelcome(payload: Buffer): MeshWelcome {
  * of the certificate it sent on the TLS session whose exporter is `ekm`; else why not.
  */
 export function meshHelloProblem(hello: MeshHello, pinned: Buffer, ekm: Buffer, nowMs: number): string | null {
-  if (!isValidDeviceId(hello.relay)) return `relay ID ${JSON.stringify(hello.relay)} is not an ID`;
   if (ekm.length !== EXPORTER_BYTES) return 'no TLS exporter';
   let key: KeyObject;
   try {

@@ -13,7 +13,7 @@ export const LIMITS = {
   capabilityLength: 64,
 } as const;
 
-const DEVICE_ID = /^[A-Za-z0-9][A-Za-z0-9._:@-]*$/;
+export const DEVICE_ID = /^[A-Za-z0-9][A-Za-z0-9._:@-]*$/;
 
 export interface Hello {
   version: number;
@@ -65,6 +65,13 @@ export interface Welcome {
 export const MAX_WELCOME_RELAYS = 32;
 /** host:port as relays advertise it: a name or IPv4 address, or [IPv6]; a port 1..65535 checked by the reader. */
 export const RELAY_ADDRESS = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/;
+/** A DNS name of 255 characters, a colon and a port. */
+export const MAX_RELAY_ADDRESS = 261;
+
+/** Whether a relay may name `text` in WELCOME.relays. */
+export function isRelayAddress(text: string): boolean {
+  return text.length <= MAX_RELAY_ADDRESS && RELAY_ADDRESS.test(text);
+}
 
 export type RejectCode = 'version' | 'bad-hello' | 'pool-full' | 'auth' | 'busy' | 'forbidden';
 
@@ -187,7 +194,7 @@ const ADDRESS = /^[0-9A-Fa-f.:]+$/;
 export function isUnderlayAddress(text: string): boolean {
   return text.length > 0 && text.length <= LIMITS.addressLength && ADDRESS.test(text);
 }
-const CAPABILITY = /^[a-z0-9-]+$/;
+export const CAPABILITY = /^[a-z0-9-]+$/;
 
 export function parseHello(payload: Buffer): Hello {
   const f = new Fields('HELLO', decodeJson(payload, 'HELLO'));
@@ -234,7 +241,7 @@ export function parseWelcome(payload: Buffer): Welcome {
     if (!isDnsName(domain)) f.fail('dnsDomain', `${JSON.stringify(domain.slice(0, 64))} is not a lowercase DNS name`);
     welcome.dnsDomain = domain;
   }
-  if (f.has('relays')) welcome.relays = f.stringList('relays', MAX_WELCOME_RELAYS, 261, RELAY_ADDRESS);
+  if (f.has('relays')) welcome.relays = f.stringList('relays', MAX_WELCOME_RELAYS, MAX_RELAY_ADDRESS, RELAY_ADDRESS);
   // A mode this version does not know (a newer relay) is left out: the client then takes PEERS as they come.
   if (f.has('discovery')) {
     const mode = f.string('discovery', 16);

@@ -153,8 +153,9 @@ async function clusterView(server: RelayServer): Promise<ClusterInfo> {
   const registry = cluster.registry;
   const counts = registry?.deviceCounts() ?? new Map<string, number>();
   const links = new Map((server.mesh?.view() ?? []).map((l) => [l.id, l]));
-  // This relay first, then the others by ID: the same order on every call.
-  const listed = (registry?.relays() ?? [self]).sort((x, y) => (x.id === self.id ? -1 : y.id === self.id ? 1 : x.id < y.id ? -1 : x.id > y.id ? 1 : 0));
+  // This relay first (the registry lists it so), then the others by ID: the same order on every call.
+  const [first, ...others] = registry?.relays() ?? [self];
+  const listed = [first!, ...others.sort((x, y) => (x.id < y.id ? -1 : x.id > y.id ? 1 : 0))];
   const relays = listed.map((r) => {
     const mine = r.id === self.id;
     const l = links.get(r.id);

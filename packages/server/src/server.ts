@@ -4,7 +4,7 @@ import { createSecureContext } from 'node:tls';
 import { hostname } from 'node:os';
 import { formatHostPort, type Logger } from '@mnedc/common';
 import {
-  certificateFingerprint, encodeEndorsement, encodeJsonFrame, FrameType, intToIpv4, MAX_WELCOME_RELAYS, RELAY_ADDRESS, showFingerprint,
+  certificateFingerprint, certificateKey, encodeEndorsement, encodeJsonFrame, FrameType, intToIpv4, isRelayAddress, MAX_WELCOME_RELAYS, showFingerprint,
 } from '@mnedc/protocol';
 import type { TunDevice } from '@mnedc/tun';
 import type { ServerConfig } from './config';
@@ -285,7 +285,7 @@ export class RelayServer extends EventEmitter {
     if (!advertise && (address.address === '0.0.0.0' || address.address === '::')) {
       this.log.warn(`[cluster] advertise is empty and the relay listens on ${address.address}: the other relays cannot reach it at that; set advertise = host:port`);
     }
-    const key = certificateFingerprint(this.identity.certificate).toString('base64url');
+    const key = certificateKey(this.identity.certificate);
     const registry = this.cluster!.register(this.relayId, formatHostPort(advertise ?? { host: address.address, port: address.port }), key);
     for (const session of this.devices.connected()) registry.attach(session.deviceId);
     const cluster = this.cluster!;
@@ -320,7 +320,7 @@ export class RelayServer extends EventEmitter {
   private relayAddresses(): string[] {
     const registry = this.cluster?.registry;
     if (!registry) return [];
-    return registry.relays().map((r) => r.advertise).filter((a) => RELAY_ADDRESS.test(a) && a.length <= 261 && !unreachableAddress(a)).slice(0, MAX_WELCOME_RELAYS);
+    return registry.relays().map((r) => r.advertise).filter((a) => isRelayAddress(a) && !unreachableAddress(a)).slice(0, MAX_WELCOME_RELAYS);
   }
 
   /** Devices.sweep visits one slice of the sessions per call: SWEEP_SLICES calls per keepalive interval. */

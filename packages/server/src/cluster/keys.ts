@@ -13,13 +13,9 @@
  * of the first four has an etcd lease: a relay crash must never free an address or a device ID. Only
  * "relay R is up" and "device D is on relay R" go with R's lease.
  */
-import { isValidDeviceId } from '@mnedc/protocol';
+import { isNetworkName, isValidDeviceId } from '@mnedc/protocol';
 
-const NETWORK_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
-
-export function isNetworkName(name: string): boolean {
-  return NETWORK_NAME.test(name);
-}
+export { isNetworkName };
 
 export class ClusterKeys {
   readonly root: string;

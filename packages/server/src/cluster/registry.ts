@@ -215,12 +215,12 @@ export class RelayRegistry extends EventEmitter {
       await Promise.all(deletes.map((id) => this.client.txn([{ key: this.keys.attachment(id), target: 'VALUE', result: 'EQUAL', value: this.self.id }],
         [{ delete: { key: this.keys.attachment(id) } }])));
       this.failedFlush = false;
-      this.sending = new Set();
     } catch (err) {
-      this.sending = new Set();
       this.failedFlush = true;
       for (const [deviceId, op] of batch) if (!this.dirty.has(deviceId)) this.dirty.set(deviceId, op);
       this.warnings.warn('flush', () => ({ fields: { err }, message: `Cannot record this relay's devices in etcd (${(err as Error).message}); retrying` }));
+    } finally {
+      this.sending = new Set();
     }
   }
 

@@ -3,7 +3,7 @@ import { connect, type TLSSocket } from 'node:tls';
 import { parseHostPort, type Logger } from '@mnedc/common';
 import { Link } from '@mnedc/link';
 import {
-  CAPABILITY_GSO, certificateFingerprint, encodeJsonFrame, encodeMeshHello, endorsementProblem, EXPORTER_BYTES, EXPORTER_MESH_LABEL,
+  CAPABILITY_GSO, certificateFingerprint, certificateKey, encodeJsonFrame, encodeMeshHello, endorsementProblem, EXPORTER_BYTES, EXPORTER_MESH_LABEL,
   FrameType, frameName, HEADER_BYTES, MESH_VERSION, meshProof, parseEndorsement, parseMeshWelcome, parseReject, ProtocolError, type Endorsement,
 } from '@mnedc/protocol';
 import type { WriteBatch } from '@mnedc/link';
@@ -104,7 +104,7 @@ export function dialRelay(a: DialAttempt): TLSSocket | null {
   });
   socket.once('secureConnect', () => {
     const presented = socket.getPeerCertificate(false)?.raw;
-    if (presented && a.registeredKey !== undefined && certificateFingerprint(presented).toString('base64url') !== a.registeredKey) {
+    if (presented && a.registeredKey !== undefined && certificateKey(presented) !== a.registeredKey) {
       finish(`it presents another certificate than relay ${a.id} registered`);
       return;
     }

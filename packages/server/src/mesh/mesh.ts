@@ -3,7 +3,7 @@ import type { TLSSocket } from 'node:tls';
 import { RateLimitedWarning, type Logger } from '@mnedc/common';
 import { pingFrame } from '@mnedc/link';
 import {
-  CAPABILITY_GSO, certificateFingerprint, encodeJsonFrame, EXPORTER_BYTES, EXPORTER_MESH_LABEL, FrameType, frameName, HEADER_BYTES,
+  CAPABILITY_GSO, certificateKey, encodeJsonFrame, EXPORTER_BYTES, EXPORTER_MESH_LABEL, FrameType, frameName, HEADER_BYTES,
   MESH_VERSION, meshHelloProblem, parseGoodbye, parseMeshHello, ProtocolError, type MeshHello,
 } from '@mnedc/protocol';
 import type { DataPlane, MeshRoutes } from '../dataplane/data-plane';
@@ -213,7 +213,7 @@ export class RelayMesh implements MeshRoutes {
     if (hello.relay === this.self.relayId) return 'it claims this relay\'s own ID';
     const listed = this.directory.others().find((r) => r.id === hello.relay);
     if (!listed) return `no relay ${hello.relay} is listed in the cluster's registry`;
-    if (listed.key !== undefined && listed.key !== certificateFingerprint(hello.certificate).toString('base64url')) {
+    if (listed.key !== undefined && listed.key !== certificateKey(hello.certificate)) {
       return `its certificate is not the one relay ${hello.relay} registered`;
     }
     const ekm = socket.exportKeyingMaterial(EXPORTER_BYTES, EXPORTER_MESH_LABEL, Buffer.alloc(0));
@@ -250,6 +250,8 @@ export class RelayMesh implements MeshRoutes {
       'packets between its devices and this relay\'s are dropped (drops.relayDown) until it is back');
     const dialer = this.dialers.get(peer.relayId);
     if (dialer && peer.dialed) {
+      // The link's socket is done with: its close is no failed dial to report again.
+      dialer.socket = null;
       dialer.problem = why;
       dialer.downSince = Date.now();
       this.redial(peer.relayId, dialer);
