@@ -17,8 +17,8 @@ export const DROP_TERMS: Record<string, Term> = {
   spoofed: term('SPOOFED', 'packets whose source address is not the sending device\'s own'),
   malformed: term('MALFORMED', 'packets that are not well-formed IPv4, or whose offload header does not hold'),
   queueFull: term('QUEUE FULL', 'packets from the device dropped because the destination\'s send queue was full'),
-  multicast: term('MULTICAST', 'packets to multicast addresses (224.0.0.0/4): not carried yet, never answered with ICMP'),
-  broadcast: term('BROADCAST', 'packets to 255.255.255.255 or the subnet\'s broadcast or network address: not carried, never answered with ICMP'),
+  multicast: term('MULTICAST', 'packets to multicast groups the relay does not carry ([server] multicast; IGMP, other groups): never answered with ICMP'),
+  broadcast: term('BROADCAST', 'broadcasts the relay does not carry ([server] multicast without broadcast; the subnet\'s network address): never answered with ICMP'),
   ipv6: term('IPV6', 'IPv6 packets (the overlay carries IPv4 only; clients of this version drop them themselves)'),
   relayDown: term('RELAY DOWN', 'packets for a device on another relay of the cluster while this relay has no mesh link to it'),
 };
@@ -64,6 +64,15 @@ export const DNS_TERMS: Record<string, Term> = {
 export const DISCOVERY_TERMS: Record<string, Term> = {
   framesSent: term('frames sent', 'PEERS and PEERS_BIN frames queued to devices that get the peer list'),
   resyncs: term('resyncs', 'times a device\'s queue was too full for its discovery deltas: they were dropped, and a fresh snapshot sent once it drained'),
+};
+
+/** Multicast and broadcast fanned out to every other device (`multicast` in stats), per group. */
+export const MULTICAST_TERMS: Record<string, Term> = {
+  received: term('RECEIVED', 'packets to the group taken in, from this relay\'s devices and from peer relays'),
+  delivered: term('DELIVERED', 'copies sent, to devices and to peer relays'),
+  rateLimited: term('RATE LIMITED', 'packets over their sender\'s rate ([limits] multicast_per_device_per_second), not sent on'),
+  duplicate: term('DUPLICATE', 'a datagram sent again by another device within a second (a reflector\'s echo), not sent on'),
+  queueFull: term('QUEUE FULL', 'copies not sent because the receiver\'s send queue was full'),
 };
 
 /** The client's TUN device counters (`tunnel` in stats). */

@@ -1,4 +1,4 @@
-import { CUT_TERMS, DISCOVERY_TERMS, DNS_TERMS, DROP_TERMS, REFUSAL_TERMS, SESSION_TERMS, TUNNEL_TERMS, type Term } from './counter-terms';
+import { CUT_TERMS, DISCOVERY_TERMS, DNS_TERMS, DROP_TERMS, MULTICAST_TERMS, REFUSAL_TERMS, SESSION_TERMS, TUNNEL_TERMS, type Term } from './counter-terms';
 import type { ClientStats, DaemonKind, ServerStats } from './rpc-types';
 
 /*
@@ -31,6 +31,7 @@ const SCOPES: Record<string, Scope> = {
   discovery: { name: 'discovery', about: 'the peer list pushed to devices that get it', terms: DISCOVERY_TERMS },
   tunnel: { name: 'tunnel', about: 'the TUN device: rx is what was read from it, on its way to the relay; tx what was written to it', terms: TUNNEL_TERMS },
   mesh: { name: 'mesh', about: 'the mesh link to one other relay of the cluster: rx is what came from it, tx what was sent to it' },
+  multicast: { name: 'multicast', about: 'one multicast group (or broadcast) the relay fans out to every other device', terms: MULTICAST_TERMS },
   session: { name: 'session', about: 'the connection to the relay: rx is what came from the relay, tx what was sent to it', terms: SESSION_TERMS },
 };
 
@@ -139,9 +140,10 @@ function walk(out: Exposition, prefix: string[], record: object, labels: Labels,
       const inner = Object.hasOwn(SCOPES, key) ? SCOPES[key] : undefined;
       value.forEach((element: unknown, i) => {
         if (typeof element !== 'object' || element === null) return;
-        // A device's counters are labelled by its ID, a mesh link's by the relay at its other end.
-        const { deviceId, relay } = element as { deviceId?: unknown; relay?: unknown };
-        const label: Labels = typeof relay === 'string' && deviceId === undefined ? { relay } : { device: typeof deviceId === 'string' ? deviceId : String(i) };
+        // A device's counters are labelled by its ID, a mesh link's by the relay at its other end, a multicast group's by its name.
+        const { deviceId, relay, group } = element as { deviceId?: unknown; relay?: unknown; group?: unknown };
+        const label: Labels = typeof group === 'string' && deviceId === undefined ? { group }
+          : typeof relay === 'string' && deviceId === undefined ? { relay } : { device: typeof deviceId === 'string' ? deviceId : String(i) };
         walk(out, [name(inner?.name ?? metricNamePart(key))], element, { ...labels, ...label }, inner, `${at}[]`);
       });
     } else if (typeof value === 'object' && value !== null) {

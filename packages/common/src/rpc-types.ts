@@ -71,6 +71,8 @@ const serverStats = kind.object({
   clients: kind.array(kind.object({ deviceId: s, ip: s, rxPackets: n, rxBytes: n, txPackets: n, txBytes: n, drops, missed: n })),
   /** The links to the cluster's other relays (a relay without [cluster]: none): `up` 1 or 0, drops of what came over it. */
   mesh: kind.optional(kind.array(kind.object({ relay: s, up: n, rxPackets: n, rxBytes: n, txPackets: n, txBytes: n, drops }))),
+  /** Multicast and broadcast fanned out, one entry per group the relay carries ([server] multicast). */
+  multicast: kind.optional(kind.array(kind.object({ group: s, received: n, delivered: n, rateLimited: n, duplicate: n, queueFull: n }))),
 });
 
 const clientStats = kind.object({

@@ -7,9 +7,9 @@
  * from its name, until it is given a term here.
  */
 
-import { CUT_TERMS, DISCOVERY_TERMS, DNS_TERMS, DROP_TERMS, REFUSAL_TERMS, SESSION_TERMS, term, TUNNEL_TERMS, type Term } from '@mnedc/common';
+import { CUT_TERMS, DISCOVERY_TERMS, DNS_TERMS, DROP_TERMS, MULTICAST_TERMS, REFUSAL_TERMS, SESSION_TERMS, term, TUNNEL_TERMS, type Term } from '@mnedc/common';
 
-export { CUT_TERMS, DISCOVERY_TERMS, DNS_TERMS, DROP_TERMS, REFUSAL_TERMS, SESSION_TERMS, TUNNEL_TERMS, type Term };
+export { CUT_TERMS, DISCOVERY_TERMS, DNS_TERMS, DROP_TERMS, MULTICAST_TERMS, REFUSAL_TERMS, SESSION_TERMS, TUNNEL_TERMS, type Term };
 
 const DEVICE = term('DEVICE', 'the device ID (each bound to one device key)');
 const IP = term('IP', 'the device\'s overlay address');
@@ -108,6 +108,12 @@ export const OUTPUT_TERMS: Record<'status' | 'peers' | 'leases' | 'stats', { ser
       ...indented(DNS_TERMS),
       term('discovery', 'the peer list pushed to devices that get it:'),
       ...indented(DISCOVERY_TERMS),
+      term('multicast', 'link-local multicast and broadcast fanned out to every other device, one row per group carried ([server] multicast):'),
+      term('  GROUP', 'the group, named as [server] multicast names it:'),
+      term('  mdns', 'mDNS, UDP to 224.0.0.251 (service discovery: avahi, Bonjour)'),
+      term('  ssdp', 'SSDP, UDP to 239.255.255.250 (UPnP and DLNA discovery)'),
+      term('  broadcast', 'UDP to the subnet\'s broadcast address or 255.255.255.255'),
+      ...indented(MULTICAST_TERMS),
     ],
     client: [
       term('tunnel', 'the TUN device: RX is what was read from it (on its way to the relay), TX what was written to it'),

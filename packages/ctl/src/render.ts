@@ -2,7 +2,7 @@ import type {
   ClientPeer, ClientStats, ClientStatus, ClusterInfo, Counters, DaemonKind, Drops, ForgetResult, JoinResult, KickResult, Lease, PeerEvent, ReleaseResult, ServerPeer,
   ServerStats, ServerStatus, Status,
 } from './api';
-import { counterLabel, CUT_TERMS, DISCOVERY_TERMS, DNS_TERMS, labelFromKey, DROP_TERMS, REFUSAL_TERMS, SESSION_TERMS, TUNNEL_TERMS, type Term } from './glossary';
+import { counterLabel, CUT_TERMS, DISCOVERY_TERMS, DNS_TERMS, labelFromKey, DROP_TERMS, MULTICAST_TERMS, REFUSAL_TERMS, SESSION_TERMS, TUNNEL_TERMS, type Term } from './glossary';
 import {
   formatAgo, formatBytes, formatClock, formatCount, formatDuration, formatFields, formatRate, formatRtt, formatTable,
   orDash, printable, type Align,
@@ -175,7 +175,18 @@ export function renderServerStats(stats: ServerStats): string {
     ['discovery (the pushed peer list)', counterFields(DISCOVERY_TERMS, stats.discovery)],
   ] as const;
   return table + sections.filter(([, fields]) => fields.length > 0)
-    .map(([title, fields]) => `\n${title}:\n${formatFields(fields.map(([label, value]) => [`  ${label}`, value]))}`).join('');
+    .map(([title, fields]) => `\n${title}:\n${formatFields(fields.map(([label, value]) => [`  ${label}`, value]))}`).join('') +
+    renderMulticast(stats.multicast);
+}
+
+/** One row per group the relay carries; a relay that carries none (or predates multicast) says so. */
+function renderMulticast(groups: ServerStats['multicast']): string {
+  if (groups === undefined) return '';
+  if (groups.length === 0) return '\nmulticast: none carried ([server] multicast = off)\n';
+  const keys = ['received', 'delivered', 'rateLimited', 'duplicate', 'queueFull'] as const;
+  const align: Align[] = ['left', ...Array<Align>(keys.length).fill('right')];
+  return `\nmulticast (fanned out to every other device):\n${formatTable(['GROUP', ...keys.map((k) => counterLabel(MULTICAST_TERMS, k, true))],
+    groups.map((g) => [printable(g.group), ...keys.map((k) => formatCount(g[k]))]), align)}`;
 }
 
 export function renderClientStats(stats: ClientStats): string {

@@ -114,7 +114,12 @@ describe('against a server daemon', () => {
       '  cluster unavailable   115\n' +
       '\n' +
       'cut (sessions the relay ended):\n' +
-      '  over budget  115\n');
+      '  over budget  115\n' +
+      '\n' +
+      'multicast (fanned out to every other device):\n' +
+      'GROUP  RECEIVED  DELIVERED  RATE LIMITED  DUPLICATE  QUEUE FULL\n' +
+      'mdns         40       1600             3          2           1\n' +
+      'ssdp          4        160             0          0           0\n');
     assert.deepEqual(JSON.parse((await ctl(on('stats', '--json'))).stdout), serverStats);
   });
 

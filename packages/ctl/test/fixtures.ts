@@ -49,6 +49,10 @@ export const serverStats: ServerStats = {
   clients: [
     { deviceId: 'device-a', ip: '10.0.0.2', rxPackets: 1200, rxBytes: 1_572_864, txPackets: 800, txBytes: 512_000, drops: drops(1, 0, 0, 2), missed: 0 },
   ],
+  multicast: [
+    { group: 'mdns', received: 40, delivered: 1600, rateLimited: 3, duplicate: 2, queueFull: 1 },
+    { group: 'ssdp', received: 4, delivered: 160, rateLimited: 0, duplicate: 0, queueFull: 0 },
+  ],
 };
 
 export const clientStatus: ClientStatus = {

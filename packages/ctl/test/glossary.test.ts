@@ -59,7 +59,9 @@ test('every column and field shown is a term of its command, and its --help expl
 
 test('the labels found include the ones an operator asked about', () => {
   const stats = labelsShown(renderResult('stats', 'server', serverStats, NOW), true);
-  for (const label of ['MISSED', 'QUEUE FULL', 'auth failed', 'evicted', 'over budget', 'refused', 'cut']) assert.ok(stats.includes(label), label);
+  for (const label of ['MISSED', 'QUEUE FULL', 'auth failed', 'evicted', 'over budget', 'refused', 'cut', 'multicast', 'mdns', 'ssdp']) {
+    assert.ok(stats.includes(label), label);
+  }
   const peers = labelsShown(renderResult('peers', 'server', serverPeers, NOW), true);
   for (const label of ['RX', 'TX', 'RX RATE', 'MISSED']) assert.ok(peers.includes(label), label);
   assert.match(helpText('peers'), /pkt\/s count packets/);

@@ -3,6 +3,7 @@ export * from './decoder';
 export * from './messages';
 export * from './names';
 export * from './ipv4';
+export * from './multicast';
 export * from './auth';
 export * from './gso';
 export * from './overlap';

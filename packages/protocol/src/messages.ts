@@ -1,4 +1,5 @@
 import { inSubnet, intToIpv4, ipv4ToInt, isIpv4, isUnicast, prefixMask } from './ipv4';
+import { MULTICAST_GROUPS, type MulticastGroup } from './multicast';
 import { isDnsName, MAX_DNS_NAME, sanitizeHostname } from './names';
 import { ProtocolError } from './wire';
 
@@ -60,6 +61,8 @@ export interface Welcome {
    * device may go when this relay is lost. Absent from a single relay.
    */
   relays?: string[];
+  /** The groups the relay fans out (multicast.ts); absent: none (off, or a relay older than multicast). */
+  multicast?: MulticastGroup[];
 }
 
 export const MAX_WELCOME_RELAYS = 32;
@@ -242,6 +245,11 @@ export function parseWelcome(payload: Buffer): Welcome {
     welcome.dnsDomain = domain;
   }
   if (f.has('relays')) welcome.relays = f.stringList('relays', MAX_WELCOME_RELAYS, MAX_RELAY_ADDRESS, RELAY_ADDRESS);
+  // Groups a newer relay may add are left out: the device then routes only what it knows.
+  if (f.has('multicast')) {
+    const groups = f.stringList('multicast', LIMITS.capabilities, LIMITS.capabilityLength, CAPABILITY);
+    welcome.multicast = MULTICAST_GROUPS.filter((group) => groups.includes(group));
+  }
   // A mode this version does not know (a newer relay) is left out: the client then takes PEERS as they come.
   if (f.has('discovery')) {
     const mode = f.string('discovery', 16);

@@ -1,5 +1,5 @@
 import { ConfigError, key, LOG_LEVELS, parseConfig, parsers, type ConfigOf } from '@mnedc/common';
-import { isDnsName, isUnicast, OVERLAY_PREFIX, parseSubnet, parseSubnetList, type Subnet } from '@mnedc/protocol';
+import { isDnsName, isUnicast, MULTICAST_GROUPS, OVERLAY_PREFIX, parseSubnet, parseSubnetList, type MulticastGroup, type Subnet } from '@mnedc/protocol';
 import { isNetworkName } from './cluster/keys';
 
 export const DEFAULT_CONFIG_PATH = '/etc/mnedc/server.ini';
@@ -43,6 +43,20 @@ function dnsDomain(text: string): string {
   return domain;
 }
 
+/** `mdns, ssdp, broadcast` or a part of it; `off` (or empty) carries none. */
+function multicastGroups(text: string): MulticastGroup[] {
+  const trimmed = text.trim();
+  if (trimmed === '' || trimmed === 'off') return [];
+  const groups: MulticastGroup[] = [];
+  for (const part of trimmed.split(',').map((p) => p.trim())) {
+    if (!(MULTICAST_GROUPS as readonly string[]).includes(part)) {
+      throw new Error(`${JSON.stringify(part)} is not a group the relay carries (${MULTICAST_GROUPS.join(', ')}, or off)`);
+    }
+    if (!groups.includes(part as MulticastGroup)) groups.push(part as MulticastGroup);
+  }
+  return groups;
+}
+
 export const serverSchema = {
   server: {
     listen: key(parsers.listenAddress, '0.0.0.0:3334'),
@@ -71,6 +85,11 @@ export const serverSchema = {
      * many devices, and names (no list) above: the list costs every device every peer.
      */
     discovery_full_max: key(parsers.integer(0, 1 << 24), '1000'),
+    /**
+     * Link-local multicast and broadcast fanned out to every other device, so unmodified applications
+     * find each other across the NATs: mDNS (224.0.0.251), SSDP (239.255.255.250), the subnet's broadcast.
+     */
+    multicast: key(multicastGroups, MULTICAST_GROUPS.join(', ')),
   },
   limits: {
     /** From TCP accept to HELLO, TLS handshake included (slowloris). */
@@ -90,6 +109,12 @@ export const serverSchema = {
     /** Joins of one device per minute, and the burst: every join costs a lease lookup and a peer snapshot. */
     device_joins_per_minute: key(parsers.integer(1, 1_000_000), '12'),
     device_join_burst: key(parsers.integer(1, 1_000_000), '12'),
+    /**
+     * Multicast and broadcast packets per second one device may have fanned out, and the burst above that
+     * rate: each costs a copy to every other device. mDNS and SSDP send a few a second at most.
+     */
+    multicast_per_device_per_second: key(parsers.integer(1, 100_000), '50'),
+    multicast_burst: key(parsers.integer(1, 100_000), '100'),
   },
   dns: {
     /** Answer DNS on the overlay (port 53 of the server's overlay address); needs [server] interface. */
@@ -128,7 +153,8 @@ export const serverSchema = {
 export const SERVER_LIVE_KEYS = ['[log] level', '[server] send_queue_kib', '[server] lease_lifetime_days', '[server] keepalive_ms', '[server] dead_after_ms',
   '[server] discovery_full_max', '[limits] handshake_timeout_ms', '[limits] max_handshakes', '[limits] max_handshakes_per_source',
   '[limits] connections_per_source_per_second', '[limits] connection_burst_per_source', '[limits] max_clients', '[limits] max_devices',
-  '[limits] new_devices_per_minute', '[limits] new_device_burst', '[limits] device_joins_per_minute', '[limits] device_join_burst'];
+  '[limits] new_devices_per_minute', '[limits] new_device_burst', '[limits] device_joins_per_minute', '[limits] device_join_burst',
+  '[limits] multicast_per_device_per_second', '[limits] multicast_burst'];
 
 export type ServerConfig = ConfigOf<typeof serverSchema>;
 

@@ -94,6 +94,7 @@ export function serverMethods(server: RelayServer, config: () => ServerConfig, v
         deviceId: s.deviceId, ip: intToIpv4(s.ip), ...counterView(s.counters), missed: s.missed,
       })),
       mesh: server.mesh?.stats() ?? [],
+      multicast: server.multicastStats(),
     }),
 
     kick: (params): KickResult => {

@@ -255,6 +255,7 @@ export class Devices implements HandshakeHost {
     if (dnsDomain) welcome.dnsDomain = dnsDomain;
     const relays = this.deps.relays();
     if (relays.length > 0) welcome.relays = relays;
+    if (this.deps.config.server.multicast.length > 0) welcome.multicast = this.deps.config.server.multicast;
     session.sendControl(encodeJsonFrame(FrameType.Welcome, welcome));
     session.keepaliveMs = welcome.keepaliveMs;
     // Slots go to established sessions only, round robin: failed handshakes must not unbalance them.

@@ -1,5 +1,6 @@
 import type { HandshakeLimits } from './handshake/handshake';
 import type { ServerConfig } from './config';
+import type { MulticastLimits } from './dataplane/multicast';
 
 /** The relay's limits: what the handshake enforces, plus the keepalive. A SIGHUP may change them all. */
 export interface ServerLimits extends HandshakeLimits {
@@ -7,7 +8,11 @@ export interface ServerLimits extends HandshakeLimits {
   deadAfterMs: number;
   /** Devices asking discovery "auto" get the pushed list while the network has at most this many. */
   discoveryFullMax: number;
+  multicast: MulticastLimits;
 }
+
+/** How long a fanned-out datagram is remembered to recognise a reflector's echo of it; loops turn in milliseconds. */
+const ECHO_WINDOW_MS = 1_000;
 
 export function limitsFromConfig(config: ServerConfig): ServerLimits {
   const { server, limits } = config;
@@ -26,5 +31,6 @@ export function limitsFromConfig(config: ServerConfig): ServerLimits {
     maxHandshakesPerSource: limits.max_handshakes_per_source,
     connectionsPerSecond: limits.connections_per_source_per_second,
     connectionBurst: limits.connection_burst_per_source,
+    multicast: { perDeviceRate: limits.multicast_per_device_per_second, perDeviceBurst: limits.multicast_burst, echoWindowMs: ECHO_WINDOW_MS },
   };
 }

@@ -4,7 +4,7 @@ import { createSecureContext } from 'node:tls';
 import { hostname } from 'node:os';
 import { formatHostPort, type Logger } from '@mnedc/common';
 import {
-  certificateFingerprint, certificateKey, encodeEndorsement, encodeJsonFrame, FrameType, intToIpv4, isRelayAddress, MAX_WELCOME_RELAYS, showFingerprint,
+  certificateFingerprint, certificateKey, encodeEndorsement, encodeJsonFrame, FrameType, groupMask, intToIpv4, type MulticastGroup, isRelayAddress, MAX_WELCOME_RELAYS, showFingerprint,
 } from '@mnedc/protocol';
 import type { TunDevice } from '@mnedc/tun';
 import type { ServerConfig } from './config';
@@ -17,6 +17,7 @@ import { newDnsCounters, type DnsCounters, type DnsResponder } from './dns/respo
 import { fdLimitWarning, readOpenFileLimit } from './fd-limit';
 import { spreadRetry, type RefusalCounters } from './handshake/join-gate';
 import { limitsFromConfig, type ServerLimits } from './limits';
+import type { GroupCounters } from './dataplane/multicast';
 import type { Session } from './session';
 import { ClusterState } from './cluster/cluster';
 import { RelayMesh, unreachableAddress } from './mesh/mesh';
@@ -120,6 +121,7 @@ export class RelayServer extends EventEmitter {
     }
     this.serverIp = this.leases.serverIp;
     this.plane = new DataPlane(config.server.subnet, this.serverIp, log);
+    this.plane.carry(groupMask(config.server.multicast), this.limits.multicast);
     this.directory = new PeerDirectory({
       schedule: (callback, delayMs) => {
         const timer = setTimeout(callback, delayMs);
@@ -218,6 +220,11 @@ export class RelayServer extends EventEmitter {
     return this.plane.totals;
   }
 
+  /** Multicast and broadcast fan-out, one entry per group carried ([server] multicast). */
+  multicastStats(): Array<{ group: MulticastGroup } & GroupCounters> {
+    return this.deps.config.server.multicast.map((group) => ({ group, ...this.plane.multicast[group] }));
+  }
+
   /** Traffic of the server's own TUN, which is a sender like any session. */
   get local(): DataPlane['totals'] {
     return this.device?.counters ?? newCounters();
@@ -266,6 +273,7 @@ export class RelayServer extends EventEmitter {
   /** Limits a SIGHUP may change on the running relay; existing sessions adopt the new queue size too. */
   setLimits(limits: ServerLimits): void {
     const keepaliveChanged = limits.keepaliveMs !== this.limits.keepaliveMs;
+    if (JSON.stringify(limits.multicast) !== JSON.stringify(this.limits.multicast)) this.plane.carry(groupMask(this.deps.config.server.multicast), limits.multicast);
     this.limits = limits;
     this.devices.setLimits(limits);
     if (keepaliveChanged && this.keepaliveTimer) {

@@ -20,6 +20,15 @@ function problem(text: string): string {
 }
 
 describe('server configuration', () => {
+  it('[server] multicast: mdns, ssdp and broadcast by default; a part of them, or off; an unknown group is named', () => {
+    assert.deepEqual(parseServerConfig('', F).server.multicast, ['mdns', 'ssdp', 'broadcast']);
+    assert.deepEqual(parseServerConfig('[server]\nmulticast = ssdp, mdns, ssdp\n', F).server.multicast, ['ssdp', 'mdns']);
+    assert.deepEqual(parseServerConfig('[server]\nmulticast = off\n', F).server.multicast, []);
+    assert.match(problem('[server]\nmulticast = mdns, upnp\n'), /\[server\] multicast: "upnp" is not a group the relay carries \(mdns, ssdp, broadcast, or off\)/);
+    assert.deepEqual([parseServerConfig('', F).limits.multicast_per_device_per_second, parseServerConfig('', F).limits.multicast_burst], [50, 100]);
+    assert.match(problem('[limits]\nmulticast_burst = 0\n'), /\[limits\] multicast_burst: 0 is outside 1\.\.100000/);
+  });
+
   it('[dns]: enabled by default for domain mnedc; the domain is a DNS name, kept lowercase, not in .arpa', () => {
     assert.deepEqual(parseServerConfig('', F).dns, { enabled: 'yes', domain: 'mnedc' });
     assert.equal(parseServerConfig('[dns]\ndomain = Overlay.Example.\n', F).dns.domain, 'overlay.example');

@@ -7,7 +7,7 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import pino from 'pino';
-import { encodeFrame, FrameType, ipv4ToInt, parseSubnet } from '@mnedc/protocol';
+import { encodeFrame, FrameType, groupMask, ipv4ToInt, MULTICAST_GROUPS, parseSubnet } from '@mnedc/protocol';
 import type { WriteBatch } from '@mnedc/link';
 import { ipPacket } from '@mnedc/lab';
 import { DataPlane, type MeshRoutes } from '../src/dataplane/data-plane';
@@ -49,13 +49,14 @@ function setup() {
       return relay === undefined ? null : relay.accepts(0) ? relay : 'down';
     },
     carries: (relay, source) => carriedBy.get(source) === relay,
+    linked: () => [b, c].filter((relay) => relay.up),
   };
   for (const t of [here, alsoHere, tun]) plane.route(t);
   plane.attachMesh(mesh);
   return { plane, here, alsoHere, tun, b, c, asked };
 }
 
-const frame = (src: number, dst: number, body = 'x') => encodeFrame(FrameType.Data, ipPacket(src, dst, body));
+const frame = (src: number, dst: number, body = 'x', protocol = 17) => encodeFrame(FrameType.Data, ipPacket(src, dst, body, protocol));
 
 describe('the data plane and the relay mesh', () => {
   it('a packet for a device on another relay goes to that relay; one whose relay is not linked is dropped as relayDown', () => {
@@ -116,5 +117,90 @@ describe('the data plane and the relay mesh', () => {
     plane.endBatch();
     assert.equal(here.received.length, 0);
     assert.equal(b.counters.drops.malformed, 2);
+  });
+
+  describe('multicast and broadcast', () => {
+    const mdns = (src: number, body = 'q') => frame(src, ipv4ToInt('224.0.0.251'), body);
+    const carrying = () => {
+      const s = setup();
+      s.plane.carry(groupMask([...MULTICAST_GROUPS]));
+      return s;
+    };
+
+    it('from a device: one copy to every other device here and one to each linked relay; none back, none to the relay\'s interface', () => {
+      const { plane, here, alsoHere, tun, b, c } = carrying();
+      plane.forward(here, mdns(ip(10)));
+      plane.endBatch();
+      assert.deepEqual([here, alsoHere, tun, b, c].map((t) => t.received.length), [0, 1, 0, 1, 0]);
+      assert.deepEqual(plane.multicast.mdns, { received: 1, delivered: 2, rateLimited: 0, duplicate: 0, queueFull: 0 });
+    });
+
+    it('from a relay: to this relay\'s devices only — never on to another relay (one hop)', () => {
+      const { plane, here, alsoHere, tun, b, c } = carrying();
+      c.up = true;
+      plane.forwardFromRelay(b, mdns(ip(20)));
+      plane.endBatch();
+      assert.deepEqual([here, alsoHere, tun, b, c].map((t) => t.received.length), [1, 1, 0, 0, 0]);
+    });
+
+    it('from a relay: a source it does not carry is spoofed, multicast or not', () => {
+      const { plane, here, b } = carrying();
+      plane.forwardFromRelay(b, mdns(ip(11)));
+      plane.endBatch();
+      assert.equal(here.received.length, 0);
+      assert.equal(b.counters.drops.spoofed, 1);
+    });
+
+    it('the relay\'s own interface sends no multicast, and groups not carried are dropped as before', () => {
+      const { plane, here, alsoHere, tun, b } = setup();
+      plane.carry(groupMask(['ssdp']));
+      plane.forward(tun, frame(ip(1), ipv4ToInt('239.255.255.250')));
+      plane.forward(here, mdns(ip(10)));
+      plane.forward(here, frame(ip(10), ipv4ToInt('10.0.0.255')));
+      plane.forward(here, frame(ip(10), ipv4ToInt('239.255.255.250'), 'igmp', 2));
+      plane.endBatch();
+      assert.equal(alsoHere.received.length + b.received.length, 0);
+      assert.deepEqual([tun.counters.drops.multicast, here.counters.drops.multicast, here.counters.drops.broadcast], [1, 2, 1]);
+      assert.equal(here.counters.drops.noRoute, 0);
+    });
+
+    it('the packet is delivered as it came: TTL 255 stays 255', () => {
+      const { plane, here, alsoHere } = carrying();
+      const packet = mdns(ip(10));
+      packet[4 + 8] = 255;
+      plane.forward(here, packet);
+      plane.endBatch();
+      assert.deepEqual(alsoHere.received[0], packet);
+    });
+
+    it('a reflector\'s echo (the same datagram from another device within a second) goes nowhere; a sender repeating itself does', () => {
+      const { plane, here, alsoHere, b } = carrying();
+      plane.forward(here, mdns(ip(10), 'announce'));
+      plane.forward(alsoHere, mdns(ip(11), 'announce'));
+      plane.forwardFromRelay(b, mdns(ip(20), 'announce'));
+      plane.forward(here, mdns(ip(10), 'announce'));
+      plane.endBatch();
+      assert.equal(plane.multicast.mdns.duplicate, 2);
+      assert.deepEqual([here.received.length, alsoHere.received.length, b.received.length], [0, 2, 2]);
+    });
+
+    it('a device over its rate is cut off at the burst, the others are not', () => {
+      const { plane, here, alsoHere } = carrying();
+      for (let i = 0; i < 1000; i++) plane.forward(here, mdns(ip(10), `flood ${i}`));
+      plane.forward(alsoHere, mdns(ip(11), 'mine'));
+      plane.endBatch();
+      assert.equal(plane.multicast.mdns.rateLimited, 900);
+      assert.equal(alsoHere.received.length, 100);
+      assert.equal(here.received.length, 1);
+    });
+
+    it('a receiver without room counts a queueFull copy; the others still get theirs', () => {
+      const { plane, here, alsoHere, b } = carrying();
+      alsoHere.up = false;
+      plane.forward(here, mdns(ip(10)));
+      plane.endBatch();
+      assert.equal(b.received.length, 1);
+      assert.deepEqual([plane.multicast.mdns.delivered, plane.multicast.mdns.queueFull], [1, 1]);
+    });
   });
 });

@@ -19,10 +19,10 @@ afterEach(async () => {
 });
 after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
-async function relay(logged: Array<{ msg: string }>): Promise<{ server: RelayServer; port: number; join: string }> {
+async function relay(logged: Array<{ msg: string }>, settings = ''): Promise<{ server: RelayServer; port: number; join: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'mnedc-notcarried-'));
   dirs.push(dir);
-  const config = parseServerConfig(`[server]\nlisten = 127.0.0.1:0\ninterface =\nstate_dir = ${dir}\n`, 'test.ini');
+  const config = parseServerConfig(`[server]\nlisten = 127.0.0.1:0\ninterface =\nstate_dir = ${dir}\n${settings}`, 'test.ini');
   const log = pino({ level: 'info' }, { write: (line: string) => logged.push(JSON.parse(line) as { msg: string }) });
   const server = new RelayServer({ config, log, serverDeviceId: 'server-test' });
   servers.push(server);
@@ -49,8 +49,8 @@ function ipv6Packet(): Buffer {
 }
 
 describe('destinations the relay does not carry', () => {
-  it('drops multicast and broadcast without ICMP, counted apart from noRoute', async () => {
-    const { server, port, join: j } = await relay([]);
+  it('drops multicast and broadcast without ICMP, counted apart from noRoute, when it carries none', async () => {
+    const { server, port, join: j } = await relay([], 'multicast = off\n');
     const a = await device(port, j, 'dev-a');
     for (const dst of ['224.0.0.251', '239.255.255.250', '255.255.255.255', '10.0.0.255', '10.0.0.0']) {
       a.send(ipPacket(a.ip, ipv4ToInt(dst), `to ${dst}`));

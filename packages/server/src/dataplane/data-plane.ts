@@ -1,9 +1,11 @@
 import { RateLimitedWarning, type Logger } from '@mnedc/common';
 import type { WriteBatch } from '@mnedc/link';
 import {
-  buildIcmpUnreachable, checkOffloadPacket, encodeFrame, FrameType, GSO_NONE, HEADER_BYTES, ICMP_HOST_UNREACHABLE, intToIpv4,
-  nonUnicastDestination, readUdp, segmentCount, toDataFrames, udpReply, VNET_F_NEEDS_CSUM, type Subnet,
+  buildIcmpUnreachable, checkOffloadPacket, encodeFrame, FrameType, groupOf, GSO_NONE, HEADER_BYTES, ICMP_HOST_UNREACHABLE, intToIpv4,
+  MULTICAST_GROUPS, nonUnicastDestination, NOT_GROUP, readUdp, reflectionDigest, segmentCount, toDataFrames, udpReply, VNET_F_NEEDS_CSUM,
+  type GroupMask, type Subnet,
 } from '@mnedc/protocol';
+import { DEFAULT_MULTICAST_LIMITS, MulticastAdmission, newMulticastCounters, type MulticastLimits } from './multicast';
 import { checkFrame, frameDestination, packetOffset, RoutingTable, Verdict, type DropReason } from './router';
 import { newCounters, type LocalUdpService, type Target } from './target';
 
@@ -16,6 +18,8 @@ export interface MeshRoutes {
   routeTo(ip: number): Target | 'down' | null;
   /** Whether `source` is a device `relay` carries: the only source a relay may send from. */
   carries(relay: Target, source: number): boolean;
+  /** The relays linked now: each gets one copy of a device's multicast. */
+  linked(): Iterable<Target>;
 }
 
 /** Unreachables are a courtesy: a source spraying unknown addresses gets at most this many per second. */
@@ -42,6 +46,10 @@ export class DataPlane {
   private readonly ipv6Notice: RateLimitedWarning;
   private service: LocalUdpService | null = null;
   private mesh: MeshRoutes | null = null;
+  /** Multicast and broadcast fanned out, per group (multicast.ts); none until carry() names some. */
+  readonly multicast = newMulticastCounters();
+  private groups: GroupMask = 0;
+  private admission = new MulticastAdmission(DEFAULT_MULTICAST_LIMITS);
 
   constructor(private readonly subnet: Subnet, private readonly serverIp: number, log: Logger) {
     this.warnings = new RateLimitedWarning(log);
@@ -59,6 +67,15 @@ export class DataPlane {
    */
   serve(service: LocalUdpService | null): void {
     this.service = service;
+  }
+
+  /**
+   * The groups whose packets are fanned out to every other device (`multicast =`), and the limits that
+   * keep that from becoming a flood. Limits that change start every sender afresh.
+   */
+  carry(groups: GroupMask, limits: MulticastLimits = DEFAULT_MULTICAST_LIMITS): void {
+    this.groups = groups;
+    this.admission = new MulticastAdmission(limits);
   }
 
   /** Devices on other relays of the cluster are reached through `mesh`. */
@@ -93,6 +110,11 @@ export class DataPlane {
     const destination = frameDestination(frame, ip);
     if (destination === this.serverIp && this.service !== null && !from.local && this.answerLocally(from, frame, ip, gso)) return;
     let target = this.routes.get(destination);
+    const group = target === undefined ? groupOf(frame, ip, this.subnet) : NOT_GROUP;
+    if (group !== NOT_GROUP) {
+      this.fanOut(from, frame, ip, group, gso, bytes, true);
+      return;
+    }
     if (target === undefined && this.mesh !== null && !from.local) {
       // The relay's own address is each relay's own: its host's traffic never crosses the mesh.
       const relay = this.mesh.routeTo(destination);
@@ -142,11 +164,64 @@ export class DataPlane {
       return;
     }
     const target = this.routes.get(frameDestination(frame, ip));
-    if (target === undefined || target.local) {
+    if (target === undefined) {
+      const group = groupOf(frame, ip, this.subnet);
+      if (group !== NOT_GROUP) this.fanOut(from, frame, ip, group, gso, bytes, false);
+      else this.countDrop(from, 'noRoute');
+      return;
+    }
+    if (target.local) {
       this.countDrop(from, 'noRoute');
       return;
     }
     this.send(from, target, frame, gso, bytes);
+  }
+
+  /**
+   * A packet to a group (groupOf): each other device of this relay gets a copy and, when it came from one
+   * of them (`toRelays`), each linked relay gets one, which delivers it to its own devices only. The
+   * relay's own interface neither sends nor gets any: its address is each relay's own in a cluster.
+   */
+  private fanOut(from: Target, frame: Buffer, ip: number, group: number, gso: boolean, bytes: number, toRelays: boolean): void {
+    if (group < 0 || (this.groups & (1 << group)) === 0 || from.local) {
+      this.countDrop(from, nonUnicastDestination(frameDestination(frame, ip), this.subnet) ?? 'multicast');
+      return;
+    }
+    const counters = this.multicast[MULTICAST_GROUPS[group]!];
+    counters.received++;
+    const end = ip + frame.readUInt16BE(ip + 2);
+    const admission = this.admission.admit(frame.readUInt32BE(ip + 12), reflectionDigest(frame, ip, end), Date.now());
+    if (admission !== 'ok') {
+      counters[admission]++;
+      return;
+    }
+    // Segmented once for all the targets that take no super-packets.
+    let plain: Buffer | null = null;
+    let plainPackets = 1;
+    const copy = (target: Target): void => {
+      let out = frame;
+      let packets = 1;
+      if (gso && !target.gso) {
+        if (plain === null) {
+          plainPackets = segmentCount(frame, HEADER_BYTES, frame.length);
+          plain = toDataFrames(frame, HEADER_BYTES, frame.length);
+        }
+        out = plain;
+        packets = plainPackets;
+      }
+      if (!target.accepts(out.length, from)) {
+        counters.queueFull++;
+        return;
+      }
+      target.deliver(out, this.batch);
+      counters.delivered++;
+      target.counters.txPackets += packets;
+      target.counters.txBytes += bytes;
+      this.totals.txPackets += packets;
+      this.totals.txBytes += bytes;
+    };
+    for (const target of this.routes.values()) if (target !== from && !target.local) copy(target);
+    if (toRelays && this.mesh !== null) for (const relay of this.mesh.linked()) copy(relay);
   }
 
   private countReceived(from: Target, bytes: number): void {

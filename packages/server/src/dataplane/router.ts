@@ -61,4 +61,8 @@ export class RoutingTable<Target> {
   get(ip: number): Target | undefined {
     return this.routes.get(ip);
   }
+
+  values(): IterableIterator<Target> {
+    return this.routes.values();
+  }
 }

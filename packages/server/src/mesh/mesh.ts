@@ -95,6 +95,11 @@ export class RelayMesh implements MeshRoutes {
     return deviceId !== undefined && this.directory.relayOf(deviceId) === peer.relayId;
   }
 
+  /** The relays linked now: each gets one copy of a device's multicast. */
+  *linked(): Iterable<PeerRelay> {
+    for (const peer of this.links.values()) if (peer.open) yield peer;
+  }
+
   // ---- the set of links ----
 
   /** The registry changed: dial relays that appeared (where this one dials), forget those gone. */

@@ -1,0 +1,73 @@
+/**
+ * Link-local multicast and broadcast on the overlay. NATs stop both, and with them the discovery that
+ * unmodified applications rely on (mDNS, SSDP, subnet broadcasts). The overlay is layer 3, so the relay
+ * carries these by fan-out: a packet a device sends to a carried group is delivered to every other device
+ * of the network, unchanged (TTL included: mDNS needs 255), never back to its sender.
+ *
+ * Only UDP to the named groups is carried: IGMP reports and other multicast stay unanswered drops.
+ * Pure: the relay's data plane classifies each packet with groupOf.
+ */
+import type { Subnet } from './ipv4';
+
+/** The groups a relay may carry, as `multicast =` names them and WELCOME.multicast announces them. */
+export const MULTICAST_GROUPS = ['mdns', 'ssdp', 'broadcast'] as const;
+export type MulticastGroup = (typeof MULTICAST_GROUPS)[number];
+
+/** mDNS (RFC 6762), 224.0.0.251. */
+export const MDNS_IPV4 = 0xe00000fb;
+/** SSDP (UPnP Device Architecture), 239.255.255.250. */
+export const SSDP_IPV4 = 0xeffffffa;
+const IPPROTO_UDP = 17;
+
+/** Where the data plane looks first: one bit per MULTICAST_GROUPS entry. */
+export type GroupMask = number;
+
+export function groupMask(groups: readonly MulticastGroup[]): GroupMask {
+  let mask = 0;
+  for (const group of groups) mask |= 1 << MULTICAST_GROUPS.indexOf(group);
+  return mask;
+}
+
+export function groupsOf(mask: GroupMask): MulticastGroup[] {
+  return MULTICAST_GROUPS.filter((_, i) => (mask & (1 << i)) !== 0);
+}
+
+/** Index into MULTICAST_GROUPS of a group destination; NOT_GROUP for unicast; NOT_CARRIED for other multicast or broadcast. */
+export const NOT_GROUP = -1;
+export const NOT_CARRIED = -2;
+
+/**
+ * The carried group of the IPv4 packet at packet[ip], which the caller has checked to be a whole IPv4
+ * header. `subnet`: the overlay's, whose broadcast (and the limited broadcast) is the broadcast group.
+ */
+export function groupOf(packet: Uint8Array, ip: number, subnet: Subnet): number {
+  const destination = ((packet[ip + 16]! << 24) | (packet[ip + 17]! << 16) | (packet[ip + 18]! << 8) | packet[ip + 19]!) >>> 0;
+  const multicast = destination >>> 28 === 0xe;
+  const broadcast = destination === 0xffffffff || destination === subnet.broadcast;
+  if (!multicast && !broadcast) return destination === subnet.network ? NOT_CARRIED : NOT_GROUP;
+  if (packet[ip + 9] !== IPPROTO_UDP) return NOT_CARRIED;
+  if (broadcast) return 2;
+  if (destination === MDNS_IPV4) return 0;
+  if (destination === SSDP_IPV4) return 1;
+  return NOT_CARRIED;
+}
+
+/**
+ * A 32-bit digest of what a reflector re-sends unchanged: the destination, the UDP ports and payload.
+ * The source address, identification and checksum differ between a packet and its reflection, so they
+ * are left out. FNV-1a: the packets are rate-limited and small, and a collision costs one datagram.
+ * A fragment (no whole UDP header) hashes its whole IP payload.
+ */
+export function reflectionDigest(packet: Uint8Array, ip: number, end: number): number {
+  const headerLength = (packet[ip]! & 0x0f) * 4;
+  let hash = 0x811c9dc5;
+  for (let i = ip + 16; i < ip + 20; i++) hash = Math.imul(hash ^ packet[i]!, 0x01000193);
+  const l4 = ip + headerLength;
+  const fragment = ((packet[ip + 6]! & 0x3f) | packet[ip + 7]!) !== 0;
+  for (let i = l4; i < end; i++) {
+    // Skip the UDP length and checksum (bytes 4..7): the checksum covers the source address.
+    if (!fragment && i >= l4 + 4 && i < l4 + 8) continue;
+    hash = Math.imul(hash ^ packet[i]!, 0x01000193);
+  }
+  return hash >>> 0;
+}

@@ -1,0 +1,109 @@
+import { MULTICAST_GROUPS, type MulticastGroup } from '@mnedc/protocol';
+
+/** What became of the multicast and broadcast packets of one group; `mnedcctl stats` shows them. */
+export interface GroupCounters {
+  /** Packets taken in for fan-out: from devices of this relay and from peer relays. */
+  received: number;
+  /** Copies delivered, to devices and to peer relays. */
+  delivered: number;
+  /** A sender over its rate. */
+  rateLimited: number;
+  /** The same datagram again from another sender within the window: a reflector's echo. */
+  duplicate: number;
+  /** A receiver (device or peer relay) with no room for the copy. */
+  queueFull: number;
+}
+
+export type MulticastCounters = Record<MulticastGroup, GroupCounters>;
+
+export function newMulticastCounters(): MulticastCounters {
+  const counters = {} as MulticastCounters;
+  for (const group of MULTICAST_GROUPS) counters[group] = { received: 0, delivered: 0, rateLimited: 0, duplicate: 0, queueFull: 0 };
+  return counters;
+}
+
+export interface MulticastLimits {
+  /** Packets per second each sending device may have fanned out, all groups together. */
+  perDeviceRate: number;
+  /** How many it may send at once after a quiet spell. */
+  perDeviceBurst: number;
+  /** How long a datagram is remembered to recognise its reflection. */
+  echoWindowMs: number;
+}
+
+export const DEFAULT_MULTICAST_LIMITS: MulticastLimits = { perDeviceRate: 50, perDeviceBurst: 100, echoWindowMs: 1000 };
+
+/** Senders and datagrams remembered at most: bounds what a flood of distinct sources or payloads can make the relay hold. */
+const MAX_SENDERS = 65_536;
+const MAX_DIGESTS = 16_384;
+
+interface Bucket {
+  tokens: number;
+  at: number;
+}
+
+interface Seen {
+  source: number;
+  until: number;
+}
+
+export type Admission = 'ok' | 'rateLimited' | 'duplicate';
+
+/**
+ * The admission of a packet to fan-out, no I/O, time given by the caller. Each source address has a
+ * token bucket (a device's rate holds whichever relay it sent through). A datagram seen from one source
+ * and sent again by another within the echo window is a reflection (an avahi reflector, a device echoing
+ * what it hears): every device already had the first copy, so the echo is dropped, which is what stops a
+ * loop between reflectors. The same source repeating itself (mDNS probes, announcements) is not an echo.
+ */
+export class MulticastAdmission {
+  private readonly buckets = new Map<number, Bucket>();
+  private readonly seen = new Map<number, Seen>();
+
+  constructor(private readonly limits: MulticastLimits) {}
+
+  admit(source: number, digest: number, now: number): Admission {
+    const previous = this.seen.get(digest);
+    if (previous !== undefined && previous.until > now && previous.source !== source) return 'duplicate';
+    if (!this.take(source, now)) return 'rateLimited';
+    if (previous !== undefined) this.seen.delete(digest);
+    else if (this.seen.size >= MAX_DIGESTS) this.seen.delete(this.seen.keys().next().value!);
+    this.seen.set(digest, { source, until: now + this.limits.echoWindowMs });
+    return 'ok';
+  }
+
+  private take(source: number, now: number): boolean {
+    const { perDeviceRate, perDeviceBurst } = this.limits;
+    let bucket = this.buckets.get(source);
+    if (bucket === undefined) {
+      if (this.buckets.size >= MAX_SENDERS) this.forgetIdle(now);
+      bucket = { tokens: perDeviceBurst, at: now };
+      this.buckets.set(source, bucket);
+    } else {
+      bucket.tokens = Math.min(perDeviceBurst, bucket.tokens + ((now - bucket.at) * perDeviceRate) / 1000);
+      bucket.at = now;
+      // Refreshed senders go to the back, so the front holds the longest idle.
+      this.buckets.delete(source);
+      this.buckets.set(source, bucket);
+    }
+    if (bucket.tokens < 1) return false;
+    bucket.tokens--;
+    return true;
+  }
+
+  /** Buckets full again are no different from new ones; when none is, the longest idle goes. */
+  private forgetIdle(now: number): void {
+    const { perDeviceRate, perDeviceBurst } = this.limits;
+    const refillMs = (perDeviceBurst / perDeviceRate) * 1000;
+    for (const [source, bucket] of this.buckets) {
+      if (now - bucket.at < refillMs) break;
+      this.buckets.delete(source);
+    }
+    if (this.buckets.size >= MAX_SENDERS) this.buckets.delete(this.buckets.keys().next().value!);
+  }
+
+  /** Senders and datagrams held now (for tests and stats). */
+  get held(): { senders: number; digests: number } {
+    return { senders: this.buckets.size, digests: this.seen.size };
+  }
+}
