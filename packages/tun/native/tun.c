@@ -24,6 +24,9 @@
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <netinet/in.h>
+/* After <netinet/in.h>, so libc-compat keeps it from redefining struct in6_addr. */
+#include <linux/ipv6.h>
+#include <net/route.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -347,16 +350,31 @@ static napi_value m_name(napi_env env, napi_callback_info info) {
   return v;
 }
 
-/* ---------- configuration (ioctls on a throwaway AF_INET socket) ---------- */
+/* ---------- configuration (ioctls on a throwaway socket) ---------- */
+
+/* The socket's family picks the protocol whose ioctl handler runs (SIOCSIFADDR means IPv4 or IPv6 by it).
+ * Returns 0, or the ioctl's errno without throwing, since some callers take an errno (EEXIST) as success;
+ * -1 with an exception pending when the socket itself fails (EAFNOSUPPORT: a kernel without IPv6). */
+static int cfg_ioctl(napi_env env, const tun_t *t, int family, unsigned long req, void *arg) {
+  int s = socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) {
+    throw_sys(env, "socket", family == AF_INET6 ? "socket(AF_INET6) for" : "socket(AF_INET) for", t->name, errno);
+    return -1;
+  }
+  int r = ioctl(s, req, arg), e = errno;
+  close(s);
+  return r < 0 ? e : 0;
+}
 
 static bool ifioctl(napi_env env, tun_t *t, unsigned long req, const char *op, struct ifreq *ifr) {
-  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (s < 0) { throw_sys(env, "socket", "socket(AF_INET) for", t->name, errno); return false; }
   memcpy(ifr->ifr_name, t->name, IFNAMSIZ);
-  int r = ioctl(s, req, ifr), e = errno;
-  close(s);
-  if (r < 0) { throw_errno(env, op, t->name, e); return false; }
-  return true;
+  int e = cfg_ioctl(env, t, AF_INET, req, ifr);
+  if (e > 0) throw_errno(env, op, t->name, e);
+  return e == 0;
+}
+
+static uint32_t mask_of(uint32_t prefix) {
+  return htonl(prefix == 0 ? 0 : 0xffffffffu << (32 - prefix));
 }
 
 static void set_sin(struct sockaddr *sa, uint32_t be_addr) {
@@ -410,9 +428,105 @@ static napi_value m_set_address(napi_env env, napi_callback_info info) {
   memset(&ifr, 0, sizeof ifr);
   set_sin(&ifr.ifr_addr, ia.s_addr);
   if (!ifioctl(env, t, SIOCSIFADDR, "SIOCSIFADDR", &ifr)) return NULL;
+  uint32_t mask = mask_of(prefix);
   memset(&ifr, 0, sizeof ifr);
-  set_sin(&ifr.ifr_netmask, htonl(prefix == 0 ? 0 : 0xffffffffu << (32 - prefix)));
-  ifioctl(env, t, SIOCSIFNETMASK, "SIOCSIFNETMASK", &ifr);
+  set_sin(&ifr.ifr_netmask, mask);
+  if (!ifioctl(env, t, SIOCSIFNETMASK, "SIOCSIFNETMASK", &ifr)) return NULL;
+  /* Set every time, to none (0) for /31 and /32: SIOCSIFNETMASK moves the broadcast along with the mask
+   * only on IFF_BROADCAST devices, which a TUN is not, so one from an earlier, shorter prefix would stay
+   * (with its local-table route). Each of the three ioctls leaves an unchanged value alone, so applying
+   * the same address again flushes no routes. */
+  memset(&ifr, 0, sizeof ifr);
+  set_sin(&ifr.ifr_broadaddr, prefix <= 30 ? (ia.s_addr | ~mask) : 0);
+  ifioctl(env, t, SIOCSIFBRDADDR, "SIOCSIFBRDADDR", &ifr);
+  return undef(env);
+}
+
+/* addAddress6(addr, prefix). IPv6 has no primary address to replace: this adds one, with the prefix
+ * route, and one already there (EEXIST, whatever its prefix) counts as added, so applying a config
+ * again disturbs nothing. Fails with EACCES while the interface's disable_ipv6 is set. No DAD delay: the
+ * kernel skips DAD on IFF_NOARP devices, so the address is usable at once. */
+static napi_value m_add_address6(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  tun_t *t = unwrap(env, info, &argc, argv, "SIOCSIFADDR", false);
+  if (!t) return NULL;
+  char addr[64];
+  size_t len;
+  uint32_t prefix;
+  struct in6_addr a6;
+  if (argc < 2 || napi_get_value_string_utf8(env, argv[0], addr, sizeof addr, &len) != napi_ok ||
+      napi_get_value_uint32(env, argv[1], &prefix) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "addAddress6: expected (address: string, prefix: number)");
+    return NULL;
+  }
+  if (inet_pton(AF_INET6, addr, &a6) != 1 || prefix > 128) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "addAddress6 %s: invalid IPv6 address/prefix \"%s/%u\"", t->name, addr, prefix);
+    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", msg);
+    return NULL;
+  }
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  if (!ifioctl(env, t, SIOCGIFINDEX, "SIOCGIFINDEX", &ifr)) return NULL;
+  struct in6_ifreq r6;
+  memset(&r6, 0, sizeof r6);
+  r6.ifr6_addr = a6;
+  r6.ifr6_prefixlen = prefix;
+  r6.ifr6_ifindex = ifr.ifr_ifindex;
+  int e = cfg_ioctl(env, t, AF_INET6, SIOCSIFADDR, &r6);
+  if (e < 0) return NULL;
+  if (e > 0 && e != EEXIST) {
+    char what[96];
+    snprintf(what, sizeof what, "SIOCSIFADDR %s/%u on", addr, prefix);
+    throw_sys(env, "SIOCSIFADDR", what, t->name, e);
+    return NULL;
+  }
+  return undef(env);
+}
+
+/* addRoute(dst, prefix): what `ip route add dst/prefix dev <tun>` makes (main table, scope link, no
+ * gateway, metric 0), e.g. to send a multicast group out of the TUN. An identical route already there
+ * (EEXIST) counts as added. The kernel wants the device up (ENETDOWN) and drops the route again when it
+ * goes down or its only IPv4 address is re-inserted (a new address or prefix), so add routes last. */
+static napi_value m_add_route(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  tun_t *t = unwrap(env, info, &argc, argv, "SIOCADDRT", false);
+  if (!t) return NULL;
+  char dst[64];
+  size_t len;
+  uint32_t prefix;
+  struct in_addr ia;
+  if (argc < 2 || napi_get_value_string_utf8(env, argv[0], dst, sizeof dst, &len) != napi_ok ||
+      napi_get_value_uint32(env, argv[1], &prefix) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "addRoute: expected (destination: string, prefix: number)");
+    return NULL;
+  }
+  bool valid = inet_pton(AF_INET, dst, &ia) == 1 && prefix <= 32;
+  /* The kernel refuses host bits with a bare EINVAL; say so instead. */
+  bool host_bits = valid && (ia.s_addr & ~mask_of(prefix));
+  if (!valid || host_bits) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "addRoute %s: invalid IPv4 destination \"%s/%u\"%s", t->name, dst, prefix,
+             host_bits ? " (host bits set)" : "");
+    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", msg);
+    return NULL;
+  }
+  struct rtentry rt;
+  memset(&rt, 0, sizeof rt);
+  set_sin(&rt.rt_dst, ia.s_addr);
+  set_sin(&rt.rt_genmask, mask_of(prefix));
+  rt.rt_flags = RTF_UP;
+  rt.rt_dev = t->name;
+  int e = cfg_ioctl(env, t, AF_INET, SIOCADDRT, &rt);
+  if (e < 0) return NULL;
+  if (e > 0 && e != EEXIST) {
+    char what[96];
+    snprintf(what, sizeof what, "SIOCADDRT %s/%u dev", dst, prefix);
+    throw_sys(env, "SIOCADDRT", what, t->name, e);
+    return NULL;
+  }
   return undef(env);
 }
 
@@ -770,6 +884,8 @@ static napi_value init(napi_env env, napi_value exports) {
     {"getName", NULL, m_name, NULL, NULL, NULL, napi_default, NULL},
     {"setMtu", NULL, m_set_mtu, NULL, NULL, NULL, napi_default, NULL},
     {"setAddress", NULL, m_set_address, NULL, NULL, NULL, napi_default, NULL},
+    {"addAddress6", NULL, m_add_address6, NULL, NULL, NULL, napi_default, NULL},
+    {"addRoute", NULL, m_add_route, NULL, NULL, NULL, napi_default, NULL},
     {"setUp", NULL, m_set_up, NULL, NULL, NULL, napi_default, NULL},
     {"start", NULL, m_start, NULL, NULL, NULL, napi_default, NULL},
     {"pause", NULL, m_pause, NULL, NULL, NULL, napi_default, NULL},

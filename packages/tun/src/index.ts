@@ -25,10 +25,10 @@
  * The record length L then counts header + packet.
  */
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
 
 import type { BatchHandler, BatchWriter, TunConfig, TunDevice, TunStats } from './device';
+import { IPV6_DISABLED_HINT, NO_IPV6, checkAddress6, checkConfig, checkRoute, ipv6Disabled, kernelHasIpv6, writeIpv6Conf } from './netconf';
 
 export type { BatchHandler, BatchWriter, TunConfig, TunDevice, TunStats } from './device';
 export { explainTakenName, fdinfoInterface, findTunHolders, linkKind, takenMessage, type TakenFacts, type TunHolder } from './taken';
@@ -68,6 +68,8 @@ interface NativeTunHandle {
   getName(): string;
   setMtu(mtu: number): void;
   setAddress(address: string, prefix: number): void;
+  addAddress6(address: string, prefix: number): void;
+  addRoute(destination: string, prefix: number): void;
   setUp(up: boolean): void;
   start(onBatch: BatchHandler): void;
   pause(): void;
@@ -138,6 +140,17 @@ export function clearInheritableCapabilities(): boolean {
 
 const IFNAMSIZ = 16;
 
+/**
+ * addr_gen_mode 1 (none) first: with IPv6 turned on while it is still at its default, the kernel gives an
+ * interface without a hardware address a link-local address of its own making. accept_ra 0: addresses and
+ * routes come from configure(), not from router advertisements. disable_ipv6 last, once both hold.
+ */
+const IPV6_ON = [
+  ['addr_gen_mode', '1'],
+  ['accept_ra', '0'],
+  ['disable_ipv6', '0'],
+] as const;
+
 export class Tun implements TunDevice {
   readonly name: string;
   /** VNET_HDR_BYTES (@mnedc/protocol) when every packet read or written carries a virtio_net_hdr, else 0. */
@@ -207,37 +220,65 @@ export class Tun implements TunDevice {
    * /proc/sys that is read-only or not mounted for this process).
    */
   disableIpv6(): string | null {
-    const file = `/proc/sys/net/ipv6/conf/${this.name}/disable_ipv6`;
+    const failed = writeIpv6Conf(this.name, [['disable_ipv6', '1']]);
+    if (!failed || (failed.error.code === 'ENOENT' && !kernelHasIpv6())) return null;
+    return `cannot write ${failed.file}: ${failed.error.message}`;
+  }
+
+  /**
+   * The opposite of disableIpv6(): IPv6 on for this interface, with no address but those given to it
+   * (addr_gen_mode none, so no link-local of the kernel's making; accept_ra 0). Call it before the
+   * interface goes up: a link-local address the kernel already made is left in place. Returns null when
+   * done, else what stood in the way, including a kernel without IPv6.
+   */
+  enableIpv6(): string | null {
+    const failed = writeIpv6Conf(this.name, IPV6_ON);
+    if (!failed) return null;
+    if (failed.error.code === 'ENOENT' && !kernelHasIpv6()) return `${this.name}: ${NO_IPV6}`;
+    return `cannot write ${failed.file}: ${failed.error.message}`;
+  }
+
+  /**
+   * Adds an IPv6 address and its prefix route (SIOCSIFADDR, AF_INET6). It replaces none already there, and
+   * one already there (whatever its prefix) is left as is, not an error. Needs enableIpv6() first; the
+   * address is usable at once (no duplicate address detection on a TUN). The kernel removes IPv6 addresses
+   * when the interface goes down, so configure them again after bringing it back up.
+   */
+  addAddress6(address: string, prefix: number): void {
+    checkAddress6(this.name, address, prefix);
     try {
-      fs.writeFileSync(file, '1');
-      return null;
+      this.handle.addAddress6(address, prefix);
     } catch (err) {
-      // /proc/net/if_inet6 exists whenever IPv6 does, also where /proc/sys is hidden.
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !fs.existsSync('/proc/net/if_inet6')) return null;
-      return `cannot write ${file}: ${(err as Error).message}`;
+      if ((err as NodeJS.ErrnoException).code === 'EACCES') (err as Error).message += ` (${IPV6_DISABLED_HINT})`;
+      throw err;
     }
   }
 
-  /** Applies mtu, then address/prefix, then up/down. All arguments are validated before any change. */
+  /**
+   * Routes destination/prefix out of this interface (SIOCADDRT: main table, no gateway, metric 0), e.g. a
+   * multicast group. A route already there is not an error. The interface must be up, and the kernel
+   * removes the route when it goes down or its IPv4 address or prefix changes (applying the same ones
+   * again keeps it), so add routes after configure().
+   */
+  addRoute(destination: string, prefix: number): void {
+    checkRoute(this.name, destination, prefix);
+    this.handle.addRoute(destination, prefix);
+  }
+
+  /**
+   * Applies mtu, then address/prefix, then address6/prefix6 and linkLocal6 (/64), then up/down. All
+   * arguments are validated, and IPv6 checked to be on where an IPv6 address is given, before any change.
+   */
   configure(cfg: TunConfig): void {
-    const { mtu, address, prefix, up } = cfg;
-    if (mtu !== undefined && !(Number.isInteger(mtu) && mtu >= 68 && mtu <= 65535)) {
-      throw new RangeError(`Tun.configure ${this.name}: mtu must be an integer in 68..65535, got ${String(mtu)}`);
-    }
-    if (address !== undefined && !(typeof address === 'string' && net.isIPv4(address))) {
-      throw new TypeError(`Tun.configure ${this.name}: invalid IPv4 address ${JSON.stringify(address)}`);
-    }
-    if (prefix !== undefined && !(Number.isInteger(prefix) && prefix >= 0 && prefix <= 32)) {
-      throw new RangeError(`Tun.configure ${this.name}: prefix must be an integer in 0..32, got ${String(prefix)}`);
-    }
-    if (prefix !== undefined && address === undefined) {
-      throw new TypeError(`Tun.configure ${this.name}: prefix given without address`);
-    }
-    if (up !== undefined && typeof up !== 'boolean') {
-      throw new TypeError(`Tun.configure ${this.name}: up must be a boolean`);
+    checkConfig(this.name, cfg);
+    const { mtu, address, prefix, address6, prefix6, linkLocal6, up } = cfg;
+    if ((address6 !== undefined || linkLocal6 !== undefined) && ipv6Disabled(this.name)) {
+      throw Object.assign(new Error(`Tun.configure ${this.name}: ${IPV6_DISABLED_HINT}`), { code: 'ERR_TUN_IPV6_DISABLED' });
     }
     if (mtu !== undefined) this.handle.setMtu(mtu);
     if (address !== undefined) this.handle.setAddress(address, prefix ?? 32);
+    if (address6 !== undefined) this.addAddress6(address6, prefix6 ?? 128);
+    if (linkLocal6 !== undefined) this.addAddress6(linkLocal6, 64);
     if (up !== undefined) this.handle.setUp(up);
   }
 

@@ -6,7 +6,7 @@
  */
 import * as assert from 'node:assert/strict';
 import * as asyncHooks from 'node:async_hooks';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import * as dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import * as readline from 'node:readline';
@@ -16,6 +16,10 @@ import { BATCH_HEADER_BYTES, TUN_F, Tun, forEachPacket } from '../src/index';
 
 const LOCAL = '10.99.0.1';
 const PEER = '10.99.0.2';
+const SUBNET_BROADCAST = '10.99.0.255';
+const LOCAL6 = 'fd12:3456:789a::a09:5';
+const PEER6 = 'fd12:3456:789a::a09:7';
+const LINK_LOCAL6 = 'fe80::a09:5';
 const WAIT_MS = 5000;
 
 function emit(event: string, data: Record<string, unknown> = {}): void {
@@ -97,6 +101,38 @@ function ipv4Udp(src: string, dst: string, sport: number, dport: number, payload
   return p;
 }
 
+/** Fills in the UDP checksum of an IPv4/UDP packet (with its pseudo-header); a sum of 0 is sent as 0xffff. */
+function withUdpChecksum(p: Buffer): Buffer {
+  const udp = p.subarray(20);
+  const pseudo = Buffer.alloc(12);
+  p.copy(pseudo, 0, 12, 20);
+  pseudo[9] = 17;
+  pseudo.writeUInt16BE(udp.length, 10);
+  udp.writeUInt16BE(0, 6);
+  const sum = ipChecksum(Buffer.concat([pseudo, udp, Buffer.alloc(udp.length % 2)]));
+  udp.writeUInt16BE(sum === 0 ? 0xffff : sum, 6);
+  return p;
+}
+
+/** An IPv6 address in its canonical (RFC 5952) text, as the WHATWG URL parser writes it. */
+function ipv6Text(bytes: Buffer): string {
+  const groups = Array.from({ length: 8 }, (_, i) => bytes.readUInt16BE(i * 2).toString(16));
+  return new URL(`http://[${groups.join(':')}]`).hostname.slice(1, -1);
+}
+
+interface Icmp6Seen {
+  src: string;
+  dst: string;
+  type: number;
+}
+
+/** An ICMPv6 packet without extension headers (ping's echo requests), else undefined. */
+function parseIcmp6(packet: Buffer): Icmp6Seen | undefined {
+  if (packet.length < 48 || packet[0]! >> 4 !== 6 || packet[6] !== 58) return undefined;
+  assert.equal(packet.readUInt16BE(4) + 40, packet.length, 'IPv6 payload length must match the record length');
+  return { src: ipv6Text(packet.subarray(8, 24)), dst: ipv6Text(packet.subarray(24, 40)), type: packet[40]! };
+}
+
 /** `packet` behind a virtio_net_hdr (little-endian): flags, gso_type, gso_size, checksum at the UDP field. */
 function withVnet(packet: Buffer, flags: number, gsoType: number, gsoSize: number): Buffer {
   const header = Buffer.alloc(VNET_HDR_BYTES);
@@ -169,6 +205,81 @@ const scenarios: Record<string, (args: string[]) => Promise<Record<string, unkno
     assert.equal(await nextCommand(), 'next');
     tun.close();
     return { name: tun.name };
+  },
+
+  /**
+   * The subnet broadcast: set with the address, followed when the prefix changes, gone at /32; a datagram
+   * written into the TUN for it reaches a socket bound to the wildcard address.
+   */
+  async broadcast() {
+    const tun = openConfigured();
+    const sock = udpSocket();
+    await new Promise<void>((resolve) => sock.bind(0, '0.0.0.0', resolve));
+    sock.setBroadcast(true);
+    const port = sock.address().port;
+    const got: { payload: string; from: string }[] = [];
+    const progress = new Progress();
+    sock.on('message', (msg, rinfo) => {
+      got.push({ payload: msg.toString(), from: rinfo.address });
+      progress.kick();
+    });
+    emit('configured', { name: tun.name });
+    assert.equal(await nextCommand(), 'next');
+    const written = tun.writePacket(withUdpChecksum(ipv4Udp(PEER, SUBNET_BROADCAST, 4000, port, Buffer.from('to everyone'), 1)));
+    await progress.until(() => got.length >= 1, 'the subnet-broadcast datagram on the wildcard socket');
+    sock.close();
+    tun.configure({ address: LOCAL, prefix: 16 });
+    emit('widened', { name: tun.name });
+    assert.equal(await nextCommand(), 'next');
+    tun.configure({ address: LOCAL, prefix: 32 });
+    emit('narrowed', { name: tun.name });
+    assert.equal(await nextCommand(), 'next');
+    tun.close();
+    return { written, got };
+  },
+
+  /** IPv6 with only the configured addresses; the parent checks them between steps. */
+  async ipv6() {
+    const tun = Tun.open();
+    const enabled = tun.enableIpv6();
+    const cfg = { address: '10.9.0.5', prefix: 24, address6: LOCAL6, prefix6: 64, linkLocal6: LINK_LOCAL6, mtu: 1400, up: true };
+    tun.configure(cfg);
+    const echoes: Icmp6Seen[] = [];
+    const progress = new Progress();
+    tun.start((batch, count) => {
+      forEachPacket(batch, count, (packet) => {
+        const icmp = parseIcmp6(packet);
+        if (icmp && icmp.type === 128) echoes.push(icmp); // echo request; MLD reports may pass too
+      });
+      progress.kick();
+    });
+    emit('configured', { name: tun.name, enabled });
+    assert.equal(await nextCommand(), 'next');
+    // Nothing answers at the far end of the TUN, so ping's exit status says nothing; the packet is what counts.
+    const ping = new Promise<void>((resolve) => execFile('ping', ['-6', '-c1', '-W1', PEER6], () => resolve()));
+    await progress.until(() => echoes.length >= 1, 'the echo request read from the TUN');
+    await withTimeout(ping, 'ping to exit');
+    tun.configure(cfg);
+    emit('reconfigured', { name: tun.name });
+    assert.equal(await nextCommand(), 'next');
+    tun.close();
+    return { enabled, echoes };
+  },
+
+  /** Multicast routes out of the TUN; the parent asks the kernel with `ip route get` before and after. */
+  async routes() {
+    const tun = openConfigured();
+    emit('configured', { name: tun.name });
+    assert.equal(await nextCommand(), 'next');
+    tun.addRoute('224.0.0.251', 32);
+    tun.addRoute('239.255.255.250', 32);
+    tun.addRoute('239.255.255.250', 32);
+    // The same configuration again changes nothing, so the kernel keeps the routes.
+    tun.configure({ mtu: 1400, address: LOCAL, prefix: 24, up: true });
+    emit('routed', { name: tun.name });
+    assert.equal(await nextCommand(), 'next');
+    tun.close();
+    return {};
   },
 
   async read() {
@@ -361,6 +472,35 @@ const scenarios: Record<string, (args: string[]) => Promise<Record<string, unkno
     assert.throws(() => tun.start(42 as unknown as () => void), /onBatch must be a function/);
     tun.start(() => {});
     assert.throws(() => tun.start(() => {}), /already started/);
+    assert.throws(() => tun.addRoute('10.99.0.1', 24), /Tun\.addRoute mnerr0: 10\.99\.0\.1\/24 has host bits set/);
+    assert.throws(() => tun.addRoute('fd00::', 64), /invalid IPv4 destination "fd00::"/);
+    assert.throws(() => tun.addRoute('10.0.0.0', 33), /prefix must be an integer in 0\.\.32/);
+    assert.throws(() => tun.addAddress6('fe80::1%lo', 64), /invalid IPv6 address "fe80::1%lo"/);
+    assert.throws(() => tun.addAddress6('fd00::1', 129), /prefix must be an integer in 0\.\.128/);
+    assert.throws(() => tun.configure({ prefix6: 64 }), /prefix6 given without address6/);
+    assert.throws(() => tun.configure({ address6: 'fd00::1', prefix6: -1 }), /prefix6 must be an integer in 0\.\.128/);
+    assert.throws(() => tun.configure({ address6: '10.0.0.1' }), /invalid IPv6 address "10\.0\.0\.1"/);
+    assert.throws(() => tun.configure({ linkLocal6: 'fd00::1' }), /linkLocal6 must be an IPv6 link-local \(fe80::\/10\) address/);
+    // The addon checks for itself too, for callers that bypass the wrapper.
+    const native = (tun as unknown as { handle: { addRoute(d: string, p: number): void; addAddress6(a: string, p: number): void } }).handle;
+    assert.throws(() => native.addRoute('10.99.0.1', 24), /addRoute mnerr0: invalid IPv4 destination "10\.99\.0\.1\/24" \(host bits set\)/);
+    assert.throws(() => native.addAddress6('fd00::zz', 64), /addAddress6 mnerr0: invalid IPv6 address\/prefix "fd00::zz\/64"/);
+
+    // IPv6 still off (the child's default): configure refuses before changing anything, the addon with EACCES.
+    const off = Tun.open('mnerr1');
+    assert.throws(() => off.configure({ mtu: 1300, address6: 'fd00::1' }), (e: NodeJS.ErrnoException) =>
+      e.code === 'ERR_TUN_IPV6_DISABLED' && /^Tun\.configure mnerr1: IPv6 is disabled/.test(e.message));
+    assert.equal(fs.readFileSync('/sys/class/net/mnerr1/mtu', 'utf8').trim(), '1500');
+    assert.throws(() => off.addAddress6('fd00::1', 64), (e: NodeJS.ErrnoException) => {
+      report.ipv6Off = { message: e.message, code: e.code };
+      return e.code === 'EACCES';
+    });
+    // Routes need the device up.
+    assert.throws(() => off.addRoute('239.255.255.250', 32), (e: NodeJS.ErrnoException) => {
+      report.down = { message: e.message, code: e.code };
+      return e.code === 'ENETDOWN';
+    });
+    off.close();
 
     tun.close();
     tun.close();
@@ -368,6 +508,8 @@ const scenarios: Record<string, (args: string[]) => Promise<Record<string, unkno
     assert.throws(() => tun.writeBatch([Buffer.alloc(20)]), closed);
     assert.throws(() => tun.writePacket(Buffer.alloc(20)), closed);
     assert.throws(() => tun.configure({ mtu: 1500 }), closed);
+    assert.throws(() => tun.addRoute('224.0.0.251', 32), closed);
+    assert.throws(() => tun.addAddress6('fd00::1', 64), closed);
     assert.throws(() => tun.start(() => {}), closed);
     assert.throws(() => tun.pause(), closed);
     assert.throws(() => tun.resume(), closed);

@@ -134,6 +134,9 @@ interface IpAddrInfo {
   family: string;
   local: string;
   prefixlen: number;
+  broadcast?: string;
+  tentative?: boolean;
+  dadfailed?: boolean;
 }
 interface IpLink {
   ifname: string;
@@ -151,6 +154,30 @@ function ipAddr(ns: string, dev: string): IpLink {
 
 function inet(link: IpLink): IpAddrInfo[] {
   return link.addr_info.filter((a) => a.family === 'inet');
+}
+
+function inet6(link: IpLink): IpAddrInfo[] {
+  return link.addr_info.filter((a) => a.family === 'inet6');
+}
+
+interface IpRoute {
+  type?: string;
+  dst: string;
+}
+
+function routes(ns: string, dev: string, ...table: string[]): IpRoute[] {
+  return JSON.parse(execFileSync('ip', ['-n', ns, '-j', 'route', 'show', ...table, 'dev', dev], { encoding: 'utf8' })) as IpRoute[];
+}
+
+/** The kernel's broadcast routes for dev: the local table's entries of type broadcast. */
+function broadcastRoutes(ns: string, dev: string): string[] {
+  return routes(ns, dev, 'table', 'local')
+    .filter((r) => r.type === 'broadcast')
+    .map((r) => r.dst);
+}
+
+function routeGet(ns: string, dst: string): string {
+  return execFileSync('ip', ['-n', ns, 'route', 'get', dst], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 /** The child reports the addon's own counters. */
@@ -349,9 +376,104 @@ test('offloads: reads carry a virtio header; writes take bare, partial-checksum 
 
 test('argument, errno and closed-device errors', opts, () =>
   inNetns('errors', [], async (child) => {
-    const r = await child.result<{ busy: { code: string }; invalid: { code: string } }>();
+    type E = { message: string; code: string };
+    const r = await child.result<{ busy: E; invalid: E; ipv6Off: E; down: E }>();
     assert.equal(r.busy.code, 'EBUSY');
     assert.equal(r.invalid.code, 'EINVAL');
+    assert.deepEqual(r.ipv6Off, {
+      message: 'SIOCSIFADDR fd00::1/64 on mnerr1: Permission denied (IPv6 is disabled on this interface; call enableIpv6() first)',
+      code: 'EACCES',
+    });
+    assert.deepEqual(r.down, { message: 'SIOCADDRT 239.255.255.250/32 dev mnerr1: Network is down', code: 'ENETDOWN' });
+  }),
+);
+
+test('the subnet broadcast follows the prefix, and a datagram to it written into the TUN is delivered', opts, () =>
+  inNetns('broadcast', [], async (child, ns) => {
+    const { name } = (await child.next('configured')) as { name: string } & ChildEvent;
+    assert.deepEqual(
+      inet(ipAddr(ns, name)).map((a) => [a.local, a.prefixlen, a.broadcast]),
+      [['10.99.0.1', 24, '10.99.0.255']],
+    );
+    assert.deepEqual(broadcastRoutes(ns, name), ['10.99.0.255']);
+    child.send('next');
+
+    await child.next('widened');
+    assert.deepEqual(
+      inet(ipAddr(ns, name)).map((a) => [a.local, a.prefixlen, a.broadcast]),
+      [['10.99.0.1', 16, '10.99.255.255']],
+    );
+    assert.deepEqual(broadcastRoutes(ns, name), ['10.99.255.255']);
+    child.send('next');
+
+    // A /32 has no broadcast; the /16's must not stay behind.
+    await child.next('narrowed');
+    assert.deepEqual(
+      inet(ipAddr(ns, name)).map((a) => [a.local, a.prefixlen, a.broadcast]),
+      [['10.99.0.1', 32, undefined]],
+    );
+    assert.deepEqual(broadcastRoutes(ns, name), []);
+    child.send('next');
+
+    const r = await child.result<{ written: boolean; got: { payload: string; from: string }[] }>();
+    assert.equal(r.written, true);
+    assert.deepEqual(r.got, [{ payload: 'to everyone', from: '10.99.0.2' }]);
+  }),
+);
+
+const hasPing = fs.existsSync('/usr/bin/ping') || fs.existsSync('/bin/ping');
+
+test('IPv6: only the configured addresses, usable at once; ping leaves through the TUN; configure again is harmless', { ...opts, skip: skipReason ?? (hasPing ? false : 'no ping') }, () =>
+  inNetns('ipv6', [], async (child, ns) => {
+    const expected = [
+      ['fd12:3456:789a::a09:5', 64],
+      ['fe80::a09:5', 64],
+    ];
+    const addresses6 = (link: IpLink): (string | number)[][] =>
+      inet6(link)
+        .map((a) => [a.local, a.prefixlen])
+        .sort((a, b) => String(a[0]).localeCompare(String(b[0])));
+    const ev = (await child.next('configured')) as { name: string; enabled: string | null } & ChildEvent;
+    const { name } = ev;
+    assert.equal(ev.enabled, null);
+    let link = ipAddr(ns, name);
+    assert.equal(link.mtu, 1400);
+    assert.ok(link.flags.includes('UP') && link.flags.includes('NOARP'), `flags ${link.flags.join(',')}`);
+    assert.deepEqual(inet(link).map((a) => [a.local, a.prefixlen]), [['10.9.0.5', 24]]);
+    // No address of the kernel's own making (addr_gen_mode none), and no DAD on a NOARP device.
+    assert.deepEqual(addresses6(link), expected);
+    for (const a of inet6(link)) assert.ok(!a.tentative && !a.dadfailed, `${a.local} ${JSON.stringify(a)}`);
+    child.send('next');
+
+    await child.next('reconfigured');
+    link = ipAddr(ns, name);
+    assert.deepEqual(addresses6(link), expected);
+    assert.deepEqual(inet(link).map((a) => [a.local, a.prefixlen]), [['10.9.0.5', 24]]);
+    assert.match(routeGet(ns, 'fd12:3456:789a::a09:7'), new RegExp(`dev ${name} `));
+    child.send('next');
+
+    const r = await child.result<{ echoes: { src: string; dst: string; type: number }[] }>();
+    assert.deepEqual(r.echoes[0], { src: 'fd12:3456:789a::a09:5', dst: 'fd12:3456:789a::a09:7', type: 128 });
+  }),
+);
+
+test('addRoute sends multicast groups out of the TUN; adding one again is harmless', opts, () =>
+  inNetns('routes', [], async (child, ns) => {
+    const { name } = (await child.next('configured')) as { name: string } & ChildEvent;
+    // Without the route there is nowhere to send it: the namespace has no default route.
+    assert.throws(() => routeGet(ns, '239.255.255.250'), /Network is unreachable/);
+    child.send('next');
+
+    await child.next('routed');
+    for (const group of ['239.255.255.250', '224.0.0.251']) {
+      assert.match(routeGet(ns, group), new RegExp(`^multicast ${group.replace(/\./g, '\\.')} dev ${name} `));
+    }
+    assert.deepEqual(
+      routes(ns, name).map((r) => r.dst).sort(),
+      ['10.99.0.0/24', '224.0.0.251', '239.255.255.250'],
+    );
+    child.send('next');
+    await child.result();
   }),
 );
 
