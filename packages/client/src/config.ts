@@ -59,6 +59,11 @@ export const clientSchema = {
      * name on the overlay), off (nothing), auto (the relay decides by its size, [server] discovery_full_max).
      */
     discovery: key(parsers.oneOf(...DISCOVERY_REQUESTS), 'auto'),
+    /**
+     * yes: route the multicast groups the relay carries (mDNS 224.0.0.251, SSDP 239.255.255.250) into the
+     * TUN, so applications that pick no interface reach the overlay; no: only those that pick it do.
+     */
+    multicast_routes: key(parsers.oneOf('yes', 'no'), 'yes'),
   },
   control: {
     /** JSON-RPC for mnedcctl; empty disables it. */

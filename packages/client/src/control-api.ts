@@ -27,6 +27,7 @@ export function clientMethods(client: RelayClient, info: { version: string; devi
       lastError: client.lastError,
       offload: client.offloading,
       ...(client.discovery ? { discovery: client.discovery } : {}),
+      ...(client.lease ? { multicast: client.lease.multicast ?? [] } : {}),
     }),
 
     peers: (params) => selectRows(client.peers.list(), (p) => [p.deviceId, p.hostname, p.ip], listQueryParam(params)).map(peerView),

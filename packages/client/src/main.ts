@@ -1,4 +1,4 @@
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { hostname, networkInterfaces } from 'node:os';
 import {
   ControlServer, createLogger, EXIT_CONFIG, EXIT_USAGE, loadConfigOrExit, machineDeviceId, parseDaemonArgs, readHostState, reloadConfig,
@@ -15,6 +15,7 @@ import type { PeerChanges } from './peer-table';
 import { checkSecretFile } from './secret-file';
 import { loadOrCreateDeviceKey, type Credentials } from './secure';
 import { loadClientState, saveClientState, statePath } from './state';
+import { avahiProblem, routeGroups } from './multicast';
 import { linkDnsFor, linkDnsOf } from './resolved';
 
 const PROGRAM = 'mnedcd-client';
@@ -50,6 +51,19 @@ function applyLive(client: RelayClient, discovery: DiscoveryHandoff, current: Cl
   client.setQueueLimit(next.client.send_queue_kib);
   discovery.reconfigure(discoveryConfig(next));
   return { ...current, log: next.log, discovery: next.discovery, client: { ...current.client, send_queue_kib: next.client.send_queue_kib } };
+}
+
+const AVAHI_CONF = '/etc/avahi/avahi-daemon.conf';
+
+/** What keeps this host's avahi-daemon off the overlay, read from its configuration; null when nothing does or avahi is not installed. */
+function avahiConfProblem(interfaceName: string): string | null {
+  let conf: string;
+  try {
+    conf = readFileSync(AVAHI_CONF, 'utf8');
+  } catch {
+    return null;
+  }
+  return avahiProblem(conf, interfaceName);
 }
 
 async function main(): Promise<void> {
@@ -139,6 +153,17 @@ async function main(): Promise<void> {
       state.relays = relays;
       save();
     },
+  });
+  let avahiChecked = false;
+  client.on('state', (next: string) => {
+    if (next !== 'connected' || !client.lease?.multicast) return;
+    const groups = client.lease.multicast;
+    if (config.client.multicast_routes === 'yes') routeGroups(tun, groups, log);
+    if (!avahiChecked && groups.includes('mdns')) {
+      avahiChecked = true;
+      const problem = avahiConfProblem(tun.name);
+      if (problem) log.warn({ interface: tun.name }, `mDNS crosses the overlay, but ${problem}`);
+    }
   });
   const self = () => (client.lease ? { deviceId, ip: client.lease.ip, hostname: hostname() } : null);
   client.on('peers', (changes: PeerChanges) => discovery.update(self(), client.peers.list(), changes));

@@ -40,6 +40,8 @@ const clientStatus = kind.object({
   offload: kind.optional(b),
   /** The peer push the relay granted: full (the peer list), names or off (no list). */
   discovery: kind.optional(kind.oneOf('full', 'names', 'off')),
+  /** The multicast groups the relay fans out for this device (mdns, ssdp, broadcast); absent before a lease. */
+  multicast: kind.optional(kind.array(s)),
 });
 
 const lease = kind.object({

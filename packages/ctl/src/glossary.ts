@@ -53,6 +53,7 @@ export const OUTPUT_TERMS: Record<'status' | 'peers' | 'leases' | 'stats', { ser
       term('interface', 'the TUN interface carrying the overlay'),
       term('offload', 'whether segmentation offload is in use with the relay (on) or the kernel segments (off)'),
       term('discovery', 'the peer push the relay granted: full (the peer list), names or off (no list: peers is empty)'),
+      term('multicast', 'the link-local multicast and broadcast the relay fans out between devices: mdns, ssdp, broadcast'),
       SESSION_TERMS.reconnects!,
       SESSION_TERMS.failedAttempts!,
       term('last error', 'why the last connection or attempt ended'),

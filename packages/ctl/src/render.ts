@@ -73,6 +73,7 @@ export function renderClientStatus(s: ClientStatus, now: number): string {
     ['interface', orDash(s.interface)],
     ['offload', s.offload === undefined ? '-' : s.offload ? 'on' : 'off'],
     ['discovery', orDash(s.discovery)],
+    ...(s.multicast ? [['multicast', s.multicast.length > 0 ? s.multicast.map(printable).join(', ') : 'none (the relay carries none)'] as [string, string]] : []),
     ['reconnects', formatCount(s.reconnects)],
     ['failed attempts', s.failedAttempts === undefined ? '-' : formatCount(s.failedAttempts)],
     ['last error', orDash(s.lastError)],

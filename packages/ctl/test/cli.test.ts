@@ -183,6 +183,7 @@ describe('against a client daemon', () => {
       'interface        mnedc0\n' +
       'offload          on\n' +
       'discovery        full\n' +
+      'multicast        mdns, ssdp, broadcast\n' +
       'reconnects       1\n' +
       'failed attempts  7\n' +
       'last error       -\n');

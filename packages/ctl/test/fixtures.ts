@@ -59,6 +59,7 @@ export const clientStatus: ClientStatus = {
   daemon: 'client', version: '0.1.0', pid: 777, uptimeSec: 65, state: 'connected', server: 'relay.example:3334',
   deviceId: 'device-a', ip: '10.0.0.2', prefix: 24, interface: 'mnedc0', since: NOW - 42_000, reconnects: 1, failedAttempts: 7, lastError: '', offload: true,
   discovery: 'full',
+  multicast: ['mdns', 'ssdp', 'broadcast'],
 };
 
 export const clientPeers: ClientPeer[] = [
