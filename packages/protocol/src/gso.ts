@@ -1,13 +1,13 @@
 /**
  * Offloaded packets: the 10-byte virtio_net_hdr a TUN device with IFF_VNET_HDR puts in front of each
  * packet, its validation, and the software fallback for receivers without offloads — segmentation of
- * TCP/UDP super-packets into MTU-sized IPv4 packets and completion of partial checksums.
+ * TCP/UDP super-packets into MTU-sized IPv4 or IPv6 packets and completion of partial checksums.
  *
  * Layout (struct virtio_net_hdr, every u16 little-endian as in virtio 1.0):
  *   0 flags        u8   NEEDS_CSUM (1): the L4 checksum field holds only the pseudo-header sum;
  *                       DATA_VALID (2): the checksum was verified. Other bits: invalid.
- *   1 gso_type     u8   NONE 0, TCPV4 1, UDP_L4 5 (+ ECN 0x80 with TCPV4). UFO (3) and TCPV6 (4)
- *                       are refused: the overlay is IPv4 and UFO makes fragments.
+ *   1 gso_type     u8   NONE 0, TCPV4 1, TCPV6 4, UDP_L4 5 (+ ECN 0x80 with TCP), each only with its
+ *                       own IP version. UFO (3) is refused: it makes fragments.
  *   2 hdr_len      u16  a hint (IP + L4 header length); never trusted, only bounded
  *   4 gso_size     u16  payload bytes per segment
  *   6 csum_start   u16  where checksumming starts, from the start of the IP header
@@ -111,8 +111,15 @@ function pseudoSum(packet: Uint8Array, ip: number, protocol: number, length: num
   return onesSum(packet, ip + 12, ip + 20, protocol + length);
 }
 
+/** The same for IPv6 (RFC 8200 8.1): both addresses, the upper-layer length and the next header. */
+function pseudoSum6(packet: Uint8Array, ip: number, nextHeader: number, length: number): number {
+  return onesSum(packet, ip + 8, ip + 40, nextHeader + length);
+}
+
+const IPV6_HEADER = 40;
+
 /**
- * What is wrong with the packet at buf[at, end) — a virtio_net_hdr followed by an IPv4 packet —
+ * What is wrong with the packet at buf[at, end) — a virtio_net_hdr followed by an IPv4 or IPv6 packet —
  * or null when a receiver with offloads may be given it and a receiver without can be served by
  * toDataFrames. Checks everything segmentation and checksum completion rely on, so a lying header
  * costs its sender the packet and nothing else.
@@ -128,13 +135,17 @@ export function checkOffloadPacket(buf: Uint8Array, at: number, end: number): st
   const csumStart = buf[at + 6]! | (buf[at + 7]! << 8);
   const csumOffset = buf[at + 8]! | (buf[at + 9]! << 8);
   if (flags & ~(VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID)) return `unknown virtio flags 0x${flags.toString(16)}`;
-  if (buf[ip]! >> 4 !== 4) return 'not IPv4';
-  const ihl = (buf[ip]! & 0x0f) * 4;
-  const totalLength = (buf[ip + 2]! << 8) | buf[ip + 3]!;
-  if (ihl < 20 || totalLength < ihl || totalLength > length) return `IPv4 lengths (header ${ihl}, total ${totalLength}) do not fit ${length} bytes`;
+  const version = buf[ip]! >> 4;
+  if (version !== 4 && version !== 6) return `IP version ${version}`;
+  const v6 = version === 6;
+  // IPv6: the fixed header only; a packet with extension headers is not segmented (csum_start shows it).
+  const ihl = v6 ? IPV6_HEADER : (buf[ip]! & 0x0f) * 4;
+  const totalLength = v6 ? (length < IPV6_HEADER ? 0 : IPV6_HEADER + ((buf[ip + 4]! << 8) | buf[ip + 5]!)) : (buf[ip + 2]! << 8) | buf[ip + 3]!;
+  if (ihl < 20 || totalLength < ihl || totalLength > length) return `IPv${version} lengths (header ${ihl}, total ${totalLength}) do not fit ${length} bytes`;
   if (hdrLen > length) return `hdr_len ${hdrLen} beyond the ${length}-byte packet`;
-  const fragment = ((buf[ip + 6]! & 0x3f) << 8) | buf[ip + 7]!; // MF and the offset
-  const protocol = buf[ip + 9]!;
+  const fragment = v6 ? 0 : ((buf[ip + 6]! & 0x3f) << 8) | buf[ip + 7]!; // MF and the offset
+  const protocol = buf[ip + (v6 ? 6 : 9)]!;
+  const tcpType = v6 ? GSO_TCPV6 : GSO_TCPV4;
   if (flags & VNET_F_NEEDS_CSUM) {
     if (fragment !== 0) return 'partial checksum on a fragment';
     if (csumStart < ihl || csumStart + csumOffset + 2 > totalLength) {
@@ -143,14 +154,14 @@ export function checkOffloadPacket(buf: Uint8Array, at: number, end: number): st
   }
   const type = gsoType & ~GSO_ECN;
   if (type === GSO_NONE) return gsoType === GSO_NONE ? null : 'ECN flag without TCP segmentation';
-  if (type !== GSO_TCPV4 && type !== GSO_UDP_L4) return `gso_type ${gsoType} (only TCPV4 and UDP_L4 are relayed)`;
-  if ((gsoType & GSO_ECN) && type !== GSO_TCPV4) return 'ECN flag without TCP segmentation';
-  if (totalLength !== length) return `segmentable packet of ${length} bytes with IPv4 total length ${totalLength}`;
+  if (type !== tcpType && type !== GSO_UDP_L4) return `gso_type ${gsoType} (only ${v6 ? 'TCPV6' : 'TCPV4'} and UDP_L4 are relayed for IPv${version})`;
+  if ((gsoType & GSO_ECN) && type !== tcpType) return 'ECN flag without TCP segmentation';
+  if (totalLength !== length) return `segmentable packet of ${length} bytes with IPv${version} total length ${totalLength}`;
   if (fragment !== 0) return 'segmentable fragment';
   if (!(flags & VNET_F_NEEDS_CSUM)) return 'segmentable packet without NEEDS_CSUM';
-  if (csumStart !== ihl) return `csum_start ${csumStart} is not the IPv4 header length ${ihl}`;
+  if (csumStart !== ihl) return `csum_start ${csumStart} is not the IPv${version} header length ${ihl}`;
   let l4Header: number;
-  if (type === GSO_TCPV4) {
+  if (type === tcpType) {
     if (protocol !== IPPROTO_TCP) return `TCP segmentation of IP protocol ${protocol}`;
     if (csumOffset !== TCP_CSUM_OFFSET) return `csum_offset ${csumOffset} for TCP`;
     if (length < ihl + 20) return 'TCP header cut short';
@@ -166,13 +177,18 @@ export function checkOffloadPacket(buf: Uint8Array, at: number, end: number): st
   return null;
 }
 
+/** The IP header's length of a checked packet: IPv6's fixed 40 bytes, or IPv4's IHL. */
+function headerLength(buf: Uint8Array, ip: number): number {
+  return buf[ip]! >> 4 === 6 ? IPV6_HEADER : (buf[ip]! & 0x0f) * 4;
+}
+
 /** How many DATA frames toDataFrames makes of a checked packet. */
 export function segmentCount(buf: Uint8Array, at: number, end: number): number {
   const type = buf[at + 1]! & ~GSO_ECN;
   if (type === GSO_NONE) return 1;
   const ip = at + VNET_HDR_BYTES;
-  const ihl = (buf[ip]! & 0x0f) * 4;
-  const l4Header = type === GSO_TCPV4 ? (buf[ip + ihl + 12]! >> 4) * 4 : UDP_HEADER;
+  const ihl = headerLength(buf, ip);
+  const l4Header = type === GSO_TCPV4 || type === GSO_TCPV6 ? (buf[ip + ihl + 12]! >> 4) * 4 : UDP_HEADER;
   const gsoSize = buf[at + 4]! | (buf[at + 5]! << 8);
   return Math.max(1, Math.ceil((end - ip - ihl - l4Header) / gsoSize));
 }
@@ -189,7 +205,7 @@ export function toDataFrames(buf: Buffer, at: number, end: number): Buffer {
   const type = buf[at + 1]! & ~GSO_ECN;
   const ip = at + VNET_HDR_BYTES;
   if (type === GSO_NONE) {
-    const totalLength = (buf[ip + 2]! << 8) | buf[ip + 3]!;
+    const totalLength = buf[ip]! >> 4 === 6 ? IPV6_HEADER + ((buf[ip + 4]! << 8) | buf[ip + 5]!) : (buf[ip + 2]! << 8) | buf[ip + 3]!;
     if (buf[at]! & VNET_F_NEEDS_CSUM) {
       const csumStart = buf[at + 6]! | (buf[at + 7]! << 8);
       const csumOffset = buf[at + 8]! | (buf[at + 9]! << 8);
@@ -210,8 +226,9 @@ export function toDataFrames(buf: Buffer, at: number, end: number): Buffer {
  */
 function segment(buf: Buffer, at: number, end: number, type: number): Buffer {
   const ip = at + VNET_HDR_BYTES;
-  const ihl = (buf[ip]! & 0x0f) * 4;
-  const tcp = type === GSO_TCPV4;
+  const v6 = buf[ip]! >> 4 === 6;
+  const ihl = headerLength(buf, ip);
+  const tcp = type === GSO_TCPV4 || type === GSO_TCPV6;
   const l4 = ip + ihl;
   const l4Header = tcp ? (buf[l4 + 12]! >> 4) * 4 : UDP_HEADER;
   const headers = ihl + l4Header;
@@ -220,9 +237,10 @@ function segment(buf: Buffer, at: number, end: number, type: number): Buffer {
   const payload = end - payloadStart;
   const count = Math.max(1, Math.ceil(payload / gsoSize));
   const out = Buffer.allocUnsafe(count * (HEADER_BYTES + headers) + payload);
-  const id = buf.readUInt16BE(ip + 4);
+  const id = v6 ? 0 : buf.readUInt16BE(ip + 4);
   const seq = tcp ? buf.readUInt32BE(l4 + 4) : 0;
-  const protocol = buf[ip + 9]!;
+  const protocol = buf[ip + (v6 ? 6 : 9)]!;
+  const pseudo = v6 ? pseudoSum6 : pseudoSum;
   let o = 0;
   for (let i = 0; i < count; i++) {
     const from = payloadStart + i * gsoSize;
@@ -233,10 +251,15 @@ function segment(buf: Buffer, at: number, end: number, type: number): Buffer {
     const sl4 = sip + ihl;
     buf.copy(out, sip, ip, payloadStart);
     buf.copy(out, sip + headers, from, from + size);
-    out.writeUInt16BE(segmentLength, sip + 2);
-    out.writeUInt16BE((id + i) & 0xffff, sip + 4);
-    out.writeUInt16BE(0, sip + 10);
-    out.writeUInt16BE(~onesSum(out, sip, sip + ihl) & 0xffff, sip + 10);
+    if (v6) {
+      // No identification and no header checksum in IPv6: only the payload length changes.
+      out.writeUInt16BE(segmentLength - IPV6_HEADER, sip + 4);
+    } else {
+      out.writeUInt16BE(segmentLength, sip + 2);
+      out.writeUInt16BE((id + i) & 0xffff, sip + 4);
+      out.writeUInt16BE(0, sip + 10);
+      out.writeUInt16BE(~onesSum(out, sip, sip + ihl) & 0xffff, sip + 10);
+    }
     if (tcp) {
       out.writeUInt32BE((seq + i * gsoSize) >>> 0, sl4 + 4);
       let tcpFlags = out[sl4 + 13]!;
@@ -244,12 +267,12 @@ function segment(buf: Buffer, at: number, end: number, type: number): Buffer {
       if (i > 0) tcpFlags &= ~TCP_CWR;
       out[sl4 + 13] = tcpFlags;
       out.writeUInt16BE(0, sl4 + TCP_CSUM_OFFSET);
-      const sum = onesSum(out, sl4, sip + segmentLength, pseudoSum(out, sip, protocol, segmentLength - ihl));
+      const sum = onesSum(out, sl4, sip + segmentLength, pseudo(out, sip, protocol, segmentLength - ihl));
       out.writeUInt16BE(finish(sum), sl4 + TCP_CSUM_OFFSET);
     } else {
       out.writeUInt16BE(segmentLength - ihl, sl4 + 4);
       out.writeUInt16BE(0, sl4 + UDP_CSUM_OFFSET);
-      const sum = onesSum(out, sl4, sip + segmentLength, pseudoSum(out, sip, protocol, segmentLength - ihl));
+      const sum = onesSum(out, sl4, sip + segmentLength, pseudo(out, sip, protocol, segmentLength - ihl));
       out.writeUInt16BE(finish(sum), sl4 + UDP_CSUM_OFFSET);
     }
     o += HEADER_BYTES + segmentLength;

@@ -4,6 +4,7 @@ export * from './messages';
 export * from './names';
 export * from './ipv4';
 export * from './multicast';
+export * from './ipv6';
 export * from './auth';
 export * from './gso';
 export * from './overlap';

@@ -56,14 +56,16 @@ export function groupOf(packet: Uint8Array, ip: number, subnet: Subnet): number 
  * A 32-bit digest of what a reflector re-sends unchanged: the destination, the UDP ports and payload.
  * The source address, identification and checksum differ between a packet and its reflection, so they
  * are left out. FNV-1a: the packets are rate-limited and small, and a collision costs one datagram.
- * A fragment (no whole UDP header) hashes its whole IP payload.
+ * A fragment (no whole UDP header) hashes its whole IP payload. IPv6: only plain UDP is carried (groupOf6),
+ * so the UDP header follows the fixed header.
  */
 export function reflectionDigest(packet: Uint8Array, ip: number, end: number): number {
-  const headerLength = (packet[ip]! & 0x0f) * 4;
+  const v6 = packet[ip]! >> 4 === 6;
+  const headerLength = v6 ? 40 : (packet[ip]! & 0x0f) * 4;
   let hash = 0x811c9dc5;
-  for (let i = ip + 16; i < ip + 20; i++) hash = Math.imul(hash ^ packet[i]!, 0x01000193);
+  for (let i = ip + (v6 ? 24 : 16); i < ip + (v6 ? 40 : 20); i++) hash = Math.imul(hash ^ packet[i]!, 0x01000193);
   const l4 = ip + headerLength;
-  const fragment = ((packet[ip + 6]! & 0x3f) | packet[ip + 7]!) !== 0;
+  const fragment = !v6 && ((packet[ip + 6]! & 0x3f) | packet[ip + 7]!) !== 0;
   for (let i = l4; i < end; i++) {
     // Skip the UDP length and checksum (bytes 4..7): the checksum covers the source address.
     if (!fragment && i >= l4 + 4 && i < l4 + 8) continue;
