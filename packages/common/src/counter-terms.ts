@@ -15,11 +15,11 @@ export const term = (label: string, meaning: string): Term => ({ label, meaning 
 export const DROP_TERMS: Record<string, Term> = {
   noRoute: term('NO ROUTE', 'packets to an overlay address no connected device holds (answered with ICMP host unreachable)'),
   spoofed: term('SPOOFED', 'packets whose source address is not the sending device\'s own'),
-  malformed: term('MALFORMED', 'packets that are not well-formed IPv4, or whose offload header does not hold'),
+  malformed: term('MALFORMED', 'packets that are not well-formed IPv4 or IPv6, or whose offload header does not hold'),
   queueFull: term('QUEUE FULL', 'packets from the device dropped because the destination\'s send queue was full'),
   multicast: term('MULTICAST', 'packets to multicast groups the relay does not carry ([server] multicast; IGMP, other groups): never answered with ICMP'),
   broadcast: term('BROADCAST', 'broadcasts the relay does not carry ([server] multicast without broadcast; the subnet\'s network address): never answered with ICMP'),
-  ipv6: term('IPV6', 'IPv6 packets (the overlay carries IPv4 only; clients of this version drop them themselves)'),
+  ipv6: term('IPV6', 'IPv6 packets a relay with [server] ipv6 = no dropped'),
   relayDown: term('RELAY DOWN', 'packets for a device on another relay of the cluster while this relay has no mesh link to it'),
 };
 

@@ -1,5 +1,6 @@
 import { inSubnet, intToIpv4, ipv4ToInt, isIpv4, isUnicast, prefixMask } from './ipv4';
 import { MULTICAST_GROUPS, type MulticastGroup } from './multicast';
+import { formatIpv6, parseIpv6 } from './ipv6';
 import { isDnsName, MAX_DNS_NAME, sanitizeHostname } from './names';
 import { ProtocolError } from './wire';
 
@@ -63,6 +64,11 @@ export interface Welcome {
   relays?: string[];
   /** The groups the relay fans out (multicast.ts); absent: none (off, or a relay older than multicast). */
   multicast?: MulticastGroup[];
+  /**
+   * The device's IPv6 address in the network's unique local /64 (ipv6.ts), its interface ID the IPv4
+   * lease; absent: no IPv6 (ipv6 = no, or an older relay).
+   */
+  ip6?: string;
 }
 
 export const MAX_WELCOME_RELAYS = 32;
@@ -256,6 +262,15 @@ export function parseWelcome(payload: Buffer): Welcome {
     if ((DISCOVERY_MODES as readonly string[]).includes(mode)) welcome.discovery = mode as DiscoveryMode;
   }
   const ip = ipv4ToInt(welcome.ip);
+  if (f.has('ip6')) {
+    // Put on the TUN as root would: only a unique local address that maps to the lease itself.
+    const text = f.string('ip6', 45);
+    const address = parseIpv6(text);
+    if (address === null || address[0] !== 0xfd || address.readUInt32BE(8) !== 0 || address.readUInt32BE(12) !== ip) {
+      return f.fail('ip6', `${JSON.stringify(text)} is not the address in fd00::/8 that carries ${welcome.ip} in its last 32 bits`);
+    }
+    welcome.ip6 = formatIpv6(address);
+  }
   const mask = prefixMask(welcome.prefix);
   const network = (ip & mask) >>> 0;
   const broadcast = (network | ~mask) >>> 0;

@@ -1,7 +1,9 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import * as fc from 'fast-check';
-import { answerDns, DNS_TTL_SECONDS, DnsNames, DnsRcode, DnsType, encodeDnsReply, encodeName, ipv4ToInt, parseDnsQuery, type DnsZone } from '../src';
+import {
+  answerDns, DNS_TTL_SECONDS, DnsNames, DnsRcode, DnsType, encodeDnsReply, encodeName, formatIpv6, ipv4ToInt, parseDnsQuery, parseIpv6, type DnsZone,
+} from '../src';
 
 /** A query as dig sends it: RD set, one question, optionally an OPT record. */
 function query(name: string, type: number, options: { id?: number; edns?: number; version?: number; flags?: number; cls?: number } = {}): Buffer {
@@ -67,6 +69,16 @@ const ask = (packet: Buffer, transport: 'udp' | 'tcp' = 'udp') => {
 };
 
 describe('DNS answers', () => {
+  it('gives AAAA in the network\'s /64 (the IPv4 lease as interface ID) when the zone has one, both for ANY', () => {
+    const prefix = parseIpv6('fd12:3456:789a::')!.subarray(0, 8);
+    const v6 = { ...zone, prefix6: prefix };
+    const aaaa = decode(answerDns(query('device-a.mnedc', DnsType.AAAA), v6, 'udp').reply!);
+    assert.equal(aaaa.answers.length, 1);
+    assert.deepEqual({ ...aaaa.answers[0]!, data: formatIpv6(aaaa.answers[0]!.data) }, { pointer: 0xc00c, type: DnsType.AAAA, ttl: DNS_TTL_SECONDS, data: 'fd12:3456:789a::a00:2' });
+    const any = decode(answerDns(query('kitchen.mnedc', DnsType.ANY), v6, 'udp').reply!);
+    assert.deepEqual(any.answers.map((a) => a.type), [DnsType.A, DnsType.AAAA]);
+  });
+
   it('gives A for <device-id>.<domain>, case-insensitively, with the question echoed as sent and a compressed owner name', () => {
     const packet = query('DeViCe-A.MNEDC', DnsType.A);
     const { reply, decoded, outcome } = ask(packet);

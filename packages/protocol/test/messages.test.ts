@@ -32,6 +32,16 @@ describe('handshake messages', () => {
     assert.throws(() => parseHello(json([1, 2])), (e: unknown) => e instanceof ProtocolError && e.code === 'bad-json');
   });
 
+  it('WELCOME.ip6 is taken only as the unique local address that carries the IPv4 lease; multicast keeps the groups it knows', () => {
+    const welcome = { ip: '10.0.0.2', prefix: 24, mtu: 1400, serverIp: '10.0.0.1', keepaliveMs: 2000, deadAfterMs: 6000 };
+    assert.equal(parseWelcome(json({ ...welcome, ip6: 'FD12:3456:789a:0:0:0:a00:2' })).ip6, 'fd12:3456:789a::a00:2');
+    for (const ip6 of ['fd12:3456:789a::a00:3', 'fd12:3456:789a::1:a00:2', '2001:db8::a00:2', 'fe80::a00:2', 'fd12::10.0.0.2', 'fd12::a00:2%eth0', 'x']) {
+      assert.throws(() => parseWelcome(json({ ...welcome, ip6 })), isBad('WELCOME.ip6'), ip6);
+    }
+    assert.deepEqual(parseWelcome(json({ ...welcome, multicast: ['ssdp', 'llmnr', 'mdns'] })).multicast, ['mdns', 'ssdp']);
+    assert.throws(() => parseWelcome(json({ ...welcome, multicast: ['MDNS!'] })), isBad('WELCOME.multicast[0]'));
+  });
+
   it('round-trips WELCOME, REJECT and PEERS', () => {
     const welcome = { ip: '10.0.0.2', prefix: 24, mtu: 1400, serverIp: '10.0.0.1', keepaliveMs: 2000, deadAfterMs: 6000 };
     // An older server sends no capabilities: none are granted.

@@ -90,6 +90,11 @@ export const serverSchema = {
      * find each other across the NATs: mDNS (224.0.0.251), SSDP (239.255.255.250), the subnet's broadcast.
      */
     multicast: key(multicastGroups, MULTICAST_GROUPS.join(', ')),
+    /**
+     * IPv6 inside the overlay: each device also gets an address in the network's unique local /64
+     * (fd.., derived from the network's identity), its IPv4 lease as interface ID.
+     */
+    ipv6: key(parsers.oneOf('yes', 'no'), 'yes'),
   },
   limits: {
     /** From TCP accept to HELLO, TLS handshake included (slowloris). */

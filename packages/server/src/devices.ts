@@ -50,6 +50,8 @@ export interface DevicesDeps {
   mesh(): RelayMesh | null;
   /** The domain the relay answers DNS for, once its responder listens. */
   dnsDomain(): string | undefined;
+  /** The IPv6 address of the lease `ip` in the network's /64; undefined without IPv6. */
+  address6(ip: number): string | undefined;
   /** The cluster's relays (host:port) a WELCOME lists; empty for a single relay. */
   relays(): string[];
   emit(event: 'peer', payload: PeerEvent): void;
@@ -256,6 +258,8 @@ export class Devices implements HandshakeHost {
     const relays = this.deps.relays();
     if (relays.length > 0) welcome.relays = relays;
     if (this.deps.config.server.multicast.length > 0) welcome.multicast = this.deps.config.server.multicast;
+    const ip6 = this.deps.address6(lease.ip);
+    if (ip6 !== undefined) welcome.ip6 = ip6;
     session.sendControl(encodeJsonFrame(FrameType.Welcome, welcome));
     session.keepaliveMs = welcome.keepaliveMs;
     // Slots go to established sessions only, round robin: failed handshakes must not unbalance them.

@@ -3,7 +3,7 @@ import {
   ControlServer, createLogger, EXIT_CONFIG, loadConfigOrExit, machineDeviceId, parseDaemonArgs, readHostState, reloadConfig,
   serveMetricsOrExit, SystemdNotifier, type Logger,
 } from '@mnedc/common';
-import { findOverlaps, hostNetworks, intToIpv4 } from '@mnedc/protocol';
+import { findOverlaps, formatIpv6, hostNetworks, intToIpv4, ipv4ToInt, linkLocalAddress, OVERLAY_PREFIX6 } from '@mnedc/protocol';
 import { explainTakenName, Tun } from '@mnedc/tun';
 import { DEFAULT_CONFIG_PATH, parseServerConfig, SERVER_LIVE_KEYS, type ServerConfig } from './config';
 import { serverMethods } from './control-api';
@@ -90,7 +90,7 @@ async function main(): Promise<void> {
       config,
       log,
       serverDeviceId: serverDeviceId(),
-      openDevice: (name, address, prefix, mtu) => {
+      openDevice: (name, address, prefix, mtu, ipv6Address) => {
         // Offloads: the server's own traffic moves in super-packets like any offloading client's.
         let tun: Tun;
         try {
@@ -99,10 +99,16 @@ async function main(): Promise<void> {
           const taken = explainTakenName(err, name, `[server] interface in ${args.configPath}`);
           throw taken ? new Error(taken) : err;
         }
-        // The overlay carries IPv4 only: no link-local address, no router solicitations or MLD into it.
-        const ipv6 = tun.disableIpv6();
-        if (ipv6) log.warn({ interface: tun.name }, `IPv6 stays on for ${tun.name} (${ipv6}); the relay drops IPv6 and counts it as drops.ipv6`);
-        tun.configure({ address, prefix, mtu, up: true });
+        // IPv6 only as the overlay gives it (no address of the kernel's making), or none at all: no router
+        // solicitations or MLD of the kernel's own into the overlay.
+        const ipv6 = ipv6Address ? tun.enableIpv6() : null;
+        if (ipv6) log.warn({ interface: tun.name }, `No IPv6 address on ${tun.name} (${ipv6}); devices still reach each other over IPv6`);
+        const on = ipv6Address !== undefined && ipv6 === null;
+        if (!on) {
+          const off = tun.disableIpv6();
+          if (off) log.warn({ interface: tun.name }, `IPv6 stays on for ${tun.name} (${off}); the relay drops its IPv6 and counts it as drops.ipv6`);
+        }
+        tun.configure({ address, prefix, mtu, up: true, ...(on ? { address6: ipv6Address, prefix6: OVERLAY_PREFIX6, linkLocal6: formatIpv6(linkLocalAddress(ipv4ToInt(address))) } : {}) });
         log.debug({ interface: tun.name, offloads: tun.offloads }, `TUN ${tun.name} offloads 0x${tun.offloads.toString(16)}`);
         return tun;
       },

@@ -4,7 +4,7 @@ import { createSecureContext } from 'node:tls';
 import { hostname } from 'node:os';
 import { formatHostPort, type Logger } from '@mnedc/common';
 import {
-  certificateFingerprint, certificateKey, encodeEndorsement, encodeJsonFrame, FrameType, groupMask, intToIpv4, type MulticastGroup, isRelayAddress, MAX_WELCOME_RELAYS, showFingerprint,
+  certificateFingerprint, certificateKey, encodeEndorsement, encodeJsonFrame, FrameType, formatIpv6, groupMask, intToIpv4, mappedAddress, ulaPrefix, type MulticastGroup, isRelayAddress, MAX_WELCOME_RELAYS, showFingerprint,
 } from '@mnedc/protocol';
 import type { TunDevice } from '@mnedc/tun';
 import type { ServerConfig } from './config';
@@ -35,7 +35,7 @@ export interface ServerDeps {
   config: ServerConfig;
   log: Logger;
   /** Opens and configures the server's TUN; absent when [server] interface is empty. */
-  openDevice?: (name: string, address: string, prefix: number, mtu: number) => TunDevice;
+  openDevice?: (name: string, address: string, prefix: number, mtu: number, address6?: string) => TunDevice;
   serverDeviceId: string;
 }
 
@@ -64,6 +64,8 @@ export class RelayServer extends EventEmitter {
   readonly devices: Devices;
   readonly startedAt = Date.now();
   readonly identity: ServerIdentity;
+  /** The network's IPv6 /64 (8 bytes) when [server] ipv6 = yes, else null. */
+  readonly prefix6: Buffer | null;
   private readonly log: Logger;
   private device: LocalDevice | null = null;
   private listener: NetServer | null = null;
@@ -122,6 +124,8 @@ export class RelayServer extends EventEmitter {
     this.serverIp = this.leases.serverIp;
     this.plane = new DataPlane(config.server.subnet, this.serverIp, log);
     this.plane.carry(groupMask(config.server.multicast), this.limits.multicast);
+    this.prefix6 = config.server.ipv6 === 'yes' ? ulaPrefix(identity.fingerprint) : null;
+    this.plane.routeIpv6(this.prefix6);
     this.directory = new PeerDirectory({
       schedule: (callback, delayMs) => {
         const timer = setTimeout(callback, delayMs);
@@ -134,6 +138,7 @@ export class RelayServer extends EventEmitter {
       joinSecret: () => (this.cluster?.joinSecret ?? this.joinSecrets).current,
       endorseFrame: identity.endorsement ? encodeJsonFrame(FrameType.Endorse, encodeEndorsement(identity.endorsement)) : null,
       dnsDomain: () => this.dns?.domain,
+      address6: (ip: number) => (this.prefix6 ? formatIpv6(mappedAddress(this.prefix6, ip)) : undefined),
       mesh: () => this.mesh,
       relays: () => this.relayAddresses(),
       emit: (event: string, payload?: unknown) => this.emit(event, payload),
@@ -143,12 +148,13 @@ export class RelayServer extends EventEmitter {
   async start(): Promise<AddressInfo> {
     const { server } = this.deps.config;
     if (server.interface && this.deps.openDevice) {
-      const device = new LocalDevice(this.deps.openDevice(server.interface, intToIpv4(this.serverIp), server.subnet.prefix, server.mtu), this.serverIp);
+      const address6 = this.prefix6 ? formatIpv6(mappedAddress(this.prefix6, this.serverIp)) : undefined;
+      const device = new LocalDevice(this.deps.openDevice(server.interface, intToIpv4(this.serverIp), server.subnet.prefix, server.mtu, address6), this.serverIp);
       this.device = device;
       device.start((from, frame) => this.plane.forward(from, frame), () => this.plane.endBatch());
       this.plane.route(device);
       this.directory.join({ deviceId: this.deps.serverDeviceId, ip: intToIpv4(this.serverIp), hostname: hostname(), underlay: [], since: this.startedAt });
-      this.dns = await startOverlayDns({ config: this.deps.config, log: this.log, serverIp: this.serverIp, serverDeviceId: this.deps.serverDeviceId, events: this });
+      this.dns = await startOverlayDns({ config: this.deps.config, log: this.log, serverIp: this.serverIp, serverDeviceId: this.deps.serverDeviceId, events: this, prefix6: this.prefix6 });
       this.plane.serve(this.dns);
     }
     const listener = createServer((socket) => this.devices.handshakes.accept(socket));

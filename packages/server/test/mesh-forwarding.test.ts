@@ -106,11 +106,11 @@ describe('the data plane and the relay mesh', () => {
     assert.equal(b.counters.drops.noRoute, 4);
   });
 
-  it('from a relay: what is not IPv4 is malformed', () => {
+  it('from a relay: what is neither IPv4 nor IPv6, or whose lengths lie, is malformed', () => {
     const { plane, b, here } = setup();
-    const v6 = Buffer.alloc(40);
-    v6[0] = 0x60;
-    plane.forwardFromRelay(b, encodeFrame(FrameType.Data, v6));
+    const v5 = Buffer.alloc(40);
+    v5[0] = 0x50;
+    plane.forwardFromRelay(b, encodeFrame(FrameType.Data, v5));
     const short = ipPacket(ip(20), ip(10), 'x');
     short.writeUInt16BE(200, 2);
     plane.forwardFromRelay(b, encodeFrame(FrameType.Data, short));

@@ -66,9 +66,9 @@ describe('destinations the relay does not carry', () => {
     assert.deepEqual([server.totals.drops.multicast, server.totals.drops.broadcast, server.totals.drops.noRoute], [2, 3, 1]);
   });
 
-  it('drops IPv6 as ipv6 (not malformed), in DATA and DATA_GSO, with one log line that names IPv6', async () => {
+  it('with ipv6 = no, drops IPv6 as ipv6 (not malformed), in DATA and DATA_GSO, with one log line that names IPv6', async () => {
     const logged: Array<{ msg: string }> = [];
-    const { server, port, join: j } = await relay(logged);
+    const { server, port, join: j } = await relay(logged, 'ipv6 = no\n');
     const a = await device(port, j, 'dev-a', { capabilities: [CAPABILITY_GSO] });
     const b = await device(port, j, 'dev-b');
     for (let i = 0; i < 50; i++) a.send(ipv6Packet());
@@ -80,7 +80,7 @@ describe('destinations the relay does not carry', () => {
     assert.equal(server.totals.drops.ipv6, 51);
     const lines = logged.filter((l) => /IPv6|malformed/i.test(l.msg));
     assert.equal(lines.length, 1, JSON.stringify(lines));
-    assert.match(lines[0]!.msg, /^Dropped IPv6 packets from dev-a: the overlay carries IPv4 only/);
+    assert.match(lines[0]!.msg, /^Dropped IPv6 packets from dev-a: this relay routes no IPv6 \(\[server\] ipv6 = no\)/);
     assert.equal(a.data.length, 0, 'no ICMP for IPv6');
   });
 });

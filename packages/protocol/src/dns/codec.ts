@@ -125,7 +125,7 @@ export function encodeName(labels: readonly string[]): Buffer {
   return name;
 }
 
-export type DnsRecord = { type: typeof DnsType.A; ip: number } | { type: typeof DnsType.PTR; target: readonly string[] };
+export type DnsRecord = { type: typeof DnsType.A; ip: number } | { type: typeof DnsType.AAAA; address: Uint8Array } | { type: typeof DnsType.PTR; target: readonly string[] };
 
 export interface DnsReply {
   rcode: DnsRcode;
@@ -140,8 +140,12 @@ export interface DnsReply {
 const QUESTION_NAME_POINTER = 0xc000 | DNS_HEADER_BYTES;
 
 function encodeRecord(record: DnsRecord, ttl: number): Buffer {
-  const rdata = record.type === DnsType.A ? Buffer.alloc(4) : encodeName(record.target);
-  if (record.type === DnsType.A) rdata.writeUInt32BE(record.ip >>> 0);
+  let rdata: Buffer;
+  if (record.type === DnsType.A) {
+    rdata = Buffer.alloc(4);
+    rdata.writeUInt32BE(record.ip >>> 0);
+  } else if (record.type === DnsType.AAAA) rdata = Buffer.from(record.address);
+  else rdata = encodeName(record.target);
   const fixed = Buffer.alloc(12);
   fixed.writeUInt16BE(QUESTION_NAME_POINTER, 0);
   fixed.writeUInt16BE(record.type, 2);

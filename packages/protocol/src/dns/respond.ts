@@ -1,4 +1,5 @@
 import { inSubnet } from '../ipv4';
+import { mappedAddress } from '../ipv6';
 import {
   DNS_MAX_NAME_WIRE, DnsClass, DnsFormatError, DnsRcode, DnsType, encodeDnsError, encodeDnsReply, parseDnsQuery, readDnsHeader,
   type DnsQuery, type DnsReply,
@@ -21,6 +22,8 @@ export interface DnsZone {
   resolve(name: string): number | undefined;
   /** The relative name of an overlay address. */
   nameOf(ip: number): string | undefined;
+  /** The network's IPv6 /64 (8 bytes, ipv6.ts): AAAA answers map each IPv4 lease into it. Absent: no AAAA. */
+  prefix6?: Uint8Array;
 }
 
 export type DnsOutcome = 'answer' | 'nxdomain' | 'formerr' | 'refused' | 'notimp' | 'dropped';
@@ -65,7 +68,8 @@ function decide(query: DnsQuery, zone: DnsZone): DnsReply {
     if (ip === undefined) {
       return { rcode: relative.length === 0 ? DnsRcode.NoError : DnsRcode.NXDomain, aa: true, answers: [], ttl: 0 };
     }
-    const answers = type === DnsType.A || type === DnsType.ANY ? [{ type: DnsType.A, ip } as const] : [];
+    const answers: DnsReply['answers'] = type === DnsType.A || type === DnsType.ANY ? [{ type: DnsType.A, ip }] : [];
+    if (zone.prefix6 && (type === DnsType.AAAA || type === DnsType.ANY)) answers.push({ type: DnsType.AAAA, address: mappedAddress(zone.prefix6, ip) });
     return { rcode: DnsRcode.NoError, aa: true, answers, ttl: DNS_TTL_SECONDS };
   }
   const ip = reverseIp(labels);

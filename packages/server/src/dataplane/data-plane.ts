@@ -2,10 +2,11 @@ import { RateLimitedWarning, type Logger } from '@mnedc/common';
 import type { WriteBatch } from '@mnedc/link';
 import {
   buildIcmpUnreachable, checkOffloadPacket, encodeFrame, FrameType, groupOf, GSO_NONE, HEADER_BYTES, ICMP_HOST_UNREACHABLE, intToIpv4,
-  MULTICAST_GROUPS, nonUnicastDestination, NOT_GROUP, readUdp, reflectionDigest, segmentCount, toDataFrames, udpReply, VNET_F_NEEDS_CSUM,
+  MULTICAST_GROUPS, nonUnicastDestination, NOT_CARRIED, NOT_GROUP, readUdp, reflectionDigest, segmentCount, toDataFrames, udpReply, VNET_F_NEEDS_CSUM,
   type GroupMask, type Subnet,
 } from '@mnedc/protocol';
 import { DEFAULT_MULTICAST_LIMITS, MulticastAdmission, newMulticastCounters, type MulticastLimits } from './multicast';
+import { destination6, end6, groupOf6, source6, wellFormed6 } from './ipv6-route';
 import { checkFrame, frameDestination, packetOffset, RoutingTable, Verdict, type DropReason } from './router';
 import { newCounters, type LocalUdpService, type Target } from './target';
 
@@ -24,7 +25,7 @@ export interface MeshRoutes {
 
 /** Unreachables are a courtesy: a source spraying unknown addresses gets at most this many per second. */
 const ICMP_PER_SECOND = 200;
-/** IPv6 from a device is an older client's (a current one drops it before sending): worth a line an hour. */
+/** IPv6 where the relay routes none (its own interface, [server] ipv6 = no): worth a line an hour. */
 const IPV6_NOTICE_MS = 3_600_000;
 
 /**
@@ -49,6 +50,8 @@ export class DataPlane {
   /** Multicast and broadcast fanned out, per group (multicast.ts); none until carry() names some. */
   readonly multicast = newMulticastCounters();
   private groups: GroupMask = 0;
+  /** The network's IPv6 /64 (8 bytes) when IPv6 is routed, else null. */
+  private prefix6: Buffer | null = null;
   private admission = new MulticastAdmission(DEFAULT_MULTICAST_LIMITS);
 
   constructor(private readonly subnet: Subnet, private readonly serverIp: number, log: Logger) {
@@ -78,6 +81,11 @@ export class DataPlane {
     this.admission = new MulticastAdmission(limits);
   }
 
+  /** Routes IPv6 inside the network's /64 (protocol ipv6.ts); null: IPv6 is dropped as ipv6. */
+  routeIpv6(prefix: Buffer | null): void {
+    this.prefix6 = prefix;
+  }
+
   /** Devices on other relays of the cluster are reached through `mesh`. */
   attachMesh(mesh: MeshRoutes | null): void {
     this.mesh = mesh;
@@ -98,7 +106,7 @@ export class DataPlane {
     const bytes = frame.length - ip;
     this.countReceived(from, bytes);
     if (frame[ip]! >> 4 === 6) {
-      this.dropIpv6(from);
+      this.forward6(from, frame, ip, gso, bytes, false);
       return;
     }
     if (gso && this.badOffload(from, frame)) return;
@@ -149,6 +157,10 @@ export class DataPlane {
     const ip = packetOffset(frame);
     const bytes = frame.length - ip;
     this.countReceived(from, bytes);
+    if (frame[ip]! >> 4 === 6) {
+      this.forward6(from, frame, ip, gso, bytes, true);
+      return;
+    }
     if (frame[ip]! >> 4 !== 4 || frame.length - ip < 20) {
       this.drop(from, 'malformed', frame);
       return;
@@ -178,19 +190,72 @@ export class DataPlane {
   }
 
   /**
+   * IPv6, from a device or (`fromRelay`) from another relay: routed and checked as IPv4 is, through the
+   * IPv4 lease each address maps to. A device sends from its overlay address, or from its link-local
+   * address to a carried group; a relay only from devices it carries. Unicast goes to overlay addresses
+   * only; no ICMPv6 errors come back.
+   */
+  private forward6(from: Target, frame: Buffer, ip: number, gso: boolean, bytes: number, fromRelay: boolean): void {
+    const prefix = this.prefix6;
+    if (prefix === null) {
+      this.dropIpv6(from);
+      return;
+    }
+    if (gso && this.badOffload(from, frame)) return;
+    if (!wellFormed6(frame, ip)) {
+      this.drop(from, 'malformed', frame, 'IPv6 lengths do not fit the frame');
+      return;
+    }
+    const group = groupOf6(frame, ip);
+    // Multicast not carried (the kernels' own MLD reports and router solicitations, from link-local
+    // sources) goes nowhere whatever its source: counted as such, not as spoofed.
+    if (group === NOT_CARRIED) {
+      this.countDrop(from, 'multicast');
+      return;
+    }
+    const source = source6(frame, ip, prefix, group >= 0);
+    if (source === null || (fromRelay ? this.mesh === null || !this.mesh.carries(from, source) : source !== from.ip)) {
+      this.countDrop(from, 'spoofed');
+      return;
+    }
+    if (group !== NOT_GROUP) {
+      this.fanOut(from, frame, ip, group, gso, bytes, !fromRelay, source, end6(frame, ip));
+      return;
+    }
+    const destination = destination6(frame, ip, prefix);
+    let target = destination === null ? undefined : this.routes.get(destination);
+    if (target === undefined && destination !== null && !fromRelay && !from.local && this.mesh !== null) {
+      const relay = this.mesh.routeTo(destination);
+      if (relay === 'down') {
+        this.countDrop(from, 'relayDown');
+        return;
+      }
+      if (relay !== null) target = relay;
+    }
+    // What comes from another relay never goes to this relay's own interface (its address is each relay's own).
+    if (target === undefined || (fromRelay && target.local)) {
+      this.countDrop(from, 'noRoute');
+      return;
+    }
+    this.send(from, target, frame, gso, bytes);
+  }
+
+  /**
    * A packet to a group (groupOf): each other device of this relay gets a copy and, when it came from one
    * of them (`toRelays`), each linked relay gets one, which delivers it to its own devices only. The
    * relay's own interface neither sends nor gets any: its address is each relay's own in a cluster.
    */
-  private fanOut(from: Target, frame: Buffer, ip: number, group: number, gso: boolean, bytes: number, toRelays: boolean): void {
+  private fanOut(from: Target, frame: Buffer, ip: number, group: number, gso: boolean, bytes: number, toRelays: boolean,
+    source = frame.readUInt32BE(ip + 12), end = ip + frame.readUInt16BE(ip + 2)): void {
     if (group < 0 || (this.groups & (1 << group)) === 0 || from.local) {
-      this.countDrop(from, nonUnicastDestination(frameDestination(frame, ip), this.subnet) ?? 'multicast');
+      const v4 = frame[ip]! >> 4 === 4;
+      this.countDrop(from, (v4 ? nonUnicastDestination(frameDestination(frame, ip), this.subnet) : null) ?? 'multicast');
       return;
     }
     const counters = this.multicast[MULTICAST_GROUPS[group]!];
     counters.received++;
-    const end = ip + frame.readUInt16BE(ip + 2);
-    const admission = this.admission.admit(frame.readUInt32BE(ip + 12), reflectionDigest(frame, ip, end), Date.now());
+    // A device's rate holds for both IP versions: an IPv6 source counts as the lease it maps to.
+    const admission = this.admission.admit(source, reflectionDigest(frame, ip, end), Date.now());
     if (admission !== 'ok') {
       counters[admission]++;
       return;
@@ -287,8 +352,8 @@ export class DataPlane {
     this.countDrop(from, 'ipv6');
     this.ipv6Notice.warn('ipv6', () => ({
       fields: { deviceId: from.deviceId, reason: 'ipv6' },
-      message: `Dropped IPv6 packets from ${from.local ? 'the server\'s own interface' : from.deviceId}: the overlay carries IPv4 only ` +
-        '(counted as drops.ipv6; clients of this version drop IPv6 before sending it)',
+      message: `Dropped IPv6 packets from ${from.local ? 'the server\'s own interface' : from.deviceId}: ` +
+        'this relay routes no IPv6 ([server] ipv6 = no) (counted as drops.ipv6)',
     }));
   }
 

@@ -3,7 +3,7 @@ import { FrameType, GSO_HEADER_BYTES, HEADER_BYTES } from '@mnedc/protocol';
 /**
  * The forwarding decision, kept apart from sockets so it can be tested as a table of cases. It reads
  * the packet inside a DATA frame in place: the frame is forwarded as it came, so nothing is sliced.
- * Only IPv4 is relayed: the overlay leases IPv4 addresses and nothing else.
+ * IPv4 here; IPv6 maps onto the same IPv4 leases (ipv6-route.ts).
  */
 export enum Verdict {
   Deliver,
@@ -14,8 +14,8 @@ export enum Verdict {
 }
 
 /**
- * Why a packet was not delivered. multicast and broadcast are destinations the overlay does not carry
- * (yet): dropped silently, never answered with ICMP; ipv6 likewise, the overlay carrying IPv4 only.
+ * Why a packet was not delivered. multicast and broadcast: groups the relay does not carry ([server]
+ * multicast), dropped silently, never answered with ICMP; ipv6: IPv6 on a relay with [server] ipv6 = no.
  * relayDown: for a device on another relay of the cluster that this one has no mesh link to now.
  */
 export type DropReason = 'noRoute' | 'spoofed' | 'malformed' | 'queueFull' | 'multicast' | 'broadcast' | 'ipv6' | 'relayDown';

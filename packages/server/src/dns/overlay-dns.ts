@@ -16,6 +16,8 @@ export interface OverlayDnsOptions {
   /** The relay's 'peer' and 'remote-peer' events: a device joining is resolvable from that moment, leaving takes its name. */
   events: EventEmitter;
   port?: number;
+  /** The network's IPv6 /64: names get AAAA answers too. */
+  prefix6?: Buffer | null;
 }
 
 /**
@@ -28,7 +30,9 @@ export async function startOverlayDns(options: OverlayDnsOptions): Promise<DnsRe
   const { config, log, serverIp } = options;
   if (config.dns.enabled !== 'yes' || !config.server.interface) return null;
   const host = intToIpv4(serverIp);
-  const responder = new DnsResponder({ host, port: options.port ?? DNS_PORT, domain: config.dns.domain, subnet: config.server.subnet, log });
+  const responder = new DnsResponder({
+    host, port: options.port ?? DNS_PORT, domain: config.dns.domain, subnet: config.server.subnet, log, ...(options.prefix6 ? { prefix6: options.prefix6 } : {}),
+  });
   try {
     await responder.start();
   } catch (err) {

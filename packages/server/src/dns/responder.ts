@@ -49,6 +49,8 @@ export interface DnsResponderOptions {
   port: number;
   domain: string;
   subnet: Subnet;
+  /** The network's IPv6 /64, for AAAA answers; absent without IPv6. */
+  prefix6?: Buffer;
   log: Logger;
   limits?: DnsLimits;
 }
@@ -78,6 +80,7 @@ export class DnsResponder implements LocalUdpService {
     this.zone = {
       domain: options.domain.split('.'), subnet: options.subnet,
       resolve: (name) => names.resolve(name), nameOf: (ip) => names.nameOf(ip),
+      ...(options.prefix6 ? { prefix6: options.prefix6 } : {}),
     };
   }
 

@@ -1,0 +1,32 @@
+import { groupOf6, IPV6_HEADER_BYTES, linkLocalIpv4, mappedIpv4 } from '@mnedc/protocol';
+
+/**
+ * The data plane's reading of an IPv6 packet (protocol ipv6.ts): every address it acts on maps to an IPv4
+ * lease, so IPv6 is routed and checked by the same table and rules as IPv4. Pure, like router.ts.
+ */
+
+/** Whether the fixed header is there and the payload length fits the frame. */
+export function wellFormed6(frame: Uint8Array, ip: number): boolean {
+  const length = frame.length - ip;
+  return length >= IPV6_HEADER_BYTES && IPV6_HEADER_BYTES + ((frame[ip + 4]! << 8) | frame[ip + 5]!) <= length;
+}
+
+/**
+ * The IPv4 lease a packet's source stands for: the overlay address prefix::<ipv4>, or for a packet to a
+ * carried group (`group`, mDNS over IPv6 is sent from the link-local address) fe80::<ipv4>; null for any
+ * other source, which no device may use.
+ */
+export function source6(frame: Uint8Array, ip: number, prefix: Uint8Array, group: boolean): number | null {
+  const mapped = mappedIpv4(frame, ip + 8, prefix);
+  if (mapped !== null) return mapped;
+  return group ? linkLocalIpv4(frame, ip + 8) : null;
+}
+
+/** The lease a unicast destination stands for (prefix::<ipv4>); null for any other address, link-local included. */
+export function destination6(frame: Uint8Array, ip: number, prefix: Uint8Array): number | null {
+  return mappedIpv4(frame, ip + 24, prefix);
+}
+
+export const end6 = (frame: Uint8Array, ip: number): number => ip + IPV6_HEADER_BYTES + ((frame[ip + 4]! << 8) | frame[ip + 5]!);
+
+export { groupOf6 };
