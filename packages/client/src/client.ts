@@ -15,6 +15,7 @@ import { NO_PEERS, PeerTable, type PeerChanges } from './peer-table';
 import { PreferredProbe, PROBE_EVERY_MS, RelayChoice, RETURN_AFTER_MS } from './relay-choice';
 import { buildHello, endorsedRelayProblem, ENDORSE_WAIT_MS, openTunnel, probeRelay, serverMismatch } from './secure';
 import { relayBudget, TunBridge } from './tun-bridge';
+import { applyIpv6 } from './ipv6';
 import type { ClientDeps, ClientState } from './client-deps';
 
 export type { ClientDeps, ClientState } from './client-deps';
@@ -325,6 +326,7 @@ export class RelayClient extends EventEmitter {
       this.configuredAddress = address;
     }
     this.bridge.setOffloading(welcome.capabilities.includes(CAPABILITY_GSO));
+    this.bridge.ipv6 = applyIpv6(this.deps.device, welcome, this.bridge.ipv6, this.deps.log);
     this.discovery = welcome.discovery ?? 'full';
     if (this.discovery !== 'full') this.onPeerChanges(this.peers.apply(NO_PEERS));
     const changed = this.lease?.ip !== welcome.ip;

@@ -28,6 +28,7 @@ export function clientMethods(client: RelayClient, info: { version: string; devi
       offload: client.offloading,
       ...(client.discovery ? { discovery: client.discovery } : {}),
       ...(client.lease ? { multicast: client.lease.multicast ?? [] } : {}),
+      ...(client.lease?.ip6 ? { ip6: client.lease.ip6 } : {}),
     }),
 
     peers: (params) => selectRows(client.peers.list(), (p) => [p.deviceId, p.hostname, p.ip], listQueryParam(params)).map(peerView),

@@ -9,7 +9,7 @@ export interface ClientCounters {
   dropsMalformed: number;
   /** DATA_GSO from the relay whose virtio header or lengths did not hold: never written to the TUN. */
   dropsFromRelay: number;
-  /** IPv6 packets read from the TUN: the overlay carries IPv4 only, so they never leave this device. */
+  /** IPv6 packets read from the TUN while the relay gives this device no IPv6: they never leave it. */
   dropsIpv6: number;
   /** Sessions established again after an earlier one ended: real reconnections, not attempts. */
   reconnects: number;

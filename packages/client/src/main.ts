@@ -105,7 +105,7 @@ async function main(): Promise<void> {
     log.fatal({ err }, `Cannot create TUN interface ${config.client.interface}: ${taken ?? (err as Error).message}`);
     process.exit(1);
   }
-  // The overlay carries IPv4 only; what IPv6 still comes (e.g. where this is refused) is dropped and counted.
+  // IPv6 off until a WELCOME gives an address (ipv6.ts); what IPv6 still comes (e.g. where this is refused) is dropped and counted.
   const ipv6 = tun.disableIpv6();
   if (ipv6) log.warn({ interface: tun.name }, `IPv6 stays on for ${tun.name} (${ipv6}); its IPv6 packets are dropped here and counted as dropsIpv6`);
   let credentials: Credentials;

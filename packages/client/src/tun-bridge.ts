@@ -27,6 +27,8 @@ export class TunBridge {
   readonly vnet: boolean;
   /** This session negotiated "gso": DATA_GSO may flow both ways. */
   gso = false;
+  /** The TUN's IPv6 address in the overlay (applyIpv6); null: IPv6 read from the TUN is dropped and counted. */
+  ipv6: string | null = null;
   private readonly framing: TunFraming;
   private readonly toDevice = new PacketBatch();
 
@@ -71,9 +73,11 @@ export class TunBridge {
     const { type, min, max, versionAt } = this.framing;
     let offset = 0;
     let valid = true;
+    const v6 = this.ipv6 !== null;
     for (let i = 0; i < count; i++) {
       const length = batch.readUInt32BE(offset);
-      if (length < min || length > max || batch[offset + versionAt]! >> 4 !== 4) valid = false;
+      const version = batch[offset + versionAt]! >> 4;
+      if (length < min || length > max || (version !== 4 && !(version === 6 && v6))) valid = false;
       batch[offset] = type;
       offset += HEADER_BYTES + length;
     }
@@ -94,7 +98,7 @@ export class TunBridge {
       const length = batch.readUInt32BE(offset);
       const start = offset + HEADER_BYTES;
       offset = start + length;
-      if (batch[start + GSO_HEADER_BYTES]! >> 4 === 6) {
+      if (batch[start + GSO_HEADER_BYTES]! >> 4 === 6 && this.ipv6 === null) {
         this.counters.dropsIpv6++;
         continue;
       }
@@ -111,8 +115,8 @@ export class TunBridge {
   }
 
   /**
-   * The records that can be frames, copied together; the others are counted and dropped: IPv6 (the
-   * overlay carries IPv4 only), other non-IPv4 and runts.
+   * The records that can be frames, copied together; the others are counted and dropped: IPv6 while the
+   * relay gives none, other versions and runts.
    */
   private withoutRunts(batch: Buffer, count: number): Buffer {
     const { min, max, versionAt } = this.framing;
@@ -122,7 +126,7 @@ export class TunBridge {
     for (let i = 0; i < count; i++) {
       const length = recordLength(batch, offset);
       const ip = length >= min && length <= max ? batch[offset + versionAt]! >> 4 : -1;
-      if (ip === 4) {
+      if (ip === 4 || (ip === 6 && this.ipv6 !== null)) {
         kept.push(batch.subarray(offset, offset + HEADER_BYTES + length));
         bytes += HEADER_BYTES + length - versionAt;
       } else if (ip === 6) this.counters.dropsIpv6++;

@@ -87,7 +87,7 @@ export const SESSION_TERMS: Record<string, Term> = {
   dropsOffline: term('offline drops', 'packets from the TUN dropped while not connected to the relay'),
   dropsMalformed: term('malformed drops', 'packets from the TUN that cannot be framed (never expected from the kernel)'),
   dropsFromRelay: term('drops from relay', 'offloaded packets from the relay whose header does not hold: never written to the TUN'),
-  dropsIpv6: term('ipv6 drops', 'IPv6 packets read from the TUN, dropped there: the overlay carries IPv4 only'),
+  dropsIpv6: term('ipv6 drops', 'IPv6 packets read from the TUN, dropped there: the relay gives this device no IPv6'),
   reconnects: term('reconnects', 'sessions established again after an earlier one ended'),
   failedAttempts: term('failed attempts', 'connection attempts that ended without a session (relay unreachable, refused, rejected)'),
 };

@@ -42,6 +42,8 @@ const clientStatus = kind.object({
   discovery: kind.optional(kind.oneOf('full', 'names', 'off')),
   /** The multicast groups the relay fans out for this device (mdns, ssdp, broadcast); absent before a lease. */
   multicast: kind.optional(kind.array(s)),
+  /** The device's IPv6 address in the overlay's /64; absent without one. */
+  ip6: kind.optional(s),
 });
 
 const lease = kind.object({

@@ -50,6 +50,7 @@ export const OUTPUT_TERMS: Record<'status' | 'peers' | 'leases' | 'stats', { ser
       term('server', 'the relay this client joins'),
       term('device', 'this device\'s ID'),
       term('ip', 'the overlay address leased to this device, with the subnet\'s prefix'),
+      term('ip6', 'this device\'s IPv6 address in the overlay (the network\'s unique local /64, the IPv4 address as its last 32 bits)'),
       term('interface', 'the TUN interface carrying the overlay'),
       term('offload', 'whether segmentation offload is in use with the relay (on) or the kernel segments (off)'),
       term('discovery', 'the peer push the relay granted: full (the peer list), names or off (no list: peers is empty)'),

@@ -70,6 +70,7 @@ export function renderClientStatus(s: ClientStatus, now: number): string {
     ...(relays ? [['relays', relays.map(printable).join(', ')] as [string, string]] : []),
     ['device', orDash(s.deviceId)],
     ['ip', s.ip ? (s.prefix ? `${s.ip}/${s.prefix}` : s.ip) : '-'],
+    ...(s.ip6 ? [['ip6', `${printable(s.ip6)}/64`] as [string, string]] : []),
     ['interface', orDash(s.interface)],
     ['offload', s.offload === undefined ? '-' : s.offload ? 'on' : 'off'],
     ['discovery', orDash(s.discovery)],

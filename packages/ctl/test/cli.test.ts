@@ -180,6 +180,7 @@ describe('against a client daemon', () => {
       'server           relay.example:3334\n' +
       'device           device-a\n' +
       'ip               10.0.0.2/24\n' +
+      'ip6              fd12:3456:789a::a00:2/64\n' +
       'interface        mnedc0\n' +
       'offload          on\n' +
       'discovery        full\n' +

@@ -60,6 +60,7 @@ export const clientStatus: ClientStatus = {
   deviceId: 'device-a', ip: '10.0.0.2', prefix: 24, interface: 'mnedc0', since: NOW - 42_000, reconnects: 1, failedAttempts: 7, lastError: '', offload: true,
   discovery: 'full',
   multicast: ['mdns', 'ssdp', 'broadcast'],
+  ip6: 'fd12:3456:789a::a00:2',
 };
 
 export const clientPeers: ClientPeer[] = [

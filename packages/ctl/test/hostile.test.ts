@@ -82,7 +82,7 @@ describe('mnedcctl against a hostile daemon', () => {
     const expectedLines: Array<[ControlServer, string[], number]> = [
       [server, ['status'], 13], [server, ['peers'], 3], [server, ['leases'], 3], [server, ['stats'], 30],
       [server, ['kick', 'device-a'], 1], [server, ['forget', 'device-c'], 1], [server, ['join'], 1],
-      [client, ['status'], 15], [client, ['peers'], 2],
+      [client, ['status'], 16], [client, ['peers'], 2],
     ];
     for (const [daemon, argv, lines] of expectedLines) {
       const result = await ctl(['--socket', daemon.path, ...argv]);

@@ -51,6 +51,8 @@ export interface TunDevice extends BatchWriter {
   /** Offloads on (the richest set the kernel takes) or, with 0, off; headers stay either way. */
   enableOffloads?(): number;
   setOffload?(flags: number): void;
+  /** IPv6 off (its addresses gone with it); null when done, else what stood in the way. */
+  disableIpv6?(): string | null;
   /** IPv6 on, with no address of the kernel's making; null when done, else what stood in the way. */
   enableIpv6?(): string | null;
   /** Adds an IPv6 address (one already there is not an error). */
