@@ -107,6 +107,23 @@ describe('a cluster of three relays in the lab', { skip: skipUnlessRoot, timeout
     }));
     assert.deepEqual(failed, [], 'every pair answers');
 
+    // Issue 17 across relays: an mDNS datagram from dev1 (on rel1) reaches the 11 others on all three
+    // relays exactly once (to each relay once, from there to its devices only: no loop, no copy); IPv6
+    // crosses the mesh as IPv4 does.
+    const listeners = lab.devices.slice(1).map((d) => new Daemon(`mdns ${d.name}`, lab.spawn(d.name, [process.execPath, '-e', MDNS_LISTEN, overlayIp.get(d.name)!], { pipe: true })));
+    await Promise.all(listeners.map((l) => l.waitForRaw(/^joined$/)));
+    const sent = await lab.exec('dev1', [process.execPath, '-e', MDNS_SEND, overlayIp.get('dev1')!, 'who is there'], 10_000);
+    assert.equal(sent.code, 0, sent.stderr);
+    await Promise.all(listeners.map((l) => l.waitForRaw(/^got who is there from /)));
+    const status = async (name: string) => JSON.parse((await lab.exec(name, [process.execPath, join(REPO_ROOT, 'packages/ctl/bin/mnedcctl.js'), '--socket', join(dir, `${name}.sock`), 'status', '--json'])).stdout) as { ip6?: string };
+    const [dev3, dev8] = [await status('dev3'), await status('dev8')];
+    assert.ok(dev3.ip6 && dev8.ip6, 'IPv6 addresses on devices of the cluster');
+    assert.equal((await lab.exec('dev3', ['ping', '-6', '-c', '2', '-i', '0.2', '-W', '2', dev8.ip6!], 10_000)).code, 0, `dev3 → dev8 over IPv6 across relays`);
+    for (const l of listeners) {
+      assert.equal(l.raw.filter((line) => line.startsWith('got ')).length, 1, `${l.name} got it once`);
+      l.signal('SIGKILL');
+    }
+
     // Acceptance 2: dev1 (on rel1, main LAN) sends iperf3 to dev2 (on rel2); dev4 (on rel1) holds an
     // interactive session with dev8 (on rel2, behind a NAT). rel1 is killed mid-way.
     const iperfServer = lab.spawn('dev2', ['iperf3', '-s', '-1', '-B', overlayIp.get('dev2')!], { pipe: true });
@@ -163,6 +180,25 @@ describe('a cluster of three relays in the lab', { skip: skipUnlessRoot, timeout
     }
   });
 });
+
+/** Joins 224.0.0.251 on the overlay address argv[1] (port 5353), says "joined", then "got <text> from <address>" per datagram. */
+const MDNS_LISTEN = `
+const dgram = require('dgram');
+const s = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+s.on('message', (m, r) => console.log('got ' + m + ' from ' + r.address));
+s.bind(5353, () => { s.addMembership('224.0.0.251', process.argv[1]); console.log('joined'); });
+`;
+
+/** Sends argv[2] to 224.0.0.251:5353 out of the overlay address argv[1], TTL 255 as mDNS does. */
+const MDNS_SEND = `
+const dgram = require('dgram');
+const s = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+s.bind(0, process.argv[1], () => {
+  s.setMulticastInterface(process.argv[1]);
+  s.setMulticastTTL(255);
+  s.send(process.argv[2], 5353, '224.0.0.251', (e) => { if (e) { console.error(e.message); process.exit(1); } s.close(); });
+});
+`;
 
 /** A TCP echo server on port 7000 of the given address; says "listening" once it is. */
 const ECHO_SERVER = `

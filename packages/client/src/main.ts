@@ -1,4 +1,4 @@
-import { readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { hostname, networkInterfaces } from 'node:os';
 import {
   ControlServer, createLogger, EXIT_CONFIG, EXIT_USAGE, loadConfigOrExit, machineDeviceId, parseDaemonArgs, readHostState, reloadConfig,
@@ -54,9 +54,14 @@ function applyLive(client: RelayClient, discovery: DiscoveryHandoff, current: Cl
 }
 
 const AVAHI_CONF = '/etc/avahi/avahi-daemon.conf';
+const AVAHI_PID = '/run/avahi-daemon/pid';
 
-/** What keeps this host's avahi-daemon off the overlay, read from its configuration; null when nothing does or avahi is not installed. */
+/**
+ * What keeps this host's avahi-daemon off the overlay, read from its configuration; null when nothing
+ * does, or when no avahi-daemon runs (installed and stopped is someone's choice, not a mistake).
+ */
 function avahiConfProblem(interfaceName: string): string | null {
+  if (!existsSync(AVAHI_PID)) return null;
   let conf: string;
   try {
     conf = readFileSync(AVAHI_CONF, 'utf8');
