@@ -95,14 +95,17 @@ describe('IPv6 in the data plane', () => {
     assert.deepEqual([a.counters.drops.multicast, tun.counters.drops.multicast, a.counters.drops.spoofed], [1, 1, 0]);
   });
 
-  it('link-local and unmapped unicast destinations go nowhere (noRoute), without ICMPv6', () => {
+  it('link-local unicast goes between devices\' own link-local addresses (SSDP answers it); unmapped destinations go nowhere, without ICMPv6', () => {
     const { plane, a, b } = setup();
-    plane.forward(a, data(packet6(overlay(10), linkLocalAddress(ip(11)))));
+    plane.forward(a, data(packet6(linkLocalAddress(ip(10)), linkLocalAddress(ip(11)), 17, 'HTTP/1.1 200 OK')));
+    plane.forward(a, data(packet6(linkLocalAddress(ip(11)), linkLocalAddress(ip(11)))));
+    plane.forward(a, data(packet6(linkLocalAddress(ip(10)), linkLocalAddress(ip(99)))));
     plane.forward(a, data(packet6(overlay(10), parseIpv6('fd12:3456:789a::1:a00:b')!)));
     plane.forward(a, data(packet6(overlay(10), parseIpv6('2001:db8::1')!)));
     plane.endBatch();
-    assert.equal(b.received.length + a.received.length, 0);
-    assert.equal(a.counters.drops.noRoute, 3);
+    assert.equal(b.received.length, 1);
+    assert.ok(b.received[0]!.includes('HTTP/1.1 200 OK'));
+    assert.deepEqual([a.counters.drops.spoofed, a.counters.drops.noRoute], [1, 3]);
   });
 
   it('from a relay: only sources it carries, only to devices here (mDNS included), never on to a relay', () => {

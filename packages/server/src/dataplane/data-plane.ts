@@ -6,7 +6,7 @@ import {
   type GroupMask, type Subnet,
 } from '@mnedc/protocol';
 import { DEFAULT_MULTICAST_LIMITS, MulticastAdmission, newMulticastCounters, type MulticastLimits } from './multicast';
-import { destination6, end6, groupOf6, source6, wellFormed6 } from './ipv6-route';
+import { destination6, end6, groupOf6, linkLocalDestination6, source6, wellFormed6 } from './ipv6-route';
 import { checkFrame, frameDestination, packetOffset, RoutingTable, Verdict, type DropReason } from './router';
 import { newCounters, type LocalUdpService, type Target } from './target';
 
@@ -192,8 +192,8 @@ export class DataPlane {
   /**
    * IPv6, from a device or (`fromRelay`) from another relay: routed and checked as IPv4 is, through the
    * IPv4 lease each address maps to. A device sends from its overlay address, or from its link-local
-   * address to a carried group; a relay only from devices it carries. Unicast goes to overlay addresses
-   * only; no ICMPv6 errors come back.
+   * address to a carried group or another device's link-local address; a relay only from devices it
+   * carries. Unicast goes to devices' addresses only; no ICMPv6 errors come back.
    */
   private forward6(from: Target, frame: Buffer, ip: number, gso: boolean, bytes: number, fromRelay: boolean): void {
     const prefix = this.prefix6;
@@ -213,7 +213,8 @@ export class DataPlane {
       this.countDrop(from, 'multicast');
       return;
     }
-    const source = source6(frame, ip, prefix, group >= 0);
+    const linkLocal = group === NOT_GROUP ? linkLocalDestination6(frame, ip) : null;
+    const source = source6(frame, ip, prefix, group >= 0 || linkLocal !== null);
     if (source === null || (fromRelay ? this.mesh === null || !this.mesh.carries(from, source) : source !== from.ip)) {
       this.countDrop(from, 'spoofed');
       return;
@@ -222,7 +223,7 @@ export class DataPlane {
       this.fanOut(from, frame, ip, group, gso, bytes, !fromRelay, source, end6(frame, ip));
       return;
     }
-    const destination = destination6(frame, ip, prefix);
+    const destination = linkLocal ?? destination6(frame, ip, prefix);
     let target = destination === null ? undefined : this.routes.get(destination);
     if (target === undefined && destination !== null && !fromRelay && !from.local && this.mesh !== null) {
       const relay = this.mesh.routeTo(destination);

@@ -12,19 +12,25 @@ export function wellFormed6(frame: Uint8Array, ip: number): boolean {
 }
 
 /**
- * The IPv4 lease a packet's source stands for: the overlay address prefix::<ipv4>, or for a packet to a
- * carried group (`group`, mDNS over IPv6 is sent from the link-local address) fe80::<ipv4>; null for any
- * other source, which no device may use.
+ * The IPv4 lease a packet's source stands for: the overlay address prefix::<ipv4>, or, for link-scope
+ * traffic (`linkScope`: to a carried group, or to a link-local address), fe80::<ipv4>; null for any other
+ * source, which no device may use. Link-scope traffic is what discovery over IPv6 needs: mDNS is sent from
+ * the link-local address, and SSDP's answers go back to it, unicast.
  */
-export function source6(frame: Uint8Array, ip: number, prefix: Uint8Array, group: boolean): number | null {
+export function source6(frame: Uint8Array, ip: number, prefix: Uint8Array, linkScope: boolean): number | null {
   const mapped = mappedIpv4(frame, ip + 8, prefix);
   if (mapped !== null) return mapped;
-  return group ? linkLocalIpv4(frame, ip + 8) : null;
+  return linkScope ? linkLocalIpv4(frame, ip + 8) : null;
 }
 
-/** The lease a unicast destination stands for (prefix::<ipv4>); null for any other address, link-local included. */
+/** The lease a unicast destination stands for (prefix::<ipv4>); null for any other address. */
 export function destination6(frame: Uint8Array, ip: number, prefix: Uint8Array): number | null {
   return mappedIpv4(frame, ip + 24, prefix);
+}
+
+/** The lease a link-local destination stands for (fe80::<ipv4>), or null. */
+export function linkLocalDestination6(frame: Uint8Array, ip: number): number | null {
+  return linkLocalIpv4(frame, ip + 24);
 }
 
 export const end6 = (frame: Uint8Array, ip: number): number => ip + IPV6_HEADER_BYTES + ((frame[ip + 4]! << 8) | frame[ip + 5]!);
