@@ -59,6 +59,51 @@ if ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1; th
   fi
 fi
 
+# avahi-daemon and avahi-utils for the mDNS tests, which start their own daemons, each with a private D-Bus
+# bus, inside namespaces they create (packages/lab/src/avahi.ts). The host itself must never run one on its
+# own network: a temporary policy-rc.d (exit 101, any existing one is put back afterwards) keeps the
+# maintainer scripts from starting the service, and where systemd runs, its units are masked before the
+# install (so neither the postinst nor socket or D-Bus activation can start it, not even if the install is
+# interrupted) and again after it. Without systemd nothing else starts it: Debian's D-Bus activation file
+# runs /bin/false. --no-install-recommends leaves out libnss-mdns, which would change the host's name lookups.
+avahi_ok() {
+  { command -v avahi-daemon || [[ -x /usr/sbin/avahi-daemon ]]; } >/dev/null 2>&1 &&
+    command -v avahi-browse >/dev/null 2>&1 && command -v avahi-publish >/dev/null 2>&1
+}
+mask_avahi() {
+  if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+    systemctl mask --now avahi-daemon.service avahi-daemon.socket >/dev/null 2>&1 || true
+  fi
+}
+if ! avahi_ok; then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: missing avahi-daemon/avahi-utils; run as root (sudo) to install them" >&2
+  else
+    echo "setup: installing avahi-daemon and avahi-utils (without starting an avahi-daemon on the host)" >&2
+    mask_avahi
+    (
+      policy=/usr/sbin/policy-rc.d
+      backup=
+      if [[ -e $policy || -L $policy ]]; then
+        backup=$(mktemp /usr/sbin/policy-rc.d.mnedc-backup.XXXXXX)
+        mv -f "$policy" "$backup"
+      fi
+      restore() {
+        rm -f "$policy"
+        if [[ -n $backup ]]; then mv -f "$backup" "$policy"; fi
+      }
+      trap restore EXIT
+      trap 'exit 130' INT TERM HUP
+      printf '#!/bin/sh\n# Written by mnedc scripts/setup.sh while it installs avahi: start no services.\nexit 101\n' >"$policy"
+      chmod 755 "$policy"
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq
+      apt-get install -y -qq --no-install-recommends avahi-daemon avahi-utils >/dev/null
+    )
+    mask_avahi
+  fi
+fi
+
 # npm ci only when the lock file is newer than the installed tree, so repeated runs are fast.
 if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
   npm ci --no-audit --no-fund --loglevel=error
