@@ -33,9 +33,10 @@ fi
 
 # Beside what the mnedc packages need: iperf3, for a bulk transfer through the installed daemons;
 # systemd-resolved, libnss-resolve and polkitd, which mnedcd-client suggests, for names via the relay's DNS;
-# etcd-server (which mnedcd-server suggests) and etcd-client for a cluster of relays, and openssh-server
-# for an ssh session across one (test/system/cluster.test.ts).
-EXTRA=(iperf3 systemd-resolved libnss-resolve polkitd etcd-server etcd-client openssh-server)
+# etcd-server (which mnedcd-server suggests) and etcd-client for a cluster of relays, openssh-server
+# for an ssh session across one (test/system/cluster.test.ts) and over the overlay's IPv6, and avahi-daemon
+# and avahi-utils for service discovery across the NATs (test/system/apt-install.test.ts).
+EXTRA=(iperf3 systemd-resolved libnss-resolve polkitd etcd-server etcd-client openssh-server avahi-daemon avahi-utils)
 # The dependencies of the mnedc packages, as the Packages index states them, decide the runtime set.
 stamp=$( { grep -E '^(Package|Depends):' "$REPO/Packages" | sort -u; echo "${EXTRA[*]}"; } | sha256sum | cut -d' ' -f1)
 if [[ ! -f $RUNTIME/Packages || $(cat "$RUNTIME/.stamp" 2>/dev/null) != "$stamp" ]]; then

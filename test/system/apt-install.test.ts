@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { Container, CONTAINER_ROOT, Lab, namespacesWithPrefix, REPO_ROOT, runCommand, UNDERLAY, type Daemon } from '@mnedc/lab';
+import { Container, CONTAINER_ROOT, Lab, namespacesWithPrefix, parseAvahiBrowse, REPO_ROOT, runCommand, UNDERLAY, type Daemon } from '@mnedc/lab';
 import { BOUND_UNIT, bootOrder, checkBound, namesFollowBursts, namesResolve } from './overlay-units';
 import { dnsThroughResolved } from './overlay-dns';
 
@@ -292,6 +292,42 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
     assert.ok(mbit > 200, `${mbit.toFixed(0)} Mbit/s`);
     process.stdout.write(`# c → d through the packaged daemons: ${mbit.toFixed(0)} Mbit/s\n`);
     await server.waitExit(10_000);
+  });
+
+  step('avahi and ssh over the overlay, installed from Debian: avahi-browse on d resolves c\'s service to its overlay address over IPv4 and IPv6; ssh -6 d → c', 10 * MINUTE, async () => {
+    const ip6: Partial<Record<Client, string>> = {};
+    for (const node of CLIENTS) {
+      await box[node].run('apt-get install -y -qq avahi-daemon avahi-utils openssh-server >/dev/null', 5 * MINUTE);
+      // README: avahi leaves point-to-point interfaces (the TUN) out unless told otherwise.
+      await box[node].run('sed -i "s/^#\\?allow-point-to-point=.*/allow-point-to-point=yes/" /etc/avahi/avahi-daemon.conf && systemctl restart avahi-daemon');
+      ip6[node] = (JSON.parse(await box[node].run('mnedcctl status --json')) as { ip6?: string }).ip6;
+      assert.match(ip6[node] ?? '', /^fd[0-9a-f]{2}:/, `${node} has an overlay IPv6 address`);
+    }
+    const publish = box.c.follow('exec avahi-publish -s "service on c" _test._tcp 4242');
+    await publish.waitForRaw(/Established under name/, MINUTE);
+    const started = Date.now();
+    const found = parseAvahiBrowse(await box.d.run('avahi-browse -rtpk _test._tcp', MINUTE));
+    const took = Date.now() - started;
+    const onOverlay = found.filter((s) => s.name === 'service on c' && s.interface === 'mnedc0');
+    assert.equal(onOverlay.find((s) => s.protocol === 'ipv4')?.address, ips.c, JSON.stringify(found));
+    assert.equal(onOverlay.find((s) => s.protocol === 'ipv6')?.address, ip6.c, JSON.stringify(found));
+    assert.ok(took < 5_000, `avahi-browse took ${took} ms`);
+    process.stdout.write(`# avahi-browse on d resolved c's service over IPv4 and IPv6 in ${took} ms\n`);
+    publish.child.kill();
+
+    await box.d.run(`ping -6 -c 2 -i 0.2 -W 2 ${ip6.c}`, 30_000);
+    await box.d.run('test -f /root/.ssh/id_ed25519 || ssh-keygen -q -t ed25519 -N "" -f /root/.ssh/id_ed25519');
+    const key = await box.d.run('cat /root/.ssh/id_ed25519.pub');
+    await box.c.run(`mkdir -p /root/.ssh && echo '${key.trim()}' >> /root/.ssh/authorized_keys && chmod 700 /root/.ssh && chmod 600 /root/.ssh/authorized_keys`);
+    const ssh = box.d.follow(`exec ssh -6 -T -o StrictHostKeyChecking=no -o BatchMode=yes root@${ip6.c} 'for i in 1 2 3 4 5 6 7 8 9 10; do echo tick $i; sleep 0.1; done'`);
+    await ssh.waitForRaw(/^tick 10$/, MINUTE);
+    await ssh.waitExit(30_000);
+    assert.equal(ssh.exited?.code, 0, ssh.tail());
+    // The clients logged no warning about any of it (an avahi without allow-point-to-point would be one).
+    for (const node of CLIENTS) {
+      const invocation = (await box[node].run('systemctl show -p InvocationID --value mnedcd-client')).trim();
+      assert.equal(await box[node].run(`journalctl _SYSTEMD_INVOCATION_ID=${invocation} -p warning -q --no-pager -o cat`), '', `warnings from ${node}'s client`);
+    }
   });
 
   step('the daemons run in their units\' cgroups under MemoryHigh=, MemoryMax=, TasksMax= (and the server LimitNOFILE=), with room to spare; secrets 0600', 2 * MINUTE, async () => {
