@@ -120,6 +120,11 @@ export const serverSchema = {
      */
     multicast_per_device_per_second: key(parsers.integer(1, 100_000), '50'),
     multicast_burst: key(parsers.integer(1, 100_000), '100'),
+    /**
+     * Copies of multicast and broadcast packets the relay makes per second at most, all devices together;
+     * each device's share is an equal part, so on a large network each may send less than the rate above.
+     */
+    multicast_copies_per_second: key(parsers.integer(1, 100_000_000), '100000'),
   },
   dns: {
     /** Answer DNS on the overlay (port 53 of the server's overlay address); needs [server] interface. */
@@ -159,7 +164,7 @@ export const SERVER_LIVE_KEYS = ['[log] level', '[server] send_queue_kib', '[ser
   '[server] discovery_full_max', '[limits] handshake_timeout_ms', '[limits] max_handshakes', '[limits] max_handshakes_per_source',
   '[limits] connections_per_source_per_second', '[limits] connection_burst_per_source', '[limits] max_clients', '[limits] max_devices',
   '[limits] new_devices_per_minute', '[limits] new_device_burst', '[limits] device_joins_per_minute', '[limits] device_join_burst',
-  '[limits] multicast_per_device_per_second', '[limits] multicast_burst'];
+  '[limits] multicast_per_device_per_second', '[limits] multicast_burst', '[limits] multicast_copies_per_second'];
 
 export type ServerConfig = ConfigOf<typeof serverSchema>;
 

@@ -31,6 +31,9 @@ export function limitsFromConfig(config: ServerConfig): ServerLimits {
     maxHandshakesPerSource: limits.max_handshakes_per_source,
     connectionsPerSecond: limits.connections_per_source_per_second,
     connectionBurst: limits.connection_burst_per_source,
-    multicast: { perDeviceRate: limits.multicast_per_device_per_second, perDeviceBurst: limits.multicast_burst, echoWindowMs: ECHO_WINDOW_MS },
+    multicast: {
+      perDeviceRate: limits.multicast_per_device_per_second, perDeviceBurst: limits.multicast_burst,
+      copiesPerSecond: limits.multicast_copies_per_second, echoWindowMs: ECHO_WINDOW_MS,
+    },
   };
 }

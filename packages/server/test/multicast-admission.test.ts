@@ -1,8 +1,8 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
-import { MulticastAdmission } from '../src/dataplane/multicast';
+import { fairShare, MulticastAdmission } from '../src/dataplane/multicast';
 
-const limits = { perDeviceRate: 10, perDeviceBurst: 20, echoWindowMs: 1000 };
+const limits = { perDeviceRate: 10, perDeviceBurst: 20, copiesPerSecond: 1e9, echoWindowMs: 1000 };
 
 describe('multicast admission', () => {
   it('a sender gets its burst, then its rate, refilled with time', () => {
@@ -30,5 +30,27 @@ describe('multicast admission', () => {
     assert.ok(senders <= 65_536, `${senders} senders`);
     assert.ok(digests <= 16_384, `${digests} digests`);
     assert.equal(admission.admit(200_000, 5, 100_000), 'ok', 'a new sender still gets in');
+  });
+
+  it('each device gets an equal share of the copies: the configured rate on a small network, less on a large one', () => {
+    const budget = { perDeviceRate: 50, perDeviceBurst: 100, copiesPerSecond: 100_000, echoWindowMs: 1000 };
+    assert.deepEqual(fairShare(budget, 10), { rate: 50, burst: 100 });
+    assert.deepEqual(fairShare(budget, 50), { rate: 40, burst: 40 });
+    assert.deepEqual(fairShare(budget, 1000), { rate: 0.1, burst: 1 });
+    const admission = new MulticastAdmission(budget);
+    // 1,000 devices: one packet at once, then one every 10 s.
+    assert.deepEqual([admission.admit(1, 1, 0, 1000), admission.admit(1, 2, 5_000, 1000), admission.admit(1, 3, 10_000, 1000)], ['ok', 'rateLimited', 'ok']);
+  });
+
+  it('all senders together never get more copies than a second of the budget, whatever their bursts', () => {
+    const admission = new MulticastAdmission({ perDeviceRate: 50, perDeviceBurst: 100, copiesPerSecond: 10_000, echoWindowMs: 1000 });
+    let copies = 0;
+    for (let source = 0; source < 100; source++) {
+      for (let k = 0; k < 5; k++) if (admission.admit(source, source * 10 + k, 0, 10) === 'ok') copies += 10;
+    }
+    assert.equal(copies, 5_000, 'every sender\'s burst fits (each 10 copies, 100 senders × 5)');
+    for (let source = 100; source < 2000; source++) if (admission.admit(source, source, 0, 10) === 'ok') copies += 10;
+    assert.equal(copies, 10_000, 'then the relay\'s second of copies is spent');
+    assert.equal(admission.admit(5000, 5000, 100, 10), 'ok', '100 ms later there is room for more');
   });
 });

@@ -255,8 +255,9 @@ export class DataPlane {
     }
     const counters = this.multicast[MULTICAST_GROUPS[group]!];
     counters.received++;
-    // A device's rate holds for both IP versions: an IPv6 source counts as the lease it maps to.
-    const admission = this.admission.admit(source, reflectionDigest(frame, ip, end), Date.now());
+    // A device's rate holds for both IP versions: an IPv6 source counts as the lease it maps to. What a
+    // packet costs is a copy per device here (the relays it goes to are few).
+    const admission = this.admission.admit(source, reflectionDigest(frame, ip, end), Date.now(), this.routes.size);
     if (admission !== 'ok') {
       counters[admission]++;
       return;

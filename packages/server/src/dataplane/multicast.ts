@@ -27,11 +27,17 @@ export interface MulticastLimits {
   perDeviceRate: number;
   /** How many it may send at once after a quiet spell. */
   perDeviceBurst: number;
+  /**
+   * Copies per second this relay makes at most, all senders together: each packet is a copy to every other
+   * device, so what devices may send shrinks with the square of their number. Each device's share is an
+   * equal part of it, so a flooder cannot take the others' (fairShare).
+   */
+  copiesPerSecond: number;
   /** How long a datagram is remembered to recognise its reflection. */
   echoWindowMs: number;
 }
 
-export const DEFAULT_MULTICAST_LIMITS: MulticastLimits = { perDeviceRate: 50, perDeviceBurst: 100, echoWindowMs: 1000 };
+export const DEFAULT_MULTICAST_LIMITS: MulticastLimits = { perDeviceRate: 50, perDeviceBurst: 100, copiesPerSecond: 100_000, echoWindowMs: 1000 };
 
 /** Senders and datagrams remembered at most: bounds what a flood of distinct sources or payloads can make the relay hold. */
 const MAX_SENDERS = 65_536;
@@ -50,37 +56,63 @@ interface Seen {
 export type Admission = 'ok' | 'rateLimited' | 'duplicate';
 
 /**
+ * A device's rate and burst, in packets, on a relay whose packets each make `copies` copies: the configured
+ * ones, or its equal share of copiesPerSecond when that is less (never under one packet of burst).
+ */
+export function fairShare(limits: MulticastLimits, copies: number): { rate: number; burst: number } {
+  const n = Math.max(1, copies);
+  const share = limits.copiesPerSecond / (n * n);
+  return { rate: Math.min(limits.perDeviceRate, share), burst: Math.max(1, Math.min(limits.perDeviceBurst, share)) };
+}
+
+/**
  * The admission of a packet to fan-out, no I/O, time given by the caller. Each source address has a
- * token bucket (a device's rate holds whichever relay it sent through). A datagram seen from one source
- * and sent again by another within the echo window is a reflection (an avahi reflector, a device echoing
- * what it hears): every device already had the first copy, so the echo is dropped, which is what stops a
- * loop between reflectors. The same source repeating itself (mDNS probes, announcements) is not an echo.
+ * token bucket (a device's rate holds whichever relay it sent through), and the relay one of copies. A
+ * datagram seen from one source and sent again by another within the echo window is a reflection (an avahi
+ * reflector, a device echoing what it hears): every device already had the first copy, so the echo is
+ * dropped, which is what stops a loop between reflectors. The same source repeating itself (mDNS probes,
+ * announcements) is not an echo.
  */
 export class MulticastAdmission {
   private readonly buckets = new Map<number, Bucket>();
   private readonly seen = new Map<number, Seen>();
+  private copyTokens: number;
+  private copiesAt = 0;
 
-  constructor(private readonly limits: MulticastLimits) {}
+  constructor(private readonly limits: MulticastLimits) {
+    this.copyTokens = limits.copiesPerSecond;
+  }
 
-  admit(source: number, digest: number, now: number): Admission {
+  /** `copies`: how many copies the packet would make (the devices and relays it goes to). */
+  admit(source: number, digest: number, now: number, copies = 1): Admission {
     const previous = this.seen.get(digest);
     if (previous !== undefined && previous.until > now && previous.source !== source) return 'duplicate';
-    if (!this.take(source, now)) return 'rateLimited';
+    const { rate, burst } = fairShare(this.limits, copies);
+    if (!this.take(source, now, rate, burst) || !this.takeCopies(now, copies)) return 'rateLimited';
     if (previous !== undefined) this.seen.delete(digest);
     else if (this.seen.size >= MAX_DIGESTS) this.seen.delete(this.seen.keys().next().value!);
     this.seen.set(digest, { source, until: now + this.limits.echoWindowMs });
     return 'ok';
   }
 
-  private take(source: number, now: number): boolean {
-    const { perDeviceRate, perDeviceBurst } = this.limits;
+  /** The relay's whole budget, a second's worth at most: what all senders' bursts together may cost. */
+  private takeCopies(now: number, copies: number): boolean {
+    const { copiesPerSecond } = this.limits;
+    this.copyTokens = Math.min(copiesPerSecond, this.copyTokens + ((now - this.copiesAt) * copiesPerSecond) / 1000);
+    this.copiesAt = now;
+    if (this.copyTokens < copies) return false;
+    this.copyTokens -= copies;
+    return true;
+  }
+
+  private take(source: number, now: number, rate: number, burst: number): boolean {
     let bucket = this.buckets.get(source);
     if (bucket === undefined) {
       if (this.buckets.size >= MAX_SENDERS) this.forgetIdle(now);
-      bucket = { tokens: perDeviceBurst, at: now };
+      bucket = { tokens: burst, at: now };
       this.buckets.set(source, bucket);
     } else {
-      bucket.tokens = Math.min(perDeviceBurst, bucket.tokens + ((now - bucket.at) * perDeviceRate) / 1000);
+      bucket.tokens = Math.min(burst, bucket.tokens + ((now - bucket.at) * rate) / 1000);
       bucket.at = now;
       // Refreshed senders go to the back, so the front holds the longest idle.
       this.buckets.delete(source);
@@ -91,7 +123,7 @@ export class MulticastAdmission {
     return true;
   }
 
-  /** Buckets full again are no different from new ones; when none is, the longest idle goes. */
+  /** Buckets idle long enough to be full again are no different from new ones; when none is, the longest idle goes. */
   private forgetIdle(now: number): void {
     const { perDeviceRate, perDeviceBurst } = this.limits;
     const refillMs = (perDeviceBurst / perDeviceRate) * 1000;
