@@ -2,10 +2,11 @@ import { RateLimitedWarning, type Logger } from '@mnedc/common';
 import type { WriteBatch } from '@mnedc/link';
 import {
   buildIcmpUnreachable, checkOffloadPacket, encodeFrame, FrameType, groupOf, GSO_NONE, HEADER_BYTES, ICMP_HOST_UNREACHABLE, intToIpv4,
-  MULTICAST_GROUPS, nonUnicastDestination, NOT_CARRIED, NOT_GROUP, readUdp, reflectionDigest, segmentCount, toDataFrames, udpReply, VNET_F_NEEDS_CSUM,
+  nonUnicastDestination, NOT_CARRIED, NOT_GROUP, readUdp, segmentCount, toDataFrames, udpReply, VNET_F_NEEDS_CSUM,
   type GroupMask, type Subnet,
 } from '@mnedc/protocol';
-import { DEFAULT_MULTICAST_LIMITS, MulticastAdmission, newMulticastCounters, type MulticastLimits } from './multicast';
+import { FanOut } from './fan-out';
+import { DEFAULT_MULTICAST_LIMITS, type MulticastCounters, type MulticastLimits } from './multicast';
 import { destination6, end6, groupOf6, linkLocalDestination6, source6, wellFormed6 } from './ipv6-route';
 import { checkFrame, frameDestination, packetOffset, RoutingTable, Verdict, type DropReason } from './router';
 import { newCounters, type LocalUdpService, type Target } from './target';
@@ -47,12 +48,10 @@ export class DataPlane {
   private readonly ipv6Notice: RateLimitedWarning;
   private service: LocalUdpService | null = null;
   private mesh: MeshRoutes | null = null;
-  /** Multicast and broadcast fanned out, per group (multicast.ts); none until carry() names some. */
-  readonly multicast = newMulticastCounters();
-  private groups: GroupMask = 0;
+  /** Multicast and broadcast fanned out (fan-out.ts); none until carry() names some groups. */
+  private readonly fan = new FanOut();
   /** The network's IPv6 /64 (8 bytes) when IPv6 is routed, else null. */
   private prefix6: Buffer | null = null;
-  private admission = new MulticastAdmission(DEFAULT_MULTICAST_LIMITS);
 
   constructor(private readonly subnet: Subnet, private readonly serverIp: number, log: Logger) {
     this.warnings = new RateLimitedWarning(log);
@@ -77,8 +76,12 @@ export class DataPlane {
    * keep that from becoming a flood. Limits that change start every sender afresh.
    */
   carry(groups: GroupMask, limits: MulticastLimits = DEFAULT_MULTICAST_LIMITS): void {
-    this.groups = groups;
-    this.admission = new MulticastAdmission(limits);
+    this.fan.carry(groups, limits);
+  }
+
+  /** What was fanned out, per group. */
+  get multicast(): MulticastCounters {
+    return this.fan.counters;
   }
 
   /** Routes IPv6 inside the network's /64 (protocol ipv6.ts); null: IPv6 is dropped as ipv6. */
@@ -133,13 +136,7 @@ export class DataPlane {
       if (relay !== null) target = relay;
     }
     if (target === undefined) {
-      // Not carried (yet) and never answered: RFC 1122 forbids ICMP errors for these, and mDNS or
-      // SSDP chatter is no fault worth a log line.
-      const notCarried = nonUnicastDestination(destination, this.subnet);
-      if (notCarried) {
-        this.countDrop(from, notCarried);
-        return;
-      }
+      // A unicast address: multicast and broadcast went to fanOut, which never answers with ICMP (RFC 1122).
       this.drop(from, 'noRoute', frame);
       this.unreachable(from, frame.subarray(ip));
       return;
@@ -248,47 +245,14 @@ export class DataPlane {
    */
   private fanOut(from: Target, frame: Buffer, ip: number, group: number, gso: boolean, bytes: number, toRelays: boolean,
     source = frame.readUInt32BE(ip + 12), end = ip + frame.readUInt16BE(ip + 2)): void {
-    if (group < 0 || (this.groups & (1 << group)) === 0 || from.local) {
+    if (!this.fan.carries(group) || from.local) {
       const v4 = frame[ip]! >> 4 === 4;
       this.countDrop(from, (v4 ? nonUnicastDestination(frameDestination(frame, ip), this.subnet) : null) ?? 'multicast');
       return;
     }
-    const counters = this.multicast[MULTICAST_GROUPS[group]!];
-    counters.received++;
-    // A device's rate holds for both IP versions: an IPv6 source counts as the lease it maps to. What a
-    // packet costs is a copy per device here (the relays it goes to are few).
-    const admission = this.admission.admit(source, reflectionDigest(frame, ip, end), Date.now(), this.routes.size);
-    if (admission !== 'ok') {
-      counters[admission]++;
-      return;
-    }
-    // Segmented once for all the targets that take no super-packets.
-    let plain: Buffer | null = null;
-    let plainPackets = 1;
-    const copy = (target: Target): void => {
-      let out = frame;
-      let packets = 1;
-      if (gso && !target.gso) {
-        if (plain === null) {
-          plainPackets = segmentCount(frame, HEADER_BYTES, frame.length);
-          plain = toDataFrames(frame, HEADER_BYTES, frame.length);
-        }
-        out = plain;
-        packets = plainPackets;
-      }
-      if (!target.accepts(out.length, from)) {
-        counters.queueFull++;
-        return;
-      }
-      target.deliver(out, this.batch);
-      counters.delivered++;
-      target.counters.txPackets += packets;
-      target.counters.txBytes += bytes;
-      this.totals.txPackets += packets;
-      this.totals.txBytes += bytes;
-    };
-    for (const target of this.routes.values()) if (target !== from && !target.local) copy(target);
-    if (toRelays && this.mesh !== null) for (const relay of this.mesh.linked()) copy(relay);
+    // What a packet costs is a copy per device here (the relays it goes to are few).
+    const relays = toRelays && this.mesh !== null ? this.mesh.linked() : [];
+    this.fan.spread(from, { frame, ip, end, group, gso, bytes, source }, this.routes.values(), this.routes.size, relays, this.batch, this.totals);
   }
 
   private countReceived(from: Target, bytes: number): void {
