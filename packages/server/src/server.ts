@@ -123,7 +123,7 @@ export class RelayServer extends EventEmitter {
     }
     this.serverIp = this.leases.serverIp;
     this.plane = new DataPlane(config.server.subnet, this.serverIp, log);
-    this.plane.carry(groupMask(config.server.multicast), this.limits.multicast);
+    this.plane.carry(groupMask(config.server.multicast), this.limits.multicast, config.server.mtu);
     this.prefix6 = config.server.ipv6 === 'yes' ? ulaPrefix(identity.fingerprint) : null;
     this.plane.routeIpv6(this.prefix6);
     this.directory = new PeerDirectory({
@@ -279,7 +279,7 @@ export class RelayServer extends EventEmitter {
   /** Limits a SIGHUP may change on the running relay; existing sessions adopt the new queue size too. */
   setLimits(limits: ServerLimits): void {
     const keepaliveChanged = limits.keepaliveMs !== this.limits.keepaliveMs;
-    if (JSON.stringify(limits.multicast) !== JSON.stringify(this.limits.multicast)) this.plane.carry(groupMask(this.deps.config.server.multicast), limits.multicast);
+    if (JSON.stringify(limits.multicast) !== JSON.stringify(this.limits.multicast)) this.plane.carry(groupMask(this.deps.config.server.multicast), limits.multicast, this.deps.config.server.mtu);
     this.limits = limits;
     this.devices.setLimits(limits);
     if (keepaliveChanged && this.keepaliveTimer) {

@@ -8,7 +8,7 @@ import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import pino from 'pino';
 import {
-  encodeFrame, FrameType, groupMask, GSO_NONE, ipv4ToInt, MULTICAST_GROUPS, onesSum, parseSubnet, VNET_F_NEEDS_CSUM, VNET_HDR_BYTES, writeVnetHeader,
+  encodeFrame, FrameType, groupMask, GSO_NONE, GSO_UDP_L4, ipv4ToInt, MULTICAST_GROUPS, onesSum, parseSubnet, VNET_F_NEEDS_CSUM, VNET_HDR_BYTES, writeVnetHeader,
 } from '@mnedc/protocol';
 import type { WriteBatch } from '@mnedc/link';
 import { ipPacket } from '@mnedc/lab';
@@ -216,6 +216,20 @@ describe('the data plane and the relay mesh', () => {
       const plain = alsoHere.received[0]!;
       assert.equal(plain[0], FrameType.Data);
       assert.equal(onesSum(plain, 4 + 20, plain.length, pseudo) % 0xffff, 0, 'checksum completed');
+    });
+
+    it('a packet no device\'s interface sends (beyond the MTU, or a super-packet to segment) is not fanned out: each copy would cost more', () => {
+      const { plane, here, alsoHere } = setup();
+      plane.carry(groupMask([...MULTICAST_GROUPS]), undefined, 1400);
+      plane.forward(here, mdns(ip(10), 'x'.repeat(1400)));
+      const udp = ipPacket(ip(10), ipv4ToInt('224.0.0.251'), Buffer.alloc(4000));
+      const header = Buffer.alloc(VNET_HDR_BYTES);
+      writeVnetHeader(header, 0, { flags: VNET_F_NEEDS_CSUM, gsoType: GSO_UDP_L4, hdrLen: 28, gsoSize: 1000, csumStart: 20, csumOffset: 6 });
+      plane.forward(here, encodeFrame(FrameType.DataGso, Buffer.concat([header, udp])));
+      plane.forward(here, mdns(ip(10), 'x'.repeat(1300)));
+      plane.endBatch();
+      assert.equal(alsoHere.received.length, 1, 'only the packet that fits');
+      assert.equal(here.counters.drops.malformed, 2);
     });
 
     it('a receiver without room counts a queueFull copy; the others still get theirs', () => {

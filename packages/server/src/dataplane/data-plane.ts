@@ -75,8 +75,8 @@ export class DataPlane {
    * The groups whose packets are fanned out to every other device (`multicast =`), and the limits that
    * keep that from becoming a flood. Limits that change start every sender afresh.
    */
-  carry(groups: GroupMask, limits: MulticastLimits = DEFAULT_MULTICAST_LIMITS): void {
-    this.fan.carry(groups, limits);
+  carry(groups: GroupMask, limits: MulticastLimits = DEFAULT_MULTICAST_LIMITS, mtu = 65_535): void {
+    this.fan.carry(groups, limits, mtu);
   }
 
   /** What was fanned out, per group. */
@@ -250,9 +250,14 @@ export class DataPlane {
       this.countDrop(from, (v4 ? nonUnicastDestination(frameDestination(frame, ip), this.subnet) : null) ?? 'multicast');
       return;
     }
+    const packet = { frame, ip, end, group, gso, bytes, source };
+    if (!this.fan.fits(packet)) {
+      this.drop(from, 'malformed', frame, `a ${end - ip}-byte packet to a group${gso ? ' (offloaded)' : ''}: only what fits the overlay's MTU unsegmented is fanned out`);
+      return;
+    }
     // What a packet costs is a copy per device here (the relays it goes to are few).
     const relays = toRelays && this.mesh !== null ? this.mesh.linked() : [];
-    this.fan.spread(from, { frame, ip, end, group, gso, bytes, source }, this.routes.values(), this.routes.size, relays, this.batch, this.totals);
+    this.fan.spread(from, packet, this.routes.values(), this.routes.size, relays, this.batch, this.totals);
   }
 
   private countReceived(from: Target, bytes: number): void {

@@ -1,5 +1,5 @@
 import type { WriteBatch } from '@mnedc/link';
-import { HEADER_BYTES, MULTICAST_GROUPS, reflectionDigest, segmentCount, toDataFrames, type GroupMask } from '@mnedc/protocol';
+import { GSO_NONE, HEADER_BYTES, MULTICAST_GROUPS, reflectionDigest, segmentCount, toDataFrames, type GroupMask } from '@mnedc/protocol';
 import { DEFAULT_MULTICAST_LIMITS, MulticastAdmission, newMulticastCounters, type MulticastLimits } from './multicast';
 import type { TrafficCounters, Target } from './target';
 
@@ -25,11 +25,21 @@ export class FanOut {
   readonly counters = newMulticastCounters();
   private groups: GroupMask = 0;
   private admission = new MulticastAdmission(DEFAULT_MULTICAST_LIMITS);
+  private mtu = 65_535;
 
-  /** Limits that change start every sender afresh. */
-  carry(groups: GroupMask, limits: MulticastLimits): void {
+  /**
+   * Limits that change start every sender afresh. `mtu`: the overlay's; a device's own interface sends no
+   * larger packet, so a larger one (or a super-packet to segment) is someone making each copy cost more.
+   */
+  carry(groups: GroupMask, limits: MulticastLimits, mtu: number): void {
     this.groups = groups;
     this.admission = new MulticastAdmission(limits);
+    this.mtu = mtu;
+  }
+
+  /** Whether the packet is one a device's interface sends: at most the MTU, no segmentation asked for. */
+  fits(packet: GroupPacket): boolean {
+    return packet.end - packet.ip <= this.mtu && (!packet.gso || packet.frame[HEADER_BYTES + 1] === GSO_NONE);
   }
 
   carries(group: number): boolean {
