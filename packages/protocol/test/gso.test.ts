@@ -287,6 +287,11 @@ describe('checkOffloadPacket refuses what a relay must not pass on', () => {
       const problem = checkOffloadPacket(buf, 0, buf.length);
       if (problem !== null) return;
       for (const packet of splitFrames(toDataFrames(buf, 0, buf.length))) {
+        // A mutated version nibble can make a well-formed IPv6 packet of it, which is relayed too.
+        if (packet[0]! >> 4 === 6) {
+          assert.ok(packet.length >= 40 && packet.readUInt16BE(4) + 40 === packet.length, 'a whole IPv6 packet');
+          continue;
+        }
         assert.ok(packet.length >= 20 && packet.readUInt16BE(2) === packet.length, 'a whole IPv4 packet');
         assert.equal(internetChecksum(packet, 0, (packet[0]! & 0x0f) * 4) === 0 || buf[1] === GSO_NONE, true);
       }
