@@ -82,6 +82,12 @@ describe('IPv6 inside the overlay, and broadcast', { skip: skipUnlessRoot, timeo
       const shown = await ctx.lab.exec(node, ['ip', '-6', '-o', 'addr', 'show', 'dev', 'mnedc0']);
       const addresses = [...shown.stdout.matchAll(/inet6 (\S+)/g)].map((m) => m[1]).sort();
       assert.deepEqual(addresses, [`${s.ip6}/64`, `fe80::${tail}/64`].sort(), `${node}: ${shown.stdout}`);
+      // multicast_routes = yes: applications that pick no interface reach the overlay's mDNS and SSDP.
+      for (const group of ['224.0.0.251', '239.255.255.250']) {
+        const route = await ctx.lab.exec(node, ['ip', '-o', 'route', 'get', group]);
+        assert.match(route.stdout, /dev mnedc0/, `${node}: ${group}`);
+      }
+      assert.deepEqual(s.multicast, ['mdns', 'ssdp', 'broadcast']);
     }
     assert.equal(prefixes.size, 1, 'one /64 for the network');
   });
