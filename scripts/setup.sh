@@ -59,6 +59,41 @@ if ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1; th
   fi
 fi
 
+# sshd for the lab's ssh sessions (packages/lab/src/sshd.ts runs it only inside namespaces a test made, with
+# throwaway keys and config): Debian's /usr/sbin/sshd, taken from openssh-server without installing it, which
+# would add the sshd user and host keys and start an ssh service on port 22 of the host. It goes to a private
+# directory off PATH, /usr/local/lib/mnedc-lab, so nothing takes it for an installed sshd. A library it needs
+# that this machine lacks (libwrap.so.0 of libwrap0) is taken from its package the same way into
+# /usr/local/lib/mnedc-lab/lib, which sshd.ts puts on LD_LIBRARY_PATH.
+lab_private=/usr/local/lib/mnedc-lab
+sshd_missing_libs() { LD_LIBRARY_PATH=$lab_private/lib ldd "$1" 2>/dev/null | awk '/not found/ { print $1 }'; }
+if [[ ! -x $lab_private/sshd || -n $(sshd_missing_libs "$lab_private/sshd") ]]; then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: missing $lab_private/sshd; run as root (sudo) to extract it from Debian's openssh-server package" >&2
+  else
+    echo "setup: installing $lab_private/sshd (from openssh-server, without the service)" >&2
+    deb_dir=$(mktemp -d)
+    chmod 755 "$deb_dir"
+    (cd "$deb_dir" && { apt-get download -qq openssh-server libwrap0 2>/dev/null || { apt-get update -qq && apt-get download -qq openssh-server libwrap0; }; }) >/dev/null
+    dpkg-deb --fsys-tarfile "$deb_dir"/openssh-server_*.deb | tar -x -C "$deb_dir" ./usr/sbin/sshd
+    install -d -m 755 "$lab_private"
+    sshd_missing=$(sshd_missing_libs "$deb_dir/usr/sbin/sshd" | tr '\n' ' ' || true)
+    if [[ " $sshd_missing" == *" libwrap.so.0 "* ]]; then
+      dpkg-deb --fsys-tarfile "$deb_dir"/libwrap0_*.deb | tar -x -C "$deb_dir" --wildcards './usr/lib/*/libwrap.so.0*'
+      install -d -m 755 "$lab_private/lib"
+      cp -L "$deb_dir"/usr/lib/*/libwrap.so.0 "$lab_private/lib/libwrap.so.0"
+      chmod 644 "$lab_private/lib/libwrap.so.0"
+      sshd_missing=$(sshd_missing_libs "$deb_dir/usr/sbin/sshd" | tr '\n' ' ' || true)
+    fi
+    if [[ -n $sshd_missing ]]; then
+      echo "setup: warning: sshd needs libraries this machine lacks (${sshd_missing% }); the ssh lab tests will skip" >&2
+    else
+      install -m 755 "$deb_dir/usr/sbin/sshd" "$lab_private/sshd"
+    fi
+    rm -rf "$deb_dir"
+  fi
+fi
+
 # avahi-daemon and avahi-utils for the mDNS tests, which start their own daemons, each with a private D-Bus
 # bus, inside namespaces they create (packages/lab/src/avahi.ts). The host itself must never run one on its
 # own network: a temporary policy-rc.d (exit 101, any existing one is put back afterwards) keeps the

@@ -17,3 +17,4 @@ export {
   buildMSearch, buildSearchResponse, answersFor,
   type SsdpAnswer, type SsdpMessage, type SsdpResponder, type RespondOptions, type SearchOptions,
 } from './ssdp';
+export * from './sshd';
