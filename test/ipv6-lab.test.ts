@@ -1,33 +1,16 @@
 /**
  * IPv6 inside the overlay with the real daemons in the lab (issue 17, acceptance 3 and 4): c (two NATs
- * deep) and d (behind another NAT) reach each other on their overlay IPv6 addresses with ping -6, an
- * interactive TCP session and iperf3 -6; a device forging another's IPv6 source gets nothing delivered,
+ * deep) and d (behind another NAT) reach each other on their overlay IPv6 addresses with ping -6, a real
+ * ssh session and iperf3 -6; a device forging another's IPv6 source gets nothing delivered,
  * counted as spoofed; a subnet broadcast from one device reaches the others.
  */
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
-import { Daemon, type Device } from '@mnedc/lab';
+import { Daemon, sshSession, sshSkipReason, startSshd, type Device } from '@mnedc/lab';
 import { skipUnlessRoot, withOverlayLab } from './lab-suite';
 
 interface Status { ip: string; ip6?: string; multicast?: string[] }
 interface ServerStats { clients: Array<{ deviceId: string; drops: Record<string, number> }>; multicast: Array<{ group: string; delivered: number }> }
-
-const ECHO_SERVER = `
-const net = require('net');
-net.createServer((s) => s.pipe(s)).listen(7000, process.argv[1], () => console.log('listening'));
-`;
-
-/** A line every 100 ms on one TCP connection, each echoed back and logged as "echoed N"; exits if the connection breaks. */
-const INTERACTIVE_SESSION = `
-const net = require('net');
-const say = (msg) => console.log(JSON.stringify({ time: new Date().toISOString(), msg }));
-const s = net.connect(7000, process.argv[1]);
-let n = 0, buffered = '';
-s.on('connect', () => setInterval(() => s.write(++n + '\\n'), 100));
-s.on('data', (d) => { buffered += d; const lines = buffered.split('\\n'); buffered = lines.pop(); for (const l of lines) say('echoed ' + l); });
-s.on('error', (e) => { say('error ' + e.message); process.exit(2); });
-s.on('close', () => { say('closed'); process.exit(3); });
-`;
 
 /** Prints "bound", then each datagram received on argv[2] (address) port argv[1] as "got <text> from <address>". */
 const UDP_LISTEN = `
@@ -92,7 +75,7 @@ describe('IPv6 inside the overlay, and broadcast', { skip: skipUnlessRoot, timeo
     assert.equal(prefixes.size, 1, 'one /64 for the network');
   });
 
-  it('c (two NATs deep) and d (behind another NAT): ping -6, an interactive TCP session and iperf3 -6 over their IPv6 addresses', async (t) => {
+  it('c (two NATs deep) and d (behind another NAT): ping -6, an ssh session and iperf3 -6 over their IPv6 addresses', { skip: sshSkipReason() }, async (t) => {
     const c = (await status('c')).ip6!;
     const d = (await status('d')).ip6!;
     const ping = await ctx.lab.exec('c', ['ping', '-6', '-c', '3', '-i', '0.2', '-W', '2', d], { timeoutMs: 10_000 });
@@ -101,10 +84,11 @@ describe('IPv6 inside the overlay, and broadcast', { skip: skipUnlessRoot, timeo
     const back = await ctx.lab.exec('d', ['ping', '-6', '-c', '1', '-W', '2', c], { timeoutMs: 10_000 });
     assert.equal(back.code, 0, back.stdout + back.stderr);
 
-    const echo = new Daemon('echo', ctx.lab.spawn('d', [process.execPath, '-e', ECHO_SERVER, d], { pipe: true }));
-    await echo.waitForRaw(/listening/);
-    const session = new Daemon('session', ctx.lab.spawn('c', [process.execPath, '-e', INTERACTIVE_SESSION, d], { pipe: true }));
+    // A real OpenSSH session from c to d's IPv6 overlay address, a line every 100 ms echoed back.
+    const sshd = await startSshd(ctx.lab, 'd', d);
+    const session = sshSession(ctx.lab, 'c', sshd, d);
     await session.waitFor(/^echoed 10$/);
+    await sshd.daemon.waitForRaw(new RegExp(`Accepted publickey for root from ${c.replace(/\./g, '\\.')} `));
 
     const server = ctx.lab.spawn('d', ['iperf3', '-s', '-1', '--forceflush', '-B', d], { pipe: true });
     await new Daemon('iperf3 -s', server).waitForRaw(/Server listening/);
@@ -117,9 +101,9 @@ describe('IPv6 inside the overlay, and broadcast', { skip: skipUnlessRoot, timeo
 
     const echoed = session.lines.length;
     await session.waitFor(/^echoed /, { from: echoed + 5 });
-    assert.equal(session.exited, null, `the session lives on: ${session.tail()}`);
-    session.signal('SIGKILL');
-    echo.signal('SIGKILL');
+    assert.equal(session.exited, null, `the ssh session lives on: ${session.tail()}`);
+    assert.deepEqual(await session.stop(), { code: 0, signal: null }, 'ssh ended cleanly');
+    await sshd.stop();
   });
 
   it('a device forging another device\'s IPv6 source gets nothing delivered, and the relay counts it as spoofed', async () => {
