@@ -55,7 +55,7 @@ s.sendto(ip(udp[16:], 16, 0), (dst, 0))
 describe('DNS on the overlay (lab)', { skip: skipUnlessRoot, timeout: 180_000 }, () => {
   const ctx = withOverlayLab();
 
-  it('answers A, PTR, NXDOMAIN, REFUSED over UDP and TCP on the overlay address', async () => {
+  it('answers A, AAAA, PTR, NXDOMAIN, REFUSED over UDP and TCP on the overlay address', async () => {
     const server = ctx.ips.srv;
     await ctx.overlay.server.waitFor(/^Answering DNS for mnedc on /);
     const a = await dig(ctx, [`@${server}`, 'device-b.mnedc', 'A']);
@@ -66,8 +66,10 @@ describe('DNS on the overlay (lab)', { skip: skipUnlessRoot, timeout: 180_000 },
     const ptr = await dig(ctx, [`@${server}`, '-x', ctx.ips.d]);
     assert.deepEqual(ptr.answers, ['PTR device-d.mnedc.'], ptr.out);
     assert.equal((await dig(ctx, [`@${server}`, 'nobody.mnedc', 'A'])).status, 'NXDOMAIN');
+    // AAAA: the device's IPv6 address in the overlay, as its own status shows it.
+    const ip6 = ((await ctx.overlay.ctl('b', ['status', '--json'])).json as { ip6: string }).ip6;
     const aaaa = await dig(ctx, [`@${server}`, 'device-b.mnedc', 'AAAA']);
-    assert.deepEqual([aaaa.status, aaaa.answers], ['NOERROR', []], aaaa.out);
+    assert.deepEqual([aaaa.status, aaaa.answers], ['NOERROR', [`AAAA ${ip6}`]], aaaa.out);
     assert.equal((await dig(ctx, [`@${server}`, 'example.com', 'A'])).status, 'REFUSED');
   });
 
