@@ -138,4 +138,38 @@ describe('multicast fan-out at the real relay', { timeout: 120_000 }, () => {
     assert.match(human.stdout, /multicast: none carried \(\[server\] multicast = off\)/);
     assert.equal(b!.welcome!.multicast, undefined, 'the WELCOME announces no groups');
   });
+
+  it('attacks found in review, against the real relay: padding after a small group packet, and replaying another device\'s datagram', async () => {
+    const relay = await RelayProcess.start();
+    relays.push(relay);
+    const [attacker, victim, listener] = await join(relay, 3, 'review');
+    // 1. A 40-byte mDNS packet with 60 KB after it in its frame: fanned out, every copy would be the frame.
+    for (let i = 0; i < 20; i++) attacker!.send(Buffer.concat([mdns(attacker!.ip, `padded ${i}`), Buffer.alloc(60_000)]));
+    attacker!.send(mdns(attacker!.ip, 'honest'));
+    await listener!.until(() => listener!.data.some((p) => payloadOf(p) === 'honest'), 'the honest packet after the padded ones');
+    assert.deepEqual(listener!.data.map(payloadOf), ['honest'], 'no padded packet was fanned out');
+    const stats = (await relay.ctl(['stats', '--json'])).json as { clients: Array<{ deviceId: string; drops: Record<string, number> }> };
+    assert.equal(stats.clients.find((c) => c.deviceId === 'review-0')!.drops.malformed, 20);
+
+    // 2. The victim repeats its datagram every 1.5 s (SSDP, mDNS backoff); the attacker heard it and, once
+    // the echo window after the first is over, replays it from its own address every 400 ms. The victim's
+    // own copies must all still arrive (they did not when the last sender owned a datagram).
+    listener!.data.length = 0;
+    const question = 'M-SEARCH * HTTP/1.1 (the victim\'s)';
+    let replay: NodeJS.Timeout | undefined;
+    try {
+      for (let k = 0; k < 4; k++) {
+        victim!.send(mdns(victim!.ip, question));
+        if (k === 0) {
+          await new Promise((resolve) => setTimeout(resolve, 1_200));
+          replay = setInterval(() => attacker!.send(mdns(attacker!.ip, question)), 400);
+          await new Promise((resolve) => setTimeout(resolve, 300));
+        } else await new Promise((resolve) => setTimeout(resolve, 1_500));
+      }
+    } finally {
+      clearInterval(replay);
+    }
+    await listener!.until(() => listener!.data.filter((p) => sourceOf(p) === victim!.ip).length >= 4, 'all 4 of the victim\'s copies', 10_000);
+    assert.ok(listener!.data.some((p) => sourceOf(p) === attacker!.ip), 'the replays themselves went out between the victim\'s (not echoes)');
+  });
 });

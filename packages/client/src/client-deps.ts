@@ -1,3 +1,4 @@
+import type { HostIpv6 } from './ipv6';
 import type { Logger } from '@mnedc/common';
 import type { HostNetworks, Welcome } from '@mnedc/protocol';
 import type { TunDevice } from '@mnedc/tun';
@@ -28,6 +29,8 @@ export interface ClientDeps {
   openTunnel?: typeof openTunnel;
   /** This host's addresses and routes, read at each WELCOME to refuse a subnet that overlaps them; absent: no check. */
   localNetworks?: () => HostNetworks;
+  /** Its IPv6 addresses and routes, read before the overlay's /64 goes on the TUN; absent: no check. */
+  hostIpv6?: () => HostIpv6;
   /** The relays earlier WELCOMEs listed (the state file), tried after the configured ones. */
   learnedRelays?: string[];
   /** A WELCOME listed another set of relays: to persist. */

@@ -16,6 +16,7 @@ import { checkSecretFile } from './secret-file';
 import { loadOrCreateDeviceKey, type Credentials } from './secure';
 import { loadClientState, saveClientState, statePath } from './state';
 import { avahiProblem, routeGroups } from './multicast';
+import { parseHostIpv6 } from './ipv6';
 import { linkDnsFor, linkDnsOf } from './resolved';
 
 const PROGRAM = 'mnedcd-client';
@@ -51,6 +52,15 @@ function applyLive(client: RelayClient, discovery: DiscoveryHandoff, current: Cl
   client.setQueueLimit(next.client.send_queue_kib);
   discovery.reconfigure(discoveryConfig(next));
   return { ...current, log: next.log, discovery: next.discovery, client: { ...current.client, send_queue_kib: next.client.send_queue_kib } };
+}
+
+/** A /proc file's text, or '' where there is none (a kernel without IPv6). */
+function readOrEmpty(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
 }
 
 const AVAHI_CONF = '/etc/avahi/avahi-daemon.conf';
@@ -146,6 +156,7 @@ async function main(): Promise<void> {
       routesProblem = host.routesProblem;
       return hostNetworks(host);
     },
+    hostIpv6: () => parseHostIpv6(readOrEmpty('/proc/net/if_inet6'), readOrEmpty('/proc/net/ipv6_route')),
     ...(state.relays ? { learnedRelays: state.relays } : {}),
     onLease: (welcome) => {
       // The files list this device too, so they change with its address even when no peer did.

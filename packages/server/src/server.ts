@@ -311,6 +311,7 @@ export class RelayServer extends EventEmitter {
       holderOf: (ip) => cluster.leases.holderOf(ip),
       relayOf: (deviceId) => registry.relayOf(deviceId),
       others: () => registry.relays().filter((r) => r.id !== registry.self.id),
+      networkSize: () => registry.networkSize,
     }, this.log, { keepaliveMs, deadAfterMs });
     registry.on('relays', () => this.mesh?.sync());
     this.mesh.sync();

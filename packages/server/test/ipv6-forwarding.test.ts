@@ -57,6 +57,7 @@ function setup(prefix: Buffer | null = PREFIX) {
     routeTo: (address) => (address === ip(20) ? relay : null),
     carries: (r, source) => r === relay && source === ip(20),
     linked: () => [relay],
+    networkSize: () => 5,
   };
   for (const t of [a, b, tun]) plane.route(t);
   plane.attachMesh(mesh);

@@ -52,6 +52,7 @@ function setup() {
     },
     carries: (relay, source) => carriedBy.get(source) === relay,
     linked: () => [b, c].filter((relay) => relay.up),
+    networkSize: () => 5,
   };
   for (const t of [here, alsoHere, tun]) plane.route(t);
   plane.attachMesh(mesh);
@@ -218,7 +219,7 @@ describe('the data plane and the relay mesh', () => {
       assert.equal(onesSum(plain, 4 + 20, plain.length, pseudo) % 0xffff, 0, 'checksum completed');
     });
 
-    it('a packet no device\'s interface sends (beyond the MTU, or a super-packet to segment) is not fanned out: each copy would cost more', () => {
+    it('a packet no device\'s interface sends (beyond the MTU, a super-packet to segment, padding after it) is not fanned out: each copy would cost more', () => {
       const { plane, here, alsoHere } = setup();
       plane.carry(groupMask([...MULTICAST_GROUPS]), undefined, 1400);
       plane.forward(here, mdns(ip(10), 'x'.repeat(1400)));
@@ -226,10 +227,12 @@ describe('the data plane and the relay mesh', () => {
       const header = Buffer.alloc(VNET_HDR_BYTES);
       writeVnetHeader(header, 0, { flags: VNET_F_NEEDS_CSUM, gsoType: GSO_UDP_L4, hdrLen: 28, gsoSize: 1000, csumStart: 20, csumOffset: 6 });
       plane.forward(here, encodeFrame(FrameType.DataGso, Buffer.concat([header, udp])));
+      // A small packet padded out in its frame: every copy would be the whole frame.
+      plane.forward(here, encodeFrame(FrameType.Data, Buffer.concat([ipPacket(ip(10), ipv4ToInt('224.0.0.251'), 'q'), Buffer.alloc(60_000)])));
       plane.forward(here, mdns(ip(10), 'x'.repeat(1300)));
       plane.endBatch();
       assert.equal(alsoHere.received.length, 1, 'only the packet that fits');
-      assert.equal(here.counters.drops.malformed, 2);
+      assert.equal(here.counters.drops.malformed, 3);
     });
 
     it('a receiver without room counts a queueFull copy; the others still get theirs', () => {

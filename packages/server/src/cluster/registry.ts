@@ -85,6 +85,14 @@ export class RelayRegistry extends EventEmitter {
     return this.mine.has(deviceId) ? this.self.id : this.attached.get(deviceId);
   }
 
+  /**
+   * About how many devices the network has on all relays, in constant time (for every multicast packet):
+   * this relay's own may be counted twice once etcd has shown them back, which errs on the small side of a share.
+   */
+  get networkSize(): number {
+    return this.mine.size + this.attached.size;
+  }
+
   /** Devices per relay ID, this relay's own included. */
   deviceCounts(): Map<string, number> {
     const counts = new Map<string, number>([[this.self.id, this.mine.size]]);

@@ -22,6 +22,8 @@ export interface MeshRoutes {
   carries(relay: Target, source: number): boolean;
   /** The relays linked now: each gets one copy of a device's multicast. */
   linked(): Iterable<Target>;
+  /** Devices of the whole network now, on every relay: each is a sender with a share of this relay's copies. */
+  networkSize(): number;
 }
 
 /** Unreachables are a courtesy: a source spraying unknown addresses gets at most this many per second. */
@@ -252,12 +254,14 @@ export class DataPlane {
     }
     const packet = { frame, ip, end, group, gso, bytes, source };
     if (!this.fan.fits(packet)) {
-      this.drop(from, 'malformed', frame, `a ${end - ip}-byte packet to a group${gso ? ' (offloaded)' : ''}: only what fits the overlay's MTU unsegmented is fanned out`);
+      this.drop(from, 'malformed', frame, `a ${end - ip}-byte packet to a group${gso ? ' (offloaded)' : ''}: only what fits the overlay's MTU unsegmented, with nothing after it in its frame, is fanned out`);
       return;
     }
-    // What a packet costs is a copy per device here (the relays it goes to are few).
+    // What a packet costs is a copy per device here (the relays it goes to are few); every device of the
+    // network, here or on another relay, is a sender with an equal share of those copies.
     const relays = toRelays && this.mesh !== null ? this.mesh.linked() : [];
-    this.fan.spread(from, packet, this.routes.values(), this.routes.size, relays, this.batch, this.totals);
+    const senders = Math.max(this.routes.size, this.mesh?.networkSize() ?? 0);
+    this.fan.spread(from, packet, this.routes.values(), { copies: this.routes.size, senders }, relays, this.batch, this.totals);
   }
 
   private countReceived(from: Target, bytes: number): void {

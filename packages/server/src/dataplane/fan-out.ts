@@ -1,6 +1,6 @@
 import type { WriteBatch } from '@mnedc/link';
 import { GSO_NONE, HEADER_BYTES, MULTICAST_GROUPS, reflectionDigest, segmentCount, toDataFrames, type GroupMask } from '@mnedc/protocol';
-import { DEFAULT_MULTICAST_LIMITS, MulticastAdmission, newMulticastCounters, type MulticastLimits } from './multicast';
+import { DEFAULT_MULTICAST_LIMITS, MulticastAdmission, newMulticastCounters, type FanOutCost, type MulticastLimits } from './multicast';
 import type { TrafficCounters, Target } from './target';
 
 /** One packet to a group, as the data plane read it. */
@@ -37,9 +37,13 @@ export class FanOut {
     this.mtu = mtu;
   }
 
-  /** Whether the packet is one a device's interface sends: at most the MTU, no segmentation asked for. */
+  /**
+   * Whether the packet is one a device's interface sends: at most the MTU, no segmentation asked for, and
+   * nothing in the frame after it (each copy is the whole frame).
+   */
   fits(packet: GroupPacket): boolean {
-    return packet.end - packet.ip <= this.mtu && (!packet.gso || packet.frame[HEADER_BYTES + 1] === GSO_NONE);
+    const { frame, ip, end } = packet;
+    return end - ip <= this.mtu && frame.length === end && (!packet.gso || frame[HEADER_BYTES + 1] === GSO_NONE);
   }
 
   carries(group: number): boolean {
@@ -50,12 +54,12 @@ export class FanOut {
    * Copies `packet` from `from` to every target of `devices` but the sender and the relay's own interface,
    * then to every one of `relays`, if admitted. `totals`: the data plane's, which count each copy sent.
    */
-  spread(from: Target, packet: GroupPacket, devices: Iterable<Target>, deviceCount: number, relays: Iterable<Target>,
+  spread(from: Target, packet: GroupPacket, devices: Iterable<Target>, cost: FanOutCost, relays: Iterable<Target>,
     batch: WriteBatch, totals: TrafficCounters): void {
     const { frame, gso, bytes } = packet;
     const counters = this.counters[MULTICAST_GROUPS[packet.group]!];
     counters.received++;
-    const admission = this.admission.admit(packet.source, reflectionDigest(frame, packet.ip, packet.end), Date.now(), deviceCount);
+    const admission = this.admission.admit(packet.source, reflectionDigest(frame, packet.ip, packet.end), Date.now(), cost);
     if (admission !== 'ok') {
       counters[admission]++;
       return;

@@ -49,29 +49,45 @@ interface Bucket {
 }
 
 interface Seen {
-  source: number;
-  until: number;
+  /** The first sender of the datagram: never an echo of it. */
+  owner: number;
+  /** The last time the datagram was fanned out, from anyone. */
+  lastAt: number;
+  /** The owner keeps it until this long after its own last send. */
+  ownedUntil: number;
+}
+
+/**
+ * How long a datagram stays its first sender's. Were it the last sender's, a device that heard another's
+ * periodic packet could send it again each half second and have the other's own copies dropped as echoes.
+ */
+const OWNER_MS = 60_000;
+
+/** What a packet costs: the copies it makes here, and how many devices of the network share the budget. */
+export interface FanOutCost {
+  copies: number;
+  senders: number;
 }
 
 export type Admission = 'ok' | 'rateLimited' | 'duplicate';
 
 /**
- * A device's rate and burst, in packets, on a relay whose packets each make `copies` copies: the configured
- * ones, or its equal share of copiesPerSecond when that is less (never under one packet of burst).
+ * A device's rate and burst, in packets, when each packet makes `copies` copies here and `senders` devices
+ * share the relay's copies: the configured ones, or its equal share of copiesPerSecond when that is less
+ * (never under one packet of burst).
  */
-export function fairShare(limits: MulticastLimits, copies: number): { rate: number; burst: number } {
-  const n = Math.max(1, copies);
-  const share = limits.copiesPerSecond / (n * n);
+export function fairShare(limits: MulticastLimits, cost: FanOutCost): { rate: number; burst: number } {
+  const share = limits.copiesPerSecond / (Math.max(1, cost.copies) * Math.max(1, cost.senders, cost.copies));
   return { rate: Math.min(limits.perDeviceRate, share), burst: Math.max(1, Math.min(limits.perDeviceBurst, share)) };
 }
 
 /**
  * The admission of a packet to fan-out, no I/O, time given by the caller. Each source address has a
  * token bucket (a device's rate holds whichever relay it sent through), and the relay one of copies. A
- * datagram seen from one source and sent again by another within the echo window is a reflection (an avahi
- * reflector, a device echoing what it hears): every device already had the first copy, so the echo is
- * dropped, which is what stops a loop between reflectors. The same source repeating itself (mDNS probes,
- * announcements) is not an echo.
+ * datagram sent by another device than its first sender within the echo window of its last sending is a
+ * reflection (an avahi reflector, a device echoing what it hears): every device already had it, so the
+ * echo is dropped, which is what stops a loop between reflectors. Its first sender repeating it (mDNS
+ * probes, announcements, periodic SSDP) is never an echo.
  */
 export class MulticastAdmission {
   private readonly buckets = new Map<number, Bucket>();
@@ -83,15 +99,22 @@ export class MulticastAdmission {
     this.copyTokens = limits.copiesPerSecond;
   }
 
-  /** `copies`: how many copies the packet would make (the devices and relays it goes to). */
-  admit(source: number, digest: number, now: number, copies = 1): Admission {
-    const previous = this.seen.get(digest);
-    if (previous !== undefined && previous.until > now && previous.source !== source) return 'duplicate';
-    const { rate, burst } = fairShare(this.limits, copies);
-    if (!this.take(source, now, rate, burst) || !this.takeCopies(now, copies)) return 'rateLimited';
-    if (previous !== undefined) this.seen.delete(digest);
-    else if (this.seen.size >= MAX_DIGESTS) this.seen.delete(this.seen.keys().next().value!);
-    this.seen.set(digest, { source, until: now + this.limits.echoWindowMs });
+  admit(source: number, digest: number, now: number, cost: FanOutCost = { copies: 1, senders: 1 }): Admission {
+    let seen = this.seen.get(digest);
+    if (seen !== undefined && seen.ownedUntil <= now) seen = undefined;
+    if (seen !== undefined && seen.owner !== source && now - seen.lastAt < this.limits.echoWindowMs) return 'duplicate';
+    const { rate, burst } = fairShare(this.limits, cost);
+    if (!this.take(source, now, rate, burst) || !this.takeCopies(now, cost.copies)) return 'rateLimited';
+    // Re-inserted, so the front of the map holds what was sent longest ago: evicted first.
+    this.seen.delete(digest);
+    if (seen === undefined) {
+      if (this.seen.size >= MAX_DIGESTS) this.seen.delete(this.seen.keys().next().value!);
+      seen = { owner: source, lastAt: now, ownedUntil: now + OWNER_MS };
+    } else {
+      seen.lastAt = now;
+      if (seen.owner === source) seen.ownedUntil = now + OWNER_MS;
+    }
+    this.seen.set(digest, seen);
     return 'ok';
   }
 

@@ -24,6 +24,8 @@ export interface MeshDirectory {
   relayOf(deviceId: string): string | undefined;
   /** Relays up now (self excluded), with where they listen and the fingerprint of their certificate. */
   others(): Array<{ id: string; advertise: string; key?: string }>;
+  /** About how many devices the network has on all relays. */
+  networkSize(): number;
 }
 
 export interface MeshPeerView {
@@ -93,6 +95,10 @@ export class RelayMesh implements MeshRoutes {
   carries(peer: PeerRelay, source: number): boolean {
     const deviceId = this.directory.holderOf(source);
     return deviceId !== undefined && this.directory.relayOf(deviceId) === peer.relayId;
+  }
+
+  networkSize(): number {
+    return this.directory.networkSize();
   }
 
   /** The relays linked now: each gets one copy of a device's multicast. */
