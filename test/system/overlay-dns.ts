@@ -40,13 +40,16 @@ export async function dnsThroughResolved(box: Box, ips: Ips): Promise<void> {
     await journal.waitForRaw(new RegExp(`^Names in ${escape(DOMAIN)} resolve through the relay's DNS at [\\d.]+ \\(systemd-resolved, link mnedc0\\)`), 60_000);
   }));
   assert.match(await c.run('resolvectl domain mnedc0'), new RegExp(`~${escape(DOMAIN)}`));
-  const deviceId = (JSON.parse(await d.run('mnedcctl status --json')) as { deviceId: string }).deviceId;
+  const { deviceId, ip6 } = JSON.parse(await d.run('mnedcctl status --json')) as { deviceId: string; ip6: string };
   for (const name of [`${deviceId}.${DOMAIN}`, `d.${DOMAIN}`]) {
-    const found = await c.exec(`getent hosts ${name}`, 20_000);
-    assert.match(found.stdout, new RegExp(`^${escape(ips.d)}\\s`), `${name} from c: ${found.stdout}${found.stderr}`);
+    // The relay answers A and AAAA; getent hosts asks for IPv6 first, as applications' getaddrinfo prefers it.
+    const found = await c.exec(`getent ahostsv4 ${name} && getent hosts ${name}`, 20_000);
+    assert.match(found.stdout, new RegExp(`^${escape(ips.d)}\\s+STREAM`, 'm'), `${name} from c: ${found.stdout}${found.stderr}`);
+    assert.match(found.stdout, new RegExp(`^${escape(ip6)}\\s`, 'm'), `${name} from c: ${found.stdout}${found.stderr}`);
   }
+  const c6 = (JSON.parse(await c.run('mnedcctl status --json')) as { ip6: string }).ip6;
   const query = await d.run(`resolvectl query --synthesize=no --cache=no c.${DOMAIN}`, 20_000);
-  assert.match(query, new RegExp(`c\\.${escape(DOMAIN)}: ${escape(ips.c)}\\s+-- link: mnedc0`), query);
+  for (const address of [ips.c, c6]) assert.match(query, new RegExp(`\\s${escape(address)}\\s+-- link: mnedc0`), query);
   // NXDOMAIN from the relay: getent says "not found" (2) at once.
   assert.equal((await c.exec(`getent hosts nobody.${DOMAIN}`, 20_000)).code, 2);
   const stats = JSON.parse(await srv.run('mnedcctl stats --json')) as { dns: Record<string, number> };
