@@ -27,8 +27,9 @@
  *   0x08 MESH_HELLO              r → r      JSON MeshHello   — a relay dialing another: its first frame
  *                                           (mesh.ts)
  *   0x09 MESH_WELCOME            r → r      JSON MeshWelcome — the relay dialed accepts; the link is open
- *   0x10 DATA                    both       one raw IPv4 packet (20 .. MAX_PACKET bytes), never re-encoded
- *   0x11 DATA_GSO                both       virtio_net_hdr + IPv4 packet (30 .. MAX_PACKET + 10 bytes); only
+ *   0x10 DATA                    both       one raw IPv4 or IPv6 packet (20 .. MAX_PACKET bytes), never
+ *                                           re-encoded (IPv6: see IPV6)
+ *   0x11 DATA_GSO                both       virtio_net_hdr + IP packet (30 .. MAX_PACKET + 10 bytes); only
  *                                           between peers that negotiated "gso" (see OFFLOADS)
  *   0x20 PING                    both       8 opaque bytes
  *   0x21 PONG                    both       the 8 bytes of the PING it answers
@@ -62,9 +63,10 @@
  *   +--------+--------+----------+----------+-----------+------------+----------------------- - -
  *   struct virtio_net_hdr with little-endian u16 fields (virtio 1.0), as the TUN device reads and writes
  *   it (gso.ts has the rules). flags: NEEDS_CSUM 1 (the L4 checksum field holds only the pseudo-header
- *   sum; csum_start/csum_offset say where it goes), DATA_VALID 2. gso_type: NONE 0, TCPV4 1, UDP_L4 5,
- *   ECN 0x80 with TCPV4. With a gso_type the packet is a super-packet of up to 65535 bytes whose payload
- *   goes out in gso_size pieces, every segment getting copies of the IPv4 and TCP/UDP headers. A payload
+ *   sum; csum_start/csum_offset say where it goes), DATA_VALID 2. gso_type: NONE 0, TCPV4 1 (IPv4 only),
+ *   TCPV6 4 (IPv6 only, no extension headers), UDP_L4 5, ECN 0x80 with TCP. With a gso_type the packet is
+ *   a super-packet of up to 65535 bytes whose payload goes out in gso_size pieces, every segment getting
+ *   copies of the IP and TCP/UDP headers. A payload
  *   is at most MAX_PACKET + VNET_HDR_BYTES = 65545 bytes, inside MAX_PAYLOAD. The server checks every
  *   DATA_GSO (checkOffloadPacket) and drops what does not hold as malformed; for a receiver without "gso"
  *   it segments and completes checksums itself (toDataFrames), so mixed fleets interoperate.
@@ -101,6 +103,21 @@
  *   Relays of one cluster link to each other on the same port: MESH_HELLO instead of HELLO (mesh.ts).
  *   A cluster's relay lists the relays (host:port) in WELCOME.relays: where the device may go when this
  *   one is lost (the client tries them after those it is configured with; it verifies each as any relay).
+ *
+ * MULTICAST (multicast.ts)
+ *   WELCOME.multicast names the groups the relay fans out ([server] multicast): "mdns" (UDP to 224.0.0.251
+ *   and ff02::fb), "ssdp" (239.255.255.250, ff02::c), "broadcast" (the subnet's broadcast address and
+ *   255.255.255.255). A device sends such a packet as any other DATA; the relay copies it unchanged to
+ *   every other device and once to each relay it is linked to, which copies it to its own devices only
+ *   (one hop). Nothing is sent back to its sender; the relay's own interface takes no part. Per-device
+ *   rates, the relay's copy budget and echo suppression drop the excess; no frame says so.
+ *
+ * IPV6 (ipv6.ts)
+ *   WELCOME.ip6 is the device's address in the network's unique local /64 (fd + 40 bits of the network's
+ *   identity), whose last 32 bits are its IPv4 address; its link-local address is fe80:: with the same
+ *   32 bits. IPv6 in DATA must come from one of them (the link-local one only to a carried group or to
+ *   another device's link-local address) and goes to another device's address; the relay routes it by the
+ *   IPv4 lease in its last 32 bits. A relay that gives no ip6 drops IPv6.
  *
  * LEASES AND TAKEOVER
  *   The lease is keyed by deviceId. A HELLO for a deviceId whose previous session is still open replaces
