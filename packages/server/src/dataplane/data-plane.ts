@@ -1,7 +1,7 @@
 import { RateLimitedWarning, type Logger } from '@mnedc/common';
 import type { WriteBatch } from '@mnedc/link';
 import {
-  buildIcmpUnreachable, checkOffloadPacket, encodeFrame, FrameType, groupOf, GSO_NONE, HEADER_BYTES, ICMP_HOST_UNREACHABLE, intToIpv4,
+  buildIcmpUnreachable, checkOffloadPacket, encodeFrame, formatIpv6, FrameType, groupOf, GSO_NONE, HEADER_BYTES, ICMP_HOST_UNREACHABLE, intToIpv4,
   nonUnicastDestination, NOT_CARRIED, NOT_GROUP, readUdp, segmentCount, toDataFrames, udpReply, VNET_F_NEEDS_CSUM,
   type GroupMask, type Subnet,
 } from '@mnedc/protocol';
@@ -315,7 +315,8 @@ export class DataPlane {
   private drop(from: Target, reason: DropReason, frame: Buffer, problem?: string): void {
     this.countDrop(from, reason);
     this.warnings.warn(`drop:${reason}`, () => {
-      const destination = intToIpv4(frameDestination(frame));
+      const ip = packetOffset(frame);
+      const destination = frame[ip]! >> 4 === 6 && frame.length - ip >= 40 ? formatIpv6(frame, ip + 24) : intToIpv4(frameDestination(frame));
       return {
         fields: { deviceId: from.deviceId, reason, destination, ...(problem ? { problem } : {}) },
         message: `Dropped packets (${reason}), e.g. from ${from.local ? 'the server' : from.deviceId} to ${destination}${problem ? `: ${problem}` : ''}`,
