@@ -49,7 +49,10 @@ export async function dnsThroughResolved(box: Box, ips: Ips): Promise<void> {
   }
   const c6 = (JSON.parse(await c.run('mnedcctl status --json')) as { ip6: string }).ip6;
   const query = await d.run(`resolvectl query --synthesize=no --cache=no c.${DOMAIN}`, 20_000);
-  for (const address of [ips.c, c6]) assert.match(query, new RegExp(`\\s${escape(address)}\\s+-- link: mnedc0`), query);
+  assert.match(query, new RegExp(`c\\.${escape(DOMAIN)}: ${escape(ips.c)}\\s+-- link: mnedc0`), query);
+  // resolved asks a link for AAAA by itself only where it sees IPv6 connectivity; asked for it, the relay has it.
+  const query6 = await d.run(`resolvectl query --synthesize=no --cache=no -t AAAA c.${DOMAIN}`, 20_000);
+  assert.match(query6, new RegExp(`\\bAAAA\\s+${escape(c6)}\\s`), query6);
   // NXDOMAIN from the relay: getent says "not found" (2) at once.
   assert.equal((await c.exec(`getent hosts nobody.${DOMAIN}`, 20_000)).code, 2);
   const stats = JSON.parse(await srv.run('mnedcctl stats --json')) as { dns: Record<string, number> };
