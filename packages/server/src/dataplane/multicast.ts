@@ -37,7 +37,7 @@ export interface MulticastLimits {
   echoWindowMs: number;
 }
 
-export const DEFAULT_MULTICAST_LIMITS: MulticastLimits = { perDeviceRate: 50, perDeviceBurst: 100, copiesPerSecond: 100_000, echoWindowMs: 1000 };
+export const DEFAULT_MULTICAST_LIMITS: MulticastLimits = { perDeviceRate: 50, perDeviceBurst: 100, copiesPerSecond: 50_000, echoWindowMs: 1000 };
 
 /** Senders and datagrams remembered at most: bounds what a flood of distinct sources or payloads can make the relay hold. */
 const MAX_SENDERS = 65_536;
