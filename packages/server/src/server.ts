@@ -4,7 +4,8 @@ import { createSecureContext } from 'node:tls';
 import { hostname } from 'node:os';
 import { formatHostPort, type Logger } from '@mnedc/common';
 import {
-  certificateFingerprint, certificateKey, encodeEndorsement, encodeJsonFrame, FrameType, formatIpv6, groupMask, intToIpv4, mappedAddress, ulaPrefix, type MulticastGroup, isRelayAddress, MAX_WELCOME_RELAYS, showFingerprint,
+  certificateFingerprint, certificateKey, encodeEndorsement, encodeJsonFrame, formatIpv6, FrameType, groupMask, intToIpv4, isRelayAddress,
+  mappedAddress, MAX_WELCOME_RELAYS, showFingerprint, ulaPrefix, type MulticastGroup,
 } from '@mnedc/protocol';
 import type { TunDevice } from '@mnedc/tun';
 import type { ServerConfig } from './config';
