@@ -134,4 +134,28 @@ describe('a client facing a lying relay', { skip: skipUnlessRoot, timeout: 120_0
     assert.equal(client.exited, null, `the client exited: ${client.tail()}`);
     await stop(client, relay);
   });
+
+  it('drops what a relay forges from outside the overlay (a DNS answer "from 8.8.8.8"), counted; takes what comes from inside it', async () => {
+    const relay = await fakeRelay([{ ...SOUND, hold: true, forge: [
+      { src: '8.8.8.8', port: 5300, text: 'forged answer' },
+      { src: '192.168.0.1', port: 5300, text: 'forged LAN' },
+      { src: '10.0.0.1', port: 5300, text: 'from the relay' },
+    ] }]);
+    const client = await overlay.startClientAs('c', 'c4', { noWait: true });
+    running.push(client);
+    await relay.waitFor(/^hello 1$/, { timeoutMs: 20_000 });
+    // A socket on every address of c, as a resolver waiting for its answer would have.
+    const listener = new Daemon('listener', lab.spawn('c', [process.execPath, '-e',
+      "const s=require('dgram').createSocket('udp4');s.on('message',(m,r)=>console.log('got '+m+' from '+r.address));s.bind(5300,()=>console.log('bound'))"], { pipe: true }));
+    running.push(listener);
+    await listener.waitForRaw(/^bound$/);
+    relay.signal('SIGUSR1');
+    await listener.waitForRaw(/^got from the relay from 10\.0\.0\.1$/, 20_000);
+    const line = await client.waitFor(/^Dropped packets from 192\.168\.0\.10:3334 with a source outside the overlay, e\.g\. 8\.8\.8\.8/, { timeoutMs: 10_000 });
+    assert.equal(line.level, 40);
+    assert.deepEqual(listener.raw.filter((l) => l.startsWith('got ')), ['got from the relay from 10.0.0.1']);
+    const stats = await overlay.ctlAt(path.join(overlay.dir, 'c4.sock'), ['stats', '--json']);
+    assert.equal((stats.json as { session: { dropsFromRelay: number } }).session.dropsFromRelay, 2);
+    await stop(client, relay, listener);
+  });
 });

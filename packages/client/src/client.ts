@@ -326,7 +326,7 @@ export class RelayClient extends EventEmitter {
       this.configuredAddress = address;
     }
     this.bridge.setOffloading(welcome.capabilities.includes(CAPABILITY_GSO));
-    this.bridge.ipv6 = applyIpv6(this.deps.device, welcome, this.bridge.ipv6, this.deps.log, this.deps.hostIpv6);
+    this.bridge.setOverlay(welcome.ip, welcome.prefix, applyIpv6(this.deps.device, welcome, this.bridge.ipv6, this.deps.log, this.deps.hostIpv6));
     this.discovery = welcome.discovery ?? 'full';
     if (this.discovery !== 'full') this.onPeerChanges(this.peers.apply(NO_PEERS));
     const changed = this.lease?.ip !== welcome.ip;

@@ -1,6 +1,8 @@
 import type { Logger, RateLimitedWarning } from '@mnedc/common';
 import { recordLength, tunFraming, type Link, type TunFraming } from '@mnedc/link';
-import { checkOffloadPacket, GSO_HEADER_BYTES, HEADER_BYTES, toDataFrames } from '@mnedc/protocol';
+import {
+  checkOffloadPacket, formatIpv6, GSO_HEADER_BYTES, HEADER_BYTES, intToIpv4, ipv4ToInt, linkLocalIpv4, mappedIpv4, parseIpv6, prefixMask, toDataFrames,
+} from '@mnedc/protocol';
 import { PacketBatch, type TunDevice } from '@mnedc/tun';
 import type { ClientCounters } from './counters';
 
@@ -28,7 +30,11 @@ export class TunBridge {
   /** This session negotiated "gso": DATA_GSO may flow both ways. */
   gso = false;
   /** The TUN's IPv6 address in the overlay (applyIpv6); null: IPv6 read from the TUN is dropped and counted. */
-  ipv6: string | null = null;
+  private address6: string | null = null;
+  /** Where packets from the relay may come from: the overlay's subnet, and its /64 with IPv6 (setOverlay). */
+  private network = 0;
+  private mask = 0xffffffff;
+  private prefix6: Buffer | null = null;
   private readonly framing: TunFraming;
   private readonly toDevice = new PacketBatch();
 
@@ -40,6 +46,43 @@ export class TunBridge {
 
   get name(): string {
     return this.device.name;
+  }
+
+  get ipv6(): string | null {
+    return this.address6;
+  }
+
+  /**
+   * The overlay as the lease says: the relay forwards only packets from devices of its subnet (and the
+   * relay itself), so anything else it sends is forged — an answer from "8.8.8.8" the device's kernel would
+   * take, since its sockets do not care which interface a reply came in on. `ip6`: the TUN's IPv6 address.
+   */
+  setOverlay(ip: string, prefix: number, ip6: string | null): void {
+    this.mask = prefixMask(prefix);
+    this.network = (ipv4ToInt(ip) & this.mask) >>> 0;
+    this.address6 = ip6;
+    this.prefix6 = ip6 === null ? null : parseIpv6(ip6)!.subarray(0, 8);
+  }
+
+  /** Whether the packet at buf[at] comes from inside the overlay (setOverlay). */
+  private fromOverlay(buf: Buffer, at: number): boolean {
+    const version = buf[at]! >> 4;
+    if (version === 4) return buf.length - at >= 20 && ((buf.readUInt32BE(at + 12) & this.mask) >>> 0) === this.network;
+    const prefix = this.prefix6;
+    if (version !== 6 || prefix === null || buf.length - at < 40) return false;
+    return mappedIpv4(buf, at + 8, prefix) !== null || linkLocalIpv4(buf, at + 8) !== null;
+  }
+
+  private dropForeign(buf: Buffer, at: number): void {
+    this.counters.dropsFromRelay++;
+    this.warnings.warn('relay-foreign', () => {
+      const v6 = buf[at]! >> 4 === 6 && buf.length - at >= 40;
+      const source = v6 ? formatIpv6(buf, at + 8) : buf.length - at >= 20 ? intToIpv4(buf.readUInt32BE(at + 12)) : `a ${buf.length - at}-byte record`;
+      return {
+        fields: { server: this.server(), source },
+        message: `Dropped packets from ${this.server()} with a source outside the overlay, e.g. ${source}: a relay forwards devices' packets only`,
+      };
+    });
   }
 
   /**
@@ -140,6 +183,10 @@ export class TunBridge {
 
   /** Relay → TUN: a DATA payload, written at the end of the chunk (flush). */
   receive(packet: Buffer): void {
+    if (!this.fromOverlay(packet, 0)) {
+      this.dropForeign(packet, 0);
+      return;
+    }
     this.counters.rxPackets++;
     this.counters.rxBytes += packet.length;
     this.toDevice.push(packet, false);
@@ -157,6 +204,10 @@ export class TunBridge {
         fields: { server: this.server(), problem },
         message: `Dropped packets from ${this.server()} that ${this.device.name} must not be given, e.g.: ${problem}`,
       }));
+      return;
+    }
+    if (!this.fromOverlay(frame, HEADER_BYTES + GSO_HEADER_BYTES)) {
+      this.dropForeign(frame, HEADER_BYTES + GSO_HEADER_BYTES);
       return;
     }
     this.counters.rxPackets++;

@@ -216,9 +216,20 @@ const dataFrameArb = dataSpecArb.map((f): ClientPiece => ({ k: 'raw', p: { k: 'f
  * Data for a session that did (not) negotiate "gso": a DATA_GSO there ends the connection at once, so
  * most become DATA (same bytes) and a few stay, to be refused.
  */
-const dataFrameForArb = (gso: boolean): fc.Arbitrary<ClientPiece> => fc.tuple(dataSpecArb, fc.nat({ max: 9 })).map(([f, n]): ClientPiece => {
+const dataFrameForArb = (gso: boolean, ip?: string): fc.Arbitrary<ClientPiece> => fc.tuple(dataSpecArb, fc.nat({ max: 9 }), fc.boolean()).map(([f, n, inside]): ClientPiece => {
   const keep = gso || f.type !== FrameType.DataGso || n === 0;
-  return { k: 'raw', p: { k: 'frame', f: keep ? f : { ...f, type: FrameType.Data } } };
+  const spec = keep ? f : { ...f, type: FrameType.Data };
+  // Half the packets from the lease's own address (inside the overlay, so the TUN gets them); the rest
+  // from random sources, which a relay never forwards and the client drops.
+  if (!inside || ip === undefined || !/^\d+\.\d+\.\d+\.\d+$/.test(ip) || (spec.type !== FrameType.Data && spec.type !== FrameType.DataGso)) {
+    return { k: 'raw', p: { k: 'frame', f: spec } };
+  }
+  const at = spec.type === FrameType.DataGso ? 10 : 0;
+  const head = new Uint8Array(Math.max(spec.head.length, at + 20));
+  head.set(spec.head);
+  head[at] = 0x45;
+  head.set(ip.split('.').map(Number), at + 12);
+  return { k: 'raw', p: { k: 'frame', f: { ...spec, head, length: Math.max(spec.length, head.length) } } };
 });
 
 /** Control traffic a hostile relay may send, sound or not, in any order. */
@@ -328,7 +339,7 @@ export const FUZZ_CASES: readonly FuzzCase[] = [
         const gso = common.vnet && (entryList(common.welcome, 'capabilities') ?? []).includes('gso');
         return fc.tuple(fc.constant(common), fc.array(fc.record({
           lead: fc.option(fc.constant(common.welcome), { freq: 8, nil: null }),
-          pieces: fc.array(fc.oneof({ weight: 8, arbitrary: dataFrameForArb(gso) }, { weight: 1, arbitrary: controlPieceArb }), { maxLength: 10 }),
+          pieces: fc.array(fc.oneof({ weight: 8, arbitrary: dataFrameForArb(gso, entryText(common.welcome, 'ip')) }, { weight: 1, arbitrary: controlPieceArb }), { maxLength: 10 }),
           cuts: cutsArb,
           end: endArb,
         }), { minLength: 1, maxLength: 2 }));

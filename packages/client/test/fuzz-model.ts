@@ -108,13 +108,14 @@ export class Model {
     }
     switch (type) {
       case FrameType.Data:
-        this.pending.push({ packet: payload, gso: false });
+        // Only packets from inside the overlay reach the TUN: a relay forwards devices' packets only.
+        if (this.fromOverlay(payload, 0)) this.pending.push({ packet: payload, gso: false });
         return;
       case FrameType.DataGso:
         if (!this.gso) return this.fail('protocol error', 'DATA_GSO');
         // A virtio header that does not hold never reaches the TUN.
         if (checkOffloadPacket(payload, 0, payload.length) !== null) return;
-        this.pending.push({ packet: payload, gso: true });
+        if (this.fromOverlay(payload, 10)) this.pending.push({ packet: payload, gso: true });
         return;
       case FrameType.Ping:
         // Once a GOODBYE has ended our side there is nothing to answer on.
@@ -155,6 +156,17 @@ export class Model {
   private refuseLease(why: string): void {
     this.fail('refused the lease', why);
     this.mistake = true;
+  }
+
+  /** An IPv4 packet from the lease's subnet (no IPv6 in these WELCOMEs, so none of it). */
+  private fromOverlay(buf: Buffer, at: number): boolean {
+    if (!this.lease || buf.length - at < 20 || buf[at]! >> 4 !== 4) return false;
+    return this.inSubnet(buf.readUInt32BE(at + 12));
+  }
+
+  private inSubnet(ip: number): boolean {
+    const mask = this.lease!.prefix === 0 ? 0 : (0xffffffff << (32 - this.lease!.prefix)) >>> 0;
+    return ((ip & mask) >>> 0) === ((ipv4ToInt(this.lease!.ip) & mask) >>> 0);
   }
 
   private welcome(payload: Buffer): void {
