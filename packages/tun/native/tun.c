@@ -402,6 +402,28 @@ static napi_value m_set_mtu(napi_env env, napi_callback_info info) {
   return undef(env);
 }
 
+/* The (address: string, prefix: number) arguments of setAddress, addAddress6 and addRoute: `text` gets
+ * the address as given, `out` (struct in_addr or in6_addr) its `family` form. Throws, naming `method` and
+ * `what` ("address", "destination"), and returns false unless they are an address of that family and a
+ * prefix up to its length. */
+static bool address_args(napi_env env, const tun_t *t, napi_value *argv, size_t argc, const char *method, const char *what,
+                         int family, void *out, uint32_t *prefix, char *text, size_t text_size) {
+  size_t len;
+  char msg[160];
+  if (argc < 2 || napi_get_value_string_utf8(env, argv[0], text, text_size, &len) != napi_ok ||
+      napi_get_value_uint32(env, argv[1], prefix) != napi_ok) {
+    snprintf(msg, sizeof msg, "%s: expected (%s: string, prefix: number)", method, what);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+    return false;
+  }
+  if (inet_pton(family, text, out) != 1 || *prefix > (family == AF_INET6 ? 128u : 32u)) {
+    snprintf(msg, sizeof msg, "%s %s: invalid IPv%d %s/prefix \"%s/%u\"", method, t->name, family == AF_INET6 ? 6 : 4, what, text, *prefix);
+    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", msg);
+    return false;
+  }
+  return true;
+}
+
 /* setAddress(addr, prefix). SIOCSIFADDR replaces the primary address (and
  * resets a classful mask), so the netmask must be set after it. */
 static napi_value m_set_address(napi_env env, napi_callback_info info) {
@@ -410,20 +432,9 @@ static napi_value m_set_address(napi_env env, napi_callback_info info) {
   tun_t *t = unwrap(env, info, &argc, argv, "SIOCSIFADDR", false);
   if (!t) return NULL;
   char addr[64];
-  size_t len;
   uint32_t prefix;
   struct in_addr ia;
-  if (argc < 2 || napi_get_value_string_utf8(env, argv[0], addr, sizeof addr, &len) != napi_ok ||
-      napi_get_value_uint32(env, argv[1], &prefix) != napi_ok) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "setAddress: expected (address: string, prefix: number)");
-    return NULL;
-  }
-  if (inet_pton(AF_INET, addr, &ia) != 1 || prefix > 32) {
-    char msg[160];
-    snprintf(msg, sizeof msg, "setAddress %s: invalid IPv4 address/prefix \"%s/%u\"", t->name, addr, prefix);
-    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", msg);
-    return NULL;
-  }
+  if (!address_args(env, t, argv, argc, "setAddress", "address", AF_INET, &ia, &prefix, addr, sizeof addr)) return NULL;
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
   set_sin(&ifr.ifr_addr, ia.s_addr);
@@ -452,20 +463,9 @@ static napi_value m_add_address6(napi_env env, napi_callback_info info) {
   tun_t *t = unwrap(env, info, &argc, argv, "SIOCSIFADDR", false);
   if (!t) return NULL;
   char addr[64];
-  size_t len;
   uint32_t prefix;
   struct in6_addr a6;
-  if (argc < 2 || napi_get_value_string_utf8(env, argv[0], addr, sizeof addr, &len) != napi_ok ||
-      napi_get_value_uint32(env, argv[1], &prefix) != napi_ok) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "addAddress6: expected (address: string, prefix: number)");
-    return NULL;
-  }
-  if (inet_pton(AF_INET6, addr, &a6) != 1 || prefix > 128) {
-    char msg[160];
-    snprintf(msg, sizeof msg, "addAddress6 %s: invalid IPv6 address/prefix \"%s/%u\"", t->name, addr, prefix);
-    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", msg);
-    return NULL;
-  }
+  if (!address_args(env, t, argv, argc, "addAddress6", "address", AF_INET6, &a6, &prefix, addr, sizeof addr)) return NULL;
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
   if (!ifioctl(env, t, SIOCGIFINDEX, "SIOCGIFINDEX", &ifr)) return NULL;
@@ -495,21 +495,13 @@ static napi_value m_add_route(napi_env env, napi_callback_info info) {
   tun_t *t = unwrap(env, info, &argc, argv, "SIOCADDRT", false);
   if (!t) return NULL;
   char dst[64];
-  size_t len;
   uint32_t prefix;
   struct in_addr ia;
-  if (argc < 2 || napi_get_value_string_utf8(env, argv[0], dst, sizeof dst, &len) != napi_ok ||
-      napi_get_value_uint32(env, argv[1], &prefix) != napi_ok) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "addRoute: expected (destination: string, prefix: number)");
-    return NULL;
-  }
-  bool valid = inet_pton(AF_INET, dst, &ia) == 1 && prefix <= 32;
+  if (!address_args(env, t, argv, argc, "addRoute", "destination", AF_INET, &ia, &prefix, dst, sizeof dst)) return NULL;
   /* The kernel refuses host bits with a bare EINVAL; say so instead. */
-  bool host_bits = valid && (ia.s_addr & ~mask_of(prefix));
-  if (!valid || host_bits) {
+  if (ia.s_addr & ~mask_of(prefix)) {
     char msg[160];
-    snprintf(msg, sizeof msg, "addRoute %s: invalid IPv4 destination \"%s/%u\"%s", t->name, dst, prefix,
-             host_bits ? " (host bits set)" : "");
+    snprintf(msg, sizeof msg, "addRoute %s: invalid IPv4 destination \"%s/%u\" (host bits set)", t->name, dst, prefix);
     napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", msg);
     return NULL;
   }
