@@ -38,6 +38,7 @@ import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { ExecResult } from './lab';
+import { ExitCleanup } from './exit-cleanup';
 import { Daemon } from './overlay';
 
 export interface AvahiOptions {
@@ -346,40 +347,7 @@ export function parseAvahiBrowse(output: string): AvahiService[] {
 
 // ---------------------------------------------------------------------------------- exit cleanup --
 
-const live = new Set<AvahiInstance>();
-let handlersInstalled = false;
-const EXIT_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-const signalHandlers = new Map<NodeJS.Signals, () => void>();
-
-function cleanupAllSync(): void {
-  for (const instance of [...live]) instance.stopSync();
-}
-
-function onSignal(signal: NodeJS.Signals): void {
-  cleanupAllSync();
-  removeHandlers();
-  // Re-raise with the default disposition if nobody else handles it (lab.ts does the same).
-  if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-}
-
-function installHandlers(): void {
-  if (handlersInstalled) return;
-  handlersInstalled = true;
-  process.on('exit', cleanupAllSync);
-  for (const sig of EXIT_SIGNALS) {
-    const h = (): void => onSignal(sig);
-    signalHandlers.set(sig, h);
-    process.on(sig, h);
-  }
-}
-
-function removeHandlers(): void {
-  if (!handlersInstalled) return;
-  handlersInstalled = false;
-  process.removeListener('exit', cleanupAllSync);
-  for (const [sig, h] of signalHandlers) process.removeListener(sig, h);
-  signalHandlers.clear();
-}
+const live = new ExitCleanup<AvahiInstance>((instance) => instance.stopSync());
 
 // ----------------------------------------------------------------------------------------- instance --
 
@@ -573,7 +541,6 @@ class AvahiInstance implements Avahi {
 
   private forget(): void {
     live.delete(this);
-    if (live.size === 0) removeHandlers();
   }
 }
 
@@ -602,7 +569,6 @@ export async function startAvahi(netns: string, options: AvahiOptions): Promise<
   const dir = fs.mkdtempSync(path.join(tmpdir(), `mnedc-avahi-${netns}-`));
   const instance = new AvahiInstance(netns, dir, options);
   live.add(instance);
-  installHandlers();
   try {
     for (const sub of ['run/dbus', 'run/avahi-daemon', 'services']) fs.mkdirSync(path.join(dir, sub), { recursive: true, mode: 0o755 });
     fs.writeFileSync(path.join(dir, 'hosts'), '');

@@ -12,6 +12,7 @@
  */
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { ExitCleanup } from './exit-cleanup';
 
 export const CLUSTER_LAN = '192.168.0';
 export const relayAddress = (i: number): string => `${CLUSTER_LAN}.${11 + i}`;
@@ -24,24 +25,11 @@ export interface ClusterDevice {
   behind: 'hub' | 'sub1' | 'sub2';
 }
 
-const live = new Set<ClusterLab>();
-let handlersInstalled = false;
+const live = new ExitCleanup<ClusterLab>((lab) => lab.destroy());
 
 function ip(args: string[]): void {
   const result = spawnSync('ip', args, { encoding: 'utf8' });
   if (result.status !== 0) throw new Error(`ip ${args.join(' ')}: ${result.stderr.trim()}`);
-}
-
-function installHandlers(): void {
-  if (handlersInstalled) return;
-  handlersInstalled = true;
-  process.on('exit', () => live.forEach((lab) => lab.destroy()));
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.once(signal, () => {
-      live.forEach((lab) => lab.destroy());
-      process.kill(process.pid, signal);
-    });
-  }
 }
 
 const NAT_RULES = `flush ruleset
@@ -78,7 +66,6 @@ export class ClusterLab {
   /** Builds the lab; on any failure what was built is removed again. */
   static create(options: { relays?: number; devicesPerLan?: number } = {}): ClusterLab {
     const lab = new ClusterLab(options.relays ?? 3, options.devicesPerLan ?? 4);
-    installHandlers();
     live.add(lab);
     try {
       lab.build();

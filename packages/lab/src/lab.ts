@@ -11,6 +11,7 @@ import { spawn as cpSpawn, spawnSync, type ChildProcess } from 'node:child_proce
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { ExitCleanup } from './exit-cleanup';
 
 export type LabNodeName = 'r0' | 'srv' | 'a' | 'r1' | 'b' | 'r2' | 'c' | 'r3' | 'd';
 
@@ -62,9 +63,7 @@ const SCRIPT_TIMEOUT_MS = 120_000;
 
 // ---------------------------------------------------------------- cleanup --
 
-const liveLabs = new Set<Lab>();
-let handlersInstalled = false;
-const EXIT_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+const liveLabs = new ExitCleanup<Lab>((lab) => lab.destroySync());
 
 function killTree(child: ChildProcess, signal: NodeJS.Signals): void {
   if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
@@ -78,40 +77,6 @@ function killTree(child: ChildProcess, signal: NodeJS.Signals): void {
       /* already gone */
     }
   }
-}
-
-function cleanupAllSync(): void {
-  for (const lab of [...liveLabs]) lab.destroySync();
-}
-
-function onSignal(signal: NodeJS.Signals): void {
-  cleanupAllSync();
-  removeHandlers();
-  // Re-raise with default disposition if nobody else handles it.
-  if (process.listenerCount(signal) === 0) {
-    process.kill(process.pid, signal);
-  }
-}
-
-const signalHandlers = new Map<NodeJS.Signals, () => void>();
-
-function installHandlers(): void {
-  if (handlersInstalled) return;
-  handlersInstalled = true;
-  process.on('exit', cleanupAllSync);
-  for (const sig of EXIT_SIGNALS) {
-    const h = (): void => onSignal(sig);
-    signalHandlers.set(sig, h);
-    process.on(sig, h);
-  }
-}
-
-function removeHandlers(): void {
-  if (!handlersInstalled) return;
-  handlersInstalled = false;
-  process.removeListener('exit', cleanupAllSync);
-  for (const [sig, h] of signalHandlers) process.removeListener(sig, h);
-  signalHandlers.clear();
 }
 
 // ------------------------------------------------------------------- exec --
@@ -209,7 +174,6 @@ export class Lab {
     }
     const lab = new Lab(prefix);
     liveLabs.add(lab);
-    installHandlers();
     let res: ExecResult;
     try {
       res = await run('bash', [LAB_SCRIPT, 'up', prefix], { timeoutMs: SCRIPT_TIMEOUT_MS });
@@ -345,7 +309,6 @@ export class Lab {
 
   private forget(): void {
     liveLabs.delete(this);
-    if (liveLabs.size === 0) removeHandlers();
   }
 
   private assertAlive(): void {
