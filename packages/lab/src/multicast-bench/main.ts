@@ -25,7 +25,7 @@
  * Traffic is on loopback only; everything started here is killed on exit, failure, SIGINT and SIGTERM,
  * and the whole run has a deadline. A table on stdout, JSON in bench-results/multicast-<time>.json.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { cpus, loadavg } from 'node:os';
@@ -39,52 +39,18 @@ import {
   type MulticastBenchOptions, type PointMeasurement, type PointSummary,
 } from './plan';
 import type { WorkerRequest, SendResult, CheckResult } from './worker';
+import { IpcWorker } from '../ipc-worker';
 
 // ---------------------------------------------------------------------------------------------------
 // The main process: the relay, the workers, the points.
 
-class BenchWorker {
-  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  private nextId = 1;
-  exited = false;
-
-  constructor(readonly name: string, readonly child: ChildProcess) {
-    child.on('message', (message: { id: number; result?: unknown; error?: string }) => {
-      const waiter = this.pending.get(message.id);
-      if (!waiter) return;
-      this.pending.delete(message.id);
-      if (message.error !== undefined) waiter.reject(new Error(`${name}: ${message.error}`));
-      else waiter.resolve(message.result);
-    });
-    child.once('exit', (code, signal) => {
-      this.exited = true;
-      for (const waiter of this.pending.values()) waiter.reject(new Error(`${name} exited (${code ?? signal})`));
-      this.pending.clear();
-    });
-  }
-
+class BenchWorker extends IpcWorker<WorkerRequest> {
   /** `nice`: the receivers' workers run at nice 10, so the relay has first claim on a core. */
   static spawn(name: string, nice: number): BenchWorker {
     const argv = [process.execPath, '--max-old-space-size=2048', path.join(__dirname, 'worker.js')];
     const child = spawn(nice > 0 ? 'nice' : argv[0]!, nice > 0 ? ['-n', String(nice), ...argv] : argv.slice(1),
       { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    return new BenchWorker(name, child);
-  }
-
-  call<T>(request: WorkerRequest, timeoutMs = 60_000): Promise<T> {
-    if (this.exited) return Promise.reject(new Error(`${this.name} has exited`));
-    const id = this.nextId++;
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new Error(`${this.name} did not answer ${request.cmd} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.pending.set(id, {
-        resolve: (v) => { clearTimeout(timer); resolve(v as T); },
-        reject: (e) => { clearTimeout(timer); reject(e); },
-      });
-      this.child.send({ id, request });
-    });
+    return new BenchWorker(child, name);
   }
 
   /** `exec nice node` keeps the PID: this is the worker's node. */

@@ -1,6 +1,7 @@
 /** The main process's side of the workers: spawning them in the relay's namespace, requests with deadlines. */
 import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
+import { IpcWorker } from '../ipc-worker';
 import type { Request, WorkerStatus } from './protocol';
 import type { ScaleRelay } from './relay';
 
@@ -15,29 +16,11 @@ export interface WelcomedEvent {
   at: number;
 }
 
-export class WorkerHandle {
+export class WorkerHandle extends IpcWorker<Request> {
   onWelcomed: ((event: WelcomedEvent) => void) | null = null;
-  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  private nextId = 1;
-  private exited = false;
 
-  constructor(readonly child: ChildProcess, readonly name: string) {
-    child.on('message', (message: { id: number; result?: unknown; error?: string } | WelcomedEvent) => {
-      if ('event' in message) {
-        this.onWelcomed?.(message);
-        return;
-      }
-      const waiter = this.pending.get(message.id);
-      if (!waiter) return;
-      this.pending.delete(message.id);
-      if (message.error !== undefined) waiter.reject(new Error(`${name}: ${message.error}`));
-      else waiter.resolve(message.result);
-    });
-    child.once('exit', (code, signal) => {
-      this.exited = true;
-      for (const waiter of this.pending.values()) waiter.reject(new Error(`${name} exited (${code ?? signal})`));
-      this.pending.clear();
-    });
+  constructor(child: ChildProcess, name: string) {
+    super(child, name, (message) => this.onWelcomed?.(message as WelcomedEvent));
   }
 
   /**
@@ -55,22 +38,6 @@ export class WorkerHandle {
     const priority = observer ? [] : ['nice', '-n', '10'];
     const child = relay.spawnInside([...priority, process.execPath, '--max-old-space-size=4096', ...nodeArgs, WORKER_JS], ['ignore', 'inherit', 'inherit', 'ipc']);
     return new WorkerHandle(child, observer ? 'observer' : `worker ${index}`);
-  }
-
-  call<T>(request: Request, timeoutMs = 60_000): Promise<T> {
-    if (this.exited) return Promise.reject(new Error(`${this.name} has exited`));
-    const id = this.nextId++;
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new Error(`${this.name} did not answer ${request.cmd} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.pending.set(id, {
-        resolve: (v) => { clearTimeout(timer); resolve(v as T); },
-        reject: (e) => { clearTimeout(timer); reject(e); },
-      });
-      this.child.send({ id, request });
-    });
   }
 }
 
