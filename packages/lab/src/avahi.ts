@@ -37,7 +37,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import type { ExecResult } from './lab';
+import { killTree, waitExit, type ExecResult } from './lab';
 import { ExitCleanup } from './exit-cleanup';
 import { Daemon } from './overlay';
 
@@ -143,19 +143,6 @@ function program(name: (typeof PROGRAMS)[number]): string {
   const found = findProgram(name);
   if (found === undefined) throw new Error(`avahi: ${name} not found (scripts/setup.sh installs it)`);
   return found;
-}
-
-function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
-  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  try {
-    process.kill(-child.pid, signal);
-  } catch {
-    try {
-      child.kill(signal);
-    } catch {
-      /* already gone */
-    }
-  }
 }
 
 // ------------------------------------------------------------------------------ configuration files --
@@ -431,16 +418,16 @@ class AvahiInstance implements Avahi {
     try {
       await publisher.waitForRaw(/^Established under name '/, this.options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS);
     } catch (e) {
-      killGroup(publisher.child, 'SIGKILL');
+      killTree(publisher.child, 'SIGKILL');
       throw e;
     }
     let done: Promise<void> | undefined;
     return () => {
       // SIGTERM: the daemon sees its client go and withdraws the service with goodbye packets.
       done ??= (async () => {
-        killGroup(publisher.child, 'SIGTERM');
+        killTree(publisher.child, 'SIGTERM');
         await publisher.waitExit(5_000).catch(async () => {
-          killGroup(publisher.child, 'SIGKILL');
+          killTree(publisher.child, 'SIGKILL');
           await publisher.waitExit(5_000).catch(() => undefined);
         });
       })();
@@ -487,7 +474,7 @@ class AvahiInstance implements Avahi {
       let timedOut = false;
       const timer = setTimeout(() => {
         timedOut = true;
-        killGroup(child, 'SIGKILL');
+        killTree(child, 'SIGKILL');
       }, timeoutMs);
       child.once('error', (e) => {
         clearTimeout(timer);
@@ -512,14 +499,14 @@ class AvahiInstance implements Avahi {
     this.stopping ??= (async () => {
       // Clients first, then the daemon with SIGTERM (it says goodbye on the network), then the rest.
       const clients = [...this.children].filter((c) => c !== this.daemon?.child && c !== this.bus?.child && c !== this.holder?.child);
-      for (const child of clients) killGroup(child, 'SIGKILL');
+      for (const child of clients) killTree(child, 'SIGKILL');
       await Promise.all(clients.map((c) => waitExit(c, 5_000)));
       if (this.daemon) {
-        killGroup(this.daemon.child, 'SIGTERM');
+        killTree(this.daemon.child, 'SIGTERM');
         await waitExit(this.daemon.child, 5_000);
       }
       const rest = [...this.children];
-      for (const child of rest) killGroup(child, 'SIGKILL');
+      for (const child of rest) killTree(child, 'SIGKILL');
       await Promise.all(rest.map((c) => waitExit(c, 5_000)));
       this.children.clear();
       fs.rmSync(this.dir, { recursive: true, force: true });
@@ -532,7 +519,7 @@ class AvahiInstance implements Avahi {
   /** @internal For exit handlers: SIGKILL everything, remove the directory. */
   stopSync(): void {
     if (this.stopped) return;
-    for (const child of this.children) killGroup(child, 'SIGKILL');
+    for (const child of this.children) killTree(child, 'SIGKILL');
     this.children.clear();
     fs.rmSync(this.dir, { recursive: true, force: true });
     this.stopped = true;
@@ -542,21 +529,6 @@ class AvahiInstance implements Avahi {
   private forget(): void {
     live.delete(this);
   }
-}
-
-function waitExit(child: ChildProcess, timeoutMs: number): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return Promise.resolve();
-  return new Promise<void>((resolve) => {
-    const timer = setTimeout(done, timeoutMs);
-    function done(): void {
-      clearTimeout(timer);
-      child.removeListener('exit', done);
-      child.removeListener('error', done);
-      resolve();
-    }
-    child.once('exit', done);
-    child.once('error', done);
-  });
 }
 
 /**

@@ -65,7 +65,8 @@ const SCRIPT_TIMEOUT_MS = 120_000;
 
 const liveLabs = new ExitCleanup<Lab>((lab) => lab.destroySync());
 
-function killTree(child: ChildProcess, signal: NodeJS.Signals): void {
+/** Signals a child started detached, with the process group it leads; nothing when it has exited. */
+export function killTree(child: ChildProcess, signal: NodeJS.Signals): void {
   if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
   try {
     // Children are started detached, i.e. leaders of their own process group.
@@ -316,7 +317,8 @@ export class Lab {
   }
 }
 
-function waitExit(child: ChildProcess, timeoutMs: number): Promise<void> {
+/** Resolves once the child has exited (or failed to start), or after timeoutMs regardless. */
+export function waitExit(child: ChildProcess, timeoutMs: number): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return Promise.resolve();
   return new Promise<void>((resolve) => {
     const timer = setTimeout(done, timeoutMs);

@@ -46,7 +46,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { runCommand, type LabAttachment, type LabNodeName } from './lab';
+import { killTree, runCommand, type LabAttachment, type LabNodeName } from './lab';
 import { Daemon } from './overlay';
 
 /** Where scripts/setup.sh puts sshd, and the libraries it needs that the host lacks. */
@@ -200,7 +200,7 @@ export async function startSshd(lab: SshLab, node: LabNodeName | string, listen:
     const attachment: LabAttachment = {
       teardown: () => sshd.stop(),
       teardownSync: () => {
-        killGroup(child!);
+        killTree(child!, 'SIGKILL');
         removeDir();
       },
     };
@@ -220,7 +220,7 @@ export async function startSshd(lab: SshLab, node: LabNodeName | string, listen:
           // once sshd and its PID namespace are gone, unshare and timeout end, and so does `daemon`.
           const sshdPid = childrenOf(childrenOf(child!.pid)[0])[0];
           if (!daemon.exited) {
-            if (sshdPid === undefined) killGroup(child!);
+            if (sshdPid === undefined) killTree(child!, 'SIGKILL');
             else {
               try {
                 process.kill(sshdPid, 'SIGTERM');
@@ -230,7 +230,7 @@ export async function startSshd(lab: SshLab, node: LabNodeName | string, listen:
             }
           }
           await daemon.waitExit(5_000).catch(() => {
-            killGroup(child!);
+            killTree(child!, 'SIGKILL');
             return daemon.waitExit(5_000);
           });
           removeDir();
@@ -242,7 +242,7 @@ export async function startSshd(lab: SshLab, node: LabNodeName | string, listen:
     return sshd;
   } catch (err) {
     if (child) {
-      killGroup(child);
+      killTree(child, 'SIGKILL');
       await new Promise<void>((resolve) => {
         if (child!.exitCode !== null || child!.signalCode !== null) resolve();
         else {
@@ -266,15 +266,6 @@ function childrenOf(pid: number | undefined): number[] {
     return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
   } catch {
     return [];
-  }
-}
-
-function killGroup(child: ChildProcess): void {
-  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  try {
-    process.kill(-child.pid, 'SIGKILL');
-  } catch {
-    child.kill('SIGKILL');
   }
 }
 
@@ -307,7 +298,7 @@ export class SshSession extends Daemon {
     if (!this.exited) {
       this.signal('SIGTERM');
       await this.waitExit(timeoutMs).catch(() => {
-        killGroup(this.child);
+        killTree(this.child, 'SIGKILL');
         return this.waitExit(5_000);
       });
     }
