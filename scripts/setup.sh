@@ -25,6 +25,15 @@ if ((${#need_apt[@]})); then
   fi
 fi
 
+# Single files of Debian packages, without installing them (which would start their services): the .debs
+# of the packages named after DIR are downloaded into DIR, for dpkg-deb to take files out.
+download_debs() {
+  local dir=$1
+  shift
+  chmod 755 "$dir"  # apt's _apt user downloads into it
+  (cd "$dir" && { apt-get download -qq "$@" 2>/dev/null || { apt-get update -qq && apt-get download -qq "$@"; }; }) >/dev/null
+}
+
 # promtool checks the Prometheus metrics in the tests. Only that binary is taken from Debian's prometheus
 # package: installing the package would add a system user and start a Prometheus server on port 9090.
 if ! command -v promtool >/dev/null 2>&1; then
@@ -33,8 +42,7 @@ if ! command -v promtool >/dev/null 2>&1; then
   else
     echo "setup: installing promtool (from the prometheus package, without the server)" >&2
     deb_dir=$(mktemp -d)
-    chmod 755 "$deb_dir"  # apt's _apt user downloads into it
-    (cd "$deb_dir" && { apt-get download -qq prometheus 2>/dev/null || { apt-get update -qq && apt-get download -qq prometheus; }; }) >/dev/null
+    download_debs "$deb_dir" prometheus
     dpkg-deb --fsys-tarfile "$deb_dir"/prometheus_*.deb | tar -x -C "$deb_dir" ./usr/bin/promtool
     install -m 755 "$deb_dir/usr/bin/promtool" /usr/local/bin/promtool
     rm -rf "$deb_dir"
@@ -50,8 +58,7 @@ if ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1; th
   else
     echo "setup: installing etcd and etcdctl (from etcd-server and etcd-client, without the service)" >&2
     deb_dir=$(mktemp -d)
-    chmod 755 "$deb_dir"
-    (cd "$deb_dir" && { apt-get download -qq etcd-server etcd-client 2>/dev/null || { apt-get update -qq && apt-get download -qq etcd-server etcd-client; }; }) >/dev/null
+    download_debs "$deb_dir" etcd-server etcd-client
     dpkg-deb --fsys-tarfile "$deb_dir"/etcd-server_*.deb | tar -x -C "$deb_dir" ./usr/bin/etcd
     dpkg-deb --fsys-tarfile "$deb_dir"/etcd-client_*.deb | tar -x -C "$deb_dir" ./usr/bin/etcdctl
     install -m 755 "$deb_dir/usr/bin/etcd" "$deb_dir/usr/bin/etcdctl" /usr/local/bin/
@@ -73,8 +80,7 @@ if [[ ! -x $lab_private/sshd || -n $(sshd_missing_libs "$lab_private/sshd") ]]; 
   else
     echo "setup: installing $lab_private/sshd (from openssh-server, without the service)" >&2
     deb_dir=$(mktemp -d)
-    chmod 755 "$deb_dir"
-    (cd "$deb_dir" && { apt-get download -qq openssh-server libwrap0 2>/dev/null || { apt-get update -qq && apt-get download -qq openssh-server libwrap0; }; }) >/dev/null
+    download_debs "$deb_dir" openssh-server libwrap0
     dpkg-deb --fsys-tarfile "$deb_dir"/openssh-server_*.deb | tar -x -C "$deb_dir" ./usr/sbin/sshd
     install -d -m 755 "$lab_private"
     sshd_missing=$(sshd_missing_libs "$deb_dir/usr/sbin/sshd" | tr '\n' ' ' || true)
