@@ -12,6 +12,7 @@
  */
 import { createHash } from 'node:crypto';
 import { isIPv6 } from 'node:net';
+import { MDNS, NOT_CARRIED, NOT_GROUP, SSDP } from './multicast';
 
 export const IPV6_HEADER_BYTES = 40;
 /** The overlay's IPv6 prefix length: one /64 per network. */
@@ -98,16 +99,16 @@ const SSDP_IPV6 = parseIpv6('ff02::c')!;
 const IPPROTO_UDP = 17;
 
 /**
- * The carried group of the IPv6 packet at packet[ip] (indices as groupOf in multicast.ts: 0 mdns, 1 ssdp),
- * -2 (NOT_CARRIED) for any other multicast (MLD, router solicitations) or for a group's packet that is not
- * plain UDP (extension headers included), -1 (NOT_GROUP) for unicast.
+ * The carried group of the IPv6 packet at packet[ip], as groupOf (multicast.ts) gives it for IPv4: MDNS or
+ * SSDP; NOT_CARRIED for any other multicast (MLD, router solicitations) or a group's packet that is not
+ * plain UDP (extension headers included); NOT_GROUP for unicast.
  */
 export function groupOf6(packet: Uint8Array, ip: number): number {
-  if (packet[ip + 24] !== 0xff) return -1;
-  if (packet[ip + 6] !== IPPROTO_UDP) return -2;
-  if (equal16(packet, ip + 24, MDNS_IPV6)) return 0;
-  if (equal16(packet, ip + 24, SSDP_IPV6)) return 1;
-  return -2;
+  if (packet[ip + 24] !== 0xff) return NOT_GROUP;
+  if (packet[ip + 6] !== IPPROTO_UDP) return NOT_CARRIED;
+  if (equal16(packet, ip + 24, MDNS_IPV6)) return MDNS;
+  if (equal16(packet, ip + 24, SSDP_IPV6)) return SSDP;
+  return NOT_CARRIED;
 }
 
 function equal16(buf: Uint8Array, at: number, address: Uint8Array): boolean {

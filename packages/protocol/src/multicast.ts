@@ -7,7 +7,7 @@
  * Only UDP to the named groups is carried: IGMP reports and other multicast stay unanswered drops.
  * Pure: the relay's data plane classifies each packet with groupOf.
  */
-import type { Subnet } from './ipv4';
+import { nonUnicastDestination, type Subnet } from './ipv4';
 
 /** The groups a relay may carry, as `multicast =` names them and WELCOME.multicast announces them. */
 export const MULTICAST_GROUPS = ['mdns', 'ssdp', 'broadcast'] as const;
@@ -33,6 +33,9 @@ export function groupsOf(mask: GroupMask): MulticastGroup[] {
 }
 
 /** Index into MULTICAST_GROUPS of a group destination; NOT_GROUP for unicast; NOT_CARRIED for other multicast or broadcast. */
+export const MDNS = MULTICAST_GROUPS.indexOf('mdns');
+export const SSDP = MULTICAST_GROUPS.indexOf('ssdp');
+const BROADCAST = MULTICAST_GROUPS.indexOf('broadcast');
 export const NOT_GROUP = -1;
 export const NOT_CARRIED = -2;
 
@@ -42,13 +45,13 @@ export const NOT_CARRIED = -2;
  */
 export function groupOf(packet: Uint8Array, ip: number, subnet: Subnet): number {
   const destination = ((packet[ip + 16]! << 24) | (packet[ip + 17]! << 16) | (packet[ip + 18]! << 8) | packet[ip + 19]!) >>> 0;
-  const multicast = destination >>> 28 === 0xe;
-  const broadcast = destination === 0xffffffff || destination === subnet.broadcast;
-  if (!multicast && !broadcast) return destination === subnet.network ? NOT_CARRIED : NOT_GROUP;
-  if (packet[ip + 9] !== IPPROTO_UDP) return NOT_CARRIED;
-  if (broadcast) return 2;
-  if (destination === MDNS_IPV4) return 0;
-  if (destination === SSDP_IPV4) return 1;
+  const kind = nonUnicastDestination(destination, subnet);
+  if (kind === null) return NOT_GROUP;
+  // The subnet's network address counts as a broadcast for ICMP's sake, but nothing sends to it.
+  if (packet[ip + 9] !== IPPROTO_UDP || destination === subnet.network) return NOT_CARRIED;
+  if (kind === 'broadcast') return BROADCAST;
+  if (destination === MDNS_IPV4) return MDNS;
+  if (destination === SSDP_IPV4) return SSDP;
   return NOT_CARRIED;
 }
 

@@ -1,13 +1,13 @@
 import { RateLimitedWarning, type Logger } from '@mnedc/common';
 import type { WriteBatch } from '@mnedc/link';
 import {
-  buildIcmpUnreachable, checkOffloadPacket, encodeFrame, formatIpv6, FrameType, groupOf, GSO_NONE, HEADER_BYTES, ICMP_HOST_UNREACHABLE, intToIpv4,
+  buildIcmpUnreachable, checkOffloadPacket, encodeFrame, formatIpv6, FrameType, groupOf, groupOf6, GSO_NONE, HEADER_BYTES, ICMP_HOST_UNREACHABLE, intToIpv4,
   nonUnicastDestination, NOT_CARRIED, NOT_GROUP, readUdp, segmentCount, toDataFrames, udpReply, VNET_F_NEEDS_CSUM,
   type GroupMask, type Subnet,
 } from '@mnedc/protocol';
 import { FanOut } from './fan-out';
 import { DEFAULT_MULTICAST_LIMITS, type MulticastCounters, type MulticastLimits } from './multicast';
-import { destination6, end6, groupOf6, linkLocalDestination6, source6, wellFormed6 } from './ipv6-route';
+import { destination6, end6, linkLocalDestination6, source6, wellFormed6 } from './ipv6-route';
 import { checkFrame, frameDestination, packetOffset, RoutingTable, Verdict, type DropReason } from './router';
 import { newCounters, type LocalUdpService, type Target } from './target';
 

@@ -1,4 +1,4 @@
-import { groupOf6, IPV6_HEADER_BYTES, linkLocalIpv4, mappedIpv4 } from '@mnedc/protocol';
+import { IPV6_HEADER_BYTES, linkLocalIpv4, mappedIpv4 } from '@mnedc/protocol';
 
 /**
  * The data plane's reading of an IPv6 packet (protocol ipv6.ts): every address it acts on maps to an IPv4
@@ -35,4 +35,3 @@ export function linkLocalDestination6(frame: Uint8Array, ip: number): number | n
 
 export const end6 = (frame: Uint8Array, ip: number): number => ip + IPV6_HEADER_BYTES + ((frame[ip + 4]! << 8) | frame[ip + 5]!);
 
-export { groupOf6 };
