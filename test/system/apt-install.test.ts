@@ -17,6 +17,7 @@ import { after, describe, it } from 'node:test';
 import { Container, CONTAINER_ROOT, Lab, namespacesWithPrefix, parseAvahiBrowse, REPO_ROOT, runCommand, UNDERLAY, type Daemon } from '@mnedc/lab';
 import { BOUND_UNIT, bootOrder, checkBound, namesFollowBursts, namesResolve } from './overlay-units';
 import { dnsThroughResolved } from './overlay-dns';
+import { withJournals } from './diagnostics';
 
 const skip = process.getuid?.() !== 0 ? 'needs root (debootstrap, systemd-nspawn, network namespaces)' : false;
 const VERSION = (JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
@@ -100,20 +101,8 @@ describe('Debian packages, installed with apt in booted Debian 12 containers acr
   }
 
   /** What a failed step needs to be understood: the mnedc journals of every container. */
-  async function withDiagnostics(body: () => Promise<void>): Promise<void> {
-    try {
-      await body();
-    } catch (e) {
-      const notes: string[] = [];
-      for (const [name, container] of Object.entries(box)) {
-        const log = await container.exec('journalctl -u "mnedc*" -n 40 --no-pager -o short-monotonic; systemctl --no-pager status "mnedc*"', 20_000)
-          .catch((err: Error) => ({ stdout: `(${err.message})`, stderr: '' }));
-        notes.push(`--- ${name}:\n${log.stdout}${log.stderr}`);
-      }
-      (e as Error).message += `\n${notes.join('\n')}`;
-      throw e;
-    }
-  }
+  const withDiagnostics = (body: () => Promise<void>): Promise<void> =>
+    withJournals(box, 'journalctl -u "mnedc*" -n 40 --no-pager -o short-monotonic; systemctl --no-pager status "mnedc*"', body);
 
   after(async () => {
     await lab?.destroy();

@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Container, Lab, REPO_ROOT, runCommand, UNDERLAY, type Daemon, type LabNodeName } from '@mnedc/lab';
+import { withJournals } from './diagnostics';
 
 const skip = process.getuid?.() !== 0 ? 'needs root (debootstrap, systemd-nspawn, network namespaces)' : false;
 const REPO = path.join(REPO_ROOT, 'dist/apt');
@@ -43,16 +44,9 @@ describe('a cluster of three relays on Debian etcd, installed with apt in contai
     it(name, { timeout: timeoutMs }, async (t) => {
       if (broken) return t.skip(`it builds on the failed step "${broken}"`);
       try {
-        await body();
+        await withJournals(box, 'journalctl -u "mnedc*" -u etcd -n 30 --no-pager -o short-monotonic', body);
       } catch (e) {
         broken = name;
-        const notes: string[] = [];
-        for (const [node, container] of Object.entries(box)) {
-          const log = await container.exec('journalctl -u "mnedc*" -u etcd -n 30 --no-pager -o short-monotonic', 20_000)
-            .catch((err: Error) => ({ stdout: `(${err.message})`, stderr: '' }));
-          notes.push(`--- ${node}:\n${log.stdout}${log.stderr}`);
-        }
-        (e as Error).message += `\n${notes.join('\n')}`;
         throw e;
       }
     });
